@@ -1,0 +1,32 @@
+# make test: set up .venv and pass every check. make demo: set up and run the main job.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: test demo bench lint typecheck pytest clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[bench,cli]'
+	touch $@
+
+test: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy --strict src tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+demo: $(VENV)/.bench-installed
+	$(BIN)/workpool bench --quick
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/workpool bench
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache

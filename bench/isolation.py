@@ -1,0 +1,103 @@
+"""Measure a function in a fresh interpreter, so its memory is its own.
+
+``isolated(fn, *args)`` runs ``python -c`` (this interpreter) with the checkout first on
+``sys.path``; the child imports *fn* by module and name, resets its peak-RSS count, calls
+it, and prints one JSON line back: seconds, peak RSS growth and whatever *fn* returned.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["isolated"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def isolated(fn: Callable[..., object], *args: object, timeout: float = 600) -> dict[str, float]:
+    """Run ``fn(*args)`` once in a fresh interpreter (this one's executable).
+
+    Returns ``seconds`` (the call's wall time), ``rss_growth_mb`` (the peak resident
+    memory of the process minus its resident memory just before the call) and, if *fn*
+    returned a mapping of numbers, those too. *fn* must be a module-level function of an
+    importable module, *args* JSON values. One scenario's garbage never reaches another.
+    """
+    module = sys.modules[fn.__module__]
+    paths = [str(_ROOT)]
+    if "." not in fn.__module__ and getattr(module, "__file__", None):
+        paths.append(str(Path(str(module.__file__)).parent))
+    payload = json.dumps([paths, fn.__module__, fn.__qualname__, list(args)])
+    code = "import sys; from bench.isolation import _child; _child(sys.argv[1])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, payload], capture_output=True, text=True,
+        timeout=timeout, cwd=str(_ROOT),  # python -c puts the cwd first on sys.path
+    )
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        raise RuntimeError(f"isolated {fn.__qualname__} failed: {tail[0]}")
+    out: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _child(payload: str) -> None:
+    paths, module_name, qualname, args = json.loads(payload)
+    sys.path[:0] = paths
+    fn: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        fn = getattr(fn, part)
+    gc.collect()
+    before = _rss_mb()
+    peak = _reset_peak()
+    t0 = time.perf_counter()
+    result = fn(*args)
+    seconds = time.perf_counter() - t0
+    out = {"seconds": seconds, "rss_growth_mb": peak() - before}
+    if isinstance(result, Mapping):
+        out.update({str(k): float(v) for k, v in result.items()})
+    print(json.dumps(out))
+
+
+def _reset_peak() -> Callable[[], float]:
+    """Start a fresh peak-RSS count; return the function that reads it (MiB).
+
+    Linux resets the high-water mark on request (``clear_refs``), so imports before the
+    call cannot inflate it; elsewhere the process's lifetime peak is the best there is.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _status_mb("VmHWM")
+    except (OSError, ValueError):
+        return _peak_rss_mb
+    return lambda: _status_mb("VmHWM")
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 2**10  # kB
+    raise ValueError(f"no {key} in /proc/self/status")
+
+
+def _rss_mb() -> float:
+    """Resident memory now (the peak so far where the OS does not say)."""
+    try:
+        return _status_mb("VmRSS")
+    except (OSError, ValueError):
+        return _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    import resource  # Unix only; imported here so the harness loads everywhere
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes / KiB

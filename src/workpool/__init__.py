@@ -1,0 +1,68 @@
+"""workpool: bounded concurrent work for Python.
+
+Worker pools, fail-fast task groups, weighted semaphores and multi-stage pipelines over
+threads, processes and async code. This module only re-exports the public API.
+
+Example::
+
+    import workpool as wp
+
+    with wp.ThreadPool(8, retry=wp.Retry(attempts=3)) as pool:
+        for page in pool.map(fetch, urls, ordered=False):
+            print(page)
+"""
+
+from ._core.context import TaskContext as TaskContext
+from ._core.context import current as current
+from ._core.exceptions import Cancelled as Cancelled
+from ._core.exceptions import PoolClosed as PoolClosed
+from ._core.exceptions import QueueFull as QueueFull
+from ._core.exceptions import TaskTimeout as TaskTimeout
+from ._core.exceptions import WorkerCrashed as WorkerCrashed
+from ._core.exceptions import WorkpoolError as WorkpoolError
+from ._core.exceptions import WouldBlock as WouldBlock
+from ._core.outcome import Error as Error
+from ._core.outcome import Value as Value
+from ._core.ratelimit import RateLimit as RateLimit
+from ._core.retry import Retry as Retry
+from ._core.sizing import cpus as cpus
+from ._core.sizing import io_workers as io_workers
+from ._core.stats import PoolStatistics as PoolStatistics
+from ._merge import amerge as amerge
+from ._merge import merge as merge
+from ._pool import ThreadPool as ThreadPool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cancelled",
+    "Error",
+    "PoolClosed",
+    "PoolStatistics",
+    "QueueFull",
+    "RateLimit",
+    "Retry",
+    "TaskContext",
+    "TaskTimeout",
+    "ThreadPool",
+    "Value",
+    "WorkerCrashed",
+    "WorkpoolError",
+    "WouldBlock",
+    "amerge",
+    "cpus",
+    "current",
+    "io_workers",
+    "merge",
+]
+
+
+def _rewrite_modules() -> None:
+    # Tracebacks and reprs say workpool.X, not workpool._core.module.X.
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("workpool."):
+            obj.__module__ = "workpool"
+
+
+_rewrite_modules()

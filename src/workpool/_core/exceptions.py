@@ -1,0 +1,70 @@
+"""The exceptions workpool raises, one small tree.
+
+::
+
+    WorkpoolError                      root of everything workpool raises
+    ├── TaskTimeout                    also a TimeoutError: a task ran past its timeout
+    ├── Cancelled                      also concurrent.futures.CancelledError
+    ├── PoolClosed                     also a RuntimeError: the pool takes no more work
+    ├── WouldBlock                     an ``X_nowait`` call would have had to wait
+    │   └── QueueFull                  ... because the pool's queue is full
+    └── WorkerCrashed                  also BrokenProcessPool: a worker process died
+
+Each also subclasses the stdlib exception that code written for
+``concurrent.futures`` already catches, so existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from concurrent.futures.process import BrokenProcessPool
+
+__all__ = [
+    "Cancelled",
+    "PoolClosed",
+    "QueueFull",
+    "TaskTimeout",
+    "WorkerCrashed",
+    "WorkpoolError",
+    "WouldBlock",
+]
+
+
+class WorkpoolError(Exception):
+    """Root of every exception workpool raises."""
+
+
+class TaskTimeout(WorkpoolError, TimeoutError):
+    """A task ran longer than its ``timeout``.
+
+    Its future fails with this error; the task's context is cancelled (threads), its
+    worker is killed and replaced (processes) or it is cancelled (async).
+    """
+
+
+class Cancelled(WorkpoolError, concurrent.futures.CancelledError):
+    """A task was cancelled: raised by ``TaskContext.checkpoint()`` and set on futures
+    that were stopped while running or waiting for a retry."""
+
+
+class PoolClosed(WorkpoolError, RuntimeError):
+    """The pool was shut down and takes no more work.
+
+    The message is the stdlib's (``cannot schedule new futures after shutdown``) so code
+    that matches it keeps working.
+    """
+
+
+class WouldBlock(WorkpoolError):
+    """An ``X_nowait`` call would have had to wait."""
+
+
+class QueueFull(WouldBlock):
+    """``submit_nowait`` found the pool's queue full."""
+
+
+class WorkerCrashed(WorkpoolError, BrokenProcessPool):
+    """The worker process running a task died (signal, ``os._exit``, OOM kill).
+
+    Only that task fails; the worker is replaced and the pool goes on.
+    """

@@ -1,0 +1,117 @@
+"""Pool statistics: plain counters plus a ring of recent latency samples.
+
+Pools update a ``StatsRecorder`` inside the critical section they already hold to hand
+out work, so recording costs a few attribute writes and no extra lock. ``snapshot()``
+turns it into a frozen ``PoolStatistics``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import final
+
+__all__ = ["PoolStatistics", "StatsRecorder"]
+
+_WINDOW = 1024  # latency samples kept: a power of two, so the ring index is a mask
+_MASK = _WINDOW - 1
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    """A frozen snapshot of a pool's counters and recent latencies.
+
+    Counters count tasks (``map`` items one by one). Latencies (seconds) are percentiles
+    over the last 1024 task runs (``map`` chunks count once); throughput is tasks ended
+    per second over that same window.
+    """
+
+    submitted: int
+    queued: int
+    running: int
+    completed: int
+    failed: int
+    retried: int
+    timed_out: int
+    cancelled: int
+    workers: int
+    busy: int
+    idle: int
+    stuck: int
+    throughput: float
+    queue_wait_p50: float
+    queue_wait_p95: float
+    queue_wait_p99: float
+    run_time_p50: float
+    run_time_p95: float
+    run_time_p99: float
+
+    @property
+    def ended(self) -> int:
+        """Tasks that ended: completed, failed, timed out or cancelled."""
+        return self.completed + self.failed + self.timed_out + self.cancelled
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1)))
+    return sorted_values[index]
+
+
+class StatsRecorder:
+    """Mutable counters; the owner serialises writes (its own lock, or one writer)."""
+
+    __slots__ = ("_count", "_ended_at", "_n", "_run", "_wait", "cancelled", "completed",
+                 "failed", "retried", "submitted", "timed_out")
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.completed = 0
+        self.failed = 0
+        self.retried = 0
+        self.timed_out = 0
+        self.cancelled = 0
+        self._n = 0
+        self._wait = [0.0] * _WINDOW
+        self._run = [0.0] * _WINDOW
+        self._ended_at = [0.0] * _WINDOW
+        self._count = [0] * _WINDOW
+
+    def sample(self, queue_wait: float, run_time: float, ended_at: float, count: int = 1) -> None:
+        """Record one run of *count* tasks."""
+        i = self._n & _MASK
+        self._wait[i] = queue_wait
+        self._run[i] = run_time
+        self._ended_at[i] = ended_at
+        self._count[i] = count
+        self._n += 1
+
+    def snapshot(self, *, queued: int, running: int, workers: int, busy: int,
+                 stuck: int) -> PoolStatistics:
+        """Freeze the counters with the pool's live gauges."""
+        n = min(self._n, _WINDOW)
+        waits = sorted(self._wait[:n]) if n < _WINDOW else sorted(self._wait)
+        runs = sorted(self._run[:n]) if n < _WINDOW else sorted(self._run)
+        return PoolStatistics(
+            submitted=self.submitted, queued=queued, running=running,
+            completed=self.completed, failed=self.failed, retried=self.retried,
+            timed_out=self.timed_out, cancelled=self.cancelled,
+            workers=workers, busy=busy, idle=max(0, workers - busy), stuck=stuck,
+            throughput=self._throughput(n),
+            queue_wait_p50=_percentile(waits, 0.50), queue_wait_p95=_percentile(waits, 0.95),
+            queue_wait_p99=_percentile(waits, 0.99), run_time_p50=_percentile(runs, 0.50),
+            run_time_p95=_percentile(runs, 0.95), run_time_p99=_percentile(runs, 0.99),
+        )
+
+    def _throughput(self, n: int) -> float:
+        if n == 0:
+            return 0.0
+        ends = self._ended_at[:n] if n < _WINDOW else self._ended_at
+        first, last = min(ends), max(ends)
+        count = sum(self._count[:n]) if n < _WINDOW else sum(self._count)
+        # The window reaches back to the oldest sample's end, or to "now" if the pool
+        # went idle since: an idle pool's throughput decays instead of freezing.
+        span = max(last, time.monotonic()) - first
+        return count / span if span > 0 else 0.0

@@ -1,0 +1,577 @@
+"""The scheduling engine every synchronous pool is built on.
+
+::
+
+    submit/schedule/map ──put()──┬─ an idle worker? ── hand-off (SimpleQueue) ──┐
+                                 ├─ fewer workers than the target? ── spawn ────┤
+                                 └─ else: priority queue (bounded: put() waits) │
+                                                                                ▼
+        timer thread ── retry re-queue, per-task deadline ──▶ worker: execute(task)
+                                                                  │ settle future
+                                                                  ▼
+                                        under the lock: count, pop next or go idle
+
+One lock guards the queue, the worker counts and the statistics: a worker takes it
+once per task, to record the task's end and pick the next one, so statistics cost no
+extra synchronisation. Idle workers block on a ``SimpleQueue`` (a C primitive) instead
+of a ``Condition``: while any worker is idle the queue is empty, so handing a task
+straight to whichever idle worker wakes first keeps priority order.
+
+A backend subclasses ``Engine`` and provides ``execute`` (run one task or chunk) and
+``expire`` (what a missed deadline does: threads abandon the stuck thread and start a
+replacement; processes kill the child).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from functools import partial
+from queue import SimpleQueue
+from typing import Any, Final
+
+from ._core.context import TaskContext, WorkerSlot
+from ._core.exceptions import Cancelled, PoolClosed, QueueFull, TaskTimeout
+from ._core.ratelimit import TokenBucket
+from ._core.retry import Retry
+from ._core.stats import PoolStatistics, StatsRecorder
+from ._core.timer import Timer, TimerHandle
+
+__all__ = ["Engine", "Task", "Worker"]
+
+LOGGER: Final = logging.getLogger("workpool")
+
+RUNNING: Final = 0
+CLOSING: Final = 1  # no intake; workers drain what is queued and exit
+SHUTDOWN_MESSAGE: Final = "cannot schedule new futures after shutdown"
+
+# What execute() reports.
+OK: Final = 0
+FAILED: Final = 1
+CANCELLED: Final = 2
+
+
+class Task:
+    """One unit of work: a call, or a chunk of ``map`` items (``items`` is a list)."""
+
+    __slots__ = ("args", "attempt", "count", "enqueued", "fn", "future", "items", "key",
+                 "kwargs", "priority", "retry", "timeout")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 future: Future[Any], priority: int = 0, timeout: float | None = None,
+                 retry: Retry | None = None, key: Any = None,
+                 items: list[Any] | None = None) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.future = future
+        self.priority = priority
+        self.timeout = timeout
+        self.retry = retry
+        self.key = key
+        self.items = items
+        self.count = 1 if items is None else len(items)
+        self.attempt = 1
+        self.enqueued = 0.0
+
+
+class Worker:
+    """A worker's bookkeeping; ``thread`` runs ``Engine._work``."""
+
+    __slots__ = ("abandoned", "slot", "task", "thread")
+
+    def __init__(self, worker_id: int) -> None:
+        self.slot = WorkerSlot(worker_id)
+        self.task: Task | None = None
+        self.abandoned = False
+        self.thread: threading.Thread | None = None
+
+
+class Engine:
+    """Queue, workers, timer and statistics of one pool. See the module docstring."""
+
+    def __init__(self, *, workers: int, queue_size: int, timeout: float | None,
+                 retry: Retry | None, bucket: TokenBucket | None, name: str,
+                 initializer: Callable[..., Any] | None, initargs: tuple[Any, ...],
+                 broken_type: type[Exception]) -> None:
+        self.target = workers
+        self.capacity = queue_size
+        self.timeout = timeout
+        self.retry = retry
+        self.bucket = bucket
+        self.name = name
+        self.initializer = initializer
+        self.initargs = initargs
+        self.broken_type = broken_type
+        self.broken: str | None = None
+        self.state = RUNNING
+        self.stop = threading.Event()  # set on cancel: interrupts rate-limit waits
+        self.stats = StatsRecorder()
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._put_waiters = 0
+        self._queues: dict[int, deque[Task]] = {}
+        self._prios: list[int] = []  # negated priorities present, ascending
+        self._size = 0
+        self._idle = 0
+        self._wake: SimpleQueue[Task | None] = SimpleQueue()
+        self._workers: set[Worker] = set()
+        self._alive = 0  # workers not abandoned
+        self._stuck = 0
+        self._ids = itertools.count()
+        self._retrying: dict[Task, TimerHandle | None] = {}
+        self._maps: set[Any] = set()  # map runs not yet iterated: drained at shutdown
+        self._timer: Timer | None = None
+
+    # -- intake -------------------------------------------------------------------
+
+    def put(self, task: Task, block: bool = True) -> None:
+        """Admit *task*: hand it to an idle worker, start a worker, or queue it,
+        waiting while the queue is full (``QueueFull`` when not *block*)."""
+        spawn = queued = False
+        with self._lock:
+            while True:
+                if self.state != RUNNING:
+                    self._raise_closed()
+                if self._idle:
+                    self._idle -= 1
+                    break
+                if self._alive < self.target:
+                    self._alive += 1
+                    spawn = True
+                    break
+                if self._size < self.capacity:
+                    task.enqueued = time.perf_counter()
+                    self._push(task)
+                    queued = True
+                    break
+                if not block:
+                    raise QueueFull(f"queue is full ({self.capacity} tasks)")
+                self._put_waiters += 1
+                try:
+                    self._not_full.wait()
+                finally:
+                    self._put_waiters -= 1
+            self.stats.submitted += 1
+        if not queued:
+            task.enqueued = time.perf_counter()
+            if spawn:
+                self._spawn(task)
+            else:
+                self._wake.put(task)
+
+    def _raise_closed(self) -> None:
+        if self.broken is not None:
+            raise self.broken_type(self.broken)
+        raise PoolClosed(SHUTDOWN_MESSAGE)
+
+    def _push(self, task: Task) -> None:
+        prio = -task.priority
+        queue = self._queues.get(prio)
+        if queue is None:
+            queue = self._queues[prio] = deque()
+            bisect.insort(self._prios, prio)
+        queue.append(task)
+        self._size += 1
+
+    def _pop(self) -> Task | None:
+        if not self._size:
+            return None
+        prio = self._prios[0]
+        queue = self._queues[prio]
+        task = queue.popleft()
+        if not queue:
+            del self._queues[prio]
+            del self._prios[0]
+        self._size -= 1
+        if self._put_waiters:
+            self._not_full.notify()
+        return task
+
+    def _requeue(self, task: Task) -> None:
+        """Put a retried task back, past the queue bound: it was admitted already."""
+        spawn = False
+        with self._lock:
+            if self._retrying.pop(task, None) is None:
+                return  # cancelled by shutdown meanwhile
+            if self._idle:
+                self._idle -= 1
+            elif self._alive < self.target:
+                self._alive += 1
+                spawn = True
+            else:
+                task.enqueued = time.perf_counter()
+                self._push(task)
+                return
+        task.enqueued = time.perf_counter()
+        if spawn:
+            self._spawn(task)
+        else:
+            self._wake.put(task)
+
+    # -- workers ------------------------------------------------------------------
+
+    def _spawn(self, first: Task | None) -> None:
+        worker = Worker(next(self._ids))
+        thread = threading.Thread(target=self._work, args=(worker, first),
+                                  name=f"{self.name}_{worker.slot.worker_id}")
+        worker.thread = thread
+        with self._lock:
+            self._workers.add(worker)
+        thread.start()
+
+    def start_worker(self, worker: Worker) -> bool:
+        """Per-worker set-up in the worker's thread; False if the initializer failed."""
+        from ._core.context import install_slot
+
+        install_slot(worker.slot)
+        if self.initializer is None:
+            return True
+        try:
+            worker.slot.state = self.initializer(*self.initargs)
+        except BaseException:
+            LOGGER.critical("Exception in initializer:", exc_info=True)
+            return False
+        return True
+
+    def execute(self, worker: Worker, task: Task) -> tuple[int, Any]:
+        """Run *task* in *worker*; return (OK | FAILED | CANCELLED, value or error)."""
+        raise NotImplementedError
+
+    def expire(self, worker: Worker, task: Task) -> None:
+        """*task* missed its deadline while *worker* ran it."""
+        raise NotImplementedError
+
+    def _work(self, worker: Worker, task: Task | None) -> None:
+        if not self.start_worker(worker):
+            self._initializer_failed(worker, task)
+            return
+        if task is None:  # a replacement: take queued work or wait as an idle worker
+            with self._lock:
+                task = self._pop()
+                if task is None:
+                    if self.state != RUNNING and not self._retrying:
+                        self._retire(worker)
+                        self._workers.discard(worker)
+                        return
+                    self._idle += 1
+        wake = self._wake
+        lock = self._lock
+        stats = self.stats
+        perf = time.perf_counter
+        # The hot loop: one lock round per task, in which the task's end is counted
+        # and the next task picked (see the module docstring).
+        while True:
+            if task is None:
+                task = wake.get()
+                if task is None:
+                    break
+            future = task.future
+            started = perf()
+            value: Any
+            if task.attempt == 1 and not future.set_running_or_notify_cancel():
+                kind, value = CANCELLED, None
+            else:
+                kind, value = self._run(worker, task)
+            ended = perf()
+            retry_delay = None
+            with lock:
+                if worker.abandoned:
+                    self._stuck -= 1
+                    self._workers.discard(worker)
+                    return
+                worker.task = None
+                if kind == OK:
+                    failed = value.failed if task.items is not None else 0
+                    stats.completed += task.count - failed
+                    stats.failed += failed
+                    stats.sample(started - task.enqueued, ended - started, ended, task.count)
+                elif kind == CANCELLED:
+                    stats.cancelled += task.count
+                else:
+                    retry_delay = self._retry_delay(task, value)
+                    if retry_delay is not None:
+                        self._retrying[task] = None
+                    elif isinstance(value, Cancelled):
+                        stats.cancelled += task.count
+                    elif isinstance(value, TaskTimeout):
+                        stats.timed_out += task.count
+                    else:
+                        stats.failed += task.count
+                nxt = self._pop()
+                if nxt is None:
+                    if self.state != RUNNING and not self._retrying:
+                        self._retire(worker)
+                        stop = True
+                    else:
+                        self._idle += 1
+                        stop = False
+                else:
+                    stop = False
+            if retry_delay is not None:
+                self._schedule_retry(task, retry_delay)
+            elif kind == OK:
+                _settle(future, value, None)
+            elif kind == FAILED:
+                _settle(future, None, value)
+            task = value = None
+            if stop:
+                break
+            task = nxt
+        with lock:
+            self._workers.discard(worker)
+
+    def _retire(self, worker: Worker) -> None:
+        """Under the lock: *worker* leaves a closing pool; idle ones leave with it."""
+        self._alive -= 1
+        for _ in range(self._idle):
+            self._wake.put(None)
+            self._alive -= 1
+        self._idle = 0
+
+    def _run(self, worker: Worker, task: Task) -> tuple[int, Any]:
+        slot = worker.slot
+        timeout = task.timeout
+        if timeout is None:
+            slot.ctx = TaskContext(slot, task.attempt)
+            worker.task = task
+            try:
+                return self.execute(worker, task)
+            finally:
+                slot.ctx = None
+        deadline = time.monotonic() + timeout
+        slot.ctx = TaskContext(slot, task.attempt, deadline)
+        worker.task = task
+        handle = self._get_timer().call_at(deadline, partial(self._deadline, worker, task))
+        try:
+            return self.execute(worker, task)
+        finally:
+            handle.cancel()
+            if not worker.abandoned:
+                slot.ctx = None
+
+    def _deadline(self, worker: Worker, task: Task) -> None:
+        if worker.task is task and not worker.abandoned:
+            self.expire(worker, task)
+
+    def timed_out(self, task: Task) -> TaskTimeout:
+        """The error a task that ran past its deadline fails with."""
+        return TaskTimeout(f"task timed out after {task.timeout:g} s")
+
+    def abandon(self, worker: Worker, task: Task, error: BaseException) -> None:
+        """Give up on *worker* (stuck in *task*): settle the task with *error* (or
+        retry it), count the thread as stuck and start a replacement."""
+        with self._lock:
+            if worker.task is not task or worker.abandoned:
+                return
+            worker.abandoned = True
+            worker.task = None
+            self._alive -= 1
+            self._stuck += 1
+            delay = self._retry_delay(task, error)
+            if delay is None:
+                if isinstance(error, TaskTimeout):
+                    self.stats.timed_out += 1
+                else:
+                    self.stats.cancelled += task.count
+            else:
+                self._retrying[task] = None
+            replace = self.state == RUNNING or self._size > 0 or bool(self._retrying)
+            if replace:
+                self._alive += 1
+        ctx = worker.slot.ctx
+        if ctx is not None:
+            ctx.cancel()
+        if delay is not None:
+            self._schedule_retry(task, delay)
+        else:
+            _settle(task.future, None, error)
+        if replace:
+            self._spawn(None)
+
+    # -- retries --------------------------------------------------------------------
+
+    def _retry_delay(self, task: Task, error: BaseException) -> float | None:
+        """Under the lock: the delay before *task* runs again, or None for no retry."""
+        policy = task.retry
+        if policy is None or task.count != 1 or self.stop.is_set():
+            return None
+        if not policy.should_retry(error, task.attempt):
+            return None
+        self.stats.retried += 1
+        task.attempt += 1
+        return policy.delay(task.attempt - 1)
+
+    def _schedule_retry(self, task: Task, delay: float) -> None:
+        handle = self._get_timer().call_later(delay, partial(self._requeue, task))
+        with self._lock:
+            if task in self._retrying:
+                self._retrying[task] = handle
+
+    def _get_timer(self) -> Timer:
+        timer = self._timer
+        if timer is None:
+            with self._lock:
+                if self._timer is None:
+                    self._timer = Timer(f"{self.name}_timer")
+                timer = self._timer
+        return timer
+
+    # -- failure of the initializer (the stdlib's "broken" state) -------------------
+
+    def _initializer_failed(self, worker: Worker, first: Task | None) -> None:
+        with self._lock:
+            self._workers.discard(worker)
+            self._alive -= 1
+            if self.broken is None:
+                self.broken = ("A thread initializer failed, the thread pool is not usable "
+                               "anymore")
+            self.state = CLOSING
+            victims = [first] if first is not None else []
+            while (task := self._pop()) is not None:
+                victims.append(task)
+            self._not_full.notify_all()
+            for _ in range(self._idle):
+                self._wake.put(None)
+                self._alive -= 1
+            self._idle = 0
+            for task in victims:
+                self.stats.failed += task.count
+        for task in victims:
+            _settle(task.future, None, self.broken_type(self.broken))
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    def close_intake(self) -> None:
+        """Stop accepting work; idle workers leave once nothing is left."""
+        with self._lock:
+            if self.state == RUNNING:
+                self.state = CLOSING
+            self._not_full.notify_all()
+            if not self._size and not self._retrying:
+                for _ in range(self._idle):
+                    self._wake.put(None)
+                    self._alive -= 1
+                self._idle = 0
+
+    def cancel_pending(self) -> list[Future[Any]]:
+        """Cancel queued tasks and tasks waiting for a retry; ask running ones to stop.
+
+        Returns the futures this cancelled."""
+        self.stop.set()
+        with self._lock:
+            queued: list[Task] = []
+            while (task := self._pop()) is not None:
+                queued.append(task)
+            retrying = list(self._retrying.items())
+            self._retrying.clear()
+            running = [w for w in self._workers if w.task is not None and not w.abandoned]
+            if not self._size:
+                for _ in range(self._idle):
+                    self._wake.put(None)
+                    self._alive -= 1
+                self._idle = 0
+            for task in queued:
+                self.stats.cancelled += task.count
+            for task, _ in retrying:
+                self.stats.cancelled += task.count
+        cancelled: list[Future[Any]] = []
+        for task in queued:
+            if task.future.cancel():
+                cancelled.append(task.future)
+            else:  # a retried task: its future is already running
+                _settle(task.future, None, Cancelled("cancelled by shutdown"))
+                cancelled.append(task.future)
+        for task, handle in retrying:
+            if handle is not None:
+                handle.cancel()
+            _settle(task.future, None, Cancelled("cancelled by shutdown while waiting to retry"))
+            cancelled.append(task.future)
+        for worker in running:
+            self.cancel_running(worker)
+        return cancelled
+
+    def cancel_running(self, worker: Worker) -> None:
+        """Ask the task *worker* runs to stop (cooperatively, for threads)."""
+        ctx = worker.slot.ctx
+        if ctx is not None:
+            ctx.cancel()
+
+    def abandon_running(self) -> list[Future[Any]]:
+        """Give up on every running task: its future fails with ``Cancelled``."""
+        with self._lock:
+            running = [(w, w.task) for w in self._workers if w.task is not None
+                       and not w.abandoned]
+            self.state = CLOSING
+        left = []
+        for worker, task in running:
+            if task is not None:
+                self.abandon(worker, task, Cancelled("abandoned by shutdown"))
+                left.append(task.future)
+        return left
+
+    def join(self, deadline: float | None) -> bool:
+        """Wait for every worker that is not stuck to leave; False at the deadline."""
+        while True:
+            with self._lock:
+                threads = [w.thread for w in self._workers if not w.abandoned
+                           and w.thread is not None and w.thread is not threading.current_thread()]
+            if not threads:
+                break
+            for thread in threads:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                thread.join(remaining)
+                if thread.is_alive():
+                    return False
+        timer = self._timer
+        if timer is not None:
+            timer.close()
+        return True
+
+    # -- maps that nobody iterated ------------------------------------------------------
+
+    def remember_map(self, run: Any) -> None:
+        with self._lock:
+            self._maps.add(run)
+
+    def forget_map(self, run: Any) -> None:
+        with self._lock:
+            self._maps.discard(run)
+
+    def take_maps(self) -> list[Any]:
+        with self._lock:
+            runs = list(self._maps)
+            self._maps.clear()
+        return runs
+
+    # -- statistics -----------------------------------------------------------------
+
+    def statistics(self) -> PoolStatistics:
+        with self._lock:
+            running = sum(1 for w in self._workers if w.task is not None and not w.abandoned)
+            return self.stats.snapshot(
+                queued=self._size + len(self._retrying), running=running,
+                workers=self._alive, busy=max(0, self._alive - self._idle), stuck=self._stuck)
+
+    def live_workers(self) -> list[Worker]:
+        with self._lock:
+            return list(self._workers)
+
+
+def _settle(future: Future[Any], value: Any, error: BaseException | None) -> None:
+    """Resolve *future*; a future that someone else resolved first stays as it is."""
+    try:
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass

@@ -1,0 +1,200 @@
+"""Lazy, windowed, chunked ``map`` for the executor pools.
+
+::
+
+    input ──read up to `window` items ahead──▶ chunks ──Engine.put()──▶ workers
+                                                                          │
+    caller ◀── yield item by item ◀── in input order (a FIFO of chunk futures)
+                                  ◀── or as chunks finish (a completion queue)
+
+The caller's own thread reads the input, a little at a time as it consumes results,
+so nothing runs ahead of the consumer by more than the window and an endless
+generator maps in flat memory. With ``chunksize="auto"`` the chunk size starts at 1
+and grows (at most doubling per chunk) until a chunk takes about ``target`` seconds,
+from the measured time per item: joblib's auto-batching, for threads and processes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future
+from itertools import islice
+from queue import Empty, SimpleQueue
+from typing import Any, Literal
+
+from ._chunk import Chunk
+from ._core.outcome import Error, Value
+from ._core.retry import Retry
+from ._engine import Engine, Task
+
+__all__ = ["MapRun", "check_map_args"]
+
+OnError = Literal["raise", "return"]
+
+
+def check_map_args(chunksize: int | str, window: int | None, on_error: str,
+                   timeout: float | None) -> None:
+    """Validate ``map`` keywords at the call, with messages that state the rule."""
+    if chunksize != "auto" and (not isinstance(chunksize, int) or isinstance(chunksize, bool)
+                                or chunksize < 1):
+        raise ValueError(f"chunksize must be >= 1 or 'auto', got {chunksize!r}")
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise ValueError(f"window must be >= 1, got {window!r}")
+    if on_error not in ("raise", "return"):
+        raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+
+
+class MapRun:
+    """The state of one ``map`` call. ``closed`` is read by running chunks."""
+
+    def __init__(self, engine: Engine, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...],
+                 *, timeout: float | None, chunksize: int | str, ordered: bool,
+                 window: int | None, on_error: OnError, workers: int, target: float,
+                 max_chunk: int, task_timeout: float | None = None,
+                 task_retry: Retry | None = None) -> None:
+        self.engine = engine
+        self.fn = fn
+        self.star = len(iterables) != 1
+        self._input: Iterator[Any] = (zip(*iterables, strict=False) if self.star
+                                      else iter(iterables[0]))
+        self.end_time = None if timeout is None else time.monotonic() + timeout
+        self.auto = chunksize == "auto"
+        self.chunk = 1 if self.auto else int(chunksize)
+        self.max_chunk = max_chunk if window is None else max(1, min(max_chunk, window // 2))
+        self.workers = workers
+        self.target = target
+        self.fixed_window = window
+        self.ordered = ordered
+        self.task_timeout = task_timeout
+        self.task_retry = task_retry
+        self.on_error = on_error
+        self.closed = False
+        self.exhausted = False
+        self.outstanding = 0  # items read and not yet handed to the caller
+        self.inflight: deque[tuple[Future[Chunk], int]] = deque()
+        self.done: SimpleQueue[Future[Chunk]] = SimpleQueue()
+        self.live: set[Future[Chunk]] = set()  # unordered: submitted, not yet taken
+
+    # -- the producer side --------------------------------------------------------------
+
+    def window(self) -> int:
+        if self.fixed_window is not None:
+            return self.fixed_window
+        return 4 * self.workers * self.chunk
+
+    def fill(self) -> None:
+        """Read and submit chunks until the window is full or the input ends."""
+        window = self.window()
+        while not self.exhausted and self.outstanding < window:
+            size = min(self.chunk, window - self.outstanding)
+            items = list(islice(self._input, size))
+            if len(items) < size:
+                self.exhausted = True
+                if not items:
+                    return
+            future: Future[Chunk] = Future()
+            task = Task(self.fn, (self.star, self), {}, future, timeout=self.task_timeout,
+                        retry=self.task_retry, items=items)
+            self.engine.put(task)
+            self.outstanding += len(items)
+            if self.ordered:
+                self.inflight.append((future, len(items)))
+            else:
+                self.live.add(future)
+                future.add_done_callback(self.done.put)
+
+    def learn(self, chunk: Chunk, size: int) -> None:
+        """Grow or shrink the auto chunk size from a finished chunk's timing."""
+        if not self.auto or size == 0:
+            return
+        per_item = chunk.seconds / size
+        ideal = self.max_chunk if per_item <= 0 else int(self.target / per_item)
+        self.chunk = max(1, min(ideal, 2 * self.chunk, self.max_chunk))
+
+    # -- the consumer side --------------------------------------------------------------
+
+    def next_chunk(self) -> tuple[Chunk, int] | None:
+        """The next finished chunk (in order, or as they finish), or None at the end."""
+        self.fill()
+        remaining = None if self.end_time is None else self.end_time - time.monotonic()
+        if self.ordered:
+            if not self.inflight:
+                return None
+            future, size = self.inflight[0]
+            error = future.exception(remaining)  # TimeoutError, as the stdlib's map
+            self.inflight.popleft()
+            if error is not None:
+                return _failed(error, size), size
+            return future.result(), size
+        if not self.live:
+            return None
+        try:
+            future = self.done.get(timeout=remaining)
+        except Empty:
+            raise TimeoutError() from None
+        self.live.discard(future)
+        error = future.exception()
+        chunk = future.result() if error is None else _failed(error, 1)
+        return chunk, len(chunk.values)
+
+    def close(self) -> None:
+        """Stop: cancel chunks not started, ask running ones to stop."""
+        self.closed = True
+        self.engine.forget_map(self)
+        for future, _ in self.inflight:
+            future.cancel()
+        self.inflight.clear()
+        for future in list(self.live):
+            future.cancel()
+        self.live.clear()
+
+    def drain(self) -> None:
+        """Run everything to the end, dropping the results (an unconsumed map at
+        shutdown runs all its items, as the stdlib's eager map does)."""
+        try:
+            for _ in results(self, started=True):
+                pass
+        except Exception:
+            pass
+
+
+def _failed(error: BaseException, size: int) -> Chunk:
+    """A chunk whose task failed as a whole (a one-item chunk under a retry or timeout
+    policy, or the pool breaking)."""
+    return Chunk([None] * size, dict.fromkeys(range(size), error), 0.0)
+
+
+def results(run: MapRun, started: bool = False) -> Generator[Any, None, None]:
+    """The caller's iterator over *run*'s results."""
+    if not started:
+        run.engine.forget_map(run)
+    raise_errors = run.on_error == "raise"
+    try:
+        while True:
+            got = run.next_chunk()
+            if got is None:
+                return
+            chunk, size = got
+            run.learn(chunk, size)
+            errors = chunk.errors
+            if errors is None and raise_errors:
+                yield from chunk.values
+            elif raise_errors:
+                for index, value in enumerate(chunk.values):
+                    error = errors.get(index) if errors else None
+                    if error is not None:
+                        raise error
+                    yield value
+            else:
+                for index, value in enumerate(chunk.values):
+                    error = errors.get(index) if errors else None
+                    yield Value(value) if error is None else Error(error)
+            run.outstanding -= size
+    finally:
+        run.close()
+
+

@@ -1,0 +1,64 @@
+"""Module-level task functions, so that process pools can pickle them too."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import workpool as wp
+
+
+class _Gate(Protocol):
+    def wait(self) -> bool: ...
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def invert(x: float) -> float:
+    return 1 / x
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def fail_type(kind: type[Exception]) -> None:
+    raise kind("x")
+
+
+def wait_gate(gate: _Gate) -> bool:
+    return gate.wait()
+
+
+def wait_gate_or_value(gate: _Gate | None) -> bool:
+    return True if gate is None else gate.wait()
+
+
+def started_at(_: Any) -> float:
+    return time.monotonic()
+
+
+def fail_until_attempt(n: int) -> int:
+    attempt = wp.current().attempt
+    if attempt < n:
+        raise ValueError(f"attempt {attempt}")
+    return attempt
+
+
+def sleep_for(seconds: float) -> None:
+    wp.current().sleep(seconds)
+
+
+def make_state(tag: str) -> str:
+    return f"state-{tag}"
+
+
+def describe() -> tuple[int, int, Any, bool]:
+    ctx = wp.current()
+    return ctx.attempt, ctx.worker_id, ctx.state, ctx.cancelled

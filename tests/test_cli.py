@@ -1,0 +1,335 @@
+"""The ``workpool`` command and the benchmark harness, on fake scenario modules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench import harness
+from bench.bench_threads import max_in_window
+from bench.harness import Target
+
+from workpool._cli import _bench, main
+
+FAKE = '''
+from bench.harness import Target, compare, scenario
+
+CALLS = []
+QUICK = []
+
+
+def _seq(name, values):
+    it = iter(values)
+
+    def measure():
+        CALLS.append(name)
+        return next(it)
+    return measure
+
+
+def _boom():
+    raise OSError("disk on fire")
+
+
+def helper(quick):
+    """Not marked: ignored, since this module marks its scenarios."""
+    raise AssertionError("not a scenario")
+
+
+@scenario
+def speed(quick):
+    """Seconds, lower is better."""
+    QUICK.append(quick)
+    return compare(
+        [
+            ("base", _seq("base", [4.0, 2.0, 3.0, 100.0, 0.5])),
+            ("fast", _seq("fast", [1.0, 0.5, 2.0, 0.25, 1.5])),
+            ("missing", None),
+            ("broken", _boom),
+        ],
+        unit="us/task", scale=1e6, baseline="base", title="five rounds",
+        targets=[Target("fast", ">=", 2.0), Target("missing", ">=", 1.0)],
+    )
+
+
+@scenario
+def mixed(quick):
+    """Two metrics per run, one of them higher-is-better."""
+    return compare(
+        [
+            ("base", _seq("b", [{"ops/s": 100.0, "MB": 10.0}] * 5)),
+            ("ours", _seq("o", [{"ops/s": 250.0, "MB": 40.0}] * 5)),
+        ],
+        unit="ops/s", higher_is_better={"ops/s"}, baseline="base",
+        targets=[Target("ours", "<", 20.0, on="value", unit="MB")],
+    )
+
+
+@scenario
+def crashes(quick):
+    raise RuntimeError("scenario bug")
+'''
+
+PLAIN = '''
+def numbers(quick: bool) -> dict[str, float]:
+    """A plain function that measures on its own."""
+    return {"asyncio.Queue": 1.5, "ours": 3.0 if quick else 2.0}
+
+
+def lazy_child(n):
+    return {"items": float(n)}
+'''
+
+ADOPTED = '''
+from bench.harness import Target, adopt
+
+ROUNDS = iter([
+    {"asyncio.Queue": 2.0, "AsyncPool": 1.5},
+    {"asyncio.Queue": 4.0, "AsyncPool": 3.0},
+    {"asyncio.Queue": 3.0, "AsyncPool": 1.0},
+])
+
+
+def throughput(quick: bool) -> dict[str, float]:
+    """Measured without the harness."""
+    return next(ROUNDS)
+
+
+SCENARIOS = [adopt(throughput, unit="Mtasks/s", baseline="asyncio.Queue",
+                   higher_is_better=True, targets=[Target("AsyncPool", ">=", 0.5)])]
+'''
+
+
+@pytest.fixture
+def suite(tmp_path: Path) -> Iterator[Path]:
+    (tmp_path / "bench_fake.py").write_text(textwrap.dedent(FAKE))
+    (tmp_path / "bench_plain.py").write_text(textwrap.dedent(PLAIN))
+    (tmp_path / "bench_broken.py").write_text("raise ImportError('missing peer')\n")
+    (tmp_path / "bench_adopted.py").write_text(textwrap.dedent(ADOPTED))
+    (tmp_path / "not_a_bench.py").write_text("raise AssertionError('never imported')\n")
+    yield tmp_path
+    for name in ("bench_fake", "bench_plain", "bench_broken", "bench_adopted"):
+        sys.modules.pop(name, None)
+
+
+def _run_json(suite: Path, tmp_path: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    out = tmp_path / "out.json"
+    status = main(["bench", "--suite", str(suite), "--json", str(out), *extra])
+    data: dict[str, Any] = json.loads(out.read_text())
+    return status, data
+
+
+def _scenario(data: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(s for s in data["scenarios"] if s["name"] == name)
+    return found
+
+
+# -- the command -----------------------------------------------------------------------
+
+def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: workpool" in out
+    assert "bench" in out
+
+
+def test_bench_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--quick", "--json FILE", "--only SUBSTRING", "--repeats N"):
+        assert option in out
+
+
+def test_unknown_subcommand_exits_2_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_no_subcommand_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two"])
+def test_repeats_must_be_a_positive_int(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--repeats", bad]) == 2
+    assert "must be an int >= 1" in capsys.readouterr().err
+
+
+def test_python_dash_m_workpool() -> None:
+    proc = subprocess.run([sys.executable, "-m", "workpool", "--help"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0
+    assert "usage: workpool" in proc.stdout
+
+
+def test_bench_outside_a_checkout_exits_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(_bench, "_expected_dir", lambda: tmp_path / "site-packages" / "bench")
+    assert main(["bench", "--quick"]) == 2
+    assert "runs from a source checkout" in capsys.readouterr().err
+
+
+def test_the_checkout_suite_is_found() -> None:
+    found = _bench.find_suite()
+    assert found is not None
+    assert (found / "harness.py").is_file()
+
+
+# -- a run through the harness --------------------------------------------------------
+
+def test_json_structure_and_arithmetic(
+    suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("WORKPOOL_PLAIN", "1")
+    status, data = _run_json(suite, tmp_path, "--repeats", "5", "--only", "fake.",
+                             "--only", "plain", "--only", "broken")
+    assert status == 1  # a scenario raised
+    assert {"quick", "repeats", "scenarios", "seconds", "environment", "passed"} <= set(data)
+    assert data["quick"] is False
+    assert data["repeats"] == 5
+    assert data["environment"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    names = [s["name"] for s in data["scenarios"]]
+    assert names == ["broken.*", "fake.speed", "fake.mixed", "fake.crashes", "plain.numbers"]
+
+    speed = _scenario(data, "fake.speed")
+    [group] = speed["groups"]
+    assert group["title"] == "five rounds"
+    assert group["baseline"] == "base"
+    assert group["repeats"] == 5
+    rows = {r["contender"]: r for r in group["rows"]}
+    assert list(rows) == ["base", "fast", "missing", "broken"]
+    # Interleaved: one sample of each contender per round, in contender order.
+    calls = sys.modules["bench_fake"].CALLS
+    assert calls[:10] == ["base", "fast"] * 5
+    assert rows["base"]["samples"] == [4e6, 2e6, 3e6, 100e6, 0.5e6]  # seconds * scale
+    assert rows["base"]["median"] == 3e6
+    assert rows["fast"]["median"] == 1e6
+    assert rows["base"]["ratio"] == 1.0
+    assert rows["fast"]["ratio"] == 3.0  # lower is better: baseline / contender
+    assert rows["fast"]["target"] == ">= 2x base"
+    assert rows["fast"]["passed"] is True
+    assert rows["missing"]["note"] == "not available"
+    assert rows["missing"]["median"] is None
+    assert rows["missing"]["passed"] is None
+    assert rows["broken"]["note"] == "error: OSError: disk on fire"
+    assert speed["passed"] is True
+
+    mixed = _scenario(data, "fake.mixed")
+    got = {(r["contender"], r["unit"]): r for r in mixed["groups"][0]["rows"]}
+    assert got["ours", "ops/s"]["ratio"] == 2.5  # higher is better: contender / baseline
+    assert got["ours", "ops/s"]["better"] == "higher"
+    assert got["ours", "MB"]["ratio"] == 0.25
+    assert got["ours", "MB"]["target"] == "< 20 MB"
+    assert got["ours", "MB"]["passed"] is False
+    assert mixed["passed"] is False
+    assert data["passed"] is False
+
+    assert "RuntimeError: scenario bug" in _scenario(data, "fake.crashes")["error"]
+    assert "missing peer" in _scenario(data, "broken.*")["error"]
+    plain = _scenario(data, "plain.numbers")["groups"][0]["rows"]
+    assert [(r["contender"], r["median"]) for r in plain] == [("asyncio.Queue", 1.5), ("ours", 2.0)]
+
+    out = capsys.readouterr().out
+    assert "fake.speed: Seconds, lower is better (five rounds)" in out
+    assert "FAIL" in out
+    assert "PASS" in out
+    assert "not available" in out
+
+
+def test_quick_means_three_repeats_and_small_sizes(
+    suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, data = _run_json(suite, tmp_path, "--quick", "--only", "speed", "--only", "PLAIN")
+    assert status == 0
+    assert data["quick"] is True
+    assert data["repeats"] == 3
+    assert [s["name"] for s in data["scenarios"]] == ["fake.speed", "plain.numbers"]
+    assert sys.modules["bench_fake"].QUICK == [True]
+    rows = {r["contender"]: r for r in data["scenarios"][0]["groups"][0]["rows"]}
+    assert rows["base"]["median"] == 3e6  # median of 4, 2, 3
+    assert rows["fast"]["median"] == 1e6  # median of 1, 0.5, 2
+    assert data["scenarios"][1]["groups"][0]["rows"][1]["median"] == 3.0
+    assert "fewer than the 5 of a full run" in capsys.readouterr().out
+
+
+def test_adopted_plain_function(suite: Path, tmp_path: Path) -> None:
+    status, data = _run_json(suite, tmp_path, "--only", "adopted", "--repeats", "3")
+    assert status == 0
+    [scen] = data["scenarios"]
+    assert scen["name"] == "adopted.throughput"
+    assert scen["title"] == "Measured without the harness"
+    rows = {r["contender"]: r for r in scen["groups"][0]["rows"]}
+    assert rows["asyncio.Queue"]["samples"] == [2.0, 4.0, 3.0]
+    assert rows["asyncio.Queue"]["median"] == 3.0
+    assert rows["AsyncPool"]["median"] == 1.5
+    assert rows["AsyncPool"]["ratio"] == 0.5  # higher is better: contender / baseline
+    assert rows["AsyncPool"]["target"] == ">= 0.5x asyncio.Queue"
+    assert rows["AsyncPool"]["passed"] is True
+    assert scen["passed"] is True
+
+
+def test_only_matching_nothing_exits_2(suite: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--suite", str(suite), "--only", "nothing-like-this"]) == 2
+    assert "no scenario matches" in capsys.readouterr().err
+
+
+def test_list(suite: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--suite", str(suite), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "fake.speed" in out
+    assert "Two metrics per run" in out
+    assert "helper" not in out
+
+
+def test_isolated_runs_in_a_fresh_interpreter(suite: Path) -> None:
+    [sc] = harness.select(harness.discover(suite), ["plain"])
+    assert sc.fn is not None
+    child = sys.modules["bench_plain"].lazy_child
+    out = harness.isolated(child, 7)
+    assert out["items"] == 7.0
+    assert out["seconds"] >= 0.0
+    assert out["rss_growth_mb"] >= 0.0
+
+
+# -- pieces -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("target", "x", "ok"),
+    [
+        (Target("a", ">=", 10), 10.0, True),
+        (Target("a", ">=", 10), 9.99, False),
+        (Target("a", ">", 1), 1.0, False),
+        (Target("a", "<", 20, on="value"), 19.9, True),
+        (Target("a", "<=", 201, on="value"), 201.0, True),
+        (Target("a", "within", 200, on="value", tolerance=0.01), 198.0, True),
+        (Target("a", "within", 200, on="value", tolerance=0.01), 202.1, False),
+    ],
+)
+def test_target_checks(target: Target, x: float, ok: bool) -> None:
+    assert target.check(x) is ok
+
+
+def test_target_must_name_a_row() -> None:
+    with pytest.raises(ValueError, match="target names no row"):
+        harness.compare([("a", lambda: 1.0)], unit="s", targets=[Target("b", ">=", 1)],
+                        repeats=1)
+
+
+def test_contender_names_are_unique() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        harness.compare([("a", lambda: 1.0), ("a", lambda: 2.0)], unit="s", repeats=1)
+
+
+def test_max_in_window() -> None:
+    assert max_in_window([]) == 0
+    assert max_in_window([0.0, 0.5, 0.999, 1.0, 1.5]) == 3  # [t, t + 1) is half-open
+    assert max_in_window([i / 256 for i in range(600)]) == 256  # exact binary fractions

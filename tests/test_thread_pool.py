@@ -1,0 +1,412 @@
+"""ThreadPool: the shared pool behaviour, plus what is particular to threads."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import gc
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures.thread import BrokenThreadPool
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import workpool as wp
+from tests import _tasks
+from tests.pool_suite import WAIT, PoolBehaviour
+
+
+class ThreadGate:
+    """A gate for thread pools: an event, waited on with a bound."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def wait(self) -> bool:
+        return self._event.wait(WAIT)
+
+    def open(self) -> None:
+        self._event.set()
+
+
+class TestThreadPoolBehaviour(PoolBehaviour):
+    def make_pool(self, **options: Any) -> wp.ThreadPool:
+        return wp.ThreadPool(**options)
+
+    def make_gate(self) -> ThreadGate:
+        return ThreadGate()
+
+
+def pool_threads(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(name + "_")]
+
+
+def test_default_workers_are_the_stdlibs() -> None:
+    with wp.ThreadPool() as pool:
+        assert pool.workers == min(32, wp.cpus() + 4)
+    with wp.ThreadPool(max_workers=3) as pool:
+        assert pool.workers == 3
+    with pytest.raises(TypeError, match=r"^pass workers or max_workers, not both$"):
+        wp.ThreadPool(2, max_workers=3)
+
+
+def test_threads_are_named_and_reused() -> None:
+    with wp.ThreadPool(4, name="crawler") as pool:
+        for i in range(20):
+            assert pool.submit(_tasks.square, i).result(WAIT) == i * i
+        # Sequential work never needs a second thread (the stdlib's idle reuse).
+        assert [t.name for t in pool_threads("crawler")] == ["crawler_0"]
+    assert pool_threads("crawler") == []
+
+
+def test_initializer_state_is_per_worker() -> None:
+    ids = iter(range(100))
+    lock = threading.Lock()
+
+    def init() -> int:
+        with lock:
+            return next(ids)
+
+    gate = ThreadGate()
+    with wp.ThreadPool(3, initializer=init) as pool:
+        futures = [pool.submit(lambda: (gate.wait(), wp.current().state)[1]) for _ in range(3)]
+        gate.open()
+        states = sorted(f.result(WAIT) for f in futures)
+    assert states == [0, 1, 2]
+
+
+def test_initializer_failure_breaks_the_pool_as_the_stdlib() -> None:
+    def init() -> None:
+        raise OSError("no database")
+
+    message = "A thread initializer failed, the thread pool is not usable anymore"
+    pool = wp.ThreadPool(1, initializer=init)
+    future = pool.submit(_tasks.square, 2)
+    with pytest.raises(BrokenThreadPool, match=rf"^{message}$"):
+        future.result(WAIT)
+    with pytest.raises(BrokenThreadPool, match=rf"^{message}$"):
+        pool.submit(_tasks.square, 3)
+    pool.shutdown()
+
+
+def test_submit_waits_while_the_queue_is_full() -> None:
+    gate, entered = ThreadGate(), threading.Event()
+    with wp.ThreadPool(1, queue_size=1) as pool:
+        blocker = pool.submit(gate.wait)
+        pool.submit(_tasks.square, 1)
+        while pool.statistics().queued != 1:
+            time.sleep(0.001)
+        result: list[cf.Future[int]] = []
+
+        def producer() -> None:
+            entered.set()
+            result.append(pool.submit(_tasks.square, 5))
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        assert entered.wait(WAIT)
+        thread.join(0.05)
+        assert thread.is_alive(), "submit should wait for room in the queue"
+        gate.open()
+        thread.join(WAIT)
+        assert result[0].result(WAIT) == 25
+        assert blocker.result(WAIT) is True
+
+
+def test_shutdown_wakes_a_blocked_submit_with_pool_closed() -> None:
+    gate = ThreadGate()
+    pool = wp.ThreadPool(1, queue_size=0)
+    pool.submit(gate.wait)
+    errors: list[BaseException] = []
+    started = threading.Event()
+
+    def producer() -> None:
+        started.set()
+        try:
+            pool.submit(_tasks.square, 5)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    assert started.wait(WAIT)
+    time.sleep(0.02)  # let it block: the assertion below holds either way
+    pool.shutdown(wait=False)
+    thread.join(WAIT)
+    gate.open()
+    pool.shutdown()
+    assert len(errors) == 1
+    assert isinstance(errors[0], wp.PoolClosed)
+
+
+def test_timeout_cancels_the_context_and_replaces_the_thread() -> None:
+    seen = ThreadGate()
+    release = ThreadGate()
+    cancelled_seen: list[bool] = []
+
+    def stuck() -> None:
+        seen.open()
+        release.wait()
+        cancelled_seen.append(wp.current().cancelled)
+
+    with wp.ThreadPool(1, timeout=0.1) as pool:
+        future = pool.submit(stuck)
+        with pytest.raises(wp.TaskTimeout):
+            future.result(WAIT)
+        stats = pool.statistics()
+        assert (stats.stuck, stats.workers, stats.timed_out) == (1, 1, 1)
+        assert pool.submit(_tasks.square, 3).result(WAIT) == 9  # the replacement
+        release.open()
+        deadline = time.monotonic() + WAIT
+        while pool.statistics().stuck:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    assert cancelled_seen == [True]
+
+
+def test_context_sleep_wakes_on_timeout() -> None:
+    with wp.ThreadPool(1, timeout=0.05) as pool:
+        future = pool.submit(_tasks.sleep_for, 30)
+        with pytest.raises(wp.TaskTimeout):
+            future.result(WAIT)
+
+
+def test_a_waiting_retry_holds_no_worker() -> None:
+    retry = wp.Retry(attempts=2, backoff=0.3, jitter="none")
+    with wp.ThreadPool(1) as pool:
+        flaky = pool.schedule(_tasks.fail_until_attempt, (2,), retry=retry)
+        while pool.statistics().retried == 0:
+            time.sleep(0.001)
+        other = pool.submit(_tasks.started_at, None)
+        other_started = other.result(WAIT)
+        assert not flaky.done()  # the retry is still waiting, yet the worker was free
+        assert flaky.result(WAIT) == 2
+        assert other_started < time.monotonic()
+
+
+def test_cancel_futures_cancels_waiting_retries() -> None:
+    retry = wp.Retry(attempts=3, backoff=30)
+    pool = wp.ThreadPool(1)
+    future = pool.schedule(_tasks.fail, ("x",), retry=retry)
+    while pool.statistics().retried == 0:
+        time.sleep(0.001)
+    pool.shutdown(cancel_futures=True)
+    with pytest.raises(wp.Cancelled, match="waiting to retry"):
+        future.result(WAIT)
+    assert pool.statistics().cancelled == 1
+
+
+def test_cancel_futures_interrupts_context_sleep() -> None:
+    pool = wp.ThreadPool(1)
+    future = pool.submit(_tasks.sleep_for, 30)
+    while pool.statistics().running == 0:
+        time.sleep(0.001)
+    pool.shutdown(cancel_futures=True)
+    with pytest.raises(wp.Cancelled):
+        future.result(WAIT)
+    assert pool.statistics().cancelled == 1
+
+
+def test_cancel_interrupts_a_rate_limit_wait() -> None:
+    pool = wp.ThreadPool(2, rate=wp.RateLimit(per_second=0.01))
+    first = pool.submit(_tasks.square, 2)
+    second = pool.submit(_tasks.square, 3)  # its slot is 100 s away
+    assert first.result(WAIT) == 4
+    pool.shutdown(cancel_futures=True)
+    with pytest.raises(wp.Cancelled, match="rate limit"):
+        second.result(WAIT)
+
+
+def test_map_under_a_timeout_fails_items_alone() -> None:
+    with wp.ThreadPool(2, timeout=0.1) as pool:
+        got = list(pool.map(_tasks.sleep_for, [0, 30, 0], on_error="return"))
+    assert got[0] == wp.Value(None)
+    assert got[2] == wp.Value(None)
+    assert isinstance(got[1], wp.Error)
+    assert isinstance(got[1].error, wp.TaskTimeout)
+
+
+def test_map_under_a_retry_retries_items() -> None:
+    with wp.ThreadPool(2, retry=wp.Retry(attempts=3, backoff=0.001)) as pool:
+        assert list(pool.map(_tasks.fail_until_attempt, [1, 2, 3])) == [1, 2, 3]
+    assert pool.statistics().retried == 3
+
+
+def test_a_collected_pool_lets_its_threads_go() -> None:
+    pool = wp.ThreadPool(2, name="forgotten")
+    assert pool.submit(_tasks.square, 2).result(WAIT) == 4
+    del pool
+    gc.collect()
+    deadline = time.monotonic() + WAIT
+    while pool_threads("forgotten"):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def test_shutdown_without_wait_returns_and_finishes_later() -> None:
+    gate = ThreadGate()
+    pool = wp.ThreadPool(1, name="nowait")
+    running = pool.submit(gate.wait)
+    queued = pool.submit(_tasks.square, 6)
+    pool.shutdown(wait=False)
+    assert not queued.done()
+    gate.open()
+    assert running.result(WAIT) is True
+    assert queued.result(WAIT) == 36
+    pool.shutdown()
+
+
+def test_statistics_gauges() -> None:
+    gate = ThreadGate()
+    with wp.ThreadPool(3) as pool:
+        futures = [pool.submit(gate.wait) for _ in range(2)]
+        while pool.statistics().running != 2:
+            time.sleep(0.001)
+        stats = pool.statistics()
+        assert (stats.workers, stats.busy, stats.idle, stats.running) == (2, 2, 0, 2)
+        gate.open()
+        cf.wait(futures, timeout=WAIT)
+
+
+# -- every task ends exactly once -------------------------------------------------------
+
+task_spec = st.tuples(
+    st.sampled_from(["ok", "fail", "slow", "flaky"]),
+    st.integers(min_value=-2, max_value=2),  # priority
+)
+
+
+def _run_spec(kind: str, delay: float) -> str:
+    ctx = wp.current()
+    if kind == "slow":
+        ctx.sleep(delay)
+    if kind == "fail":
+        raise ValueError("fail")
+    if kind == "flaky" and ctx.attempt < 2:
+        raise ValueError("flaky")
+    return kind
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs=st.lists(task_spec, min_size=1, max_size=30),
+       workers=st.integers(min_value=1, max_value=4),
+       flavour=st.sampled_from(["drain", "cancel", "timeout", "nowait"]),
+       stop_after=st.integers(min_value=0, max_value=30),
+       delay=st.sampled_from([0.0, 0.001, 0.005]))
+def test_every_task_ends_exactly_once(specs: list[tuple[str, int]], workers: int,
+                                      flavour: str, stop_after: int, delay: float) -> None:
+    retry = wp.Retry(attempts=2, backoff=0.001)
+    pool = wp.ThreadPool(workers, timeout=0.05, retry=retry)
+    futures = []
+    ends: list[cf.Future[Any]] = []
+    lock = threading.Lock()
+
+    def on_end(future: cf.Future[Any]) -> None:
+        with lock:
+            ends.append(future)
+
+    for i, (kind, priority) in enumerate(specs):
+        if i == stop_after:
+            break
+        slow = 0.2 if kind == "slow" and priority > 0 else delay
+        future = pool.schedule(_run_spec, (kind, slow), priority=priority)
+        future.add_done_callback(on_end)
+        futures.append(future)
+    if flavour == "drain":
+        pool.shutdown()
+    elif flavour == "cancel":
+        pool.shutdown(cancel_futures=True)
+    elif flavour == "timeout":
+        pool.shutdown(timeout=0.01)
+    else:
+        pool.shutdown(wait=False)
+        pool.shutdown()
+    assert all(f.done() for f in futures)
+    with lock:
+        assert sorted(map(id, ends)) == sorted(map(id, futures))  # each once
+    stats = pool.statistics()
+    assert stats.submitted == len(futures)
+    assert stats.ended == len(futures)
+    outcomes = {"ok": 0, "error": 0, "cancelled": 0}
+    for future in futures:
+        if future.cancelled() or isinstance(future.exception(), wp.Cancelled):
+            outcomes["cancelled"] += 1
+        elif future.exception() is not None:
+            outcomes["error"] += 1
+        else:
+            outcomes["ok"] += 1
+    assert outcomes["ok"] == stats.completed
+    assert outcomes["cancelled"] == stats.cancelled
+    assert outcomes["error"] == stats.failed + stats.timed_out
+    deadline = time.monotonic() + WAIT
+    while pool.statistics().stuck:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+
+# -- Ctrl-C ----------------------------------------------------------------------------------
+
+CTRL_C = textwrap.dedent("""
+    import os, signal, threading, time, sys
+    import workpool as wp
+    release = threading.Event()
+    def task(i):
+        if i == 0:
+            print("running", flush=True)
+        release.wait(float(sys.argv[2]))
+        return i
+    try:
+        with wp.ThreadPool(1) as pool:
+            futures = [pool.submit(task, i) for i in range(5)]
+            while pool.statistics().running == 0:
+                time.sleep(0.001)
+            for _ in range(int(sys.argv[1])):
+                threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+                time.sleep(0.3) if sys.argv[1] == "2" else None
+            time.sleep(5)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    print("cancelled", sum(f.cancelled() for f in futures), flush=True)
+    print("stuck", pool.statistics().stuck, flush=True)
+    release.set()
+""")
+
+
+def test_first_ctrl_c_cancels_the_queue_and_waits_for_running() -> None:
+    out = subprocess.run([sys.executable, "-c", CTRL_C, "1", "0.5"], capture_output=True,
+                         text=True, timeout=WAIT * 2)
+    assert out.stdout.split("\n")[:4] == ["running", "interrupted", "cancelled 4", "stuck 0"]
+
+
+def test_second_ctrl_c_abandons_running_tasks() -> None:
+    # The first Ctrl-C lands in the with block; the second while __exit__ waits for the
+    # running task: it is given up on, and the program goes on.
+    out = subprocess.run([sys.executable, "-c", SECOND_CTRL_C], capture_output=True, text=True,
+                         timeout=WAIT * 2)
+    assert out.stdout.split("\n")[:3] == ["interrupted", "abandoned 1", "stuck 1"], out.stderr
+
+
+SECOND_CTRL_C = textwrap.dedent("""
+    import os, signal, threading, time
+    import workpool as wp
+    release = threading.Event()
+    pool = wp.ThreadPool(1)
+    try:
+        with pool:
+            running = pool.submit(release.wait, 30)
+            while pool.statistics().running == 0:
+                time.sleep(0.001)
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    print("abandoned", int(isinstance(running.exception(1), wp.Cancelled)), flush=True)
+    print("stuck", pool.statistics().stuck, flush=True)
+    release.set()
+""")
