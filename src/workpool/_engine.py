@@ -222,9 +222,10 @@ class Engine:
         thread = threading.Thread(target=self._work, args=(worker, first),
                                   name=f"{self.name}_{worker.slot.worker_id}")
         worker.thread = thread
+        # Started under the lock so that join() never sees a thread not yet started.
         with self._lock:
             self._workers.add(worker)
-        thread.start()
+            thread.start()
 
     def start_worker(self, worker: Worker) -> bool:
         """Per-worker set-up in the worker's thread; False if the initializer failed."""
@@ -326,6 +327,9 @@ class Engine:
             task = nxt
         with lock:
             self._workers.discard(worker)
+            last = self.state != RUNNING and self._alive == 0 and not self._retrying
+        if last and self._timer is not None:
+            self._timer.close()  # nothing can need it any more
 
     def _retire(self, worker: Worker) -> None:
         """Under the lock: *worker* leaves a closing pool; idle ones leave with it."""
@@ -416,9 +420,9 @@ class Engine:
 
     def _get_timer(self) -> Timer:
         timer = self._timer
-        if timer is None:
+        if timer is None or timer.closed:
             with self._lock:
-                if self._timer is None:
+                if self._timer is None or self._timer.closed:
                     self._timer = Timer(f"{self.name}_timer")
                 timer = self._timer
         return timer

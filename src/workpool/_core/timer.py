@@ -42,6 +42,11 @@ class Timer:
         self._thread: threading.Thread | None = None
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._closed
+
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
         """Run *callback* at *when* (monotonic seconds)."""
         handle = TimerHandle(when, callback)
