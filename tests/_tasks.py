@@ -62,3 +62,59 @@ def make_state(tag: str) -> str:
 def describe() -> tuple[int, int, Any, bool]:
     ctx = wp.current()
     return ctx.attempt, ctx.worker_id, ctx.state, ctx.cancelled
+
+
+def getpid(_: Any = None) -> int:
+    import os
+
+    return os.getpid()
+
+
+def exit_with(code: int) -> None:
+    import os
+
+    os._exit(code)
+
+
+def kill_self(signum: int) -> None:
+    import os
+
+    os.kill(os.getpid(), signum)
+
+
+def segfault() -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def hold_memory(megabytes: int) -> int:
+    import os
+
+    global _HELD
+    _HELD = bytearray(megabytes << 20)
+    for i in range(0, len(_HELD), 4096):
+        _HELD[i] = 1
+    return os.getpid()
+
+
+_HELD: bytearray | None = None
+
+
+def spin(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+
+
+def crash_on(x: int, bad: int) -> int:
+    import os
+
+    if x == bad:
+        os._exit(9)
+    return x * x
+
+
+def spin_square(x: int) -> int:
+    spin(0.0005)
+    return x * x

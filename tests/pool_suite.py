@@ -9,7 +9,6 @@ pool kind: an event for threads, a file for processes.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import itertools
 import time
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -31,6 +30,8 @@ class Gate(Protocol):
 
 class PoolBehaviour:
     """Mix into a test class; subclasses define the two factories."""
+
+    kills_running = False  # does shutdown(cancel_futures=True) kill running tasks?
 
     def make_pool(self, **options: Any) -> Any:
         raise NotImplementedError
@@ -280,8 +281,10 @@ class PoolBehaviour:
         with self.make_pool(workers=4, rate=wp.RateLimit(per_second=50)) as pool:
             starts = sorted(f.result(WAIT) for f in
                             [pool.submit(_tasks.started_at, i) for i in range(10)])
-        gaps = [b - a for a, b in itertools.pairwise(starts)]
-        assert min(gaps) >= 0.02 * 0.9  # never faster than the limit (clock slack)
+        # Start k waits for its slot, k / 50 s after the first slot; the first start may
+        # itself run late by scheduling noise, hence the slack.
+        for k, start in enumerate(starts):
+            assert start - starts[0] >= k * 0.02 - 0.05
 
     # -- shutdown flavours ----------------------------------------------------------------
 
@@ -296,13 +299,20 @@ class PoolBehaviour:
         pool = self.make_pool(workers=1)
         blocker = self.occupy(pool, gate)
         queued = [pool.submit(_tasks.square, i) for i in range(5)]
-        gate.open()
-        pool.shutdown(cancel_futures=True)
-        assert blocker.result(WAIT) is True
+        if self.kills_running:  # processes: the running task's worker is killed
+            pool.shutdown(cancel_futures=True)
+            with pytest.raises(wp.Cancelled):
+                blocker.result(WAIT)
+            gate.open()
+        else:  # threads: asked to stop (cooperatively); this one finishes
+            gate.open()
+            pool.shutdown(cancel_futures=True)
+            assert blocker.result(WAIT) is True
         assert all(f.cancelled() for f in queued)
         assert set(pool.unfinished) == set(queued)
         stats = pool.statistics()
-        assert (stats.completed, stats.cancelled) == (1, 5)
+        ended = (0, 6) if self.kills_running else (1, 5)
+        assert (stats.completed, stats.cancelled) == ended
 
     def test_shutdown_timeout_cancels_what_did_not_drain(self) -> None:
         gate = self.make_gate()

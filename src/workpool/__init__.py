@@ -31,17 +31,25 @@ from ._core.stats import PoolStatistics as PoolStatistics
 from ._merge import amerge as amerge
 from ._merge import merge as merge
 from ._pool import ThreadPool as ThreadPool
+from ._process_pool import ProcessPool as ProcessPool
+from ._sync import AsyncSemaphore as AsyncSemaphore
+from ._sync import Semaphore as Semaphore
+from ._sync import SemaphoreStatistics as SemaphoreStatistics
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncSemaphore",
     "Cancelled",
     "Error",
     "PoolClosed",
     "PoolStatistics",
+    "ProcessPool",
     "QueueFull",
     "RateLimit",
     "Retry",
+    "Semaphore",
+    "SemaphoreStatistics",
     "TaskContext",
     "TaskTimeout",
     "ThreadPool",

@@ -60,8 +60,8 @@ CANCELLED: Final = 2
 class Task:
     """One unit of work: a call, or a chunk of ``map`` items (``items`` is a list)."""
 
-    __slots__ = ("args", "attempt", "count", "enqueued", "fn", "future", "items", "key",
-                 "kwargs", "priority", "retry", "timeout")
+    __slots__ = ("args", "attempt", "count", "crashes", "enqueued", "fn", "future", "items",
+                 "key", "kwargs", "priority", "retry", "timeout")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                  future: Future[Any], priority: int = 0, timeout: float | None = None,
@@ -78,6 +78,7 @@ class Task:
         self.items = items
         self.count = 1 if items is None else len(items)
         self.attempt = 1
+        self.crashes = 0
         self.enqueued = 0.0
 
 
@@ -217,8 +218,22 @@ class Engine:
 
     # -- workers ------------------------------------------------------------------
 
+    broken_message = "A thread initializer failed, the thread pool is not usable anymore"
+
+    def new_worker(self, worker_id: int) -> Worker:
+        """A fresh worker record (backends may add fields)."""
+        return Worker(worker_id)
+
+    def stop_worker(self, worker: Worker) -> None:
+        """Release what *worker* holds as it leaves (its process, for processes)."""
+
+    def make_chunk_task(self, fn: Callable[..., Any], star: bool, run: Any, items: list[Any],
+                        timeout: float | None, retry: Retry | None) -> Task:
+        """The task that runs a chunk of ``map`` items."""
+        return Task(fn, (star, run), {}, Future(), timeout=timeout, retry=retry, items=items)
+
     def _spawn(self, first: Task | None) -> None:
-        worker = Worker(next(self._ids))
+        worker = self.new_worker(next(self._ids))
         thread = threading.Thread(target=self._work, args=(worker, first),
                                   name=f"{self.name}_{worker.slot.worker_id}")
         worker.thread = thread
@@ -250,6 +265,12 @@ class Engine:
         raise NotImplementedError
 
     def _work(self, worker: Worker, task: Task | None) -> None:
+        try:
+            self._loop(worker, task)
+        finally:
+            self.stop_worker(worker)
+
+    def _loop(self, worker: Worker, task: Task | None) -> None:
         if not self.start_worker(worker):
             self._initializer_failed(worker, task)
             return
@@ -434,8 +455,7 @@ class Engine:
             self._workers.discard(worker)
             self._alive -= 1
             if self.broken is None:
-                self.broken = ("A thread initializer failed, the thread pool is not usable "
-                               "anymore")
+                self.broken = self.broken_message
             self.state = CLOSING
             victims = [first] if first is not None else []
             while (task := self._pop()) is not None:

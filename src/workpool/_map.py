@@ -27,7 +27,7 @@ from typing import Any, Literal
 from ._chunk import Chunk
 from ._core.outcome import Error, Value
 from ._core.retry import Retry
-from ._engine import Engine, Task
+from ._engine import Engine
 
 __all__ = ["MapRun", "check_map_args"]
 
@@ -73,6 +73,7 @@ class MapRun:
         self.task_retry = task_retry
         self.on_error = on_error
         self.closed = False
+        self.fn_bytes: bytes | None = None  # the function, pickled once for processes
         self.exhausted = False
         self.outstanding = 0  # items read and not yet handed to the caller
         self.inflight: deque[tuple[Future[Chunk], int]] = deque()
@@ -96,9 +97,9 @@ class MapRun:
                 self.exhausted = True
                 if not items:
                     return
-            future: Future[Chunk] = Future()
-            task = Task(self.fn, (self.star, self), {}, future, timeout=self.task_timeout,
-                        retry=self.task_retry, items=items)
+            task = self.engine.make_chunk_task(self.fn, self.star, self, items,
+                                               self.task_timeout, self.task_retry)
+            future: Future[Chunk] = task.future
             self.engine.put(task)
             self.outstanding += len(items)
             if self.ordered:

@@ -96,6 +96,7 @@ class ExecutorPool(Executor):
             raise TypeError("initializer must be a callable")  # the stdlib's message
         self._timeout = check_timeout(timeout)
         self._retry = retry
+        self._rate = rate
         self._workers = count
         self._name = name or f"{type(self).__name__}-{next(_COUNTER)}"
         self._engine = self._make_engine(
@@ -132,8 +133,14 @@ class ExecutorPool(Executor):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         future: Future[T] = Future()
-        self._engine.put(Task(fn, args, kwargs, future, 0, self._timeout, self._retry))
+        self._engine.put(self._task(fn, args, kwargs, future, 0, self._timeout, self._retry,
+                                    None))
         return future
+
+    def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+              future: Future[Any], priority: int, timeout: float | None, retry: Retry | None,
+              key: Any) -> Task:
+        return Task(fn, args, kwargs, future, priority, timeout, retry, key)
 
     def submit_nowait(self, fn: Callable[P, T], /, *args: P.args,
                       **kwargs: P.kwargs) -> Future[T]:
@@ -141,8 +148,8 @@ class ExecutorPool(Executor):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         future: Future[T] = Future()
-        self._engine.put(Task(fn, args, kwargs, future, 0, self._timeout, self._retry),
-                         block=False)
+        self._engine.put(self._task(fn, args, kwargs, future, 0, self._timeout, self._retry,
+                                    None), block=False)
         return future
 
     def schedule(self, fn: Callable[..., T], args: Iterable[Any] = (),
@@ -173,8 +180,8 @@ class ExecutorPool(Executor):
             raise TypeError(f"kwargs must be a dict or None, got {kwargs!r}")
         task_timeout = self._timeout if timeout is None else check_timeout(timeout)
         future: Future[T] = Future()
-        task = Task(fn, tuple(args), kwargs or {}, future, priority, task_timeout,
-                    self._retry if retry is None else retry, key)
+        task = self._task(fn, tuple(args), kwargs or {}, future, priority, task_timeout,
+                          self._retry if retry is None else retry, key)
         self._engine.put(task, block=block)
         return future
 
@@ -186,8 +193,9 @@ class ExecutorPool(Executor):
 
         Reads the input only ``window`` items ahead of what you consumed, so an endless
         generator maps in flat memory. ``chunksize="auto"`` batches items from their
-        measured run time (1 when the pool has a per-task timeout or retry: those
-        apply per chunk). ``ordered=False`` yields in completion order.
+        measured run time (1 when the pool has a timeout, retry or rate policy:
+        with a larger chunksize those apply per chunk). ``ordered=False`` yields in
+        completion order.
         ``on_error="return"`` yields ``wp.Value``/``wp.Error`` per item instead of
         raising the first error. ``timeout`` is the stdlib's: ``TimeoutError`` if a
         result is not ready that many seconds after the call.
@@ -207,7 +215,8 @@ class ExecutorPool(Executor):
         check_map_args(chunksize, window, on_error, timeout)
         if self._engine.state != 0:
             self._engine.put(Task(fn, (), {}, Future()))  # raises as submit would
-        policies = self._timeout is not None or self._retry is not None
+        policies = (self._timeout is not None or self._retry is not None
+                    or self._rate is not None)
         run = MapRun(self._engine, fn, iterables, timeout=timeout,
                      chunksize=1 if policies and chunksize == "auto" else chunksize,
                      ordered=ordered, window=window, on_error=on_error,
