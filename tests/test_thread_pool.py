@@ -410,3 +410,60 @@ SECOND_CTRL_C = textwrap.dedent("""
     print("stuck", pool.statistics().stuck, flush=True)
     release.set()
 """)
+
+
+# -- admission by a budget -------------------------------------------------------------------
+
+def test_budget_bounds_the_cost_in_flight() -> None:
+    budget = wp.Semaphore(10)
+    peak = 0
+    lock = threading.Lock()
+    held = 0
+
+    def task(cost: int) -> int:
+        nonlocal peak, held
+        with lock:
+            held += cost
+            peak = max(peak, held)
+        time.sleep(0.002)
+        with lock:
+            held -= cost
+        return cost
+
+    with wp.ThreadPool(8, budget=budget) as pool:
+        futures = [pool.schedule(task, (c,), cost=c) for c in [4, 6, 3, 7, 5, 5, 2, 8] * 3]
+        assert sum(f.result(WAIT) for f in futures) == 40 * 3
+    assert peak <= 10
+    assert budget.statistics().held == 0
+
+
+def test_budget_without_room_would_block() -> None:
+    budget = wp.Semaphore(4)
+    gate = ThreadGate()
+    with wp.ThreadPool(2, budget=budget) as pool:
+        first = pool.schedule(gate.wait, cost=3)
+        with pytest.raises(wp.WouldBlock, match=r"^budget has 1 of the 2 tokens"):
+            pool.schedule(_tasks.square, (2,), cost=2, block=False)
+        with pytest.raises(ValueError, match=r"^n must be <= capacity \(4\), got 5$"):
+            pool.schedule(_tasks.square, (2,), cost=5)
+        with pytest.raises(ValueError, match=r"^cost must be an int >= 1, got 0$"):
+            pool.schedule(_tasks.square, (2,), cost=0)
+        assert pool.submit(_tasks.square, 3).result(WAIT) == 9  # cost 1 fits
+        gate.open()
+        assert first.result(WAIT) is True
+    assert budget.statistics().held == 0
+
+
+def test_budget_bounds_map_items_in_flight() -> None:
+    budget = wp.Semaphore(5)
+    peak = 0
+
+    def task(x: int) -> int:
+        nonlocal peak
+        peak = max(peak, budget.statistics().held)
+        return x * x
+
+    with wp.ThreadPool(4, budget=budget) as pool:
+        assert list(pool.map(task, range(2000))) == [x * x for x in range(2000)]
+    assert 1 <= peak <= 5
+    assert budget.statistics().held == 0

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
+from functools import partial
 from itertools import islice
 from queue import Empty, SimpleQueue
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from ._chunk import Chunk
 from ._core.outcome import Error, Value
 from ._core.retry import Retry
 from ._engine import Engine
+from ._sync import Semaphore
 
 __all__ = ["MapRun", "check_map_args"]
 
@@ -55,7 +57,7 @@ class MapRun:
                  *, timeout: float | None, chunksize: int | str, ordered: bool,
                  window: int | None, on_error: OnError, workers: int, target: float,
                  max_chunk: int, task_timeout: float | None = None,
-                 task_retry: Retry | None = None) -> None:
+                 task_retry: Retry | None = None, budget: Semaphore | None = None) -> None:
         self.engine = engine
         self.fn = fn
         self.star = len(iterables) != 1
@@ -65,6 +67,10 @@ class MapRun:
         self.auto = chunksize == "auto"
         self.chunk = 1 if self.auto else int(chunksize)
         self.max_chunk = max_chunk if window is None else max(1, min(max_chunk, window // 2))
+        self.budget = budget  # each item of a chunk holds one token while it is out
+        if budget is not None:
+            self.max_chunk = min(self.max_chunk, budget.capacity)
+            self.chunk = min(self.chunk, budget.capacity)
         self.workers = workers
         self.target = target
         self.fixed_window = window
@@ -100,7 +106,18 @@ class MapRun:
             task = self.engine.make_chunk_task(self.fn, self.star, self, items,
                                                self.task_timeout, self.task_retry)
             future: Future[Chunk] = task.future
-            self.engine.put(task)
+            budget = self.budget
+            if budget is None:
+                self.engine.put(task)
+            else:
+                cost = len(items)
+                budget.acquire(cost)
+                try:
+                    self.engine.put(task)
+                except BaseException:
+                    budget.release(cost)
+                    raise
+                future.add_done_callback(partial(_give_back, budget, cost))
             self.outstanding += len(items)
             if self.ordered:
                 self.inflight.append((future, len(items)))
@@ -161,6 +178,10 @@ class MapRun:
                 pass
         except Exception:
             pass
+
+
+def _give_back(budget: Semaphore, cost: int, _: object) -> None:
+    budget.release(cost)
 
 
 def _failed(error: BaseException, size: int) -> Chunk:

@@ -16,11 +16,13 @@ from concurrent.futures.thread import BrokenThreadPool
 from types import TracebackType
 from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, final
 
+from ._core.exceptions import WouldBlock
 from ._core.ratelimit import RateLimit
 from ._core.retry import Retry
 from ._core.stats import PoolStatistics
 from ._engine import Engine, Task
 from ._map import MapRun, check_map_args, results
+from ._sync import Semaphore
 
 __all__ = ["ExecutorPool", "ThreadPool"]
 
@@ -82,7 +84,8 @@ class ExecutorPool(Executor):
                  queue_size: int = 1024, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
-                 initargs: tuple[Any, ...] = (), name: str | None = None) -> None:
+                 initargs: tuple[Any, ...] = (), name: str | None = None,
+                 budget: Semaphore | None = None) -> None:
         count = resolve_workers(workers, max_workers, self._default_workers())
         if isinstance(queue_size, bool) or not isinstance(queue_size, int):
             raise TypeError(f"queue_size must be an int, got {queue_size!r}")
@@ -92,6 +95,9 @@ class ExecutorPool(Executor):
             raise TypeError(f"retry must be a wp.Retry or None, got {retry!r}")
         if rate is not None and not isinstance(rate, RateLimit):
             raise TypeError(f"rate must be a wp.RateLimit or None, got {rate!r}")
+        if budget is not None and not isinstance(budget, Semaphore):
+            raise TypeError(f"budget must be a wp.Semaphore or None, got {budget!r}")
+        self._budget = budget
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")  # the stdlib's message
         self._timeout = check_timeout(timeout)
@@ -133,9 +139,29 @@ class ExecutorPool(Executor):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         future: Future[T] = Future()
-        self._engine.put(self._task(fn, args, kwargs, future, 0, self._timeout, self._retry,
-                                    None))
+        task = self._task(fn, args, kwargs, future, 0, self._timeout, self._retry, None)
+        if self._budget is None:
+            self._engine.put(task)
+        else:
+            self._put_with_budget(task, 1, True)
         return future
+
+    def _put_with_budget(self, task: Task, cost: int, block: bool) -> None:
+        """Admit *task* once *cost* tokens of the budget are free; they return to the
+        budget when the task ends."""
+        budget = self._budget
+        assert budget is not None
+        if block:
+            budget.acquire(cost)
+        elif not budget.try_acquire(cost):
+            raise WouldBlock(f"budget has {budget.statistics().available} of the {cost} "
+                             "tokens this task costs")
+        try:
+            self._engine.put(task, block=block)
+        except BaseException:
+            budget.release(cost)
+            raise
+        task.future.add_done_callback(lambda _: budget.release(cost))
 
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               future: Future[Any], priority: int, timeout: float | None, retry: Retry | None,
@@ -148,14 +174,17 @@ class ExecutorPool(Executor):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         future: Future[T] = Future()
-        self._engine.put(self._task(fn, args, kwargs, future, 0, self._timeout, self._retry,
-                                    None), block=False)
+        task = self._task(fn, args, kwargs, future, 0, self._timeout, self._retry, None)
+        if self._budget is None:
+            self._engine.put(task, block=False)
+        else:
+            self._put_with_budget(task, 1, False)
         return future
 
     def schedule(self, fn: Callable[..., T], args: Iterable[Any] = (),
                  kwargs: dict[str, Any] | None = None, *, priority: int = 0,
                  timeout: float | None = None, retry: Retry | None = None,
-                 key: Any = None, block: bool = True) -> Future[T]:
+                 key: Any = None, block: bool = True, cost: int = 1) -> Future[T]:
         """Submit with per-task options.
 
         Args:
@@ -164,7 +193,10 @@ class ExecutorPool(Executor):
             timeout: seconds this task may run (overrides the pool's).
             retry: this task's retry policy (overrides the pool's).
             key: a caller's identifier for the task, kept with it.
-            block: False raises ``wp.QueueFull`` instead of waiting for room.
+            block: False raises ``wp.QueueFull`` instead of waiting for room (or
+                ``wp.WouldBlock`` when the budget lacks the tokens).
+            cost: tokens of the pool's ``budget`` the task holds from admission to its
+                end (bytes, say), so the budget bounds what is in flight.
 
         Example::
 
@@ -178,11 +210,16 @@ class ExecutorPool(Executor):
             raise TypeError(f"retry must be a wp.Retry or None, got {retry!r}")
         if kwargs is not None and not isinstance(kwargs, dict):
             raise TypeError(f"kwargs must be a dict or None, got {kwargs!r}")
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+            raise ValueError(f"cost must be an int >= 1, got {cost!r}")
         task_timeout = self._timeout if timeout is None else check_timeout(timeout)
         future: Future[T] = Future()
         task = self._task(fn, tuple(args), kwargs or {}, future, priority, task_timeout,
                           self._retry if retry is None else retry, key)
-        self._engine.put(task, block=block)
+        if self._budget is None:
+            self._engine.put(task, block=block)
+        else:
+            self._put_with_budget(task, cost, block)
         return future
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
@@ -222,7 +259,7 @@ class ExecutorPool(Executor):
                      ordered=ordered, window=window, on_error=on_error,
                      workers=self._workers, target=self._chunk_target,
                      max_chunk=self._max_chunk, task_timeout=self._timeout,
-                     task_retry=self._retry)
+                     task_retry=self._retry, budget=self._budget)
         self._engine.remember_map(run)
         run.fill()
         return results(run)
@@ -322,6 +359,9 @@ class ThreadPool(ExecutorPool):
         initializer: called in each new thread with *initargs*; its return value is
             the worker's ``wp.current().state``.
         name: prefix of the threads' names.
+        budget: a ``wp.Semaphore`` every task takes ``cost`` tokens of (1 unless
+            ``schedule(..., cost=n)`` says otherwise) from admission to its end: with
+            costs in bytes, the pool bounds the bytes in flight, not only the tasks.
 
     Costs about a microsecond per ``map`` item and less than the stdlib per ``submit``.
 
@@ -340,10 +380,11 @@ class ThreadPool(ExecutorPool):
                  queue_size: int = 1024, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
-                 initargs: tuple[Any, ...] = (), name: str | None = None) -> None:
+                 initargs: tuple[Any, ...] = (), name: str | None = None,
+                 budget: Semaphore | None = None) -> None:
         super().__init__(workers, max_workers=max_workers, queue_size=queue_size,
                          timeout=timeout, retry=retry, rate=rate, initializer=initializer,
-                         initargs=initargs, name=name)
+                         initargs=initargs, name=name, budget=budget)
 
     def _default_workers(self) -> int:
         from ._core.sizing import cpus

@@ -12,6 +12,7 @@ from ._core.ratelimit import RateLimit
 from ._core.retry import Retry
 from ._engine import Engine, Task
 from ._pool import ExecutorPool
+from ._sync import Semaphore
 
 __all__ = ["ProcessPool"]
 
@@ -39,7 +40,7 @@ class ProcessPool(ExecutorPool):
     Args:
         workers: processes to keep (default ``wp.cpus()``).
         max_workers: the stdlib's name for *workers*.
-        queue_size, timeout, retry, rate, name: as for ``ThreadPool``.
+        queue_size, timeout, retry, rate, name, budget: as for ``ThreadPool``.
         initializer: called once in each worker process with *initargs*; its return
             value is that worker's ``wp.current().state`` (load a model once per worker).
         mp_context: a ``multiprocessing`` context (default: forkserver on Linux, so a
@@ -74,7 +75,8 @@ class ProcessPool(ExecutorPool):
                  mp_context: BaseContext | None = None,
                  max_tasks_per_worker: int | None = None,
                  max_tasks_per_child: int | None = None,
-                 max_memory_per_worker: int | None = None, max_crashes: int = 3) -> None:
+                 max_memory_per_worker: int | None = None, max_crashes: int = 3,
+                 budget: Semaphore | None = None) -> None:
         if max_tasks_per_child is not None and max_tasks_per_worker is not None:
             raise TypeError("pass max_tasks_per_worker or max_tasks_per_child, not both")
         self._options: dict[str, Any] = {
@@ -86,7 +88,7 @@ class ProcessPool(ExecutorPool):
         }
         super().__init__(workers, max_workers=max_workers, queue_size=queue_size,
                          timeout=timeout, retry=retry, rate=rate, initializer=initializer,
-                         initargs=initargs, name=name)
+                         initargs=initargs, name=name, budget=budget)
 
     def _default_workers(self) -> int:
         from ._core.sizing import cpus
