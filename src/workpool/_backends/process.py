@@ -76,13 +76,14 @@ def _what_failed(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
 class ProcessWorker(Worker):
     """A worker: a proxy thread and its child process."""
 
-    __slots__ = ("conn", "kill_reason", "process")
+    __slots__ = ("busy", "conn", "kill_reason", "process")
 
     def __init__(self, worker_id: int) -> None:
         super().__init__(worker_id)
         self.process: Any = None
         self.conn: Any = None
         self.kill_reason: str | None = None
+        self.busy: Task | None = None  # the task the child runs now (under the lock)
 
 
 class ProcessEngine(Engine):
@@ -194,10 +195,16 @@ class ProcessEngine(Engine):
         worker.process = worker.conn = None
         return code  # type: ignore[no-any-return]
 
-    def _kill(self, worker: ProcessWorker, reason: str) -> None:
-        """Kill the child of *worker* from another thread; its proxy sees EOF."""
-        worker.kill_reason = reason
-        process = worker.process
+    def _kill(self, worker: ProcessWorker, reason: str, task: Task | None = None) -> None:
+        """Kill the child of *worker* from another thread, if it still runs *task* (or
+        any task); its proxy sees EOF. Decided under the lock, against the proxy's
+        marking the end of each task, so a kill never hits the next task."""
+        with self._lock:
+            busy = worker.busy
+            if busy is None or (task is not None and busy is not task):
+                return
+            worker.kill_reason = reason
+            process = worker.process
         if process is None:
             return
         try:
@@ -238,15 +245,22 @@ class ProcessEngine(Engine):
             return _DIED, None
         ctx = worker.slot.ctx
         deadline = None if ctx is None else ctx.deadline
+        message = pickle.dumps((_child.CALL, task.attempt, deadline, fn_bytes, payload),
+                               protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            worker.busy = task
         try:
-            worker.conn.send_bytes(pickle.dumps(
-                (_child.CALL, task.attempt, deadline, fn_bytes, payload),
-                protocol=pickle.HIGHEST_PROTOCOL))
+            worker.conn.send_bytes(message)
             reply = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
+            with self._lock:
+                worker.busy = None
             return _DIED, None
-        if reply[-1]:  # the child retires after this task
-            self._reap(worker)
+        with self._lock:
+            worker.busy = None
+            killed = worker.kill_reason is not None
+        if reply[-1] or killed:  # the child retires, or a kill raced with the reply
+            self._reap(worker, kill=killed)
         if reply[0] == _child.CHUNK:
             return _child.CHUNK, Chunk(reply[1], reply[2], reply[3])
         return reply[0], reply[1]
@@ -296,7 +310,7 @@ class ProcessEngine(Engine):
 
     def expire(self, worker: Worker, task: Task) -> None:
         assert isinstance(worker, ProcessWorker)
-        self._kill(worker, "timeout")
+        self._kill(worker, "timeout", task)
 
     def cancel_running(self, worker: Worker) -> None:
         assert isinstance(worker, ProcessWorker)
