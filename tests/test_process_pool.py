@@ -260,6 +260,7 @@ def test_workers_exit_when_the_parent_is_killed() -> None:
 
 CTRL_C = textwrap.dedent("""
     import os, signal, threading, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
     import workpool as wp
     from tests import _tasks
     try:

@@ -353,6 +353,7 @@ def test_every_task_ends_exactly_once(specs: list[tuple[str, int]], workers: int
 
 CTRL_C = textwrap.dedent("""
     import os, signal, threading, time, sys
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
     import workpool as wp
     release = threading.Event()
     def task(i):
@@ -393,6 +394,7 @@ def test_second_ctrl_c_abandons_running_tasks() -> None:
 
 SECOND_CTRL_C = textwrap.dedent("""
     import os, signal, threading, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
     import workpool as wp
     release = threading.Event()
     pool = wp.ThreadPool(1)

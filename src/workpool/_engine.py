@@ -527,6 +527,12 @@ class Engine:
         if ctx is not None:
             ctx.cancel()
 
+    def running_futures(self) -> list[Future[Any]]:
+        """The futures of the tasks running now."""
+        with self._lock:
+            return [w.task.future for w in self._workers
+                    if w.task is not None and not w.abandoned]
+
     def abandon_running(self) -> list[Future[Any]]:
         """Give up on every running task: its future fails with ``Cancelled``."""
         with self._lock:

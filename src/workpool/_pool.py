@@ -16,7 +16,7 @@ from concurrent.futures.thread import BrokenThreadPool
 from types import TracebackType
 from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, final
 
-from ._core.exceptions import WouldBlock
+from ._core.exceptions import Cancelled, WouldBlock
 from ._core.ratelimit import RateLimit
 from ._core.retry import Retry
 from ._core.stats import PoolStatistics
@@ -293,9 +293,12 @@ class ExecutorPool(Executor):
             left += engine.cancel_pending()
         if not wait or engine.join(deadline):
             return
+        running = engine.running_futures()
         left += engine.cancel_pending()
-        left += engine.abandon_running()
+        engine.abandon_running()
         engine.join(None)
+        # Running tasks given up on; a task that finished on its own meanwhile is not.
+        left += [f for f in running if f.done() and _was_cancelled(f)]
 
     @property
     def unfinished(self) -> tuple[Future[Any], ...]:
@@ -334,6 +337,10 @@ class ExecutorPool(Executor):
         stats = self.statistics()
         return (f"<{type(self).__name__} {self._name!r} workers={self._workers} "
                 f"running={stats.running} queued={stats.queued}>")
+
+
+def _was_cancelled(future: Future[Any]) -> bool:
+    return future.cancelled() or isinstance(future.exception(0), Cancelled)
 
 
 def _thread_engine() -> type[Engine]:
