@@ -237,10 +237,17 @@ class Engine:
         thread = threading.Thread(target=self._work, args=(worker, first),
                                   name=f"{self.name}_{worker.slot.worker_id}")
         worker.thread = thread
-        # Started under the lock so that join() never sees a thread not yet started.
         with self._lock:
             self._workers.add(worker)
+        # Started outside the lock: a thread start costs ~100 us, which would stall
+        # every worker picking its next task. join() waits for threads not yet started.
+        try:
             thread.start()
+        except BaseException:
+            with self._lock:
+                self._workers.discard(worker)
+                self._alive -= 1
+            raise
 
     def start_worker(self, worker: Worker) -> bool:
         """Per-worker set-up in the worker's thread; False if the initializer failed."""
@@ -558,6 +565,9 @@ class Engine:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
+                if thread.ident is None:  # being started by another thread right now
+                    time.sleep(0.001)
+                    continue
                 thread.join(remaining)
                 if thread.is_alive():
                     return False
