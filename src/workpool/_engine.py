@@ -362,6 +362,10 @@ class Engine:
     def _retire(self, worker: Worker) -> None:
         """Under the lock: *worker* leaves a closing pool; idle ones leave with it."""
         self._alive -= 1
+        self._release_idle()
+
+    def _release_idle(self) -> None:
+        """Under the lock: every idle worker leaves."""
         for _ in range(self._idle):
             self._wake.put(None)
             self._alive -= 1
@@ -468,10 +472,7 @@ class Engine:
             while (task := self._pop()) is not None:
                 victims.append(task)
             self._not_full.notify_all()
-            for _ in range(self._idle):
-                self._wake.put(None)
-                self._alive -= 1
-            self._idle = 0
+            self._release_idle()
             for task in victims:
                 self.stats.failed += task.count
         for task in victims:
@@ -486,10 +487,7 @@ class Engine:
                 self.state = CLOSING
             self._not_full.notify_all()
             if not self._size and not self._retrying:
-                for _ in range(self._idle):
-                    self._wake.put(None)
-                    self._alive -= 1
-                self._idle = 0
+                self._release_idle()
 
     def cancel_pending(self) -> list[Future[Any]]:
         """Cancel queued tasks and tasks waiting for a retry; ask running ones to stop.
@@ -503,11 +501,7 @@ class Engine:
             retrying = list(self._retrying.items())
             self._retrying.clear()
             running = [w for w in self._workers if w.task is not None and not w.abandoned]
-            if not self._size:
-                for _ in range(self._idle):
-                    self._wake.put(None)
-                    self._alive -= 1
-                self._idle = 0
+            self._release_idle()
             for task in queued:
                 self.stats.cancelled += task.count
             for task, _ in retrying:

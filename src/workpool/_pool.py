@@ -383,16 +383,6 @@ class ThreadPool(ExecutorPool):
     _chunk_target = 0.002
     _max_chunk = 512
 
-    def __init__(self, workers: int | None = None, *, max_workers: int | None = None,
-                 queue_size: int = 1024, timeout: float | None = None,
-                 retry: Retry | None = None, rate: RateLimit | None = None,
-                 initializer: Callable[..., Any] | None = None,
-                 initargs: tuple[Any, ...] = (), name: str | None = None,
-                 budget: Semaphore | None = None) -> None:
-        super().__init__(workers, max_workers=max_workers, queue_size=queue_size,
-                         timeout=timeout, retry=retry, rate=rate, initializer=initializer,
-                         initargs=initargs, name=name, budget=budget)
-
     def _default_workers(self) -> int:
         from ._core.sizing import cpus
 

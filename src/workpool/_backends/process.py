@@ -211,7 +211,10 @@ class ProcessEngine(Engine):
             process.terminate()
         except (OSError, ValueError):  # already gone, or already closed
             return
-        self._get_timer().call_later(KILL_GRACE, lambda: _hard_kill(process))
+        try:
+            self._get_timer().call_later(KILL_GRACE, lambda: _hard_kill(process))
+        except RuntimeError:  # the timer closed as the pool finished: no grace then
+            _hard_kill(process)
 
     def _describe_death(self, worker: ProcessWorker) -> str:
         code = self._reap(worker)
