@@ -12,6 +12,8 @@ Example::
             print(page)
 """
 
+from ._async_pool import AsyncPool as AsyncPool
+from ._async_task import AsyncFuture as AsyncFuture
 from ._core.context import TaskContext as TaskContext
 from ._core.context import current as current
 from ._core.exceptions import Cancelled as Cancelled
@@ -39,6 +41,8 @@ from ._sync import SemaphoreStatistics as SemaphoreStatistics
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncFuture",
+    "AsyncPool",
     "AsyncSemaphore",
     "Cancelled",
     "Error",

@@ -1,0 +1,393 @@
+"""Lazy, windowed ``AsyncPool.map``.
+
+::
+
+    sync input ──the consumer reads, in __anext__──┐
+                                                   ├─▶ chunks ─▶ engine queue ─▶ workers
+    async input ──a feeder task in the pool reads──┘                               │
+                                                                                   ▼
+    consumer ◀── item by item ◀── chunks in input order (by sequence number) ◀─ deliver()
+                                  or as they finish (a FIFO)
+
+At most ``window`` items are read and not yet consumed, so an endless source maps in
+flat memory. A new item joins the last chunk while that chunk still waits in the queue
+and is smaller than the chunk size, else starts a new chunk: when workers keep up, every
+item goes out on its own at once; when they fall behind, items batch up, one queue entry
+and one wake-up per batch. The chunk size grows (at most doubling per chunk) while
+measured items are quick, and is 1 for tasks with a timeout, retry, rate limit or a sync
+function, whose policies apply per item.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
+
+import anyio
+
+from ._async_task import Chunk, Failure, Spec
+from ._core.exceptions import Cancelled
+from ._core.outcome import Error, Value
+
+if TYPE_CHECKING:
+    from ._async_engine import AsyncEngine
+
+__all__ = ["MapResults", "MapRun", "OnError", "check_map_args"]
+
+T = TypeVar("T")
+OnError = Literal["raise", "collect", "return"]
+_TARGET: Final = 0.0005  # seconds an auto-sized chunk should take
+_EMPTY: Final[list[Any]] = []
+
+
+def check_map_args(chunksize: int | str, window: int | None, on_error: str,
+                   timeout: float | None) -> None:
+    """Validate ``map`` keywords at the call, with messages that state the rule."""
+    if chunksize != "auto" and (not isinstance(chunksize, int) or isinstance(chunksize, bool)
+                                or chunksize < 1):
+        raise ValueError(f"chunksize must be >= 1 or 'auto', got {chunksize!r}")
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool)
+                               or window < 1):
+        raise ValueError(f"window must be >= 1, got {window!r}")
+    if on_error not in ("raise", "collect", "return"):
+        raise ValueError(f"on_error must be 'raise', 'collect' or 'return', got {on_error!r}")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+
+
+def _is_async(iterable: Any) -> bool:
+    return hasattr(type(iterable), "__aiter__")
+
+
+async def _azip(iterables: tuple[Any, ...]) -> AsyncIterator[tuple[Any, ...]]:
+    """``zip`` over a mix of sync and async iterables; closes the async ones."""
+    its = [(True, aiter(x)) if _is_async(x) else (False, iter(x)) for x in iterables]
+    try:
+        while True:
+            row = []
+            for is_async, it in its:
+                try:
+                    row.append(await anext(it) if is_async else next(it))
+                except (StopIteration, StopAsyncIteration):
+                    return
+            yield tuple(row)
+    finally:
+        for is_async, it in its:
+            if is_async and hasattr(it, "aclose"):
+                await it.aclose()
+
+
+class MapRun:
+    """The state of one ``map`` call, shared by its consumer, feeder and workers."""
+
+    def __init__(self, engine: AsyncEngine, fn: Callable[..., Any], spec: Spec,
+                 iterables: tuple[Any, ...], *, ordered: bool, window: int | None,
+                 chunksize: int | str, on_error: OnError, timeout: float | None) -> None:
+        self.engine = engine
+        self.fn = fn
+        self.spec = spec
+        self.star = len(iterables) != 1
+        self.is_async = any(_is_async(x) for x in iterables)
+        self.source: Any
+        if not self.is_async:
+            self.source = zip(*iterables, strict=False) if self.star else iter(iterables[0])
+        else:
+            self.source = _azip(iterables) if self.star else aiter(iterables[0])
+        self.ordered = ordered
+        self.raise_errors = on_error == "raise"
+        self.end_time = None if timeout is None else time.monotonic() + timeout
+        self.auto = chunksize == "auto" and spec.fast
+        self.chunk = int(chunksize) if isinstance(chunksize, int) and spec.fast else 1
+        self.window = window if window is not None else 4 * engine.size
+        self.max_chunk = max(1, self.window // 4)
+        # The consumer reads the input in steps of an eighth of the window.
+        self.refill_at = self.window - max(1, self.window // 8)
+        self.started = self.stopped = self.closed = self.exhausted = False
+        self.failed_seen = False  # an item failed (raise mode): read no further
+        self.failure: BaseException | None = None  # what the consumer raises next
+        self.outstanding = 0  # items read and not yet consumed
+        self.seq = 0  # chunks made
+        self.want = 0  # ordered: the next chunk the consumer takes
+        self.tail: Chunk | None = None
+        self.ready: dict[int, tuple[Chunk, list[Any]]] = {}
+        self.finished: deque[tuple[Chunk, list[Any]]] = deque()
+        self.lot = engine.new_lot()  # the consumer waits here
+        self.room = engine.new_lot()  # the feeder waits here for the window
+        self.feeder: anyio.CancelScope | None = None
+        self.feeding = False
+        self.thread = threading.get_ident()
+
+    # -- the producer side -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.engine.check_open()
+        self.started = True
+        self.engine.maps.add(self)
+        if self.is_async:
+            self.feeding = True
+            self.engine.tg.start_soon(self._feed, name=f"{self.engine.name}_map_feeder")
+
+    def fill(self) -> None:
+        """Read the sync input up to the window (the consumer's own task)."""
+        if self.exhausted or self.failed_seen or self.closed:
+            return
+        engine = self.engine
+        engine.check_open()
+        source = self.source
+        q = engine.q
+        size = self.chunk
+        tail = self.tail
+        read = 0
+        room = self.window - self.outstanding
+        try:  # an error of the input propagates to the consumer
+            while read < room:
+                try:
+                    item = next(source)
+                except StopIteration:
+                    self.exhausted = True
+                    break
+                read += 1
+                # Join the last chunk while it still waits in the queue: batching
+                # costs no latency then, since no worker would have taken it yet.
+                if tail is not None and tail.count < size and q and q[-1] is tail:
+                    tail.items.append(item)
+                    tail.count += 1
+                else:
+                    tail = Chunk(self, [item], self.seq)
+                    self.seq += 1
+                    engine.push(tail)
+        finally:
+            self.tail = tail
+            self.outstanding += read
+            engine.stats.submitted += read
+            engine.wake_for_queue()
+
+    def feed(self, item: Any) -> None:
+        """Queue one item read by the feeder."""
+        if self.closed:
+            return
+        engine = self.engine
+        engine.check_open()
+        q = engine.q
+        tail = self.tail
+        if tail is not None and tail.count < self.chunk and q and q[-1] is tail:
+            tail.items.append(item)
+            tail.count += 1
+        else:
+            self.tail = tail = Chunk(self, [item], self.seq)
+            self.seq += 1
+            engine.push(tail)
+            engine.wake_for_queue()
+        self.outstanding += 1
+        engine.stats.submitted += 1
+
+    async def _feed(self) -> None:
+        """The feeder task of an async input."""
+        source = self.source
+        try:
+            with anyio.CancelScope() as scope:
+                self.feeder = scope
+                while not (self.closed or self.failed_seen):
+                    if self.outstanding >= self.window:
+                        await self.room.park()
+                        continue
+                    try:
+                        item = await anext(source)
+                    except StopAsyncIteration:
+                        self.exhausted = True
+                        break
+                    self.feed(item)
+        except Exception as exc:
+            if self.failure is None and not self.closed:
+                self.failure = exc
+        finally:
+            self.feeding = False
+            self.lot.unpark()
+            if hasattr(source, "aclose"):
+                with anyio.CancelScope(shield=True):
+                    await source.aclose()
+
+    # -- what workers call -------------------------------------------------------------
+
+    def deliver(self, chunk: Chunk, results: list[Any], seconds: float,
+                failed: int = 0) -> None:
+        """A chunk ended: a value or ``Failure`` per item that ran (the rest was
+        cancelled)."""
+        if self.closed:
+            self.lot.unpark()  # aclose() may wait for the chunks it interrupted
+            return
+        if failed and self.raise_errors:
+            self.failed_seen = True
+        if self.auto and results and seconds > 0:
+            per_item = seconds / len(results)
+            ideal = int(_TARGET / per_item)
+            self.chunk = max(1, min(ideal, 2 * self.chunk, self.max_chunk))
+        if self.ordered:
+            self.ready[chunk.seq] = (chunk, results)
+            if chunk.seq == self.want and self.lot.waiters:
+                self.lot.unpark()
+        else:
+            self.finished.append((chunk, results))
+            if self.lot.waiters:
+                self.lot.unpark()
+
+    # -- the consumer side -------------------------------------------------------------
+
+    def consumed(self, count: int) -> None:
+        self.outstanding -= count
+        if self.room.waiters:
+            self.room.unpark()
+
+    def take(self) -> tuple[Chunk, list[Any]] | None:
+        if self.ordered:
+            got = self.ready.pop(self.want, None)
+            if got is not None:
+                self.want += 1
+            return got
+        return self.finished.popleft() if self.finished else None
+
+    def at_end(self) -> bool:
+        return self.exhausted and self.outstanding == 0 and not self.feeding
+
+    async def wait(self) -> None:
+        if self.end_time is None:
+            await self.lot.park()
+            return
+        remaining = self.end_time - time.monotonic()
+        with anyio.move_on_after(remaining) as scope:
+            await self.lot.park()
+        if scope.cancelled_caught:
+            raise TimeoutError()
+
+    def close(self) -> None:
+        """Stop: cancel what is queued and running, stop the feeder (sync, so that it
+        also works from ``__del__`` and in a cancelled task)."""
+        if self.closed:
+            return
+        self.closed = self.stopped = True
+        self.ready.clear()
+        self.finished.clear()
+        self.engine.maps.discard(self)
+        if self.started:
+            self.engine.cancel_chunks(self)
+        if self.feeder is not None:
+            self.feeder.cancel()
+        self.room.unpark_all()
+        self.lot.unpark_all()
+
+    def abandon(self) -> None:
+        """The pool is closing: the consumer gets ``Cancelled`` at its next item."""
+        if self.failure is None:
+            self.failure = Cancelled("map cancelled: the pool is closing")
+        self.close()
+
+    def busy(self) -> bool:
+        """Whether a worker or the feeder still runs something of this map."""
+        if self.feeding:
+            return True
+        return any(type(w.job) is Chunk and w.job.run is self for w in self.engine.workers)
+
+
+class MapResults(Generic[T]):
+    """The async iterator ``AsyncPool.map`` returns; also an async context manager.
+
+    Leaving ``async with`` (or calling ``aclose()``) before the end cancels the items
+    queued and running. ``break`` alone cancels them as soon as the iterator is garbage
+    collected (at once, in CPython).
+    """
+
+    __slots__ = ("__weakref__", "_collect", "_count", "_cur", "_pos", "_run")
+
+    def __init__(self, run: MapRun, collect: bool) -> None:
+        self._run = run
+        self._collect = collect
+        self._cur: list[Any] = _EMPTY
+        self._pos = 0
+        self._count = 0  # items in the chunk being consumed
+
+    def __aiter__(self) -> MapResults[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        # The hot path: one list index per item while a chunk lasts. The rest runs
+        # once per chunk, which with slow items (chunks of one) is once per item:
+        # hence inline, reading the input in steps of an eighth of the window.
+        pos = self._pos
+        cur = self._cur
+        if pos < len(cur):
+            self._pos = pos + 1
+            value = cur[pos]
+            if type(value) is Failure or self._collect:
+                outcome: T = self._outcome(value)
+                return outcome
+            result: T = value
+            return result
+        run = self._run
+        try:
+            if self._count:
+                if len(cur) < self._count and not run.closed:  # cut short
+                    run.failure = run.failure or Cancelled("map item cancelled")
+                run.outstanding -= self._count
+                if run.room.waiters:
+                    run.room.unpark()
+                self._cur, self._count = _EMPTY, 0
+            elif not run.started:
+                run.start()
+            sync = not run.is_async
+            while True:
+                if run.failure is not None:
+                    failure, run.failure = run.failure, None
+                    raise failure
+                if run.closed:
+                    raise StopAsyncIteration
+                if sync and run.outstanding <= run.refill_at:
+                    run.fill()
+                got = run.take()
+                if got is not None:
+                    chunk, cur = got
+                    self._cur, self._count = cur, chunk.count
+                    if not cur:  # cancelled before it ran
+                        run.failure = run.failure or Cancelled("map item cancelled")
+                        continue
+                    self._pos = 1
+                    value = cur[0]
+                    if type(value) is Failure or self._collect:
+                        first: T = self._outcome(value)
+                        return first
+                    head: T = value
+                    return head
+                if run.at_end():
+                    raise StopAsyncIteration
+                if sync:
+                    run.fill()  # top the window up before waiting
+                await run.wait()
+        except BaseException:
+            run.close()
+            raise
+
+    def _outcome(self, value: Any) -> Any:
+        if not self._collect:
+            self._run.close()
+            raise value.error
+        return Error(value.error) if type(value) is Failure else Value(value)
+
+    async def aclose(self) -> None:
+        """Cancel what is queued and running, and wait until it has stopped."""
+        run = self._run
+        run.close()
+        while run.busy():
+            await run.lot.park()
+
+    async def __aenter__(self) -> MapResults[T]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        run = self._run
+        if not run.closed and run.thread == threading.get_ident():
+            run.close()
