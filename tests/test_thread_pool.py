@@ -469,3 +469,22 @@ def test_budget_bounds_map_items_in_flight() -> None:
         assert list(pool.map(task, range(2000))) == [x * x for x in range(2000)]
     assert 1 <= peak <= 5
     assert budget.statistics().held == 0
+
+
+def test_a_blocked_hand_off_is_woken_by_a_worker_going_idle() -> None:
+    gate, done = ThreadGate(), threading.Event()
+    result: list[int] = []
+    with wp.ThreadPool(1, queue_size=0) as pool:
+        blocker = pool.submit(gate.wait)
+
+        def producer() -> None:
+            result.append(pool.submit(_tasks.square, 7).result(WAIT))
+            done.set()
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        gate.open()
+        assert done.wait(WAIT)
+        thread.join(WAIT)
+        assert blocker.result(WAIT) is True
+    assert result == [49]

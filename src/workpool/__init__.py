@@ -12,6 +12,7 @@ Example::
             print(page)
 """
 
+from ._async_group import AsyncGroup as AsyncGroup
 from ._async_pool import AsyncPool as AsyncPool
 from ._async_task import AsyncFuture as AsyncFuture
 from ._core.context import TaskContext as TaskContext
@@ -30,6 +31,7 @@ from ._core.retry import Retry as Retry
 from ._core.sizing import cpus as cpus
 from ._core.sizing import io_workers as io_workers
 from ._core.stats import PoolStatistics as PoolStatistics
+from ._group import Group as Group
 from ._merge import amerge as amerge
 from ._merge import merge as merge
 from ._pool import ThreadPool as ThreadPool
@@ -42,10 +44,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncFuture",
+    "AsyncGroup",
     "AsyncPool",
     "AsyncSemaphore",
     "Cancelled",
     "Error",
+    "Group",
     "PoolClosed",
     "PoolStatistics",
     "ProcessPool",

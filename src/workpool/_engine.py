@@ -289,7 +289,7 @@ class Engine:
                         self._retire(worker)
                         self._workers.discard(worker)
                         return
-                    self._idle += 1
+                    self._went_idle()
         wake = self._wake
         lock = self._lock
         stats = self.stats
@@ -339,7 +339,7 @@ class Engine:
                         self._retire(worker)
                         stop = True
                     else:
-                        self._idle += 1
+                        self._went_idle()
                         stop = False
                 else:
                     stop = False
@@ -363,6 +363,13 @@ class Engine:
         """Under the lock: *worker* leaves a closing pool; idle ones leave with it."""
         self._alive -= 1
         self._release_idle()
+
+    def _went_idle(self) -> None:
+        """Under the lock: a worker waits for work; a blocked put() can hand it some
+        (the only way in with ``queue_size=0``)."""
+        self._idle += 1
+        if self._put_waiters:
+            self._not_full.notify()
 
     def _release_idle(self) -> None:
         """Under the lock: every idle worker leaves."""
