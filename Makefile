@@ -23,7 +23,7 @@ test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: $(VENV)/.bench-installed
-	$(BIN)/workpool bench --quick
+	$(BIN)/workpool demo
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/workpool bench

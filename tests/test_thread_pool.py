@@ -217,6 +217,10 @@ def test_cancel_interrupts_a_rate_limit_wait() -> None:
     first = pool.submit(_tasks.square, 2)
     second = pool.submit(_tasks.square, 3)  # its slot is 100 s away
     assert first.result(WAIT) == 4
+    deadline = time.monotonic() + WAIT
+    while not second.running():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
     pool.shutdown(cancel_futures=True)
     with pytest.raises(wp.Cancelled, match="rate limit"):
         second.result(WAIT)

@@ -34,6 +34,10 @@ from ._core.stats import PoolStatistics as PoolStatistics
 from ._group import Group as Group
 from ._merge import amerge as amerge
 from ._merge import merge as merge
+from ._pipeline import CollectedError as CollectedError
+from ._pipeline import Pipeline as Pipeline
+from ._pipeline import PipelineReport as PipelineReport
+from ._pipeline import StageReport as StageReport
 from ._pool import ThreadPool as ThreadPool
 from ._process_pool import ProcessPool as ProcessPool
 from ._sync import AsyncSemaphore as AsyncSemaphore
@@ -48,8 +52,11 @@ __all__ = [
     "AsyncPool",
     "AsyncSemaphore",
     "Cancelled",
+    "CollectedError",
     "Error",
     "Group",
+    "Pipeline",
+    "PipelineReport",
     "PoolClosed",
     "PoolStatistics",
     "ProcessPool",
@@ -58,6 +65,7 @@ __all__ = [
     "Retry",
     "Semaphore",
     "SemaphoreStatistics",
+    "StageReport",
     "TaskContext",
     "TaskTimeout",
     "ThreadPool",

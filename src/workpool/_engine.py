@@ -275,7 +275,14 @@ class Engine:
         try:
             self._loop(worker, task)
         finally:
+            # The worker leaves the set join() waits on only once its resources (its
+            # process, for processes) are released.
             self.stop_worker(worker)
+            with self._lock:
+                self._workers.discard(worker)
+                last = self.state != RUNNING and self._alive == 0 and not self._retrying
+            if last and self._timer is not None:
+                self._timer.close()  # nothing can need it any more
 
     def _loop(self, worker: Worker, task: Task | None) -> None:
         if not self.start_worker(worker):
@@ -287,7 +294,6 @@ class Engine:
                 if task is None:
                     if self.state != RUNNING and not self._retrying:
                         self._retire(worker)
-                        self._workers.discard(worker)
                         return
                     self._went_idle()
         wake = self._wake
@@ -304,8 +310,15 @@ class Engine:
             future = task.future
             started = perf()
             value: Any
-            if task.attempt == 1 and not future.set_running_or_notify_cancel():
-                kind, value = CANCELLED, None
+            if task.attempt == 1:
+                if self.stop.is_set():  # cancelled while handed straight to this worker
+                    future.cancel()
+                if future.set_running_or_notify_cancel():
+                    kind, value = self._run(worker, task)
+                else:
+                    kind, value = CANCELLED, None
+            elif self.stop.is_set():
+                kind, value = FAILED, Cancelled("cancelled by shutdown")
             else:
                 kind, value = self._run(worker, task)
             ended = perf()
@@ -313,7 +326,6 @@ class Engine:
             with lock:
                 if worker.abandoned:
                     self._stuck -= 1
-                    self._workers.discard(worker)
                     return
                 worker.task = None
                 if kind == OK:
@@ -353,11 +365,6 @@ class Engine:
             if stop:
                 break
             task = nxt
-        with lock:
-            self._workers.discard(worker)
-            last = self.state != RUNNING and self._alive == 0 and not self._retrying
-        if last and self._timer is not None:
-            self._timer.close()  # nothing can need it any more
 
     def _retire(self, worker: Worker) -> None:
         """Under the lock: *worker* leaves a closing pool; idle ones leave with it."""

@@ -10,7 +10,7 @@
 The caller's own thread reads the input, a little at a time as it consumes results,
 so nothing runs ahead of the consumer by more than the window and an endless
 generator maps in flat memory. With ``chunksize="auto"`` the chunk size starts at 1
-and grows (at most doubling per chunk) until a chunk takes about ``target`` seconds,
+and grows (at most 16-fold per chunk) until a chunk takes about ``target`` seconds,
 from the measured time per item: joblib's auto-batching, for threads and processes.
 """
 
@@ -96,8 +96,13 @@ class MapRun:
     def fill(self) -> None:
         """Read and submit chunks until the window is full or the input ends."""
         window = self.window()
-        while not self.exhausted and self.outstanding < window:
-            size = min(self.chunk, window - self.outstanding)
+        while not self.exhausted:
+            size = self.chunk
+            # Only whole chunks while others are in flight: a remnant sized to the
+            # space left would free just as much space when consumed, and small chunks
+            # would then stay in the window for good.
+            if self.outstanding and self.outstanding + size > window:
+                return
             items = list(islice(self._input, size))
             if len(items) < size:
                 self.exhausted = True
@@ -131,7 +136,7 @@ class MapRun:
             return
         per_item = chunk.seconds / size
         ideal = self.max_chunk if per_item <= 0 else int(self.target / per_item)
-        self.chunk = max(1, min(ideal, 2 * self.chunk, self.max_chunk))
+        self.chunk = max(1, min(ideal, 16 * self.chunk, self.max_chunk))
 
     # -- the consumer side --------------------------------------------------------------
 

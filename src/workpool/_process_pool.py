@@ -8,6 +8,8 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
 from typing import Any, final
 
+# Imported with the module, not at the first pool: a pool starts as fast as the stdlib's.
+from ._backends.process import ProcessEngine, dumps_call
 from ._core.ratelimit import RateLimit
 from ._core.retry import Retry
 from ._engine import Engine, Task
@@ -96,15 +98,11 @@ class ProcessPool(ExecutorPool):
         return cpus()
 
     def _make_engine(self, **options: Any) -> Engine:
-        from ._backends.process import ProcessEngine
-
         return ProcessEngine(**options, **self._options)
 
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               future: Future[Any], priority: int, timeout: float | None, retry: Retry | None,
               key: Any) -> Task:
-        from ._backends.process import dumps_call
-
         return Task(fn, (dumps_call(fn, args, kwargs),), {}, future, priority, timeout, retry,
                     key)
 

@@ -142,6 +142,16 @@ class ProcessEngine(Engine):
         return self._start_child(worker)
 
     def _start_child(self, worker: ProcessWorker) -> bool:
+        """Start (or adopt a forked) child for *worker*; False if it cannot run."""
+        try:
+            return self._try_start_child(worker)
+        except Exception:  # e.g. spawn refusing a main module without its guard
+            from .._engine import LOGGER
+
+            LOGGER.critical("A worker process could not be started:", exc_info=True)
+            return False
+
+    def _try_start_child(self, worker: ProcessWorker) -> bool:
         with self._lock:
             spare = self._spares.pop() if self._spares else None
         if spare is not None:

@@ -1,0 +1,189 @@
+"""What a stage is: its frozen description, checked when the pipeline is built.
+
+A ``StageSpec`` says what a stage does (``op``), with which function, on which kind of
+workers and how many, and what it does with errors. The functions that workers call
+are plain module-level wrappers (``call_filter``, ``call_flat``...), so that a process
+stage can pickle them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final, Literal
+
+from .._core.ratelimit import RateLimit
+from .._core.retry import Retry
+
+__all__ = [
+    "BATCH", "EACH", "FILTER", "FLAT", "KINDS", "MAP", "ON_ERROR", "UNBATCH",
+    "StageSpec", "Workers", "check_buffer", "check_timeout", "resolve_workers",
+    "worker_function",
+]
+
+Kind = Literal["thread", "process", "async"]
+OnError = Literal["raise", "skip", "collect"]
+Workers = int | float
+
+MAP: Final = "map"
+FILTER: Final = "filter"
+FLAT: Final = "flat_map"
+EACH: Final = "each"
+BATCH: Final = "batch"
+UNBATCH: Final = "unbatch"
+
+KINDS: Final = ("thread", "process", "async")
+ON_ERROR: Final = ("raise", "skip", "collect")
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    """One stage, as the user described it (checked, with defaults resolved)."""
+
+    op: str
+    name: str
+    fn: Callable[..., Any] | None = None
+    kind: str = "thread"
+    workers: int = 1
+    buffer: int = 64
+    ordered: bool = True
+    timeout: float | None = None
+    retry: Retry | None = None
+    rate: RateLimit | None = None
+    on_error: str = "raise"
+    size: int = 0  # batch
+    transactional: bool = False  # each
+
+    @property
+    def pooled(self) -> bool:
+        """Whether the stage runs its function on a pool (batch and unbatch do not)."""
+        return self.op not in (BATCH, UNBATCH)
+
+    @property
+    def policies(self) -> bool:
+        """Whether a per-item policy (timeout, retry, rate) applies: items then go to
+        the workers one at a time, so that the policy sees each of them."""
+        return self.timeout is not None or self.retry is not None or self.rate is not None
+
+
+def resolve_workers(workers: Workers, cpus: Callable[[], int]) -> int:
+    """The worker count for *workers*: an int as it is (>= 1); a float as that
+    multiple of ``wp.cpus()``, rounded half up, at least 1 (``0.5`` on 4 CPUs: 2;
+    ``0.1`` on 2 CPUs: 1; ``1.5`` on 2 CPUs: 3).
+
+    Raises:
+        TypeError: *workers* is not an int or a float.
+        ValueError: an int below 1, or a float that is not finite and > 0.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int | float):
+        raise TypeError(f"workers must be an int or a float multiple of wp.cpus(), "
+                        f"got {workers!r}")
+    if isinstance(workers, int):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        return workers
+    if not math.isfinite(workers) or workers <= 0:
+        raise ValueError(f"workers as a multiple of wp.cpus() must be > 0, got {workers!r}")
+    return max(1, math.floor(workers * cpus() + 0.5))
+
+
+def check_buffer(buffer: int | None, workers: int) -> int:
+    """The capacity of a stage's output channel: *buffer*, or ``max(64, 2 * workers)``."""
+    if buffer is None:
+        return max(64, 2 * workers)
+    if isinstance(buffer, bool) or not isinstance(buffer, int):
+        raise TypeError(f"buffer must be an int or None, got {buffer!r}")
+    if buffer < 1:
+        raise ValueError(f"buffer must be >= 1, got {buffer}")
+    return buffer
+
+
+def check_timeout(timeout: float | None, name: str = "timeout") -> float | None:
+    """A timeout in seconds, > 0, or None."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{name} must be a number of seconds or None, got {timeout!r}")
+    if not timeout > 0:
+        raise ValueError(f"{name} must be > 0, got {timeout!r}")
+    return float(timeout)
+
+
+def check_stage(fn: Any, kind: str, on_error: str, retry: Any, rate: Any) -> None:
+    """Check the options every function stage shares."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {fn!r}")
+    if kind == "dask":
+        raise ValueError("kind 'dask' needs wp.DaskPool, which this version does not have; "
+                         "kind must be 'thread', 'process' or 'async'")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'thread', 'process' or 'async', got {kind!r}")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be 'raise', 'skip' or 'collect', got {on_error!r}")
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(f"retry must be a wp.Retry or None, got {retry!r}")
+    if rate is not None and not isinstance(rate, RateLimit):
+        raise TypeError(f"rate must be a wp.RateLimit or None, got {rate!r}")
+
+
+def stage_name(op: str, fn: Any) -> str:
+    """``map(fetch)``: the op and the function's name."""
+    if fn is None:
+        return op
+    inner = fn.func if isinstance(fn, partial) else fn
+    name = getattr(inner, "__name__", None) or type(inner).__name__
+    return f"{op}({name})"
+
+
+# -- what the workers call ------------------------------------------------------------------
+
+def call_filter(pred: Callable[[Any], object], item: Any) -> bool:
+    """A filter stage's worker: the predicate's truth (only a bool travels back)."""
+    return bool(pred(item))
+
+
+def call_flat(fn: Callable[[Any], Any], item: Any) -> list[Any]:
+    """A flat_map stage's worker: the iterable, read to the end in the worker, so that
+    an error while iterating is the item's error."""
+    return list(fn(item))
+
+
+async def acall_map(fn: Callable[[Any], Any], item: Any) -> Any:
+    """An async stage's worker: await what *fn* returns if it is awaitable."""
+    result = fn(item)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def acall_filter(pred: Callable[[Any], Any], item: Any) -> bool:
+    """An async filter's worker."""
+    return bool(await acall_map(pred, item))
+
+
+async def acall_flat(fn: Callable[[Any], Any], item: Any) -> list[Any]:
+    """An async flat_map's worker: *fn* returns an async iterable, or an iterable
+    (directly or awaited)."""
+    result = fn(item)
+    if hasattr(type(result), "__aiter__"):
+        return [x async for x in result]
+    if inspect.isawaitable(result):
+        result = await result
+    return list(result)
+
+
+def worker_function(spec: StageSpec) -> Callable[..., Any]:
+    """The function a stage's workers call on each item."""
+    fn = spec.fn
+    assert fn is not None
+    if spec.kind == "async":
+        wrapper = {FILTER: acall_filter, FLAT: acall_flat}.get(spec.op, acall_map)
+        return partial(wrapper, fn)
+    if spec.op == FILTER:
+        return partial(call_filter, fn)
+    if spec.op == FLAT:
+        return partial(call_flat, fn)
+    return fn

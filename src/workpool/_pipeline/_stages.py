@@ -1,0 +1,437 @@
+"""How a stage runs: on a pool (thread, process, the journal's writer) or inline.
+
+A pooled stage is two threads around a pool::
+
+    input channel ──▶ dispatcher ── chunk of what is there (never waits to fill one)
+                        │  waits for a slot: at most 2 x workers chunks in flight
+                        ▼
+                      pool (ThreadPool / ProcessPool engine, or the journal writer)
+                        │  done callback
+                        ▼
+                      emitter ── in input order (a reorder buffer by sequence number)
+                        │        or as chunks finish; applies the error policy
+                        ▼
+                      output channel (bounded: ``buffer``) ── then the slot is freed
+
+The dispatcher takes the items already in the input channel, up to the chunk size, so a
+slow source never waits for a chunk to fill; the chunk size grows while items are quick
+(a chunk should take about 2 ms on threads, 20 ms on processes) and stays 1 under a
+timeout, retry or rate policy, which then apply per item. The emitter frees a slot only
+once the output channel took the chunk's results, so a slow stage downstream holds
+everything upstream within its buffers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future
+from functools import partial
+from queue import SimpleQueue
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from .._chunk import Chunk
+from ._channel import Aborted, Channel, Slots
+from ._journal import Book, Journal, Tag
+from ._report import CollectedError, Counters
+from ._spec import EACH, FILTER, FLAT, MAP, StageSpec, worker_function
+
+if TYPE_CHECKING:
+    from .._engine import Worker
+    from .._pool import ExecutorPool
+
+__all__ = ["BatchStage", "PoolStage", "RunContext", "StageRuntime", "UnbatchStage"]
+
+MAX_CHUNK: Final = 256
+_ABORT: Final = object()
+
+
+class RunContext(Protocol):
+    """What a stage needs from the run it belongs to."""
+
+    book: Book | None
+    journal: Journal | None
+    stopping: bool
+
+    def fail(self, error: BaseException) -> None: ...
+
+    def collect(self, failure: CollectedError) -> None: ...
+
+
+class StageRuntime:
+    """A running stage: its spec, channels and counters, and how outputs are made."""
+
+    kind = "inline"
+
+    def __init__(self, run: RunContext, spec: StageSpec, source: Channel,
+                 sink: Channel) -> None:
+        self.run = run
+        self.spec = spec
+        self.input = source
+        self.output = sink
+        self.book = run.book
+        self.counters = Counters()
+        self.threads: list[threading.Thread] = []
+
+    @property
+    def workers(self) -> int:
+        """Workers the stage runs its function on."""
+        return self.spec.workers
+
+    def start(self) -> None:
+        """Start the stage's threads."""
+        for thread in self.threads:
+            thread.start()
+
+    def cancel(self) -> None:
+        """Stop at once (the channels are aborted by the run); never blocks."""
+
+    def join(self) -> None:
+        """Wait for the stage's threads (and pool) to be gone."""
+        for thread in self.threads:
+            if thread.ident is not None:
+                thread.join()
+
+    def busy(self) -> int:
+        """Workers running an item now."""
+        return 0
+
+    def thread(self, target: Callable[[], None], role: str) -> None:
+        """Add a thread that runs *target*, failing the run if it raises."""
+        def main() -> None:
+            try:
+                target()
+            except Aborted:
+                pass
+            except BaseException as exc:
+                self.run.fail(exc)
+
+        self.threads.append(threading.Thread(target=main, name=f"{self.spec.name}-{role}"))
+
+    # -- results into outputs ---------------------------------------------------------------
+
+    def settle(self, envs: list[Any], values: list[Any],
+               errors: dict[int, BaseException] | None) -> list[Any]:
+        """The outputs of *envs* given their *values* and *errors*; applies the error
+        policy (``raise`` raises the item's exception) and releases journal tags."""
+        op = self.spec.op
+        book = self.book
+        if errors is None and book is None and op == MAP:
+            return values  # the hot path
+        out: list[Any] = []
+        drop: list[Tag] = []
+        for index, env in enumerate(envs):
+            error = errors.get(index) if errors else None
+            if error is not None:
+                self.failed(env, error)
+                continue
+            value = values[index]
+            if op == MAP:
+                out.append(value if book is None else (value, env[1]))
+            elif op == FILTER:
+                if value:
+                    out.append(env)
+                elif book is not None:
+                    drop.append(env[1])
+            elif op == FLAT:
+                if book is None:
+                    out.extend(value)
+                else:
+                    book.split(env[1], len(value))
+                    out.extend((v, env[1]) for v in value)
+            elif op == EACH and book is not None and not self.spec.transactional:
+                drop.append(env[1])
+        if drop and book is not None:
+            book.release(drop)
+        return out
+
+    def failed(self, env: Any, error: BaseException) -> None:
+        """Apply the stage's ``on_error`` to an item that raised *error*."""
+        if self.run.stopping:
+            return
+        policy = self.spec.on_error
+        book = self.book
+        counters = self.counters
+        if policy == "raise":
+            counters.failed += 1
+            raise error
+        if policy == "skip":
+            counters.skipped += 1
+        else:
+            counters.collected += 1
+            item = env if book is None else env[0]
+            text = "".join(traceback.format_exception(error))
+            error.__traceback__ = None
+            self.run.collect(CollectedError(self.spec.name, item, error, text))
+        if book is not None:
+            book.release([env[1]], failed=True)
+
+
+class _Pending:
+    """A chunk handed to the pool: its place in the input order and its envelopes."""
+
+    __slots__ = ("envs", "future", "seq")
+
+    def __init__(self, seq: int, envs: list[Any], future: Future[Chunk]) -> None:
+        self.seq = seq
+        self.envs = envs
+        self.future = future
+
+
+def _finished(done: SimpleQueue[Any], pending: _Pending, _: Future[Chunk]) -> None:
+    done.put(pending)
+
+
+class _End:
+    __slots__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+
+class PoolStage(StageRuntime):
+    """A stage whose function runs on a ``ThreadPool``, a ``ProcessPool`` or (for a
+    transactional sink) the journal's writer thread. See the module docstring."""
+
+    def __init__(self, run: RunContext, spec: StageSpec, source: Channel,
+                 sink: Channel) -> None:
+        super().__init__(run, spec, source, sink)
+        self.kind = spec.kind
+        self.closed = False  # read by running thread chunks: stop between items
+        self.fn_bytes: bytes | None = None  # the process engine caches the pickled fn here
+        self.chunk = 1
+        self.inflight = 0  # chunks handed to the pool and not yet passed on
+        self.fixed = spec.policies or spec.transactional
+        self.target = 0.02 if spec.kind == "process" else 0.002
+        self.slots = Slots(2 * spec.workers)
+        self.done: SimpleQueue[Any] = SimpleQueue()
+        self.fn = worker_function(spec)
+        self.pool: ExecutorPool | None = None
+        self._workers: set[Worker] = set()
+        self.bucket = None if spec.rate is None else spec.rate.bucket()
+        if not spec.transactional:
+            self.pool = self._make_pool()
+        self.thread(self._dispatch, "dispatch")
+        self.thread(self._emit, "emit")
+
+    def _make_pool(self) -> ExecutorPool:
+        spec = self.spec
+        name = f"pipeline-{spec.name}"
+        if spec.kind == "process":
+            from .._process_pool import ProcessPool
+
+            return ProcessPool(spec.workers, rate=spec.rate, name=name)
+        from .._pool import ThreadPool
+
+        return ThreadPool(spec.workers, rate=spec.rate, name=name)
+
+    def _submit(self, values: list[Any], envs: list[Any]) -> Future[Chunk]:
+        spec = self.spec
+        if self.pool is None:
+            journal = self.run.journal
+            assert journal is not None
+            assert self.book is not None
+            tags = [env[1] for env in envs]
+            return journal.submit_sink(spec.fn, values, tags,  # type: ignore[arg-type]
+                                       self.book, spec.retry, self.bucket)
+        # The pools' own chunk tasks (what their map() uses): per-item errors, a rate
+        # limit per item, crash isolation per item on processes, and `self.closed` to
+        # stop a thread chunk between items.
+        engine = self.pool._engine
+        task = engine.make_chunk_task(self.fn, False, self, values, spec.timeout, spec.retry)
+        engine.put(task)
+        future: Future[Chunk] = task.future
+        return future
+
+    def _dispatch(self) -> None:
+        seq = 0
+        source, slots, done, counters = self.input, self.slots, self.done, self.counters
+        tagged = self.book is not None
+        try:
+            while True:
+                slots.acquire()
+                envs = source.get_many(self.chunk)
+                if not envs:
+                    return
+                values = [env[0] for env in envs] if tagged else envs
+                counters.items_in += len(envs)
+                pending = _Pending(seq, envs, self._submit(values, envs))
+                self.inflight += 1
+                seq += 1
+                pending.future.add_done_callback(partial(_finished, done, pending))
+        except Exception:
+            if self.run.stopping:
+                return  # the pool was shut down under us: we are stopping anyway
+            raise
+        finally:
+            done.put(_End(seq))
+
+    def _emit(self) -> None:
+        done, ordered = self.done, self.spec.ordered
+        expected: int | None = None
+        handled = 0
+        held: dict[int, _Pending] = {}
+        while expected is None or handled < expected:
+            msg = done.get()
+            if msg is _ABORT:
+                return
+            if isinstance(msg, _End):
+                expected = msg.count
+                continue
+            if not ordered:
+                self._handle(msg)
+                handled += 1
+                continue
+            held[msg.seq] = msg
+            while handled in held:
+                self._handle(held.pop(handled))
+                handled += 1
+        self.output.close()
+
+    def _handle(self, pending: _Pending) -> None:
+        if self.run.stopping:
+            pending.envs = pending.future = None  # type: ignore[assignment]
+            return
+        envs, future = pending.envs, pending.future
+        # The future's callback holds `pending`, which holds the future: break the
+        # cycle, so that the items go as soon as they are passed on, not at the next
+        # garbage collection.
+        pending.envs = pending.future = None  # type: ignore[assignment]
+        n = len(envs)
+        try:
+            chunk = future.result()
+        except BaseException as exc:  # the whole chunk failed (timeout, retries spent)
+            chunk = Chunk([None] * n, dict.fromkeys(range(n), exc), 0.0)
+        counters = self.counters
+        seconds = chunk.seconds
+        if seconds > 0:
+            counters.busy_seconds += seconds
+            counters.sample(seconds / n)
+            if not self.fixed:
+                ideal = int(self.target * n / seconds)
+                self.chunk = max(1, min(ideal, 2 * self.chunk, MAX_CHUNK))
+        elif not self.fixed and chunk.errors is None:
+            self.chunk = min(2 * self.chunk, MAX_CHUNK)
+        out = self.settle(envs, chunk.values, chunk.errors)
+        if out:
+            counters.items_out += len(out)
+            self.output.put_many(out)
+        self.inflight -= 1
+        self.slots.release()
+
+    def cancel(self) -> None:
+        self.closed = True
+        self.slots.abort()
+        self.done.put(_ABORT)
+        if self.pool is not None:
+            self._note_workers()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def join(self) -> None:
+        super().join()
+        if self.pool is not None:
+            self._note_workers()
+            if self.run.stopping:
+                # A task handed to an idle worker just as the pool was cancelled is
+                # neither queued nor running yet, and escapes that cancel: cancel again
+                # until every worker is gone.
+                engine = self.pool._engine
+                while not engine.join(time.monotonic() + 0.05):
+                    engine.cancel_pending()
+            self.pool.shutdown(wait=True, cancel_futures=self.run.stopping)
+            # A pool's shutdown may return while a worker that already left its set
+            # still stops its child process: wait for every worker thread we saw.
+            # (A thread abandoned by a timeout is stuck in its task: not waited for.)
+            for worker in self._workers:
+                thread = worker.thread
+                while thread is not None and thread.is_alive() and not worker.abandoned:
+                    thread.join(0.05)
+
+    def _note_workers(self) -> None:
+        assert self.pool is not None
+        self._workers.update(self.pool._engine.live_workers())
+
+    def abandon(self) -> None:
+        """Give up on running tasks (a second Ctrl-C): kill processes, leave threads."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True, timeout=0.01)
+
+    def busy(self) -> int:
+        if self.pool is None:
+            return min(1, self.inflight)
+        return self.pool.statistics().running
+
+
+class BatchStage(StageRuntime):
+    """``batch(size, timeout)``: lists of up to *size* items, a partial one going out
+    *timeout* seconds after its first item arrived (and at the end of the input)."""
+
+    def __init__(self, run: RunContext, spec: StageSpec, source: Channel,
+                 sink: Channel) -> None:
+        super().__init__(run, spec, source, sink)
+        self.thread(self._main, "batch")
+
+    def _main(self) -> None:
+        size, timeout = self.spec.size, self.spec.timeout
+        pending: list[Any] = []
+        deadline: float | None = None
+        while True:
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                self._flush(pending)
+                pending, deadline = [], None
+                continue
+            got = self.input.get_many(size - len(pending), wait)
+            if got is None:
+                continue  # the deadline passed: flushed above
+            if not got:
+                break
+            self.counters.items_in += len(got)
+            if not pending and timeout is not None:
+                deadline = time.monotonic() + timeout
+            pending.extend(got)
+            if len(pending) >= size:
+                self._flush(pending)
+                pending, deadline = [], None
+        if pending:
+            self._flush(pending)
+        self.output.close()
+
+    def _flush(self, pending: list[Any]) -> None:
+        if self.book is None:
+            env: Any = pending
+        else:
+            env = ([e[0] for e in pending], Tag(None, [e[1] for e in pending]))
+        self.output.put(env)
+        self.counters.items_out += 1
+
+
+class UnbatchStage(StageRuntime):
+    """``unbatch()``: each item of each incoming iterable, in order."""
+
+    def __init__(self, run: RunContext, spec: StageSpec, source: Channel,
+                 sink: Channel) -> None:
+        super().__init__(run, spec, source, sink)
+        self.thread(self._main, "unbatch")
+
+    def _main(self) -> None:
+        book = self.book
+        while True:
+            got = self.input.get_many(64)
+            if not got:
+                break
+            self.counters.items_in += len(got)
+            out: list[Any] = []
+            for env in got:
+                if book is None:
+                    out.extend(env)
+                else:
+                    values = list(env[0])
+                    book.split(env[1], len(values))
+                    out.extend((v, env[1]) for v in values)
+            if out:
+                self.counters.items_out += len(out)
+                self.output.put_many(out)
+        self.output.close()

@@ -1,0 +1,537 @@
+"""wp.Pipeline: stage kinds and mixes, error policies, ordering, batching, cancellation
+from every direction, the report, and flat memory."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import workpool as wp
+from workpool._pipeline._progress import Progress
+from workpool._pipeline._spec import resolve_workers
+
+from . import _pipeline_tasks as t
+
+KINDS = ["thread", "process", "async"]
+SQUARE: dict[str, Callable[[int], Any]] = {"thread": t.square, "process": t.square,
+                                           "async": t.asquare}
+EVEN: dict[str, Callable[[int], Any]] = {"thread": t.is_even, "process": t.is_even,
+                                         "async": t.ais_even}
+TWICE: dict[str, Callable[[int], Any]] = {"thread": t.twice, "process": t.twice,
+                                          "async": t.atwice}
+FAIL: dict[str, Callable[[int], Any]] = {"thread": t.fail_on_3, "process": t.fail_on_3,
+                                         "async": t.afail_on_3}
+
+
+def counting(n: int | None = None, closed: list[str] | None = None) -> Iterator[int]:
+    """0, 1, 2, ... (endless without *n*); notes in *closed* when it was closed."""
+    try:
+        yield from (range(n) if n is not None else itertools.count())
+    finally:
+        if closed is not None:
+            closed.append("closed")
+
+
+# -- stage kinds and mixes ----------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_map_filter_flat_map_on_each_kind(kind: Any) -> None:
+    pipe = (wp.Pipeline(range(40))
+            .map(SQUARE[kind], workers=3, kind=kind)
+            .filter(EVEN[kind], workers=2, kind=kind)
+            .flat_map(TWICE[kind], workers=2, kind=kind))
+    assert list(pipe) == [y for x in range(40) if x % 2 == 0 for y in (x * x, x * x)]
+
+
+def test_async_flat_map_takes_an_async_generator() -> None:
+    async def pieces(x: int) -> AsyncIterator[int]:
+        yield x
+        yield -x
+
+    assert list(wp.Pipeline(range(3)).flat_map(pieces, kind="async")) == [0, 0, 1, -1, 2, -2]
+
+
+def test_mixed_kinds_in_one_pipeline() -> None:
+    pipe = (wp.Pipeline(range(100))
+            .map(t.square, workers=4)
+            .map(t.square, workers=2, kind="process")
+            .map(t.asquare, workers=5, kind="async")
+            .filter(t.is_even))
+    assert list(pipe) == [x ** 8 for x in range(100) if x % 2 == 0]
+
+
+def test_process_stage_runs_in_worker_processes() -> None:
+    import os
+
+    pids = set(wp.Pipeline(range(20)).map(t.pid, workers=2, kind="process"))
+    assert pids
+    assert os.getpid() not in pids
+
+
+def test_each_is_a_sink_and_nothing_comes_out() -> None:
+    seen: list[int] = []
+    report = wp.Pipeline(range(10)).map(t.square).each(seen.append).run()
+    assert sorted(seen) == [x * x for x in range(10)]
+    assert report.items == 0
+    assert report.stage("each(append)").items_in == 10
+    with pytest.raises(ValueError, match=r"each\(append\) is a sink: no stage can follow it"):
+        wp.Pipeline(range(3)).each(seen.append).map(t.square)
+
+
+def test_batch_and_unbatch() -> None:
+    assert list(wp.Pipeline(range(10)).batch(4)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert list(wp.Pipeline(range(10)).batch(3).unbatch()) == list(range(10))
+    assert list(wp.Pipeline([]).batch(3)) == []
+
+
+def test_batch_flushes_on_timeout_while_the_source_is_slow() -> None:
+    gate = threading.Event()
+
+    def slow_source() -> Iterator[int]:
+        yield from (0, 1, 2)
+        assert gate.wait(10), "the batch never came out on its timeout"
+        yield from (3, 4)
+
+    with iter(wp.Pipeline(slow_source()).batch(10, timeout=0.05)) as batches:
+        assert next(batches) == [0, 1, 2]  # the source still waits: this came on timeout
+        gate.set()
+        assert list(batches) == [[3, 4]]
+
+
+def test_async_source_is_read_on_its_own_loop() -> None:
+    async def numbers() -> AsyncIterator[int]:
+        for i in range(20):
+            yield i
+
+    assert list(wp.Pipeline(numbers()).map(t.square)) == [x * x for x in range(20)]
+
+
+def test_a_list_source_can_run_twice() -> None:
+    pipe = wp.Pipeline([1, 2, 3]).map(t.square)
+    assert list(pipe) == list(pipe) == [1, 4, 9]
+
+
+def test_types_follow_the_functions() -> None:
+    lengths: list[int] = list(wp.Pipeline(["a", "bb"]).map(len))
+    words: list[str] = list(wp.Pipeline(["a b", "c"]).flat_map(str.split))
+    chunks: list[list[int]] = list(wp.Pipeline(range(3)).batch(2))
+    flat: list[int] = list(wp.Pipeline(range(3)).batch(2).unbatch())
+    assert (lengths, words, chunks, flat) == ([1, 2], ["a", "b", "c"], [[0, 1], [2]], [0, 1, 2])
+
+
+# -- ordering ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["thread", "async"])
+def test_unordered_passes_results_on_as_they_finish(kind: Any) -> None:
+    gate = threading.Event()
+
+    def wait_for_1(x: int) -> int:
+        if x == 0:
+            assert gate.wait(10)
+        return x
+
+    async def await_for_1(x: int) -> int:
+        import anyio
+
+        if x == 0:
+            with anyio.fail_after(10):
+                while not gate.is_set():
+                    await anyio.sleep(0.001)
+        return x
+
+    fn = wait_for_1 if kind == "thread" else await_for_1
+    with iter(wp.Pipeline(range(2)).map(fn, workers=2, kind=kind, ordered=False)) as items:
+        assert next(items) == 1  # 0 is still running
+        gate.set()
+        assert list(items) == [0]
+
+
+def test_ordered_keeps_the_input_order_whatever_finishes_first() -> None:
+    gate = threading.Event()
+
+    def slow_first(x: int) -> int:
+        if x == 0:
+            assert gate.wait(10)
+        if x == 5:
+            gate.set()  # 5 finishes before 0 does
+        return x
+
+    assert list(wp.Pipeline(range(20)).map(slow_first, workers=4)) == list(range(20))
+
+
+def test_ordered_and_unordered_give_the_same_items() -> None:
+    items = list(wp.Pipeline(range(500)).map(t.square, workers=4, ordered=False))
+    assert sorted(items) == [x * x for x in range(500)]
+
+
+# -- error policies ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_raise_stops_the_pipeline_with_the_items_exception(kind: Any) -> None:
+    with pytest.raises(ValueError, match=r"^bad 3$"):
+        list(wp.Pipeline(range(20)).map(FAIL[kind], workers=2, kind=kind))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_skip_drops_and_counts(kind: Any) -> None:
+    pipe = wp.Pipeline(range(20)).map(FAIL[kind], workers=2, kind=kind, on_error="skip")
+    with iter(pipe) as items:
+        assert list(items) == [x * x for x in range(20) if x % 5 != 3]
+        report = items.report()
+    stage = report.stages[0]
+    assert (stage.items_in, stage.items_out, stage.errors, stage.skipped) == (20, 16, 4, 4)
+    assert report.errors == ()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_collect_keeps_item_exception_and_traceback(kind: Any) -> None:
+    report = (wp.Pipeline(range(10))
+              .map(FAIL[kind], workers=2, kind=kind, on_error="collect", name="risky")
+              .run())
+    assert [e.item for e in sorted(report.errors, key=lambda e: e.item)] == [3, 8]
+    first = report.errors[0]
+    assert first.stage == "risky"
+    assert type(first.error) is ValueError
+    assert str(first.error) == f"bad {first.item}"
+    assert "fail_on_3" in first.traceback
+    assert "ValueError: bad" in first.traceback
+    assert report.stage("risky").collected == 2
+
+
+def test_a_worker_process_crash_fails_only_its_item() -> None:
+    report = (wp.Pipeline(range(6))
+              .map(t.crash_on_3, workers=2, kind="process", on_error="collect").run())
+    assert [e.item for e in report.errors] == [3]
+    assert isinstance(report.errors[0].error, wp.WorkerCrashed)
+    assert report.stages[0].items_out == 5
+
+
+def test_timeout_retry_and_rate_apply_per_item() -> None:
+    pipe = wp.Pipeline(range(6)).map(t.nap_on_3, workers=2, timeout=0.2, on_error="collect")
+    with iter(pipe) as items:
+        assert list(items) == [0, 1, 2, 4, 5]
+        errors = items.report().errors
+    assert [e.item for e in errors] == [3]
+    assert isinstance(errors[0].error, wp.TaskTimeout)
+
+    retry = wp.Retry(attempts=2, backoff=0)
+    assert list(wp.Pipeline(range(5)).map(t.flaky, workers=2, retry=retry)) == list(range(5))
+
+    started = time.monotonic()
+    rated = wp.Pipeline(range(11)).map(t.square, workers=4, rate=wp.RateLimit(per_second=100))
+    assert list(rated) == [x * x for x in range(11)]
+    assert time.monotonic() - started >= 0.095  # 11 starts, 10 ms apart
+
+
+def test_source_error_stops_the_pipeline() -> None:
+    def broken() -> Iterator[int]:
+        yield from range(5)
+        raise RuntimeError("source broke")
+
+    with pytest.raises(RuntimeError, match=r"^source broke$"):
+        list(wp.Pipeline(broken()).map(t.square, workers=2).map(t.square))
+
+
+# -- cancellation from every direction ---------------------------------------------------
+
+def test_consumer_break_stops_an_endless_pipeline() -> None:
+    closed: list[str] = []
+    started = time.monotonic()
+    pipe = (wp.Pipeline(counting(closed=closed))
+            .map(t.nap_if_big, workers=2)
+            .map(t.square, workers=2, kind="process"))
+    for x in pipe:  # items from 1 on are sleeping in their workers
+        assert x == 0
+        break
+    assert closed == ["closed"]
+    assert time.monotonic() - started < 10  # the sleeping tasks were cancelled
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_closing_cancels_running_tasks_of_each_kind(kind: Any) -> None:
+    fn = {"thread": t.nap_if_big, "process": t.sleep_if_big, "async": t.asleep_if_big}[kind]
+    items = iter(wp.Pipeline(counting()).map(fn, workers=2, kind=kind))
+    assert next(items) == 0  # items from 1 on are sleeping in their workers
+    started = time.monotonic()
+    items.close()
+    assert time.monotonic() - started < 5
+    assert items.report().status == "cancelled"
+
+
+def test_a_failing_stage_stops_every_other_stage() -> None:
+    closed: list[str] = []
+    pipe = (wp.Pipeline(counting(closed=closed))
+            .map(t.same, workers=2)
+            .map(t.fail_at_50, workers=2, kind="process")
+            .map(t.asquare, workers=2, kind="async"))
+    with pytest.raises(ValueError, match=r"^bad 50$"):
+        list(pipe)
+    assert closed == ["closed"]
+
+
+def test_a_failing_sink_stops_the_run() -> None:
+    with pytest.raises(ValueError, match=r"^bad 50$"):
+        wp.Pipeline(counting()).map(t.same).each(t.fail_at_50).run()
+
+
+CTRL_C = """
+import itertools, multiprocessing, sys, threading
+import anyio
+import workpool as wp
+
+def nap(x):
+    wp.current().sleep(0.005)
+    return x
+
+async def anap(x):
+    await anyio.sleep(0.005)
+    return x
+
+def main():
+    pipe = (wp.Pipeline(itertools.count())
+            .map(nap, workers=4)
+            .map(abs, workers=2, kind="process")
+            .batch(10, timeout=0.1)
+            .unbatch()
+            .map(anap, workers=4, kind="async"))
+    try:
+        for i, _ in enumerate(pipe):  # Ctrl-C here or in the loop body: both stop it
+            if i == 0:
+                print("ready", flush=True)
+    except KeyboardInterrupt:
+        left = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+        print("interrupted", left, multiprocessing.active_children(), flush=True)
+        sys.exit(3)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_ctrl_c_stops_everything_in_a_real_process(tmp_path: Path) -> None:
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(textwrap.dedent(CTRL_C))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "the pipeline never started"
+        assert proc.stdout.readline() == "ready\n"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 3, err
+    assert out.strip() == "interrupted [] []"
+
+
+# -- consuming asynchronously --------------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_async_for_over_a_pipeline() -> None:
+    got = [x async for x in wp.Pipeline(range(30)).map(t.square, workers=2).map(t.asquare,
+                                                                                  kind="async")]
+    assert got == [x ** 4 for x in range(30)]
+
+
+@pytest.mark.anyio
+async def test_async_for_break_and_aclose() -> None:
+    async with aiter(wp.Pipeline(counting()).map(t.nap_if_big, workers=2)) as items:
+        async for x in items:
+            assert x == 0
+            break
+    assert items.report().status == "cancelled"
+
+
+@pytest.mark.anyio
+async def test_cancelling_the_async_consumer_stops_the_run() -> None:
+    import anyio
+
+    items = aiter(wp.Pipeline(counting()).map(t.nap_if_big, workers=2))
+    with anyio.move_on_after(0.2) as scope:
+        async for _ in items:  # 0 comes out; the rest sleep in their workers
+            pass
+    assert scope.cancelled_caught
+    await items.aclose()
+    assert items.report().status == "cancelled"
+
+
+@pytest.mark.anyio
+async def test_async_for_raises_the_stage_error() -> None:
+    with pytest.raises(ValueError, match=r"^bad 3$"):
+        async for _ in wp.Pipeline(range(10)).map(t.fail_on_3):
+            pass
+
+
+# -- the report ------------------------------------------------------------------------------
+
+def test_report_counts_are_exact() -> None:
+    report = (wp.Pipeline(range(100))
+              .map(t.square, workers=3)
+              .filter(t.is_even, workers=2, kind="process")
+              .flat_map(t.twice)
+              .batch(7)
+              .run())
+    counts = [(s.name, s.items_in, s.items_out, s.errors) for s in report.stages]
+    assert counts == [("map(square)", 100, 100, 0), ("filter(is_even)", 100, 50, 0),
+                      ("flat_map(twice)", 50, 100, 0), ("batch(7)", 100, 15, 0)]
+    assert (report.status, report.items_read, report.resumed, report.items) == (
+        "finished", 100, 0, 15)
+    assert [s.workers for s in report.stages] == [3, 2, 1, 1]
+
+
+def test_bottleneck_is_the_busiest_stage() -> None:
+    def slow(x: int) -> int:
+        time.sleep(0.005)
+        return x
+
+    report = (wp.Pipeline(range(40)).map(t.square, workers=2).map(slow, name="slow")
+              .map(t.square).run())
+    assert report.bottleneck is not None
+    assert report.bottleneck.name == "slow"
+    slowest = report.stage("slow")
+    assert slowest.busy > 0.5
+    assert 0.004 < slowest.latency_p50 < 0.1
+    text = str(report)
+    assert text.startswith("pipeline finished in ")
+    assert "bottleneck: slow" in text
+    assert "slow *" in text
+
+
+def test_stage_names_are_unique() -> None:
+    pipe = wp.Pipeline(range(3)).map(t.square).map(t.square).map(t.square, name="last")
+    assert pipe.stages == ("map(square)", "map(square)#2", "last")
+    assert repr(pipe) == "<Pipeline map(square) -> map(square)#2 -> last>"
+
+
+def test_progress_prints_plain_lines_when_not_a_terminal(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    wp.Pipeline(range(50)).map(t.square).run(progress=True)
+    out = capsys.readouterr().out
+    assert "pipeline finished" in out
+    assert "map(square): 50 out" in out
+
+
+def test_progress_draws_a_live_table_in_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    items = iter(wp.Pipeline(range(50)).map(t.square, name="squares"))
+    view = Progress(items._run, out=screen, interval=0.01)
+    view.start()
+    assert list(items) == [x * x for x in range(50)]
+    view.stop()
+    text = screen.getvalue()
+    for word in ("squares", "busy", "50"):
+        assert word in text
+
+
+# -- options --------------------------------------------------------------------------------
+
+def test_workers_as_a_multiple_of_cpus() -> None:
+    assert resolve_workers(3, lambda: 8) == 3
+    assert resolve_workers(0.5, lambda: 4) == 2
+    assert resolve_workers(0.1, lambda: 2) == 1
+    assert resolve_workers(1.5, lambda: 2) == 3
+    assert resolve_workers(1.25, lambda: 2) == 3  # 2.5 rounds half up
+    report = wp.Pipeline(range(3)).map(t.square, workers=1.0).run()
+    assert report.stages[0].workers == wp.cpus()
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda p: p.map(t.square, workers=0), ValueError, "workers must be >= 1, got 0"),
+    (lambda p: p.map(t.square, workers=-0.5), ValueError, "must be > 0, got -0.5"),
+    (lambda p: p.map(t.square, workers="2"), TypeError, "workers must be an int or a float"),
+    (lambda p: p.map(t.square, kind="fiber"), ValueError,
+     "kind must be 'thread', 'process' or 'async', got 'fiber'"),
+    (lambda p: p.map(t.square, on_error="ignore"), ValueError,
+     "on_error must be 'raise', 'skip' or 'collect', got 'ignore'"),
+    (lambda p: p.map(t.square, buffer=0), ValueError, "buffer must be >= 1, got 0"),
+    (lambda p: p.map(t.square, timeout=0), ValueError, "timeout must be > 0, got 0"),
+    (lambda p: p.map(t.square, retry=3), TypeError, "retry must be a wp.Retry or None"),
+    (lambda p: p.map(42), TypeError, "fn must be callable, got 42"),
+    (lambda p: p.batch(0), ValueError, "size must be >= 1, got 0"),
+    (lambda p: p.batch(2, timeout=-1), ValueError, "timeout must be > 0, got -1"),
+    (lambda p: p.each(t.square, transactional=True), ValueError,
+     "each\\(transactional=True\\) writes in the journal's transaction"),
+])
+def test_options_are_checked_when_the_stage_is_added(
+        call: Callable[[wp.Pipeline[int]], object], error: type[Exception],
+        message: str) -> None:
+    with pytest.raises(error, match=message):
+        call(wp.Pipeline(range(3)))
+
+
+def test_a_journal_that_cannot_open_fails_the_start(tmp_path: Path) -> None:
+    import sqlite3
+
+    pipe = wp.Pipeline(range(3), journal=tmp_path / "missing" / "j.sqlite", key=int)
+    with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
+        list(pipe.map(t.square, workers=2, kind="process"))
+
+
+def test_source_and_journal_arguments_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="source must be an iterable"):
+        wp.Pipeline(42)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="journal needs key="):
+        wp.Pipeline(range(3), journal=tmp_path / "j.sqlite")
+    with pytest.raises(ValueError, match="pass journal= too"):
+        wp.Pipeline(range(3), key=str)
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+def _payloads() -> Iterator[bytes]:
+    for i in itertools.count():
+        yield b"%01000d" % i  # 1,000 new bytes per item
+
+
+def _consume(n: int) -> int:
+    pipe = (wp.Pipeline(_payloads())
+            .map(bytes.upper, workers=2)
+            .map(bytes.lower, workers=2, buffer=32)
+            .batch(16).unbatch())
+    with iter(pipe) as items:
+        for i, _ in enumerate(items, 1):
+            if i == n:
+                break
+    return tracemalloc.get_traced_memory()[1]
+
+
+def test_memory_stays_flat_over_an_endless_source() -> None:
+    import gc
+
+    # What a run may hold is bounded by its buffers and chunks in flight (about 3 MiB
+    # of these 1 KB items here), reached once the chunks have grown: compare two runs
+    # past that point, five times as long as each other.
+    tracemalloc.start()
+    try:
+        peaks = []
+        for n in (10_000, 50_000):  # 50 MB of items in the second run
+            gc.collect()  # the previous run's garbage
+            tracemalloc.reset_peak()
+            peaks.append(_consume(n))
+    finally:
+        tracemalloc.stop()
+    short, long = peaks
+    assert long < 8 << 20, f"peak {long / 2**20:.1f} MiB"
+    assert long < 1.5 * short + (2 << 20), (short, long)
