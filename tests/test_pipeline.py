@@ -288,7 +288,8 @@ def test_a_failing_sink_stops_the_run() -> None:
 
 
 CTRL_C = """
-import itertools, multiprocessing, sys, threading
+import itertools, multiprocessing, signal, sys, threading
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
 import anyio
 import workpool as wp
 
@@ -336,7 +337,7 @@ def test_ctrl_c_stops_everything_in_a_real_process(tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # closes the pipes
     assert time.monotonic() - sent < 10
     assert proc.returncode == 3, err
     assert out.strip() == "interrupted [] []"
