@@ -20,7 +20,7 @@ from ._core.outcome import Outcome
 from ._core.ratelimit import RateLimit
 from ._core.retry import Retry
 from ._core.stats import PoolStatistics
-from ._pool import check_timeout, resolve_workers
+from ._pool import check_options, check_timeout, resolve_workers
 
 __all__ = ["AsyncPool"]
 
@@ -76,16 +76,7 @@ class AsyncPool:
                  initializer: Callable[..., Any] | None = None,
                  initargs: Iterable[Any] = (), name: str | None = None) -> None:
         count = resolve_workers(workers, max_workers, 100)
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int):
-            raise TypeError(f"queue_size must be an int, got {queue_size!r}")
-        if queue_size < 0:
-            raise ValueError(f"queue_size must be >= 0, got {queue_size}")
-        if retry is not None and not isinstance(retry, Retry):
-            raise TypeError(f"retry must be a wp.Retry or None, got {retry!r}")
-        if rate is not None and not isinstance(rate, RateLimit):
-            raise TypeError(f"rate must be a wp.RateLimit or None, got {rate!r}")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
+        check_options(queue_size, retry, rate, initializer)
         self._name = name or f"AsyncPool-{next(_COUNTER)}"
         self._engine = AsyncEngine(
             workers=count, queue_size=queue_size, timeout=check_timeout(timeout),

@@ -56,6 +56,21 @@ def check_timeout(timeout: float | None, name: str = "timeout") -> float | None:
     return float(timeout)
 
 
+def check_options(queue_size: int, retry: Retry | None, rate: RateLimit | None,
+                  initializer: Callable[..., Any] | None) -> None:
+    """Validate the options every pool shares, with messages that state the rule."""
+    if isinstance(queue_size, bool) or not isinstance(queue_size, int):
+        raise TypeError(f"queue_size must be an int, got {queue_size!r}")
+    if queue_size < 0:
+        raise ValueError(f"queue_size must be >= 0, got {queue_size}")
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(f"retry must be a wp.Retry or None, got {retry!r}")
+    if rate is not None and not isinstance(rate, RateLimit):
+        raise TypeError(f"rate must be a wp.RateLimit or None, got {rate!r}")
+    if initializer is not None and not callable(initializer):
+        raise TypeError("initializer must be a callable")  # the stdlib's message
+
+
 def resolve_workers(workers: int | None, max_workers: int | None, default: int) -> int:
     """``workers`` or its stdlib alias ``max_workers``, checked; *default* if neither."""
     if workers is not None and max_workers is not None and workers != max_workers:
@@ -87,19 +102,10 @@ class ExecutorPool(Executor):
                  initargs: tuple[Any, ...] = (), name: str | None = None,
                  budget: Semaphore | None = None) -> None:
         count = resolve_workers(workers, max_workers, self._default_workers())
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int):
-            raise TypeError(f"queue_size must be an int, got {queue_size!r}")
-        if queue_size < 0:
-            raise ValueError(f"queue_size must be >= 0, got {queue_size}")
-        if retry is not None and not isinstance(retry, Retry):
-            raise TypeError(f"retry must be a wp.Retry or None, got {retry!r}")
-        if rate is not None and not isinstance(rate, RateLimit):
-            raise TypeError(f"rate must be a wp.RateLimit or None, got {rate!r}")
+        check_options(queue_size, retry, rate, initializer)
         if budget is not None and not isinstance(budget, Semaphore):
             raise TypeError(f"budget must be a wp.Semaphore or None, got {budget!r}")
         self._budget = budget
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")  # the stdlib's message
         self._timeout = check_timeout(timeout)
         self._retry = retry
         self._rate = rate
