@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from itertools import starmap
 from typing import Any
 
 CALL = 0
@@ -161,18 +162,21 @@ def _run(fn_bytes: bytes | None, payload: bytes,
 
 def _run_chunk(fn: Callable[..., Any], items: list[Any], star: bool) -> tuple[Any, ...]:
     values: list[Any] = []
-    append = values.append
     errors: dict[int, BaseException] | None = None
     started = time.perf_counter()
-    # The per-item hot path of a process map: a call and an append.
-    for item in items:
+    rest = iter(items)
+    # The per-item hot path of a process map runs in C: list.extend over map(). When
+    # an item raises, extend keeps what it appended before it, so the failing index is
+    # len(values); the loop records the error and goes on with the rest.
+    while True:
         try:
-            append(fn(*item) if star else fn(item))
+            values.extend(starmap(fn, rest) if star else map(fn, rest))
+            break
         except BaseException as exc:  # a task's error never kills its worker
             if errors is None:
                 errors = {}
             errors[len(values)] = with_traceback(exc)
-            append(None)
+            values.append(None)
     return CHUNK, values, errors, time.perf_counter() - started
 
 
