@@ -31,6 +31,8 @@ import anyio
 
 import workpool as wp
 
+from .harness import max_in_window
+
 __all__ = ["lazy_map_memory", "rate_limit", "sleep_io", "tiny_tasks"]
 
 CONCURRENCY = 100
@@ -272,16 +274,6 @@ def sleep_io(quick: bool) -> dict[str, float]:
 
 # -- RateLimit(per_second=100) over 300 tasks --------------------------------------------
 
-def max_in_window(starts: list[float], window: float = 1.0) -> int:
-    """The most of *starts* in any half-open window ``[t, t + window)``."""
-    s = sorted(starts)
-    best, j = 0, 0
-    for i, t in enumerate(s):
-        j = max(j, i)
-        while j < len(s) and s[j] - t < window:
-            j += 1
-        best = max(best, j - i)
-    return best
 
 
 async def _rated(n: int, per_second: float) -> list[float]:

@@ -11,13 +11,13 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import workpool as wp
 
-from .harness import Contender, Target, compare, isolated, scenario
+from .harness import Contender, Target, compare, isolated, max_in_window, scenario
 
 ThreadPool: Any = getattr(wp, "ThreadPool", None)  # None until the pool has landed
 TPE = "ThreadPoolExecutor"
@@ -218,16 +218,6 @@ def sleep_io(quick: bool) -> dict[str, float]:
 
 # -- rate limit -----------------------------------------------------------------------------
 
-def max_in_window(starts: Iterable[float], window: float = 1.0) -> int:
-    """The most of *starts* that fall in any half-open window ``[t, t + window)``."""
-    s = sorted(starts)
-    best, j = 0, 0
-    for i, t in enumerate(s):
-        j = max(j, i)
-        while j < len(s) and s[j] - t < window:
-            j += 1
-        best = max(best, j - i)
-    return best
 
 
 def _rated(n: int, per_second: float, burst: int) -> dict[str, float]:

@@ -475,3 +475,15 @@ def environment() -> dict[str, Any]:
         else os.cpu_count(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def max_in_window(starts: Iterable[float], window: float = 1.0) -> int:
+    """The most of *starts* that fall in any half-open window ``[t, t + window)``."""
+    s = sorted(starts)
+    best, j = 0, 0
+    for i, t in enumerate(s):
+        j = max(j, i)
+        while j < len(s) and s[j] - t < window:
+            j += 1
+        best = max(best, j - i)
+    return best

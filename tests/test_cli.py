@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 from bench import harness
-from bench.bench_threads import max_in_window
-from bench.harness import Target
+from bench.harness import Target, max_in_window
 
 from workpool._cli import _bench, main
 

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._output import positive_int
+
 if TYPE_CHECKING:
     from . import Subcommands
 
@@ -46,7 +48,7 @@ def register(commands: Subcommands) -> None:
         help="run only scenarios whose name (topic.scenario) contains SUBSTRING; repeatable",
     )
     parser.add_argument(
-        "--repeats", metavar="N", type=_positive_int,
+        "--repeats", metavar="N", type=positive_int,
         help="measurements per contender (default: 5, or 3 with --quick)",
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -91,11 +93,3 @@ def _expected_dir() -> Path:
     return Path(workpool.__file__).resolve().parents[2] / "bench"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value}")
-    return value

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._output import echo
+from ._output import echo, positive_int
 
 if TYPE_CHECKING:
     from . import Subcommands
@@ -34,7 +34,7 @@ def register(commands: Subcommands) -> None:
             "with --resume: pages already written are skipped."
         ),
     )
-    parser.add_argument("--pages", metavar="N", type=_positive_int, default=3000,
+    parser.add_argument("--pages", metavar="N", type=positive_int, default=3000,
                         help="pages to serve and process (default: 3000)")
     parser.add_argument("--rate", metavar="PER_SECOND", type=_positive_float, default=250.0,
                         help="fetch requests per second at most (default: 250)")
@@ -74,16 +74,6 @@ def run(args: argparse.Namespace) -> int:
         echo(f"workpool demo: {args.pages - result.stored:,} pages missing", style="red")
         return 1
     return 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:

@@ -9,6 +9,7 @@ plain text otherwise (or when ``WORKPOOL_PLAIN`` is set), with the same call eit
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import sys
@@ -121,3 +122,14 @@ def _console(out: TextIO) -> rich.console.Console:
 
 def _text(cell: Cell) -> str:
     return cell if isinstance(cell, str) else cell[0]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value}")
+    return value
