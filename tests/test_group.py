@@ -160,6 +160,53 @@ def test_at_most_limit_tasks_run_at_once() -> None:
     assert len(g.results()) == 200
 
 
+def test_callers_in_many_threads_share_the_limit() -> None:
+    lock = threading.Lock()
+    running = most = 0
+    names: set[str] = set()
+
+    def task(i: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            names.add(threading.current_thread().name)
+        if i % 7 == 0:
+            time.sleep(0.0002)
+        with lock:
+            running -= 1
+        return i
+
+    with wp.Group(limit=3) as g:
+        def feed(start: int) -> None:
+            for i in range(start, start + 300):
+                g.go(task, i)
+
+        callers = [threading.Thread(target=feed, args=(k * 300,)) for k in range(4)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(WAIT)
+    assert sorted(g.results()) == list(range(1200))
+    assert most <= 3
+    assert len(names) <= 3  # the group's own threads: no more than its limit
+
+
+def test_a_burst_of_tasks_each_gets_a_thread_when_they_block() -> None:
+    # Tasks handed over in a burst still start at once when each one blocks: a
+    # runner taking a task while more are ready brings another runner.
+    barrier = threading.Barrier(6, timeout=WAIT)
+
+    def task(i: int) -> int:
+        barrier.wait()
+        return i
+
+    with wp.Group(limit=6) as g:
+        for i in range(6):
+            g.go(task, i)
+    assert g.results() == list(range(6))
+
+
 def test_without_limit_every_task_starts_at_once() -> None:
     gate = Gate()
     with wp.Group() as g:

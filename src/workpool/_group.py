@@ -1,25 +1,32 @@
 """``Group``: Go's errgroup with ``SetLimit``, for threads.
 
-::
+On the group's own threads::
 
-    go(fn) ── limit reached? wait for a slot ── group cancelled? ──▶ a cancelled future
-                                  │                                  (fn never runs)
-                                  ▼
-             pool.submit(_call, fn) ──▶ worker thread: task.ctx = wp.current(); fn()
-                                  │                                   │
-                                  │ the future settles; its done callback frees the
-                                  ▼ slot and, on the first failure, cancels the group
+    go(fn) ── limit reached? ── wait: a task's end admits ours ─┐   group cancelled?
+                  │ no                                        │   ──▶ a cancelled future
+                  ▼                                           ▼       (fn never runs)
+             _ready (admitted tasks) ◀──────────────────────────
+                  │ a runner takes the first: one that is awake, else a parked one
+                  ▼ woken, else a new one started on the group's ThreadPool
+             runner thread: task.ctx = TaskContext; fn(); settle the future
+                  │ count the end (the first failure cancels the group), then the
+                  ▼ next ready task, or park until go() has one
     __exit__: wait until no task is in flight, then raise ExceptionGroup(failures)
+
+A runner that takes a task while more are ready wakes one more runner, so tasks
+that block each get a thread while a burst of short ones is drained by the thread
+already running (no thread wake-up per task). On an executor passed as ``pool``,
+go() waits for a slot itself, then submits the task through ``_call``, which learns
+its context; the future's done callback counts its end.
 
 Cancelling the group cancels the futures of tasks that have not started and the
 contexts (``wp.current()``) of those that run, and cancels the groups that those
-tasks opened in turn. Tasks run on a private ``ThreadPool`` (or on the executor
-passed as ``pool``); the group does its own admission, so it counts and cancels
-the same way on any executor.
+tasks opened in turn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import threading
@@ -29,7 +36,7 @@ from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecu
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, final
 
-from ._core.context import TaskContext, WorkerSlot, current, install_slot
+from ._core.context import TaskContext, WorkerSlot, current, current_slot, install_slot
 from ._core.exceptions import Cancelled, WouldBlock
 from ._core.timer import Timer
 from ._pool import ThreadPool, check_timeout
@@ -66,10 +73,11 @@ def check_limit(limit: int | None) -> int | None:
 
 
 class _Task:
-    """A task in flight: its future, the context it runs with, and the groups it
-    opened. It is also its future's done callback."""
+    """A task of a group: its future, the context it runs with, and the groups it
+    opened. On another executor it is also its future's done callback."""
 
-    __slots__ = ("children", "ctx", "future", "group", "index", "returned")
+    __slots__ = ("admitted", "args", "children", "ctx", "fn", "future", "group", "index",
+                 "kwargs", "signal")
 
     def __init__(self, group: Group) -> None:
         self.group = group
@@ -77,25 +85,17 @@ class _Task:
         self.future: Future[Any] | None = None
         self.ctx: TaskContext | None = None
         self.children: list[Group] | None = None
-        # Set by _call once the task returned and its value is in group._values: on
-        # the group's own pool (no per-task timeout or retry) the done callback then
-        # need not ask the future.
-        self.returned = False
+        # While its go() waits for a slot: the lock it sleeps on; on the group's own
+        # pool, a task's end admits it (admitted=True) and wakes the go().
+        self.signal: threading.Lock | None = None
+        self.admitted = False
+        # The call, kept until a runner of the group's own pool takes the task.
+        self.fn: Callable[..., Any] | None = None
+        self.args: tuple[Any, ...] = ()
+        self.kwargs: dict[str, Any] = {}
 
     def __call__(self, future: Future[Any]) -> None:
-        group = self.group
-        if not self.returned or group._own is None:
-            group._ended(self, future)
-            return
-        # The hot path, inline: the task returned on the group's own pool (no per-task
-        # timeout or retry there), so its future need not be asked.
-        with group._lock:
-            group._inflight.discard(self)
-            group._active -= 1
-            if group._waiters:
-                group._waiters.popleft().release()
-            if not group._active and group._state == EXITING:
-                group._all_done.notify_all()
+        self.group._ended(self, future)
 
 
 def _cancelled_future() -> Future[Any]:
@@ -144,10 +144,10 @@ class Group:
         name: names the group's threads (default ``workpool-group-N``, threads
             ``workpool-group-N_0``, ``_1``...).
 
-    Cost: a ``go`` is a ``ThreadPool.submit`` plus the group's bookkeeping, a few
-    microseconds, about what ``ThreadPoolExecutor.submit`` plus a semaphore costs;
-    with a limit, each task that ends hands its slot to a waiting ``go`` (a thread
-    switch). The group keeps each task's result (not its future) for ``results()``.
+    Cost: about what ``ThreadPoolExecutor.submit`` costs, limit or not: tasks go to
+    the group's own threads without a trip through a pool, and a task that ends
+    hands its slot to a waiting ``go``. The group keeps each task's result (not its
+    future) for ``results()``.
 
     Raises:
         ValueError: *limit* < 1 or *timeout* <= 0.
@@ -177,9 +177,16 @@ class Group:
         self._all_done = threading.Condition(self._lock)
         self._state = NEW
         self._active = 0  # tasks started by go() and not ended
-        # go() calls waiting for a slot, as locks held until a task's end releases
-        # them: lighter than a Condition.
-        self._waiters: deque[threading.Lock] = deque()
+        # The tasks of go() calls waiting for a slot, each with a lock held until a
+        # task's end releases it: lighter than a Condition.
+        self._waiters: deque[_Task] = deque()
+        # The group's own pool runs tasks through runners (_runner): admitted tasks
+        # wait in _ready for one; runners with nothing to do park on a lock in
+        # _parked (the last parked is woken first).
+        self._ready: deque[_Task] = deque()
+        self._parked: list[threading.Lock] = []
+        self._runners = 0
+        self._busy = 0
         self._inflight: set[_Task] = set()
         # Results, not futures, are kept for results(): holding every future (and its
         # condition variable) alive doubles the cost of a go() through the collector.
@@ -252,6 +259,8 @@ class Group:
                 self._wait()
             except BaseException:  # a second one: give up on tasks that do not stop
                 if self._own is not None:
+                    with self._lock:
+                        self._unpark()
                     self._own.shutdown(wait=False, cancel_futures=True)
                     self._own = None
                 raise
@@ -266,6 +275,7 @@ class Group:
     def _close(self) -> None:
         with self._lock:
             self._state = CLOSED
+            self._unpark()
         if self._timer is not None:
             self._timer.close()
         if self._own is not None:
@@ -329,6 +339,79 @@ class Group:
         if fn is not self._last_fn:
             _check_fn(fn)
             self._last_fn = fn
+        own = self._own
+        if own is None:
+            return self._go_executor(fn, args, kwargs, block)
+        task = _Task(self)
+        task.fn, task.args, task.kwargs = fn, args, kwargs
+        future: Future[Any] = Future()
+        task.future = future
+        while True:
+            with self._lock:
+                if self._state != OPEN:
+                    self._check_state()
+                if self._cancelled:
+                    self._cancelled_tasks += 1
+                    return _cancelled_future()
+                limit = self._limit
+                if limit is None or self._active < limit:
+                    self._admit(task)
+                    self._active += 1
+                    self._ready.append(task)
+                    if not self._dispatch():
+                        return future
+                    break
+                if not block:
+                    raise WouldBlock(f"the group is at its limit ({limit} tasks in flight)")
+                # A task's end admits this one (task.admitted), or a cancellation
+                # wakes us to look again.
+                signal = task.signal = threading.Lock()
+                signal.acquire()
+                self._waiters.append(task)
+            try:
+                signal.acquire()
+            except BaseException:  # Ctrl-C while waiting: unless admitted, never started
+                with self._lock:
+                    if not task.admitted:
+                        self._waiters.remove(task)
+                raise
+            if task.admitted:
+                return future
+        try:
+            self._start_runner()
+        except BaseException:  # no runner (the pool was given up on): not started
+            with self._lock:
+                if task not in self._ready:
+                    return future  # another runner took it
+                self._ready.remove(task)
+                self._inflight.discard(task)
+                self._values[task.index] = _NOT_STARTED
+                self._release()
+            raise
+        return future
+
+    def _dispatch(self) -> bool:
+        """See that a runner comes for the ready tasks: if none is awake (between
+        tasks, about to take one), wake a parked one, or return True after counting
+        a new one for the caller to start. Caller holds the lock.
+
+        One runner is woken at a time: a runner that takes a task while more are
+        ready calls this again, so a burst of short tasks is drained by the threads
+        already running instead of waking one thread per task.
+        """
+        if not self._ready or self._runners > self._busy + len(self._parked):
+            return False
+        if self._parked:
+            self._parked.pop().release()
+            return False
+        if self._runners >= (self._limit or _UNLIMITED):
+            return False
+        self._runners += 1
+        return True
+
+    def _go_executor(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any], block: bool) -> Future[Any]:
+        """go() on an executor passed as ``pool`` (or before the block is entered)."""
         task = _Task(self)
         with self._lock:
             if self._state != OPEN:
@@ -337,7 +420,7 @@ class Group:
             while limit is not None and self._active >= limit and not self._cancelled:
                 if not block:
                     raise WouldBlock(f"the group is at its limit ({limit} tasks in flight)")
-                self._wait_turn()
+                self._wait_turn(task)
             if self._cancelled:
                 self._cancelled_tasks += 1
                 return _cancelled_future()
@@ -363,25 +446,143 @@ class Group:
         self._values.append(None)
         self._inflight.add(task)
 
-    def _wait_turn(self) -> None:
+    def _wait_turn(self, task: _Task) -> None:
         """Wait until a task ends or the group is cancelled; the caller looks again.
 
         Called and returns with the lock held.
         """
-        signal = threading.Lock()
+        signal = task.signal = threading.Lock()
         signal.acquire()
-        self._waiters.append(signal)
+        self._waiters.append(task)
         self._lock.release()
         try:
             signal.acquire()
         except BaseException:  # Ctrl-C while waiting
             self._lock.acquire()
-            if signal in self._waiters:
-                self._waiters.remove(signal)
-            elif self._waiters:  # its turn had come: pass it on
-                self._waiters.popleft().release()
+            if task in self._waiters:
+                self._waiters.remove(task)
+            else:  # its turn had come: pass it on
+                self._wake_one()
             raise
         self._lock.acquire()
+
+    def _wake_one(self) -> None:
+        # Caller holds the lock.
+        if self._waiters:
+            signal = self._waiters.popleft().signal
+            assert signal is not None
+            signal.release()
+
+    def _runner(self) -> None:
+        """Run the group's ready tasks on a thread of its own pool, one after another,
+        parking between them: no trip through the pool and no future of the pool's per
+        task, and one thread drains many short tasks in one go (as workers of a
+        ``ThreadPoolExecutor`` drain its queue)."""
+        slot = current_slot()
+        pool_ctx = slot.ctx
+        outer = getattr(_LOCAL, "task", None)
+        signal = threading.Lock()
+        signal.acquire()
+        task = self._next(None, None, signal)
+        try:
+            while task is not None:
+                fn, args, kwargs = task.fn, task.args, task.kwargs
+                task.fn, task.args, task.kwargs = None, (), {}
+                future = task.future
+                assert future is not None
+                assert fn is not None
+                error: BaseException | None = None
+                if not future.set_running_or_notify_cancel():
+                    error = _CANCELLED
+                else:
+                    ctx = task.ctx = slot.ctx = TaskContext(slot)
+                    if self._cancelled or ctx.cancelled:  # checked after publishing ctx
+                        error = Cancelled("the group was cancelled before the task started")
+                    else:
+                        _LOCAL.task = task
+                        try:
+                            value = fn(*args, **kwargs)
+                        except BaseException as exc:
+                            error = exc
+                        finally:
+                            _LOCAL.task = outer
+                    slot.ctx = pool_ctx
+                    if error is None:
+                        self._values[task.index] = value
+                        future.set_result(value)
+                    else:
+                        future.set_exception(error)
+                    value = None
+                del fn, args, kwargs
+                task = self._next(task, error, signal)
+                error = None
+        finally:
+            slot.ctx = pool_ctx
+
+    def _next(self, task: _Task | None, error: BaseException | None,
+              signal: threading.Lock) -> _Task | None:
+        """Count the end of the runner's *task* (None: it starts), then return its
+        next ready task, parking on *signal* while there is none; None when the group
+        closes."""
+        failed = start = False
+        nxt = None
+        with self._lock:
+            if task is not None:
+                failed = self._count_end(task, error)
+                self._busy -= 1
+                self._active -= 1
+                if self._waiters and not self._cancelled and not failed:
+                    # The slot goes to the longest waiting go(): its task is ready.
+                    waiting = self._waiters.popleft()
+                    waiting.admitted = True
+                    self._admit(waiting)
+                    self._active += 1
+                    self._ready.append(waiting)
+                    assert waiting.signal is not None
+                    waiting.signal.release()
+                elif not self._active and self._state == EXITING:
+                    self._all_done.notify_all()
+            if self._ready and not failed:
+                nxt, start = self._take()
+        if failed:
+            self._cancel()  # wakes waiting go() calls: they return cancelled futures
+        while nxt is None:
+            with self._lock:
+                if self._ready:
+                    nxt, start = self._take()
+                elif self._state == CLOSED:
+                    self._runners -= 1
+                    return None
+                else:
+                    self._parked.append(signal)
+            if nxt is None:
+                signal.acquire()  # released by _dispatch() or _unpark()
+        if start:
+            # Without a new runner, those running take the tasks, one by one.
+            with contextlib.suppress(Exception):
+                self._start_runner()
+        return nxt
+
+    def _take(self) -> tuple[_Task, bool]:
+        """Take the first ready task for the calling runner, and whether to start
+        another runner for the tasks still ready. Caller holds the lock."""
+        self._busy += 1
+        return self._ready.popleft(), self._dispatch()
+
+    def _start_runner(self) -> None:
+        """Start a runner counted by _dispatch(); without one, those running go on."""
+        assert self._own is not None
+        try:
+            self._own.submit(self._runner)
+        except BaseException:
+            with self._lock:
+                self._runners -= 1
+            raise
+
+    def _unpark(self) -> None:
+        """Let every parked runner leave. Caller holds the lock."""
+        while self._parked:
+            self._parked.pop().release()
 
     def _check_state(self) -> None:
         if self._state == NEW:
@@ -421,8 +622,6 @@ class Group:
             _LOCAL.task = outer
             if slot is not None:
                 slot.ctx = None
-        self._values[task.index] = value
-        task.returned = True
         return value
 
     # -- ends and cancellation ----------------------------------------------------------
@@ -436,27 +635,34 @@ class Group:
             error = future.exception()
             if error is None:
                 self._values[task.index] = future.result()
-        failed = error is not None and not isinstance(error, CancelledError)
         with self._lock:
-            self._inflight.discard(task)
-            if failed:
-                assert error is not None
-                self._failed += 1
-                if isinstance(error, Exception):
-                    self._errors.append(error)
-                elif self._base_error is None:
-                    self._base_error = error
-            elif error is not None:
-                self._cancelled_tasks += 1
+            failed = self._count_end(task, error)
             self._release()
         if failed:
             self._cancel()
 
+    def _count_end(self, task: _Task, error: BaseException | None) -> bool:
+        """Count how *task* ended; True if it failed (a cancellation is no failure).
+
+        Caller holds the lock.
+        """
+        self._inflight.discard(task)
+        if error is None:
+            return False
+        if isinstance(error, CancelledError):
+            self._cancelled_tasks += 1
+            return False
+        self._failed += 1
+        if isinstance(error, Exception):
+            self._errors.append(error)
+        elif self._base_error is None:
+            self._base_error = error
+        return True
+
     def _release(self) -> None:
         # Caller holds the lock: a task left the group.
         self._active -= 1
-        if self._waiters:
-            self._waiters.popleft().release()
+        self._wake_one()
         if not self._active and self._state == EXITING:
             self._all_done.notify_all()
 
@@ -476,7 +682,7 @@ class Group:
             self._by_parent = by_parent
             tasks = list(self._inflight)
             while self._waiters:
-                self._waiters.popleft().release()
+                self._wake_one()
         for task in tasks:
             _cancel_task(task)
 

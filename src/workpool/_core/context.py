@@ -14,7 +14,7 @@ from typing import Any, Final, final
 
 from .exceptions import Cancelled
 
-__all__ = ["TaskContext", "WorkerSlot", "current", "install_slot"]
+__all__ = ["TaskContext", "WorkerSlot", "current", "current_slot", "install_slot"]
 
 _LAZY_LOCK: Final = threading.Lock()
 
@@ -37,6 +37,15 @@ _CURRENT: ContextVar[WorkerSlot] = ContextVar("workpool.current")
 def install_slot(slot: WorkerSlot) -> None:
     """Publish *slot* in the calling thread's (or task's) context."""
     _CURRENT.set(slot)
+
+
+def current_slot() -> WorkerSlot:
+    """The slot the calling pool worker published.
+
+    Raises:
+        LookupError: the caller is not a pool worker.
+    """
+    return _CURRENT.get()
 
 
 @final
