@@ -1,9 +1,8 @@
 """Async pools: ``wp.AsyncPool`` against the asyncio, anyio and aiometer idioms.
 
-Each scenario is a plain function ``name(quick) -> {metric: number}`` that measures on
-its own: contenders run interleaved (A B C, A B C, ...) and each keeps its median, so
-a noisy neighbour slows every contender alike. ``python -m bench.bench_async`` prints
-the table; ``--quick`` runs smaller sizes. Contracts (DESIGN.md, issue 4):
+Contenders run interleaved through the harness's ``compare`` (A B C, A B C, ...), each
+keeping its median, so a noisy neighbour slows every contender alike; each contender
+runs its own event loop. Contracts (DESIGN.md):
 
 - 100k tiny coroutines at concurrency 100: AsyncPool at least half the throughput of
   a hand-written pool of 100 worker tasks over ``asyncio.Queue`` (the floor);
@@ -19,7 +18,6 @@ import asyncio
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -31,7 +29,7 @@ import anyio
 
 import workpool as wp
 
-from .harness import max_in_window
+from .harness import Contender, Target, compare, max_in_window, scenario
 
 __all__ = ["lazy_map_memory", "rate_limit", "sleep_io", "tiny_tasks"]
 
@@ -62,21 +60,6 @@ def _uvloop() -> Callable[..., Any] | None:
     return run
 
 
-def _interleaved(contenders: list[tuple[str, Callable[[], Any]]],
-                 repeats: int) -> dict[str, list[Any]]:
-    """Run each contender *repeats* times, round-robin; their samples by name."""
-    samples: dict[str, list[Any]] = {name: [] for name, _ in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders:
-            gc.collect()
-            samples[name].append(fn())
-    return samples
-
-
-def _repeats(quick: bool) -> int:
-    return 3 if quick else 5
-
-
 # -- 100k tiny coroutines at concurrency 100 ---------------------------------------------
 
 async def _tiny(x: int) -> int:
@@ -99,6 +82,36 @@ async def _queue_floor(n: int) -> float:
     for i in range(n):
         q.put_nowait(i)
     await q.join()
+    for w in workers:
+        w.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    return time.perf_counter() - t0
+
+
+async def _queue_futures_floor(n: int) -> float:
+    """The floor for ``submit``: the same pool, handing back an ``asyncio.Future`` per
+    item, all held until awaited in order (what ``AsyncPool.submit`` gives)."""
+    t0 = time.perf_counter()
+    q: asyncio.Queue[tuple[asyncio.Future[int], int]] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    async def worker() -> None:
+        while True:
+            fut, i = await q.get()
+            try:
+                fut.set_result(await _tiny(i))
+            except Exception as exc:
+                fut.set_exception(exc)
+            q.task_done()
+
+    workers = [asyncio.create_task(worker()) for _ in range(CONCURRENCY)]
+    futures = []
+    for i in range(n):
+        fut = loop.create_future()
+        q.put_nowait((fut, i))
+        futures.append(fut)
+    for fut in futures:
+        await fut
     for w in workers:
         w.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
@@ -175,35 +188,40 @@ async def _pool_submit(n: int) -> float:
     return time.perf_counter() - t0
 
 
+@scenario
 def tiny_tasks(quick: bool) -> dict[str, float]:
-    """100k tiny coroutines at concurrency 100: us/task, and throughput as a multiple of
-    the hand-written asyncio.Queue pool's (the floor; >= 0.5 required of AsyncPool)"""
+    """100k tiny coroutines at concurrency 100, against hand-written asyncio.Queue pools"""
     n = 20_000 if quick else 100_000
     floor = "asyncio.Queue, 100 workers (floor)"
-    contenders: list[tuple[str, Callable[[], float]]] = [
+    contenders: list[Contender] = [
         (floor, lambda: _asyncio(_queue_floor, n)),
         ("asyncio.Semaphore + gather", lambda: _asyncio(_semaphore_gather, n)),
         ("asyncio.TaskGroup + Semaphore", lambda: _asyncio(_taskgroup_semaphore, n)),
         ("aiometer.amap", lambda: _asyncio(_aiometer, n)),
         ("anyio task group + CapacityLimiter", lambda: _asyncio(_anyio_limiter, n)),
         ("AsyncPool.map", lambda: _asyncio(_pool_map, n)),
-        ("AsyncPool.submit", lambda: _asyncio(_pool_submit, n)),
         ("AsyncPool.map [trio]", lambda: _trio(_pool_map, n)),
-        ("AsyncPool.submit [trio]", lambda: _trio(_pool_submit, n)),
     ]
+    out = compare(contenders, unit="us/task", scale=1e6 / n, baseline=floor,
+                  targets=[Target("AsyncPool.map", ">=", 0.5)],
+                  title=f"{n:,} tasks on asyncio (trio row: the same code on trio)")
+    # submit hands back a future per task, all held: against the same floor handing
+    # back an asyncio.Future per item (holding n live objects costs the GC alike).
+    futures_floor = "asyncio.Queue + a Future per item (floor)"
+    out |= compare(
+        [(futures_floor, lambda: _asyncio(_queue_futures_floor, n)),
+         ("AsyncPool.submit", lambda: _asyncio(_pool_submit, n)),
+         ("AsyncPool.submit [trio]", lambda: _trio(_pool_submit, n))],
+        unit="us/task", scale=1e6 / n, baseline=futures_floor,
+        targets=[Target("AsyncPool.submit", ">=", 0.5)],
+        title=f"{n:,} tasks through submit, every future held until awaited")
     uv = _uvloop()
     if uv is not None:
-        contenders += [
-            (floor + " [uvloop]", lambda: uv(_queue_floor, n)),
-            ("AsyncPool.map [uvloop]", lambda: uv(_pool_map, n)),
-        ]
-    medians = {k: statistics.median(v)
-               for k, v in _interleaved(contenders, _repeats(quick)).items()}
-    out: dict[str, float] = {}
-    for name, seconds in medians.items():
-        base = medians[floor + " [uvloop]"] if "[uvloop]" in name else medians[floor]
-        out[f"{name}: us/task"] = seconds / n * 1e6
-        out[f"{name}: x floor"] = base / seconds
+        uv_floor = floor + " [uvloop]"
+        out |= compare(
+            [(uv_floor, lambda: uv(_queue_floor, n)),
+             ("AsyncPool.map [uvloop]", lambda: uv(_pool_map, n))],
+            unit="us/task", scale=1e6 / n, baseline=uv_floor, title=f"{n:,} tasks on uvloop")
     return out
 
 
@@ -219,7 +237,7 @@ async def _sleep10_trio(_: int) -> None:
     await trio.sleep(0.01)
 
 
-async def _sleep_floor(n: int) -> float:
+async def _sleep_floor(n: int) -> dict[str, float]:
     q: asyncio.Queue[int] = asyncio.Queue()
 
     async def worker() -> None:
@@ -238,45 +256,47 @@ async def _sleep_floor(n: int) -> float:
     for w in workers:
         w.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
-    return n / elapsed
+    return _rates(n, elapsed)
+
+
+def _rates(n: int, elapsed: float) -> dict[str, float]:
+    return {"of N/L": n / elapsed / (CONCURRENCY / 0.01), "tasks/s": n / elapsed}
 
 
 async def _sleep_pool(n: int, task: Callable[[int], Coroutine[Any, Any, None]] = _sleep10
-                      ) -> float:
+                      ) -> dict[str, float]:
     async with wp.AsyncPool(CONCURRENCY) as pool:
         await anyio.sleep(0)  # the workers start and park, as the floor's do
         t0 = time.perf_counter()
         async for _ in pool.map(task, range(n)):
             pass
-        return n / (time.perf_counter() - t0)
+        return _rates(n, time.perf_counter() - t0)
 
 
+@scenario
 def sleep_io(quick: bool) -> dict[str, float]:
-    """1,000 tasks of sleep(0.01) at concurrency 100: tasks/s, as a fraction of
-    Little's law 10,000/s (>= 0.95 required of AsyncPool)"""
+    """1,000 sleep(0.01) tasks at concurrency 100, as a fraction of Little's law"""
     n = 1_000
-    contenders: list[tuple[str, Callable[[], float]]] = [
-        ("asyncio.Queue, 100 workers", lambda: _asyncio(_sleep_floor, n)),
+    floor = "asyncio.Queue, 100 workers"
+    contenders: list[Contender] = [
+        (floor, lambda: _asyncio(_sleep_floor, n)),
         ("AsyncPool.map", lambda: _asyncio(_sleep_pool, n)),
         ("AsyncPool.map [trio]", lambda: _trio(_sleep_pool, n, _sleep10_trio)),
     ]
     uv = _uvloop()
     if uv is not None:
-        contenders += [("asyncio.Queue, 100 workers [uvloop]", lambda: uv(_sleep_floor, n)),
+        contenders += [(floor + " [uvloop]", lambda: uv(_sleep_floor, n)),
                        ("AsyncPool.map [uvloop]", lambda: uv(_sleep_pool, n))]
-    out: dict[str, float] = {}
-    for name, rates in _interleaved(contenders, _repeats(quick)).items():
-        rate = statistics.median(rates)
-        out[f"{name}: tasks/s"] = rate
-        out[f"{name}: of N/L"] = rate / (CONCURRENCY / 0.01)
-    return out
+    return compare(contenders, unit="of N/L", higher_is_better={"of N/L", "tasks/s"},
+                   baseline=floor, targets=[Target("AsyncPool.map", ">=", 0.95, on="value")],
+                   title=f"{n:,} tasks, N/L = {CONCURRENCY / 0.01:,.0f} tasks/s")
 
 
 # -- RateLimit(per_second=100) over 300 tasks --------------------------------------------
 
 
 
-async def _rated(n: int, per_second: float) -> list[float]:
+async def _rated(n: int, per_second: float) -> dict[str, float]:
     starts: list[float] = []
 
     async def task(_: int) -> None:
@@ -285,19 +305,25 @@ async def _rated(n: int, per_second: float) -> list[float]:
     async with wp.AsyncPool(CONCURRENCY, rate=wp.RateLimit(per_second=per_second)) as pool:
         async for _ in pool.map(task, range(n)):
             pass
-    return sorted(starts)
+    starts.sort()
+    return {"tasks/s": (n - 1) / (starts[-1] - starts[0]),
+            "starts in any 1 s": float(max_in_window(starts))}
 
 
+@scenario
 def rate_limit(quick: bool) -> dict[str, float]:
-    """RateLimit(per_second=100) over 300 tasks: achieved rate, (n - 1) / (last start -
-    first start), and the most starts in any 1-second window (<= 101 required)"""
+    """RateLimit(per_second=100) over 300 tasks: rate and the busiest 1-second window"""
     n, limit = (100 if quick else 300), 100
-    out: dict[str, float] = {}
-    for name, run in (("AsyncPool", _asyncio), ("AsyncPool [trio]", _trio)):
-        starts = run(_rated, n, limit)
-        out[f"{name}: tasks/s"] = (n - 1) / (starts[-1] - starts[0])
-        out[f"{name}: starts in any 1 s"] = float(max_in_window(starts))
-    return out
+    names = ("AsyncPool", "AsyncPool [trio]")
+    return compare(
+        [(names[0], lambda: _asyncio(_rated, n, limit)),
+         (names[1], lambda: _trio(_rated, n, limit))],
+        unit="tasks/s", repeats=1,
+        targets=[t for name in names for t in (
+            Target(name, "within", limit, on="value", tolerance=0.01),
+            Target(name, "<=", limit + 1, on="value", unit="starts in any 1 s"))],
+        title=f"{n} tasks, (n - 1) / (last start - first start)",
+    )
 
 
 # -- a 2,000,000-item async generator through map, in a fresh process --------------------
@@ -353,39 +379,16 @@ def _isolated(backend: str, n: int) -> dict[str, float]:
     return result
 
 
+@scenario
 def lazy_map_memory(quick: bool) -> dict[str, float]:
-    """a 2,000,000-item async generator of 100-byte items through AsyncPool.map, each in
-    a fresh process: peak RSS growth (< 20 MB required) and us/item"""
+    """peak RSS growth of AsyncPool.map over a 2,000,000-item async generator"""
     if not Path("/proc/self/clear_refs").exists():  # pragma: no cover - not Linux
         return {}
     n = 300_000 if quick else 2_000_000
-    out: dict[str, float] = {}
-    for backend in ("asyncio", "trio"):
-        runs = [_isolated(backend, n) for _ in range(1 if quick else 3)]
-        out[f"AsyncPool.map {n:,} [{backend}]: MB"] = statistics.median(r["MB"] for r in runs)
-        out[f"AsyncPool.map {n:,} [{backend}]: us/item"] = statistics.median(
-            r["us/item"] for r in runs)
-    return out
-
-
-SCENARIOS = [tiny_tasks, sleep_io, rate_limit, lazy_map_memory]
-
-
-def _main(argv: list[str]) -> None:
-    quick = "--quick" in argv
-    only = [a for a in argv if not a.startswith("-")]
-    for scenario in SCENARIOS:
-        if only and scenario.__name__ not in only:
-            continue
-        title = (scenario.__doc__ or scenario.__name__).split("\n\n")[0]
-        print(f"\n## {scenario.__name__}: {' '.join(title.split())}")
-        t0 = time.perf_counter()
-        result = scenario(quick)
-        width = max((len(k) for k in result), default=0)
-        for key, value in result.items():
-            print(f"  {key:<{width}}  {value:>12,.3f}")
-        print(f"  ({time.perf_counter() - t0:.1f} s)")
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1:])
+    names = [f"AsyncPool.map [{backend}]" for backend in ("asyncio", "trio")]
+    return compare(
+        [(names[0], lambda: _isolated("asyncio", n)), (names[1], lambda: _isolated("trio", n))],
+        unit="MB", repeats=1 if quick else 3,
+        targets=[Target(name, "<", 20, on="value") for name in names],
+        title=f"{n:,} items of 100 bytes, each run in a fresh process",
+    )

@@ -495,8 +495,9 @@ class Group:
                 if not future.set_running_or_notify_cancel():
                     error = _CANCELLED
                 else:
-                    ctx = task.ctx = slot.ctx = TaskContext(slot)
-                    if self._cancelled or ctx.cancelled:  # checked after publishing ctx
+                    # _cancel() sets _cancelled, then cancels the contexts it sees.
+                    task.ctx = slot.ctx = TaskContext(slot)
+                    if self._cancelled:  # so: checked after publishing the context
                         error = Cancelled("the group was cancelled before the task started")
                     else:
                         _LOCAL.task = task
@@ -567,7 +568,9 @@ class Group:
         """Take the first ready task for the calling runner, and whether to start
         another runner for the tasks still ready. Caller holds the lock."""
         self._busy += 1
-        return self._ready.popleft(), self._dispatch()
+        task = self._ready.popleft()
+        ready = self._ready
+        return task, bool(ready) and self._dispatch()
 
     def _start_runner(self) -> None:
         """Start a runner counted by _dispatch(); without one, those running go on."""

@@ -396,6 +396,17 @@ class AsyncSemaphore:
         if n.__class__ is int and 0 < n <= self._free and not self._waiters:
             self._free -= n
             return True
+        if timeout is None and self._asyncio and n.__class__ is int and 0 < n <= self._capacity:
+            # Waiting on asyncio without a deadline, inline: no second coroutine.
+            signal = asyncio.get_running_loop().create_future()
+            entry = (n, signal)
+            self._waiters.append(entry)
+            try:
+                await signal
+            except BaseException:  # cancelled: even if served meanwhile, hold nothing
+                self._leave(entry)
+                raise
+            return True
         return await self._acquire_slow(n, timeout)
 
     async def _acquire_slow(self, n: int, timeout: float | None) -> bool:
@@ -473,9 +484,10 @@ class AsyncSemaphore:
     def _wake(self) -> None:
         waiters = self._waiters
         free = self._free
+        on_asyncio = self._asyncio
         while waiters and waiters[0][0] <= free:
             n, signal = waiters.popleft()
-            if isinstance(signal, asyncio.Future):
+            if on_asyncio:
                 if signal.done():  # its task was cancelled: it leaves on its own
                     continue
                 signal.set_result(None)
