@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import json
+import subprocess
+import sys
+
+import pytest
 
 import workpool as wp
 
@@ -12,9 +17,44 @@ def test_all_is_sorted() -> None:
 
 
 def test_all_is_complete() -> None:
-    public = {name for name in vars(wp) if not name.startswith("_")}
+    public = {name for name in dir(wp) if not name.startswith("_")}
     public -= {"annotations"}
     assert public == set(wp.__all__)
+
+
+def test_unknown_names_raise_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="module 'workpool' has no attribute 'Nope'"):
+        wp.Nope  # type: ignore[attr-defined]  # noqa: B018
+
+
+def _imported_after(code: str) -> set[str]:
+    """The heavy modules loaded by a fresh interpreter after running *code*."""
+    heavy = ["anyio", "asyncio", "sqlite3", "rich", "cloudpickle", "trio"]
+    probe = f"import sys; {code}; import json; print(json.dumps([m for m in {heavy!r} "
+    probe += "if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    return set(json.loads(out))
+
+
+def test_import_loads_no_heavy_module() -> None:
+    assert _imported_after("import workpool") == set()
+
+
+def test_threads_load_only_what_they_need() -> None:
+    code = "import workpool as wp; wp.ThreadPool; wp.Group; wp.Semaphore"
+    assert _imported_after(code) == set()
+    assert _imported_after("import workpool as wp; wp.ProcessPool") == {"cloudpickle"}
+    assert "anyio" in _imported_after("import workpool as wp; wp.AsyncPool")
+
+
+def test_lazy_names_are_the_same_objects_as_their_modules() -> None:
+    from workpool._async_pool import AsyncPool
+    from workpool._pipeline import Pipeline
+
+    assert wp.AsyncPool is AsyncPool
+    assert wp.Pipeline is Pipeline
+    assert wp.AsyncFuture.__module__ == "workpool"  # loaded with its family
 
 
 def test_every_public_name_has_a_docstring() -> None:

@@ -12,9 +12,8 @@ Example::
             print(page)
 """
 
-from ._async_group import AsyncGroup as AsyncGroup
-from ._async_pool import AsyncPool as AsyncPool
-from ._async_task import AsyncFuture as AsyncFuture
+import typing as _typing
+
 from ._core.context import TaskContext as TaskContext
 from ._core.context import current as current
 from ._core.exceptions import Cancelled as Cancelled
@@ -31,18 +30,23 @@ from ._core.retry import Retry as Retry
 from ._core.sizing import cpus as cpus
 from ._core.sizing import io_workers as io_workers
 from ._core.stats import PoolStatistics as PoolStatistics
-from ._group import Group as Group
-from ._merge import amerge as amerge
-from ._merge import merge as merge
-from ._pipeline import CollectedError as CollectedError
-from ._pipeline import Pipeline as Pipeline
-from ._pipeline import PipelineReport as PipelineReport
-from ._pipeline import StageReport as StageReport
-from ._pool import ThreadPool as ThreadPool
-from ._process_pool import ProcessPool as ProcessPool
-from ._sync import AsyncSemaphore as AsyncSemaphore
-from ._sync import Semaphore as Semaphore
-from ._sync import SemaphoreStatistics as SemaphoreStatistics
+
+if _typing.TYPE_CHECKING:
+    from ._async_group import AsyncGroup as AsyncGroup
+    from ._async_pool import AsyncPool as AsyncPool
+    from ._async_sync import AsyncSemaphore as AsyncSemaphore
+    from ._async_task import AsyncFuture as AsyncFuture
+    from ._group import Group as Group
+    from ._merge import amerge as amerge
+    from ._merge import merge as merge
+    from ._pipeline import CollectedError as CollectedError
+    from ._pipeline import Pipeline as Pipeline
+    from ._pipeline import PipelineReport as PipelineReport
+    from ._pipeline import StageReport as StageReport
+    from ._pool import ThreadPool as ThreadPool
+    from ._process_pool import ProcessPool as ProcessPool
+    from ._sync import Semaphore as Semaphore
+    from ._sync import SemaphoreStatistics as SemaphoreStatistics
 
 __version__ = "0.1.0"
 
@@ -81,12 +85,47 @@ __all__ = [
 ]
 
 
-def _rewrite_modules() -> None:
+# The rest loads on first use (PEP 562), so that ``import workpool`` stays light: the
+# async side brings anyio and asyncio, processes bring multiprocessing, pipelines
+# sqlite3. Names of one family load together. {family: {name: module}}
+_LAZY: dict[str, dict[str, str]] = {
+    "threads": {"ThreadPool": "._pool", "Group": "._group", "Semaphore": "._sync",
+                "SemaphoreStatistics": "._sync"},
+    "processes": {"ProcessPool": "._process_pool"},
+    "async": {"AsyncPool": "._async_pool", "AsyncFuture": "._async_task",
+              "AsyncGroup": "._async_group", "AsyncSemaphore": "._async_sync",
+              "merge": "._merge", "amerge": "._merge"},
+    "pipelines": {"Pipeline": "._pipeline", "PipelineReport": "._pipeline",
+                  "StageReport": "._pipeline", "CollectedError": "._pipeline"},
+}
+_FAMILY = {name: family for family, names in _LAZY.items() for name in names}
+
+
+if not _typing.TYPE_CHECKING:  # type checkers see the imports above, and no catch-all
+
+    def __getattr__(name: str) -> object:
+        family = _FAMILY.get(name)
+        if family is None:
+            raise AttributeError(f"module 'workpool' has no attribute {name!r}")
+        import importlib
+
+        for member, module in _LAZY[family].items():
+            obj = getattr(importlib.import_module(module, __name__), member)
+            _say_workpool(obj)
+            globals()[member] = obj
+        return globals()[name]
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))
+
+
+def _say_workpool(obj: object) -> None:
     # Tracebacks and reprs say workpool.X, not workpool._core.module.X.
-    for name in __all__:
-        obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith("workpool."):
-            obj.__module__ = "workpool"
+    if getattr(obj, "__module__", "").startswith("workpool."):
+        obj.__module__ = "workpool"
 
 
-_rewrite_modules()
+for _name in __all__:
+    if _name in globals():
+        _say_workpool(globals()[_name])
+del _name
