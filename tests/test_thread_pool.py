@@ -169,6 +169,43 @@ def test_timeout_cancels_the_context_and_replaces_the_thread() -> None:
     assert cancelled_seen == [True]
 
 
+def test_drain_ends_when_the_last_task_is_given_up_on() -> None:
+    # A timed-out task is retried while the pool drains, and times out again. Given up
+    # on twice, its workers never come back: shutdown() must neither wait for them nor
+    # for the idle workers (two by then), which only their retirement let go before.
+    release = threading.Event()
+    attempts: list[int] = []
+
+    def stuck() -> None:
+        attempts.append(wp.current().attempt)
+        release.wait(3 * WAIT)  # ignores cancellation; longer than the waits below
+
+    retry = wp.Retry(attempts=2, backoff=0.2, jitter="none")
+    pool = wp.ThreadPool(3, timeout=0.05, retry=retry)
+    gate = ThreadGate()
+    held = pool.submit(gate.wait)
+    assert pool.submit(_tasks.square, 2).result(WAIT) == 4  # a second worker
+    gate.open()
+    assert held.result(WAIT) is True  # both idle now
+    future = pool.submit(stuck)
+    deadline = time.monotonic() + WAIT
+    while pool.statistics().retried == 0:  # given up on once: a replacement idles too
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    done = threading.Event()
+    closer = threading.Thread(target=lambda: (pool.shutdown(), done.set()))
+    closer.start()
+    try:
+        with pytest.raises(wp.TaskTimeout):
+            future.result(WAIT)
+        assert attempts == [1, 2]
+        assert done.wait(WAIT), "shutdown() waited for a worker given up on, or idle"
+        assert pool.statistics().stuck == 2
+    finally:
+        release.set()
+        closer.join(WAIT)
+
+
 def test_context_sleep_wakes_on_timeout() -> None:
     with wp.ThreadPool(1, timeout=0.05) as pool:
         future = pool.submit(_tasks.sleep_for, 30)

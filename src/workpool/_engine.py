@@ -120,6 +120,11 @@ class Engine(EngineIntake):
             self.stop_worker(worker)
             with self._lock:
                 self._workers.discard(worker)
+                if worker.thread is not None and not worker.abandoned:
+                    if len(self._left) >= 64:  # workers recycled in a long-lived pool
+                        self._left = [t for t in self._left if t.is_alive()]
+                    self._left.append(worker.thread)
+                self._workers_changed.notify_all()
                 last = self.state != RUNNING and self._alive == 0 and not self._retrying
             if last and self._timer is not None:
                 self._timer.close()  # nothing can need it any more
@@ -275,6 +280,9 @@ class Engine(EngineIntake):
             replace = self.state == RUNNING or self._size > 0 or bool(self._retrying)
             if replace:
                 self._alive += 1
+            else:  # nothing is left to do: idle workers leave (nobody else retires)
+                self._release_idle()
+            self._workers_changed.notify_all()
         ctx = worker.slot.ctx
         if ctx is not None:
             ctx.cancel()
@@ -402,23 +410,22 @@ class Engine(EngineIntake):
         return left
 
     def join(self, deadline: float | None) -> bool:
-        """Wait for every worker that is not stuck to leave; False at the deadline."""
-        while True:
-            with self._lock:
-                threads = [w.thread for w in self._workers if not w.abandoned
-                           and w.thread is not None and w.thread is not threading.current_thread()]
-            if not threads:
-                break
-            for thread in threads:
+        """Wait for every worker that is not stuck to leave; False at the deadline.
+
+        A worker given up on while join() waits is not waited for (hence a wait on
+        ``_workers_changed``, not on each thread in turn).
+        """
+        me = threading.current_thread()
+        with self._lock:
+            while any(not w.abandoned and w.thread is not me for w in self._workers):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                if thread.ident is None:  # being started by another thread right now
-                    time.sleep(0.001)
-                    continue
-                thread.join(remaining)
-                if thread.is_alive():
-                    return False
+                self._workers_changed.wait(remaining)
+            left, self._left = self._left, []
+        for thread in left:  # past its last lock: ending now
+            if thread is not me:
+                thread.join()
         timer = self._timer
         if timer is not None:
             timer.close()

@@ -106,6 +106,10 @@ class EngineIntake:
         self._idle = 0
         self._wake: SimpleQueue[Task | None] = SimpleQueue()
         self._workers: set[Worker] = set()
+        # Notified when a worker leaves the set or is given up on: what join() waits
+        # for. Threads that left are joined (they are ending) by join().
+        self._workers_changed = threading.Condition(self._lock)
+        self._left: list[threading.Thread] = []
         self._alive = 0  # workers not abandoned
         self._stuck = 0
         self._ids = itertools.count()

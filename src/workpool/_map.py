@@ -10,8 +10,10 @@
 The caller's own thread reads the input, a little at a time as it consumes results,
 so nothing runs ahead of the consumer by more than the window and an endless
 generator maps in flat memory. With ``chunksize="auto"`` the chunk size starts at 1
-and grows (at most 16-fold per chunk) until a chunk takes about ``target`` seconds,
+and grows (at most 64-fold per chunk) until a chunk takes about ``target`` seconds,
 from the measured time per item: joblib's auto-batching, for threads and processes.
+While it grows, the window holds one chunk per worker instead of four, so that few
+chunks of a size about to be outgrown are sent (each costs a round trip).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class MapRun:
         self.end_time = None if timeout is None else time.monotonic() + timeout
         self.auto = chunksize == "auto"
         self.chunk = 1 if self.auto else int(chunksize)
+        self.growing = self.auto  # see the module docstring
         self.max_chunk = max_chunk if window is None else max(1, min(max_chunk, window // 2))
         self.budget = budget  # each item of a chunk holds one token while it is out
         if budget is not None:
@@ -91,7 +94,7 @@ class MapRun:
     def window(self) -> int:
         if self.fixed_window is not None:
             return self.fixed_window
-        return 4 * self.workers * self.chunk
+        return (1 if self.growing else 4) * self.workers * self.chunk
 
     def fill(self) -> None:
         """Read and submit chunks until the window is full or the input ends."""
@@ -136,7 +139,9 @@ class MapRun:
             return
         per_item = chunk.seconds / size
         ideal = self.max_chunk if per_item <= 0 else int(self.target / per_item)
-        self.chunk = max(1, min(ideal, 16 * self.chunk, self.max_chunk))
+        new = max(1, min(ideal, 64 * self.chunk, self.max_chunk))
+        self.growing = new > self.chunk
+        self.chunk = new
 
     # -- the consumer side --------------------------------------------------------------
 
