@@ -94,6 +94,15 @@ class PoolBehaviour:
             assert next(it) == (0, 1)
             with pytest.raises(ZeroDivisionError):
                 next(it)
+            assert list(it) == []  # the error ends the map, as the stdlib's generator
+
+    def test_map_ends_at_an_error_in_a_big_chunk(self) -> None:
+        with self.make_pool(workers=2) as pool:
+            it = pool.map(_tasks.invert, [1, 2, 0, 4], chunksize=4)
+            assert [next(it), next(it)] == [1.0, 0.5]
+            with pytest.raises(ZeroDivisionError):
+                next(it)
+            assert list(it) == []
 
     def test_map_on_error_return_yields_outcomes(self) -> None:
         with self.make_pool(workers=2) as pool:

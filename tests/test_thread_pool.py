@@ -193,7 +193,12 @@ def test_drain_ends_when_the_last_task_is_given_up_on() -> None:
         assert time.monotonic() < deadline
         time.sleep(0.001)
     done = threading.Event()
-    closer = threading.Thread(target=lambda: (pool.shutdown(), done.set()))
+
+    def close() -> None:
+        pool.shutdown()
+        done.set()
+
+    closer = threading.Thread(target=close)
     closer.start()
     try:
         with pytest.raises(wp.TaskTimeout):

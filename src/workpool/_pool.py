@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from concurrent.futures.thread import BrokenThreadPool
 from types import TracebackType
@@ -21,7 +21,7 @@ from ._core.ratelimit import RateLimit
 from ._core.retry import Retry
 from ._core.stats import PoolStatistics
 from ._engine import Engine, Task
-from ._map import MapRun, check_map_args, results
+from ._map import MapIterator, MapRun, check_map_args, results
 from ._sync import Semaphore
 
 __all__ = ["ExecutorPool", "ThreadPool"]
@@ -231,7 +231,7 @@ class ExecutorPool(Executor):
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
-            on_error: Literal["raise", "return"] = "raise") -> Generator[Any, None, None]:
+            on_error: Literal["raise", "return"] = "raise") -> MapIterator[Any]:
         """Lazily apply *fn* to the items of *iterables* (zipped, as ``map``).
 
         Reads the input only ``window`` items ahead of what you consumed, so an endless
