@@ -536,3 +536,32 @@ def test_memory_stays_flat_over_an_endless_source() -> None:
     short, long = peaks
     assert long < 8 << 20, f"peak {long / 2**20:.1f} MiB"
     assert long < 1.5 * short + (2 << 20), (short, long)
+
+
+# -- the loop scope that stages and async sources are cancelled through --------------------
+
+@pytest.mark.anyio
+async def test_loop_scope_remembers_a_cancel_from_before_it_opened() -> None:
+    import anyio
+
+    from workpool._pipeline._channel import LoopScope
+
+    scope = LoopScope()
+    scope.cancel()
+    with scope.open() as cs:
+        await anyio.sleep(10)  # bounded: the cancel ends it at once
+    assert cs.cancelled_caught
+
+
+@pytest.mark.anyio
+async def test_loop_scope_is_cancelled_from_another_thread() -> None:
+    import anyio
+
+    from workpool._pipeline._channel import LoopScope
+
+    scope = LoopScope()
+    with scope.open() as cs:
+        threading.Thread(target=scope.cancel).start()
+        await anyio.sleep(10)  # bounded: the cancel ends it at once
+    assert cs.cancelled_caught
+    scope.cancel()  # closed: nothing left to cancel, and no error

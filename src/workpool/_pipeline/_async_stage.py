@@ -14,14 +14,13 @@ cancel scope from outside, which cancels every task the pool runs.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from typing import Any
 
 import anyio
 
-from ._channel import Aborted, Channel, aget_many, aput_many, loop_waker
+from ._channel import Aborted, Channel, LoopScope, aget_many, aput_many
 from ._spec import StageSpec, worker_function
 from ._stages import RunContext, StageRuntime
 
@@ -45,9 +44,7 @@ class AsyncStage(StageRuntime):
     def __init__(self, run: RunContext, spec: StageSpec, source: Channel,
                  sink: Channel) -> None:
         super().__init__(run, spec, source, sink)
-        self._lock = threading.Lock()
-        self._cancel: Any = None  # cancels the stage's scope, from any thread
-        self._cancelled = False
+        self._scope = LoopScope()  # the stage's, cancelled from any thread
         self._done: deque[_Pending] = deque()
         self._ready: anyio.Event | None = None
         self._expected: int | None = None
@@ -61,17 +58,8 @@ class AsyncStage(StageRuntime):
             raise leaf(group) from None
 
     async def _serve(self) -> None:
-        soon, _ = loop_waker()
-        with anyio.CancelScope() as scope:
-            with self._lock:
-                self._cancel = lambda: soon(scope.cancel)
-                if self._cancelled:
-                    scope.cancel()
-            try:
-                await self._work()
-            finally:
-                with self._lock:
-                    self._cancel = None
+        with self._scope.open():
+            await self._work()
 
     async def _work(self) -> None:
         from .._async_pool import AsyncPool
@@ -166,11 +154,7 @@ class AsyncStage(StageRuntime):
         limit.release()
 
     def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            cancel = self._cancel
-        if cancel is not None:
-            cancel()
+        self._scope.cancel()
 
     def busy(self) -> int:
         return self.running

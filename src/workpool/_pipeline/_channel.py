@@ -18,11 +18,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, Final
 
-__all__ = ["Aborted", "Channel", "Slots", "aget_many", "aput_many", "loop_waker"]
+import anyio
+
+__all__ = ["Aborted", "Channel", "LoopScope", "Slots", "aget_many", "aput_many",
+           "loop_waker"]
 
 Waker = Callable[[], object]
 
@@ -308,3 +311,45 @@ async def aput_many(channel: Channel, batch: list[Any]) -> None:
         event = anyio.Event()
         if channel.when_writable(partial(soon, event.set)):
             await event.wait()
+
+
+class LoopScope:
+    """A cancel scope on an event loop that any thread may cancel, before it opens
+    too: ``cancel()`` is remembered, and cancels the scope as soon as it opens.
+
+    Example::
+
+        scope = LoopScope()            # cancel() from any thread, any time
+        async def main():
+            with scope.open() as cs:   # in the loop's task
+                await work()
+            if cs.cancelled_caught: ...
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancel: Callable[[], None] | None = None
+        self._cancelled = False
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[anyio.CancelScope]:
+        """Enter the scope in the running loop's current task."""
+        soon, _ = loop_waker()
+        with anyio.CancelScope() as scope:
+            with self._lock:
+                self._cancel = lambda: soon(scope.cancel)
+                if self._cancelled:
+                    scope.cancel()
+            try:
+                yield scope
+            finally:
+                with self._lock:
+                    self._cancel = None
+
+    def cancel(self) -> None:
+        """Cancel the scope: now if it is open, else as soon as it opens."""
+        with self._lock:
+            self._cancelled = True
+            cancel = self._cancel
+        if cancel is not None:
+            cancel()

@@ -20,7 +20,7 @@ from typing import Any, Final, Generic, TypeVar, final
 import anyio
 
 from ._async_stage import AsyncStage, leaf
-from ._channel import Aborted, Channel, aget_many, aput_many, loop_waker
+from ._channel import Aborted, Channel, LoopScope, aget_many, aput_many
 from ._journal import Book, Journal, Tag
 from ._report import CollectedError, PipelineReport, elapsed, stage_report
 from ._spec import BATCH, UNBATCH, StageSpec
@@ -45,9 +45,7 @@ class Source:
         self.items = 0
         self.resumed = 0
         self.is_async = hasattr(type(iterable), "__aiter__")
-        self._lock = threading.Lock()
-        self._cancel: Callable[[], None] | None = None
-        self._cancelled = False
+        self._scope = LoopScope()  # an async source's loop, cancelled from any thread
         self.thread = threading.Thread(target=self._main, name="pipeline-source")
 
     def _main(self) -> None:
@@ -98,12 +96,7 @@ class Source:
                 close()
 
     async def _afeed(self) -> None:
-        soon, _ = loop_waker()
-        with anyio.CancelScope() as scope:
-            with self._lock:
-                self._cancel = lambda: soon(scope.cancel)
-                if self._cancelled:
-                    scope.cancel()
+        with self._scope.open() as scope:
             journal = self.run.journal
             reader = None if journal is None else journal.reader()
             finished = None if reader is None else reader.finished
@@ -124,11 +117,7 @@ class Source:
             raise Aborted
 
     def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            cancel = self._cancel
-        if cancel is not None:
-            cancel()
+        self._scope.cancel()
 
 
 class Run:
