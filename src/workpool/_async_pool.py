@@ -20,7 +20,7 @@ from ._core.outcome import Outcome
 from ._core.ratelimit import RateLimit
 from ._core.retry import Retry
 from ._core.stats import PoolStatistics
-from ._pool import check_options, check_timeout, resolve_workers
+from ._pool import check_options, check_schedule_args, check_timeout, resolve_workers
 
 __all__ = ["AsyncPool"]
 
@@ -266,12 +266,7 @@ class AsyncPool:
         """
         engine = self._engine
         engine.check_open()
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise TypeError(f"priority must be an int, got {priority!r}")
-        if retry is not None and not isinstance(retry, Retry):
-            raise TypeError(f"retry must be a wp.Retry or None, got {retry!r}")
-        if kwargs is not None and not isinstance(kwargs, dict):
-            raise TypeError(f"kwargs must be a dict or None, got {kwargs!r}")
+        check_schedule_args(priority, retry, kwargs)
         base = engine.spec_for(fn)
         spec = Spec(engine, base.kind,
                     base.timeout if timeout is None else check_timeout(timeout),

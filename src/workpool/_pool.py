@@ -71,6 +71,17 @@ def check_options(queue_size: int, retry: Retry | None, rate: RateLimit | None,
         raise TypeError("initializer must be a callable")  # the stdlib's message
 
 
+def check_schedule_args(priority: int, retry: Retry | None,
+                        kwargs: dict[str, Any] | None) -> None:
+    """Validate what every pool's ``schedule`` takes beyond the call."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, got {priority!r}")
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(f"retry must be a wp.Retry or None, got {retry!r}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError(f"kwargs must be a dict or None, got {kwargs!r}")
+
+
 def resolve_workers(workers: int | None, max_workers: int | None, default: int) -> int:
     """``workers`` or its stdlib alias ``max_workers``, checked; *default* if neither."""
     if workers is not None and max_workers is not None and workers != max_workers:
@@ -210,12 +221,7 @@ class ExecutorPool(Executor):
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise TypeError(f"priority must be an int, got {priority!r}")
-        if retry is not None and not isinstance(retry, Retry):
-            raise TypeError(f"retry must be a wp.Retry or None, got {retry!r}")
-        if kwargs is not None and not isinstance(kwargs, dict):
-            raise TypeError(f"kwargs must be a dict or None, got {kwargs!r}")
+        check_schedule_args(priority, retry, kwargs)
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
             raise ValueError(f"cost must be an int >= 1, got {cost!r}")
         task_timeout = self._timeout if timeout is None else check_timeout(timeout)
