@@ -142,6 +142,13 @@ class GroupBase:
 
     # -- shared bookkeeping -------------------------------------------------------------
 
+    def _not_started(self, task: Task) -> None:
+        """An admitted task that never started after all leaves the group (and its
+        place in ``results()``). Caller holds the lock."""
+        self._inflight.discard(task)
+        self._values[task.index] = NOT_STARTED
+        self._release()
+
     def _admit(self, task: Task) -> None:
         # Caller holds the lock (and counts the task in _active).
         task.index = len(self._values)
@@ -232,9 +239,7 @@ class GroupBase:
             future = self._submit(task, fn, args, kwargs, block)
         except BaseException:  # not started after all (a full queue, a closed pool)
             with self._lock:
-                self._inflight.discard(task)
-                self._values[task.index] = NOT_STARTED
-                self._release()
+                self._not_started(task)
             raise
         task.future = future
         future.add_done_callback(task)

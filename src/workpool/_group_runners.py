@@ -35,7 +35,6 @@ from ._group_base import (
     CLOSED,
     EXITING,
     LOCAL,
-    NOT_STARTED,
     OPEN,
     UNLIMITED,
     GroupBase,
@@ -94,9 +93,7 @@ class OwnThreads(GroupBase):
                 if task not in self._ready:
                     return future  # another runner took it
                 self._ready.remove(task)
-                self._inflight.discard(task)
-                self._values[task.index] = NOT_STARTED
-                self._release()
+                self._not_started(task)
             raise
         return future
 
@@ -214,9 +211,7 @@ class OwnThreads(GroupBase):
         """Take the first ready task for the calling runner, and whether to start
         another runner for the tasks still ready. Caller holds the lock."""
         self._busy += 1
-        task = self._ready.popleft()
-        ready = self._ready
-        return task, bool(ready) and self._dispatch()
+        return self._ready.popleft(), self._dispatch()
 
     def _start_runner(self) -> None:
         """Start a runner counted by _dispatch(); without one, those running go on."""
