@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
@@ -243,14 +244,39 @@ def test_cancel_futures_cancels_waiting_retries() -> None:
     assert pool.statistics().cancelled == 1
 
 
-def test_cancel_futures_interrupts_context_sleep() -> None:
+def test_cancel_futures_lets_running_tasks_finish() -> None:
+    # As the stdlib: queued tasks are cancelled, running ones finish.
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> str:
+        started.set()
+        assert release.wait(WAIT)
+        return "finished"
+
+    pool = wp.ThreadPool(1)
+    running = pool.submit(hold)
+    queued = pool.submit(_tasks.square, 3)
+    assert started.wait(WAIT)
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled()
+    assert not running.done()
+    release.set()
+    assert running.result(WAIT) == "finished"
+    pool.shutdown()
+    assert pool.unfinished == (queued,)
+    stats = pool.statistics()
+    assert (stats.completed, stats.cancelled) == (1, 1)
+
+
+def test_shutdown_timeout_interrupts_context_sleep() -> None:
     pool = wp.ThreadPool(1)
     future = pool.submit(_tasks.sleep_for, 30)
     while pool.statistics().running == 0:
         time.sleep(0.001)
-    pool.shutdown(cancel_futures=True)
+    pool.shutdown(timeout=0.05)
     with pytest.raises(wp.Cancelled):
         future.result(WAIT)
+    assert pool.unfinished == (future,)
     assert pool.statistics().cancelled == 1
 
 
@@ -534,3 +560,176 @@ def test_a_blocked_hand_off_is_woken_by_a_worker_going_idle() -> None:
         thread.join(WAIT)
         assert blocker.result(WAIT) is True
     assert result == [49]
+
+
+# -- drop-in: what code written for ThreadPoolExecutor relies on ----------------------
+
+
+def test_is_a_thread_pool_executor_with_its_attributes() -> None:
+    with wp.ThreadPool(3, thread_name_prefix="legacy") as pool:
+        assert isinstance(pool, cf.ThreadPoolExecutor)
+        assert pool._max_workers == 3
+        assert pool.submit(threading.current_thread).result(WAIT).name.startswith("legacy_")
+    with pytest.raises(TypeError, match=r"^thread_name_prefix must be a str, got 3$"):
+        wp.ThreadPool(1, thread_name_prefix=3)  # type: ignore[arg-type]
+
+
+def _run_script(code: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_a_forked_child_exits_while_a_pool_exists() -> None:
+    # The child inherits the pool but not its threads: it must neither wait for them
+    # at exit nor accept work it could never run.
+    out = _run_script("""
+        import os, sys
+        import workpool as wp
+        pool = wp.ThreadPool(2)
+        assert pool.submit(pow, 2, 5).result(10) == 32
+        pid = os.fork()
+        if pid == 0:
+            try:
+                pool.submit(pow, 2, 3)
+            except wp.PoolClosed as exc:
+                print("child:", exc, flush=True)
+            sys.exit(0)  # a normal exit: runs the exit hooks
+        _, status = os.waitpid(pid, 0)
+        print("child exit:", os.waitstatus_to_exitcode(status))
+        print("parent:", pool.submit(pow, 3, 2).result(10))
+    """)
+    assert out.stderr == ""
+    assert out.stdout.splitlines() == [
+        "child: cannot schedule new futures in a forked child process: the pool belongs "
+        "to its parent",
+        "child exit: 0",
+        "parent: 9",
+    ]
+
+
+def test_submit_after_interpreter_shutdown_raises_the_stdlibs_error() -> None:
+    out = _run_script("""
+        import atexit
+        import workpool as wp
+
+        @atexit.register
+        def late():
+            for p in (pool, wp.ThreadPool(1)):
+                try:
+                    p.submit(print, "ran")
+                except RuntimeError as exc:
+                    print(type(exc).__name__, exc)
+
+        pool = wp.ThreadPool(2)
+        pool.submit(print, "early").result(10)
+    """)
+    assert out.stderr == ""
+    assert out.stdout.splitlines() == [
+        "early",
+        "RuntimeError cannot schedule new futures after interpreter shutdown",
+        "RuntimeError cannot schedule new futures after interpreter shutdown",
+    ]
+
+
+def test_a_thread_given_up_on_does_not_keep_the_interpreter_alive() -> None:
+    started = time.monotonic()
+    out = _run_script("""
+        import time
+        import workpool as wp
+        pool = wp.ThreadPool(1, timeout=0.2)
+        future = pool.submit(time.sleep, 60)
+        print(type(future.exception(10)).__name__)
+    """)
+    assert (out.stdout, out.stderr, out.returncode) == ("TaskTimeout\n", "", 0)
+    assert time.monotonic() - started < 25  # the sleeping thread was not waited for
+
+
+def test_statistics_count_map_items_not_chunks() -> None:
+    with wp.ThreadPool(4) as pool:
+        assert sum(pool.map(_tasks.square, range(80_000))) == sum(i * i for i in range(80_000))
+        stats = pool.statistics()
+    assert (stats.submitted, stats.completed, stats.failed) == (80_000, 80_000, 0)
+
+
+def _fails_after(n: int) -> Any:
+    yield from range(n)
+    raise OSError("the input broke")
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("chunksize", ["auto", 1, 7])
+def test_map_yields_every_item_read_before_the_input_fails(ordered: bool,
+                                                          chunksize: int | str) -> None:
+    got: list[int] = []
+    with wp.ThreadPool(2) as pool:
+        results = pool.map(_tasks.square, _fails_after(100), ordered=ordered,
+                           chunksize=chunksize)
+        with pytest.raises(OSError, match=r"^the input broke$"):
+            for value in results:
+                got.append(value)
+    assert sorted(got) == [i * i for i in range(100)]
+    assert list(results) == []
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, 0, "1"])
+def test_a_bad_timeout_is_refused_at_the_call(bad: Any) -> None:
+    error = TypeError if isinstance(bad, str) else ValueError
+    with pytest.raises(error, match=r"^timeout must be"):
+        wp.ThreadPool(1, timeout=bad)
+    with wp.ThreadPool(1) as pool:
+        with pytest.raises(error, match=r"^timeout must be"):
+            pool.schedule(_tasks.square, (2,), timeout=bad)
+        if bad != -1.0 and bad != 0:  # map's timeout is the stdlib's: >= 0 allowed
+            with pytest.raises(error, match=r"^timeout must be"):
+                pool.map(_tasks.square, [1], timeout=bad)
+
+
+def test_an_infinite_timeout_means_none() -> None:
+    with wp.ThreadPool(1, timeout=float("inf")) as pool:
+        assert pool.schedule(_tasks.square, (3,), timeout=float("inf")).result(WAIT) == 9
+        assert list(pool.map(_tasks.square, [2], timeout=float("inf"))) == [4]
+
+
+class _Big:
+    def method(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_no_stale_references_to_a_finished_task(timeout: float | None) -> None:
+    # The future stays alive; the pool must not keep the task's function or arguments.
+    collected = threading.Event()
+    with wp.ThreadPool(2, timeout=timeout) as pool:
+        obj = _Big()
+        ref = weakref.ref(obj, lambda _: collected.set())
+        future = pool.submit(obj.method)
+        arg_future = pool.submit(id, _Big())
+        assert future.result(WAIT) == 1
+        arg_future.result(WAIT)
+        del obj
+        for _ in range(50):
+            gc.collect()
+            if collected.wait(0.05):
+                break
+        assert ref() is None
+        assert future.done()
+
+
+def test_shutdown_timeout_zero_stops_running_tasks_at_once() -> None:
+    started = threading.Event()
+
+    def hold() -> None:
+        started.set()
+        wp.current().sleep(30)
+
+    pool = wp.ThreadPool(1)
+    running = pool.submit(hold)
+    queued = pool.submit(_tasks.square, 2)
+    assert started.wait(WAIT)
+    pool.shutdown(timeout=0)
+    assert queued.cancelled()
+    with pytest.raises(wp.Cancelled, match=r"^abandoned by shutdown$"):
+        running.result(WAIT)
+    assert set(pool.unfinished) == {running, queued}
+    with pytest.raises(ValueError, match=r"^timeout must be >= 0, got nan$"):
+        pool.shutdown(timeout=float("nan"))

@@ -34,10 +34,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from functools import partial
+from queue import SimpleQueue
 from typing import Any, Final
 
 from ._core.context import TaskContext
-from ._core.exceptions import Cancelled, TaskTimeout
+from ._core.exceptions import Cancelled, PoolClosed, TaskTimeout
 from ._core.retry import Retry
 from ._core.stats import PoolStatistics
 from ._core.timer import Timer
@@ -74,7 +75,11 @@ class Engine(EngineIntake):
 
     def _spawn(self, first: Task | None) -> None:
         worker = self.new_worker(next(self._ids))
-        thread = threading.Thread(target=self._work, args=(worker, first),
+        worker.first = first
+        # A daemon thread: one the pool gave up on (stuck past its timeout) must not
+        # keep the interpreter alive. The others are joined at exit by the pools' exit
+        # hook (``_pool._python_exit``), as the stdlib joins its workers.
+        thread = threading.Thread(target=self._work, args=(worker,), daemon=True,
                                   name=f"{self.name}_{worker.slot.worker_id}")
         worker.thread = thread
         with self._lock:
@@ -111,9 +116,9 @@ class Engine(EngineIntake):
         """*task* missed its deadline while *worker* ran it."""
         raise NotImplementedError
 
-    def _work(self, worker: Worker, task: Task | None) -> None:
+    def _work(self, worker: Worker) -> None:
         try:
-            self._loop(worker, task)
+            self._loop(worker)
         finally:
             # The worker leaves the set join() waits on only once its resources (its
             # process, for processes) are released.
@@ -129,7 +134,8 @@ class Engine(EngineIntake):
             if last and self._timer is not None:
                 self._timer.close()  # nothing can need it any more
 
-    def _loop(self, worker: Worker, task: Task | None) -> None:
+    def _loop(self, worker: Worker) -> None:
+        task, worker.first = worker.first, None
         if not self.start_worker(worker):
             self._initializer_failed(worker, task)
             return
@@ -342,17 +348,25 @@ class Engine(EngineIntake):
 
     # -- shutdown -----------------------------------------------------------------------
 
-    def close_intake(self) -> None:
-        """Stop accepting work; idle workers leave once nothing is left."""
+    def close_intake(self, error: tuple[type[Exception], str] | None = None) -> None:
+        """Stop accepting work; idle workers leave once nothing is left.
+
+        *error* is what ``put()`` raises from now on: (type, message); by default
+        ``PoolClosed`` with the stdlib's message.
+        """
         with self._lock:
             if self.state == RUNNING:
                 self.state = CLOSING
+                if error is not None:
+                    self.closed_error = error
             self._not_full.notify_all()
             if not self._size and not self._retrying:
                 self._release_idle()
 
     def cancel_pending(self) -> list[Future[Any]]:
-        """Cancel queued tasks and tasks waiting for a retry; ask running ones to stop.
+        """Cancel queued tasks and tasks waiting for a retry; running ones go on (as
+        the stdlib's ``shutdown(cancel_futures=True)``): stopping them is
+        ``abandon_running``'s.
 
         Returns the futures this cancelled."""
         self.stop.set()
@@ -362,7 +376,6 @@ class Engine(EngineIntake):
                 queued.append(task)
             retrying = list(self._retrying.items())
             self._retrying.clear()
-            running = [w for w in self._workers if w.task is not None and not w.abandoned]
             self._release_idle()
             for task in queued:
                 self.stats.cancelled += task.count
@@ -380,8 +393,6 @@ class Engine(EngineIntake):
                 handle.cancel()
             _settle(task.future, None, Cancelled("cancelled by shutdown while waiting to retry"))
             cancelled.append(task.future)
-        for worker in running:
-            self.cancel_running(worker)
         return cancelled
 
     def cancel_running(self, worker: Worker) -> None:
@@ -430,6 +441,28 @@ class Engine(EngineIntake):
         if timer is not None:
             timer.close()
         return True
+
+    def after_fork_in_child(self) -> None:
+        """In a child forked from this process: the workers, the timer and any lock
+        held at the fork belong to the parent. Start over with fresh locks, no
+        workers and closed intake, so that nothing here waits for or stops the
+        parent's workers, and a submit says why it fails."""
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._workers_changed = threading.Condition(self._lock)
+        self.stop = threading.Event()
+        self._put_waiters = self._size = self._idle = self._alive = self._stuck = 0
+        self._queues = {}
+        self._prios = []
+        self._wake = SimpleQueue()
+        self._workers = set()
+        self._left = []
+        self._retrying = {}
+        self._maps = set()
+        self._timer = None
+        self.state = CLOSING
+        self.closed_error = (PoolClosed, "cannot schedule new futures in a forked child "
+                                         "process: the pool belongs to its parent")
 
     # -- maps that nobody iterated ------------------------------------------------------
 

@@ -20,6 +20,7 @@ import bisect
 import itertools
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -66,12 +67,15 @@ class Task:
 
 
 class Worker:
-    """A worker's bookkeeping; ``thread`` runs ``Engine._work``."""
+    """A worker's bookkeeping; ``thread`` runs ``Engine._work``, starting with
+    ``first`` (handed over here, not as a thread argument, which the thread would keep
+    alive until it ends)."""
 
-    __slots__ = ("abandoned", "slot", "task", "thread")
+    __slots__ = ("abandoned", "first", "slot", "task", "thread")
 
     def __init__(self, worker_id: int) -> None:
         self.slot = WorkerSlot(worker_id)
+        self.first: Task | None = None
         self.task: Task | None = None
         self.abandoned = False
         self.thread: threading.Thread | None = None
@@ -94,6 +98,8 @@ class EngineIntake:
         self.initargs = initargs
         self.broken_type = broken_type
         self.broken: str | None = None
+        # Why intake is closed, once it is: the error put() raises then.
+        self.closed_error: tuple[type[Exception], str] = (PoolClosed, SHUTDOWN_MESSAGE)
         self.state = RUNNING
         self.stop = threading.Event()  # set on cancel: interrupts rate-limit waits
         self.stats = StatsRecorder()
@@ -116,6 +122,8 @@ class EngineIntake:
         self._retrying: dict[Task, TimerHandle | None] = {}
         self._maps: set[Any] = set()  # map runs not yet iterated: drained at shutdown
         self._timer: Timer | None = None
+        # Closes intake when the pool is collected; detached in a forked child.
+        self.finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- intake -------------------------------------------------------------------
 
@@ -146,7 +154,7 @@ class EngineIntake:
                     self._not_full.wait()
                 finally:
                     self._put_waiters -= 1
-            self.stats.submitted += 1
+            self.stats.submitted += task.count
         if not queued:
             task.enqueued = time.perf_counter()
             if spawn:
@@ -157,7 +165,8 @@ class EngineIntake:
     def _raise_closed(self) -> None:
         if self.broken is not None:
             raise self.broken_type(self.broken)
-        raise PoolClosed(SHUTDOWN_MESSAGE)
+        error_type, message = self.closed_error
+        raise error_type(message)
 
     def _push(self, task: Task) -> None:
         prio = -task.priority

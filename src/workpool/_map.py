@@ -19,6 +19,7 @@ chunks of a size about to be outgrown are sent (each costs a round trip).
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -51,8 +52,11 @@ def check_map_args(chunksize: int | str, window: int | None, on_error: str,
         raise ValueError(f"window must be >= 1, got {window!r}")
     if on_error not in ("raise", "return"):
         raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+        if not timeout >= 0:  # false for nan too
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
 
 
 class MapRun:
@@ -68,7 +72,8 @@ class MapRun:
         self.star = len(iterables) != 1
         self._input: Iterator[Any] = (zip(*iterables, strict=False) if self.star
                                       else iter(iterables[0]))
-        self.end_time = None if timeout is None else time.monotonic() + timeout
+        self.end_time = (None if timeout is None or math.isinf(timeout)
+                         else time.monotonic() + timeout)
         self.auto = chunksize == "auto"
         self.chunk = 1 if self.auto else int(chunksize)
         self.growing = self.auto  # see the module docstring
@@ -87,6 +92,7 @@ class MapRun:
         self.closed = False
         self.fn_bytes: bytes | None = None  # the function, pickled once for processes
         self.exhausted = False
+        self.input_error: Exception | None = None  # what reading the input raised
         self.outstanding = 0  # items read and not yet handed to the caller
         self.inflight: deque[tuple[Future[Chunk], int]] = deque()
         self.done: SimpleQueue[Future[Chunk]] = SimpleQueue()
@@ -109,7 +115,15 @@ class MapRun:
             # would then stay in the window for good.
             if self.outstanding and self.outstanding + size > window:
                 return
-            items = list(islice(self._input, size))
+            items: list[Any] = []
+            try:
+                items.extend(islice(self._input, size))  # keeps what came before an error
+            except Exception as exc:
+                # Raised once the items read before it have come out (next_chunk).
+                self.input_error = exc
+                self.exhausted = True
+                if not items:
+                    return
             if len(items) < size:
                 self.exhausted = True
                 if not items:
@@ -154,7 +168,7 @@ class MapRun:
         remaining = None if self.end_time is None else self.end_time - time.monotonic()
         if self.ordered:
             if not self.inflight:
-                return None
+                return self._end()
             future, size = self.inflight[0]
             error = future.exception(remaining)  # TimeoutError, as the stdlib's map
             self.inflight.popleft()
@@ -162,7 +176,7 @@ class MapRun:
                 return _failed(error, size), size
             return future.result(), size
         if not self.live:
-            return None
+            return self._end()
         try:
             future = self.done.get(timeout=remaining)
         except Empty:
@@ -171,6 +185,13 @@ class MapRun:
         error = future.exception()
         chunk = future.result() if error is None else _failed(error, 1)
         return chunk, len(chunk.values)
+
+    def _end(self) -> None:
+        """Every item read came out: the end, or the error that ended the input."""
+        error, self.input_error = self.input_error, None
+        if error is not None:
+            raise error
+        return None
 
     def close(self) -> None:
         """Stop: cancel chunks not started, ask running ones to stop."""

@@ -7,16 +7,19 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.thread import BrokenThreadPool
 from types import TracebackType
-from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, final
+from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, final, overload
 
 from ._core.exceptions import Cancelled, WouldBlock
+from ._core.options import check_grace, check_timeout
+from ._core.outcome import Error, Value
 from ._core.ratelimit import RateLimit
 from ._core.retry import Retry
 from ._core.stats import PoolStatistics
@@ -24,36 +27,41 @@ from ._engine import Engine, Task
 from ._map import MapIterator, MapRun, check_map_args, results
 from ._sync import Semaphore
 
-__all__ = ["ExecutorPool", "ThreadPool"]
+__all__ = ["ExecutorPool", "ThreadPool", "check_timeout"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 _LIVE: weakref.WeakSet[Engine] = weakref.WeakSet()
 _COUNTER = iter(range(1, 1 << 62))
+_EXIT_ERROR = (RuntimeError, "cannot schedule new futures after interpreter shutdown")
+_exiting = False
 
 
 def _python_exit() -> None:
     # At interpreter exit, pools nobody shut down finish their queued work (as the
-    # stdlib's executors do) instead of leaving idle workers waiting forever.
+    # stdlib's executors do) instead of leaving idle workers waiting forever; from
+    # then on a submit (from an atexit hook, say) fails as the stdlib's does.
+    global _exiting
+    _exiting = True
     for engine in list(_LIVE):
-        engine.close_intake()
+        engine.close_intake(_EXIT_ERROR)
     for engine in list(_LIVE):
         engine.join(None)
 
 
+def _after_fork_in_child() -> None:
+    # A forked child inherits the pools but none of their workers: it must never wait
+    # for them or stop them (at exit, or when a pool is collected there).
+    for engine in list(_LIVE):
+        if engine.finalizer is not None:
+            engine.finalizer.detach()
+        engine.after_fork_in_child()
+    _LIVE.clear()
+
+
 threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
-
-
-def check_timeout(timeout: float | None, name: str = "timeout") -> float | None:
-    """Validate a timeout in seconds (None: no timeout)."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"{name} must be a number of seconds or None, got {timeout!r}")
-    if timeout <= 0:
-        raise ValueError(f"{name} must be > 0, got {timeout!r}")
-    return float(timeout)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def check_options(queue_size: int, retry: Retry | None, rate: RateLimit | None,
@@ -111,7 +119,7 @@ class ExecutorPool(Executor):
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
                  initargs: tuple[Any, ...] = (), name: str | None = None,
-                 budget: Semaphore | None = None) -> None:
+                 budget: Semaphore | None = None, thread_name_prefix: str = "") -> None:
         count = resolve_workers(workers, max_workers, self._default_workers())
         check_options(queue_size, retry, rate, initializer)
         if budget is not None and not isinstance(budget, Semaphore):
@@ -121,15 +129,20 @@ class ExecutorPool(Executor):
         self._retry = retry
         self._rate = rate
         self._workers = count
-        self._name = name or f"{type(self).__name__}-{next(_COUNTER)}"
+        if not isinstance(thread_name_prefix, str):
+            raise TypeError(f"thread_name_prefix must be a str, got {thread_name_prefix!r}")
+        self._name = name or thread_name_prefix or f"{type(self).__name__}-{next(_COUNTER)}"
         self._engine = self._make_engine(
             workers=count, queue_size=queue_size, timeout=self._timeout, retry=retry,
             bucket=None if rate is None else rate.bucket(), name=self._name,
             initializer=initializer, initargs=tuple(initargs),
             broken_type=self._broken_type)
+        self._max_workers = count  # read by code written for the stdlib (dask, ...)
         self._unfinished: list[Future[Any]] = []
         _LIVE.add(self._engine)
-        weakref.finalize(self, self._engine.close_intake)
+        self._engine.finalizer = weakref.finalize(self, self._engine.close_intake)
+        if _exiting:  # created by an atexit hook: refuses work as the stdlib's does
+            self._engine.close_intake(_EXIT_ERROR)
 
     def _default_workers(self) -> int:
         raise NotImplementedError
@@ -234,6 +247,18 @@ class ExecutorPool(Executor):
             self._put_with_budget(task, cost, block)
         return future
 
+    @overload
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
+            timeout: float | None = None, chunksize: int | str = "auto",
+            ordered: bool = True, window: int | None = None,
+            on_error: Literal["raise"] = "raise") -> MapIterator[T]: ...
+
+    @overload
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
+            timeout: float | None = None, chunksize: int | str = "auto",
+            ordered: bool = True, window: int | None = None,
+            on_error: Literal["return"]) -> MapIterator[Value[T] | Error]: ...
+
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
@@ -283,17 +308,21 @@ class ExecutorPool(Executor):
         """Stop taking work, then drain, cancel, or drain until a deadline.
 
         - ``shutdown()``: run everything queued, then return.
-        - ``shutdown(cancel_futures=True)``: cancel what is queued or waiting to retry,
-          ask running tasks to stop (``wp.current().cancelled``), wait for them.
+        - ``shutdown(cancel_futures=True)``: cancel what is queued or waiting to retry;
+          running tasks finish (exactly as the stdlib's).
         - ``shutdown(timeout=s)``: drain for up to *s* seconds, then cancel what is
-          left and give up on running tasks (their futures fail with ``wp.Cancelled``).
+          left and stop running tasks (``timeout=0``: at once): their futures fail
+          with ``wp.Cancelled``; threads are asked to stop (``wp.current().cancelled``)
+          and given up on, processes are killed.
         - ``wait=False``: return at once; workers finish in the background.
 
-        ``unfinished`` then holds the futures the shutdown cancelled or gave up on.
+        Ctrl-C while the ``with`` block exits escalates the same way: the first cancels
+        what is queued and waits for running tasks, a second stops those too.
+        ``unfinished`` then holds every future the shutdown cancelled or gave up on,
+        running ones included.
         """
-        deadline = None
-        if timeout is not None:
-            deadline = time.monotonic() + check_timeout(timeout, "timeout")  # type: ignore[operator]
+        grace = check_grace(timeout)
+        deadline = None if grace is None else time.monotonic() + grace
         engine = self._engine
         runs = engine.take_maps()
         if wait and not cancel_futures and deadline is None:
@@ -362,8 +391,11 @@ def _thread_engine() -> type[Engine]:
 
 
 @final
-class ThreadPool(ExecutorPool):
+class ThreadPool(ExecutorPool, ThreadPoolExecutor):
     """A bounded pool of worker threads; a drop-in ``ThreadPoolExecutor``.
+
+    It is a ``ThreadPoolExecutor`` (a subclass, for code that checks, such as
+    ``asyncio``'s ``loop.set_default_executor``), run by workpool's engine.
 
     Args:
         workers: threads to keep (default ``min(32, wp.cpus() + 4)``, as the stdlib).
@@ -377,7 +409,8 @@ class ThreadPool(ExecutorPool):
         rate: a ``wp.RateLimit`` shared by all workers.
         initializer: called in each new thread with *initargs*; its return value is
             the worker's ``wp.current().state``.
-        name: prefix of the threads' names.
+        name: prefix of the threads' names (``thread_name_prefix``, the stdlib's
+            name for it, is accepted too).
         budget: a ``wp.Semaphore`` every task takes ``cost`` tokens of (1 unless
             ``schedule(..., cost=n)`` says otherwise) from admission to its end: with
             costs in bytes, the pool bounds the bytes in flight, not only the tasks.

@@ -24,8 +24,14 @@ class TimerHandle:
         self.cancelled = False
 
     def cancel(self) -> None:
-        """Drop the callback (lazily: the entry stays in the heap until due)."""
+        """Drop the callback (lazily: the entry stays in the heap until due, but
+        without the callback, so that what it refers to is not kept alive)."""
         self.cancelled = True
+        self.callback = _nothing
+
+
+def _nothing() -> None:
+    pass
 
 
 class Timer:

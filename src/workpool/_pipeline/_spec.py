@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, Literal
 
+from .._core.options import check_timeout
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 
@@ -99,17 +100,6 @@ def check_buffer(buffer: int | None, workers: int) -> int:
     if buffer < 1:
         raise ValueError(f"buffer must be >= 1, got {buffer}")
     return buffer
-
-
-def check_timeout(timeout: float | None, name: str = "timeout") -> float | None:
-    """A timeout in seconds, > 0, or None."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"{name} must be a number of seconds or None, got {timeout!r}")
-    if not timeout > 0:
-        raise ValueError(f"{name} must be > 0, got {timeout!r}")
-    return float(timeout)
 
 
 def check_stage(fn: Any, kind: str, on_error: str, retry: Any, rate: Any) -> None:
