@@ -665,8 +665,7 @@ def test_map_yields_every_item_read_before_the_input_fails(ordered: bool,
         results = pool.map(_tasks.square, _fails_after(100), ordered=ordered,
                            chunksize=chunksize)
         with pytest.raises(OSError, match=r"^the input broke$"):
-            for value in results:
-                got.append(value)
+            got.extend(results)
     assert sorted(got) == [i * i for i in range(100)]
     assert list(results) == []
 
