@@ -13,6 +13,11 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# The demo needs rich alone (the cli extra), not the peers that bench measures.
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[cli]'
+	touch $@
+
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[bench,cli]'
 	touch $@
@@ -22,7 +27,7 @@ test: $(VENV)/.test-installed
 	$(BIN)/mypy --strict src tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-demo: $(VENV)/.bench-installed
+demo: $(VENV)/.demo-installed
 	$(BIN)/workpool demo
 
 bench: $(VENV)/.bench-installed

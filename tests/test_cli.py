@@ -14,7 +14,7 @@ import pytest
 from bench import harness
 from bench.harness import Target, max_in_window
 
-from workpool._cli import _bench, main
+from workpool._cli import _bench, _output, main
 
 FAKE = '''
 from bench.harness import Target, compare, scenario
@@ -159,6 +159,23 @@ def test_no_subcommand_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_repeats_must_be_a_positive_int(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--repeats", bad]) == 2
     assert "must be an int >= 1" in capsys.readouterr().err
+
+
+def test_demo_help_and_its_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--help"]) == 0
+    assert "--db FILE" in capsys.readouterr().out
+    # A bad --db is a usage error as a bad option is: one line, status 2, no traceback.
+    assert main(["demo", "--db", "/nonexistent-folder-of-workpool/x.sqlite"]) == _output.USAGE
+    assert capsys.readouterr() == ("", "workpool demo: cannot open database "
+                                   "/nonexistent-folder-of-workpool/x.sqlite: no such "
+                                   "directory /nonexistent-folder-of-workpool\n")
+
+
+def test_fail_prints_one_line_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _output.fail("demo", "cannot open database x: why") == 2
+    assert _output.fail("bench", "no", status=1) == 1
+    assert capsys.readouterr() == (
+        "", "workpool demo: cannot open database x: why\nworkpool bench: no\n")
 
 
 def test_python_dash_m_workpool() -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
+import shutil
 import sqlite3
+import subprocess
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -55,14 +59,90 @@ def test_demo_runs_then_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert "120 of 120 pages" in out
     assert "(120 already there); the server answered 0 requests" in out
+    # The live view's last line, then the report: the final numbers once, not twice.
+    assert out.count("pipeline finished") == 1
+    progress = [line for line in out.splitlines() if line.startswith("progress ")]
+    assert re.fullmatch(r"progress \d+\.\d s, finished: 120 read \(120 skipped\) \| fetch 0 "
+                        r"\| parse 0 \| batch 0 \| write 0 in \| 0/s", progress[-1]), progress
+    assert all(len(line) < 100 for line in progress)
 
 
 def test_run_demo_progress_goes_to_the_given_stream(tmp_path: Path) -> None:
     screen = io.StringIO()
     result = _demo.run_demo(pages=30, rate=2000, db=tmp_path / "d.sqlite", out=screen)
     assert result.stored == 30
-    assert result.report.stage("write").items_in >= 1
-    assert "fetch: 30 out" in screen.getvalue()
+    batches = result.report.stage("write").items_in
+    assert batches >= 1
+    lines = screen.getvalue().splitlines()
+    assert all(len(line) < 100 for line in lines), lines
+    # The sink shows the batches it took in, not "0 out".
+    assert re.fullmatch(rf"progress \d+\.\d s, finished: 30 read \| fetch 30 \| parse 30 "
+                        rf"\| batch {batches} \| write {batches} in \| [\d,]+/s", lines[-1])
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_demo_database_in_a_missing_folder_is_a_one_line_error(
+        tmp_path: Path, resume: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "missing" / "x.sqlite"
+    assert main(["demo", "--db", str(db), *(["--resume"] if resume else [])]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == (
+        "", f"workpool demo: cannot open database {db}: no such directory {db.parent}\n")
+    assert not db.parent.exists()
+
+
+def test_demo_database_that_is_not_sqlite_is_a_one_line_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "notes.sqlite"
+    db.write_text("not a database, and kept as it is\n" * 100)
+    assert main(["demo", "--db", str(db), "--resume"]) == 2
+    assert capsys.readouterr() == (
+        "", f"workpool demo: cannot open database {db}: file is not a database\n")
+    assert db.read_text() == "not a database, and kept as it is\n" * 100
+    assert main(["demo", "--db", str(tmp_path)]) == 2  # a folder
+    assert capsys.readouterr().err == (
+        f"workpool demo: cannot open database {tmp_path}: Is a directory\n")
+
+
+# -- what `make demo` installs, and the licence ---------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_dry_run(target: str, venv: Path) -> list[str]:
+    """The commands ``make TARGET`` runs in a checkout with no virtualenv yet."""
+    make = shutil.which("make")
+    if make is None or not (ROOT / "Makefile").is_file():
+        pytest.skip("needs make and a checkout")
+    run = subprocess.run([make, "-n", "-B", "-C", str(ROOT), target, f"VENV={venv}"],
+                         capture_output=True, text=True, timeout=30, check=True)
+    return run.stdout.splitlines()
+
+
+def test_make_demo_installs_the_cli_extra_only(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    installs = [line for line in make_dry_run("demo", venv) if " -e " in line]
+    assert installs == [f"{venv}/bin/python -m pip install -q -e '.[cli]'"]
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    assert extras["cli"] == ["rich>=13"]  # rich draws the live view; no benchmark peer
+
+
+def test_make_bench_still_installs_the_peers(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    installs = [line for line in make_dry_run("bench", venv) if " -e " in line]
+    assert installs == [f"{venv}/bin/python -m pip install -q -e '.[bench,cli]'"]
+
+
+def test_the_licence_is_mit_as_pyproject_says() -> None:
+    if not (ROOT / "pyproject.toml").is_file():
+        pytest.skip("needs a checkout")
+    lines = (ROOT / "LICENSE").read_text().splitlines()
+    assert lines[:3] == ["MIT License", "", "Copyright (c) 2026 the workpool authors"]
+    assert "Permission is hereby granted, free of charge, to any person obtaining a copy" in (
+        lines)
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        assert tomllib.load(f)["project"]["license"] == "MIT"
 
 
 def test_demo_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 import select
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 import workpool as wp
 from workpool._pipeline._progress import Progress
+from workpool._pipeline._report import CollectedError, CollectedErrors, Counters, stage_report
 from workpool._pipeline._spec import resolve_workers
 
 from . import _pipeline_tasks as t
@@ -209,6 +211,73 @@ def test_collect_keeps_item_exception_and_traceback(kind: Any) -> None:
     assert "fail_on_3" in first.traceback
     assert "ValueError: bad" in first.traceback
     assert report.stage("risky").collected == 2
+
+
+def test_collected_errors_print_as_a_short_summary() -> None:
+    report = (wp.Pipeline(range(125))
+              .map(t.fail_on_3, workers=2, on_error="collect", name="risky").run())
+    errors = report.errors
+    assert isinstance(errors, tuple)  # iterated, indexed and counted as before
+    assert len(errors) == 25
+    assert sorted(e.item for e in errors) == list(range(3, 125, 5))
+    assert errors[0].stage == "risky"
+    text = str(errors)
+    lines = text.splitlines()
+    assert lines[0] == "25 errors collected (25 ValueError)"
+    assert [line for line in lines[1:11]
+            if not re.fullmatch(r"  risky, item (\d+): ValueError: bad \1", line)] == []
+    assert lines[11:] == ["  ... and 15 more (all of them: .tracebacks())"]
+    assert "Traceback" not in text
+    assert repr(errors) == "<CollectedErrors: 25 errors collected (25 ValueError)>"
+    full = errors.tracebacks()
+    assert full.count("Traceback (most recent call last):") == 25
+    assert full.count("fail_on_3") >= 25
+    assert full.startswith(f"{errors[0]}\nTraceback (most recent call last):")
+
+
+def test_collected_errors_summary_lines() -> None:
+    def failure(stage: str, item: object, error: BaseException) -> CollectedError:
+        return CollectedError(stage, item, error, "Traceback (most recent call last):\n...\n")
+
+    errors = CollectedErrors([
+        failure("fetch", "https://example.org/" + "x" * 80, TimeoutError("slow\nsecond line")),
+        failure("parse", 7, ValueError("y" * 200)),
+        failure("parse", 8, ValueError()),
+        failure("write", (1, 2), KeyError("id")),
+    ])
+    assert str(errors) == "\n".join([
+        "4 errors collected (2 ValueError, 1 TimeoutError, 1 KeyError)",
+        "  fetch, item 'https://example.org/" + "x" * 36 + "...: TimeoutError: slow",
+        "  parse, item 7: ValueError: " + "y" * 117 + "...",
+        "  parse, item 8: ValueError",
+        "  write, item (1, 2): KeyError: 'id'",
+    ])
+    assert repr(errors[3]) == "CollectedError(stage='write', item=(1, 2), error=KeyError('id'))"
+    assert errors.tracebacks().split("\n\n")[3] == (
+        "write, item (1, 2): KeyError: 'id'\nTraceback (most recent call last):\n...")
+    many = CollectedErrors(failure("s", n, type(f"E{n}", (Exception,), {})())
+                           for n in range(7))
+    assert str(many).splitlines()[0] == (
+        "7 errors collected (1 E0, 1 E1, 1 E2, 1 E3, 1 E4, 2 of other types)")
+    none = CollectedErrors([])
+    assert (str(none), repr(none), none.tracebacks()) == (
+        "no errors collected", "<CollectedErrors: no errors collected>", "")
+    assert none == ()
+    assert wp.Pipeline(range(3)).map(t.square).run().errors == ()
+
+
+def test_a_sink_reports_what_it_took_in() -> None:
+    counters = Counters()
+    counters.items_in = 30
+    counters.busy_seconds = 1.0
+    report = stage_report("store", "thread", 1, counters, 2.0, sink=True)
+    assert (report.sink, report.items_out, report.throughput) == (True, 0, 15.0)
+    assert stage_report("square", "thread", 1, counters, 2.0).throughput == 0.0
+    text = str(wp.PipelineReport(status="finished", seconds=2.0, items_read=30, resumed=0,
+                                 items=0, stages=(report,)))
+    assert text.splitlines()[0] == "pipeline finished in 2.00 s: 30 read; bottleneck: store"
+    assert text.splitlines()[3].split() == [
+        "store", "*", "thread", "1", "30", "-", "0", "15.0", "50%", "-", "-", "-"]
 
 
 def test_a_worker_process_crash_fails_only_its_item() -> None:
@@ -426,8 +495,37 @@ def test_progress_prints_plain_lines_when_not_a_terminal(
         capsys: pytest.CaptureFixture[str]) -> None:
     wp.Pipeline(range(50)).map(t.square).run(progress=True)
     out = capsys.readouterr().out
-    assert "pipeline finished" in out
-    assert "map(square): 50 out" in out
+    # Shorter than the first 2 s frame: the final line alone, once.
+    assert re.fullmatch(r"progress \d+\.\d s, finished: 50 read \| map\(square\) 50 "
+                        r"\| [\d,]+/s\n", out), out
+
+
+def test_plain_progress_lines_are_short(capsys: pytest.CaptureFixture[str]) -> None:
+    pipe = wp.Pipeline(range(60))
+    for n in range(12):
+        pipe = pipe.map(t.same, name=f"a-rather-long-stage-name-{n}")
+    pipe.run(progress=True)
+    line = capsys.readouterr().out.rstrip("\n")
+    assert "\n" not in line
+    # Middle stages left out, the names of the first and last shortened (start~end).
+    assert re.fullmatch(r"progress \d+\.\d s, finished: 60 read \| a-rather~-name-0 60 "
+                        r"\| \.\.\. \| a-rather~name-11 60 \| [\d,]+/s", line), line
+    assert len(line) <= 100
+
+
+def test_plain_progress_draws_the_final_frame_once() -> None:
+    screen = io.StringIO()
+    items = iter(wp.Pipeline(range(30)).map(t.square, name="squares"))
+    view = Progress(items._run, out=screen, interval=0.01)
+    view.start()
+    assert list(items) == [x * x for x in range(30)]  # the run has ended...
+    time.sleep(0.2)  # ...and 20 frames' time passes before stop()
+    view.stop()
+    lines = screen.getvalue().splitlines()
+    assert [line for line in lines if "finished" in line] == lines[-1:]
+    assert re.fullmatch(r"progress \d+\.\d s, finished: 30 read \| squares 30 \| "
+                        r"[\d,]+/s", lines[-1]), lines[-1]
+    assert all(line.startswith("progress ") and len(line) < 100 for line in lines)
 
 
 def test_progress_draws_a_live_table_in_a_terminal() -> None:
@@ -444,6 +542,39 @@ def test_progress_draws_a_live_table_in_a_terminal() -> None:
     text = screen.getvalue()
     for word in ("squares", "busy", "50"):
         assert word in text
+
+
+def test_live_table_draws_the_final_frame_once() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    items = iter(wp.Pipeline(range(30)).map(t.square, name="squares"))
+    view = Progress(items._run, out=screen, interval=0.01)
+    view.start()
+    assert list(items) == [x * x for x in range(30)]
+    time.sleep(0.2)
+    view.stop()
+    assert screen.getvalue().count("pipeline finished") == 1
+
+
+def test_progress_shows_what_a_sink_did(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[int] = []
+    items = iter(wp.Pipeline(range(40)).map(t.square, name="squares")
+                 .batch(10, name="tens").each(seen.extend, name="store"))
+    view = Progress(items._run, out=io.StringIO())
+    assert list(items) == []
+    header, squares, tens, store = view.rows(final=True)
+    assert header == ("stage", "kind", "in", "out", "items/s", "errors", "queue", "busy")
+    assert squares[:4] == ("squares", "thread", "40", "40")
+    assert tens[:4] == ("tens", "inline", "40", "4")
+    assert store[:4] == ("store", "thread", "4", "-")  # took 4 batches, passes nothing on
+    assert float(store[4].replace(",", "")) > 0  # the rate of what it took in
+    assert re.fullmatch(r"progress \d+\.\d s, finished: 40 read \| squares 40 \| "
+                        r"tens 4 \| store 4 in \| [\d,]+/s", view.line(final=True))
+    assert view._header().endswith(": 40 read")  # no "0 out" for a pipeline into a sink
+    assert sorted(seen) == [x * x for x in range(40)]
 
 
 # -- options --------------------------------------------------------------------------------

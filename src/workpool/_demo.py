@@ -38,7 +38,8 @@ from typing import Any, TextIO
 
 import workpool as wp
 
-__all__ = ["DemoResult", "ServiceUnavailable", "fetch", "parse", "run_demo", "serve"]
+__all__ = ["DatabaseError", "DemoResult", "ServiceUnavailable", "fetch", "parse", "run_demo",
+           "serve"]
 
 _WORDS = (
     "pipeline", "stage", "worker", "queue", "batch", "thread", "process", "async", "journal",
@@ -188,20 +189,35 @@ class DemoResult:
     slow: int
 
 
+class DatabaseError(Exception):
+    """The demo's database cannot be opened or made (``str()`` says which and why)."""
+
+
 def prepare(db: Path, resume: bool) -> None:
     """Start afresh (no ``--resume``: remove the old database), then make sure the
-    pages table exists."""
-    if not resume:
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(f"{db}{suffix}")
-    conn = sqlite3.connect(db)
+    pages table exists.
+
+    Raises:
+        DatabaseError: *db* cannot be removed, opened or written, or is not SQLite.
+    """
     try:
-        conn.execute("CREATE TABLE IF NOT EXISTS pages (id INTEGER PRIMARY KEY, title TEXT, "
-                     "words INTEGER, links INTEGER, top_word TEXT, digest TEXT)")
-        conn.commit()
-    finally:
-        conn.close()
+        if not db.parent.is_dir():
+            raise DatabaseError(f"cannot open database {db}: no such directory {db.parent}")
+        if not resume:
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(f"{db}{suffix}")
+        conn = sqlite3.connect(db)
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS pages (id INTEGER PRIMARY KEY, "
+                         "title TEXT, words INTEGER, links INTEGER, top_word TEXT, "
+                         "digest TEXT)")
+            conn.commit()
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise DatabaseError(f"cannot open database {db}: {reason}") from exc
 
 
 def run_demo(*, pages: int = 3000, rate: float = 250.0, fetchers: int = 16,
@@ -211,6 +227,7 @@ def run_demo(*, pages: int = 3000, rate: float = 250.0, fetchers: int = 16,
     """Serve *pages* pages locally and run fetch -> parse -> batch -> write over them.
 
     Raises:
+        DatabaseError: *db* cannot be opened (checked before anything starts).
         KeyboardInterrupt: Ctrl-C; every stage has stopped, and what was written and
             recorded stays (``resume=True`` goes on from there).
     """

@@ -213,6 +213,7 @@ class Engine(EngineIntake):
             elif kind == FAILED:
                 _settle(future, None, value)
             task = value = None
+            del future  # an idle worker keeps no result alive
             if stop:
                 break
             task = nxt
@@ -394,6 +395,15 @@ class Engine(EngineIntake):
             _settle(task.future, None, Cancelled("cancelled by shutdown while waiting to retry"))
             cancelled.append(task.future)
         return cancelled
+
+    def cancel_running_all(self) -> None:
+        """Ask every running task to stop: cooperatively for threads (their context is
+        cancelled), by a kill for processes. Not part of any shutdown flavour of a
+        pool (running tasks finish there); a pipeline stage that is cancelled uses it."""
+        with self._lock:
+            running = [w for w in self._workers if w.task is not None and not w.abandoned]
+        for worker in running:
+            self.cancel_running(worker)
 
     def cancel_running(self, worker: Worker) -> None:
         """Ask the task *worker* runs to stop (cooperatively, for threads)."""

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._output import echo, positive_int
+from ._output import echo, fail, positive_int
 
 if TYPE_CHECKING:
     from . import Subcommands
@@ -49,9 +49,14 @@ def register(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo; 0 when every page was stored, 130 on Ctrl-C."""
-    from .._demo import run_demo
+    """Run the demo; 0 when every page was stored, 1 when some are missing, 2 when the
+    database cannot be opened (one line on standard error), 130 on Ctrl-C."""
+    from .._demo import DatabaseError, prepare, run_demo
 
+    try:
+        prepare(args.db, args.resume)  # before the banner: a bad --db is a usage error
+    except DatabaseError as exc:
+        return fail("demo", str(exc))
     echo(f"workpool demo: {args.pages:,} pages from a local server, fetch -> parse -> "
          f"batch -> write into {args.db}{' (resuming)' if args.resume else ''}", style="bold")
     try:

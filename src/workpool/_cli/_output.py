@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     import rich.console
 
-__all__ = ["Cell", "Column", "Table", "echo", "use_rich"]
+__all__ = ["USAGE", "Cell", "Column", "Table", "echo", "fail", "use_rich"]
+
+#: The exit status of a command that could not start: a bad option, a missing file
+#: (argparse's own status for a usage error).
+USAGE = 2
 
 #: A cell: its text, or (text, rich style) such as ``("PASS", "green")``.
 Cell = str | tuple[str, str]
@@ -42,6 +46,19 @@ def echo(text: str = "", *, style: str | None = None, file: TextIO | None = None
         _console(out).print(Text(text, style=style), soft_wrap=True)
     else:
         print(text, file=out, flush=True)
+
+
+def fail(command: str, message: str, status: int = USAGE) -> int:
+    """Print ``workpool COMMAND: MESSAGE`` on standard error, one line and no
+    traceback; return *status*, for the handler to return.
+
+    Example::
+
+        if not path.is_dir():
+            return fail("bench", f"--suite {path} is not a folder")
+    """
+    print(f"workpool {command}: {message}", file=sys.stderr, flush=True)
+    return status
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,19 @@ report and the live view read them as they are.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Final, final
 
-__all__ = ["CollectedError", "Counters", "PipelineReport", "StageReport"]
+__all__ = ["CollectedError", "CollectedErrors", "Counters", "PipelineReport", "StageReport"]
 
 _RING: Final = 1024  # latency samples kept per stage
 _MASK: Final = _RING - 1
+_SHOWN: Final = 10  # failures listed by str(report.errors)
+_TYPES: Final = 5  # exception types named in its first line
+_ITEM: Final = 60  # characters of an item's repr in that listing
+_MESSAGE: Final = 120  # characters of an exception's message
 
 
 class Counters:
@@ -62,17 +68,81 @@ class CollectedError:
     item it was given, the exception and its formatted traceback (the exception's own
     ``__traceback__`` is dropped, so that its frames are not kept alive).
 
+    ``str()`` is one line (stage, item, exception type and message); ``repr()`` leaves
+    the traceback out, which is in ``.traceback`` in full.
+
     Example::
 
         report = pipe.run()
         for failure in report.errors:
-            print(failure.stage, failure.item, failure.traceback)
+            print(failure)              # map(parse), item 'a.json': ValueError: bad
+            print(failure.traceback)    # the whole traceback, from the worker
     """
 
     stage: str
     item: Any
     error: BaseException
-    traceback: str
+    traceback: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.stage}, item {_clip(repr(self.item), _ITEM)}: {_describe(self.error)}"
+
+
+@final
+class CollectedErrors(tuple[CollectedError, ...]):
+    """The items that stages with ``on_error="collect"`` dropped, in the order they
+    failed: a tuple of ``CollectedError`` (iterate it, index it, ``len()`` it).
+
+    ``str()`` is a short summary, however many failed: the count and the exception
+    types on one line, then one line per failure (stage, item, exception type and
+    message) for the first ten. ``repr()`` is the first line alone. The tracebacks,
+    often kilobytes each, are on request: ``tracebacks()`` returns all of them, and
+    each failure keeps its own in ``.traceback``.
+
+    Example::
+
+        report = pipe.run()
+        print(report.errors)               # "2 errors collected (2 ValueError)" + a line each
+        print(report.errors.tracebacks())  # each failure's line and full traceback
+        retry_later([failure.item for failure in report.errors])
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        lines = [self._headline()]
+        lines += [f"  {failure}" for failure in self[:_SHOWN]]
+        if len(self) > _SHOWN:
+            lines.append(f"  ... and {len(self) - _SHOWN:,} more (all of them: .tracebacks())")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<CollectedErrors: {self._headline()}>"
+
+    def tracebacks(self) -> str:
+        """Every failure's one-line description followed by its full traceback, with a
+        blank line between failures ("" when there is none)."""
+        return "\n\n".join(f"{failure}\n{failure.traceback.rstrip()}" for failure in self)
+
+    def _headline(self) -> str:
+        if not self:
+            return "no errors collected"
+        types = Counter(type(failure.error).__name__ for failure in self).most_common()
+        named = ", ".join(f"{count:,} {name}" for name, count in types[:_TYPES])
+        if len(types) > _TYPES:
+            named += f", {sum(count for _, count in types[_TYPES:]):,} of other types"
+        return f"{len(self):,} error{'s' if len(self) != 1 else ''} collected ({named})"
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: first line of the message``, clipped."""
+    lines = str(error).strip().splitlines()
+    name = type(error).__name__
+    return f"{name}: {_clip(lines[0], _MESSAGE)}" if lines else name
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @final
@@ -87,8 +157,9 @@ class StageReport:
     share of the stage's capacity the run used: the time its workers spent running
     its function (``busy_seconds``) over ``workers * seconds`` of the run, or, under
     a rate limit, the rate it reached over the limit if that is higher. Near 1, the
-    stage limits the pipeline. The latencies are the run times of recent items, in
-    seconds.
+    stage limits the pipeline. ``throughput`` is the items it passed on per second;
+    for a sink (``sink``), which passes nothing on, the items it took in per second.
+    The latencies are the run times of recent items, in seconds.
     """
 
     name: str
@@ -105,10 +176,11 @@ class StageReport:
     latency_p50: float
     latency_p95: float
     latency_p99: float
+    sink: bool = False
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class PipelineReport:
     """What one run of a ``wp.Pipeline`` did, stage by stage; ``str()`` is a table.
 
@@ -117,12 +189,16 @@ class PipelineReport:
     "running" (a snapshot taken during the run). ``items_read`` counts the source's
     items, of which ``resumed`` were skipped as finished by an earlier run (the
     journal); ``items`` counts what the last stage delivered to the consumer.
+    ``errors`` holds the items that stages with ``on_error="collect"`` dropped (a
+    ``CollectedErrors`` tuple: printed, a short summary; ``errors.tracebacks()``, the
+    tracebacks).
 
     Example::
 
         report = pipe.run()
         print(report)                       # the per-stage table
         print(report.bottleneck.name)       # e.g. "map(parse)"
+        print(report.errors)                # what on_error="collect" kept, one line each
     """
 
     status: str
@@ -131,7 +207,17 @@ class PipelineReport:
     resumed: int
     items: int
     stages: tuple[StageReport, ...]
-    errors: tuple[CollectedError, ...]
+    errors: CollectedErrors
+
+    def __init__(self, *, status: str, seconds: float, items_read: int, resumed: int,
+                 items: int, stages: tuple[StageReport, ...],
+                 errors: Iterable[CollectedError] = ()) -> None:
+        # Frozen: fields are set the way dataclasses set them in their own __init__.
+        for name, value in (("status", status), ("seconds", seconds),
+                            ("items_read", items_read), ("resumed", resumed),
+                            ("items", items), ("stages", stages),
+                            ("errors", CollectedErrors(errors))):
+            object.__setattr__(self, name, value)
 
     @property
     def bottleneck(self) -> StageReport | None:
@@ -155,14 +241,15 @@ class PipelineReport:
         neck = self.bottleneck
         head = (f"pipeline {self.status} in {self.seconds:.2f} s: {self.items_read:,} read"
                 + (f" ({self.resumed:,} already finished)" if self.resumed else "")
-                + f", {self.items:,} out"
+                + ("" if self.stages and self.stages[-1].sink else f", {self.items:,} out")
                 + (f", {len(self.errors):,} errors collected" if self.errors else "")
                 + (f"; bottleneck: {neck.name}" if neck is not None else ""))
         headers = ("stage", "kind", "workers", "in", "out", "errors", "items/s", "busy",
                    "p50", "p95", "p99")
         rows = [headers] + [
             (s.name + (" *" if s is neck else ""), s.kind, str(s.workers), f"{s.items_in:,}",
-             f"{s.items_out:,}", f"{s.errors:,}", f"{s.throughput:,.1f}", f"{s.busy:.0%}",
+             "-" if s.sink else f"{s.items_out:,}", f"{s.errors:,}", f"{s.throughput:,.1f}",
+             f"{s.busy:.0%}",
              _duration(s.latency_p50), _duration(s.latency_p95), _duration(s.latency_p99))
             for s in self.stages]
         widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
@@ -189,9 +276,11 @@ def _duration(seconds: float) -> str:
 
 
 def stage_report(name: str, kind: str, workers: int, counters: Counters,
-                 seconds: float, rate: float | None = None) -> StageReport:
+                 seconds: float, rate: float | None = None, *,
+                 sink: bool = False) -> StageReport:
     """Freeze *counters* of a run that has lasted *seconds* (*rate*: the stage's rate
-    limit, items per second, which caps its throughput as its workers do)."""
+    limit, items per second, which caps its throughput as its workers do; *sink*: the
+    stage passes nothing on, so its throughput is what it took in)."""
     p50, p95, p99 = counters.percentiles()
     busy = counters.busy_seconds / (workers * seconds) if seconds > 0 and workers else 0.0
     if rate and seconds > 0:
@@ -200,8 +289,10 @@ def stage_report(name: str, kind: str, workers: int, counters: Counters,
         name=name, kind=kind, workers=workers, items_in=counters.items_in,
         items_out=counters.items_out, errors=counters.errors, skipped=counters.skipped,
         collected=counters.collected, busy_seconds=counters.busy_seconds,
-        busy=min(1.0, busy), throughput=counters.items_out / seconds if seconds > 0 else 0.0,
-        latency_p50=p50, latency_p95=p95, latency_p99=p99)
+        busy=min(1.0, busy),
+        throughput=(counters.items_in if sink else counters.items_out) / seconds
+        if seconds > 0 else 0.0,
+        latency_p50=p50, latency_p95=p95, latency_p99=p99, sink=sink)
 
 
 def elapsed(started: float, ended: float | None) -> float:

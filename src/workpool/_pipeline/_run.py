@@ -23,7 +23,7 @@ from ._async_stage import AsyncStage, leaf
 from ._channel import Aborted, Channel, LoopScope, aget_many, aput_many
 from ._journal import Book, Journal, Tag
 from ._report import CollectedError, PipelineReport, elapsed, stage_report
-from ._spec import BATCH, UNBATCH, StageSpec
+from ._spec import BATCH, EACH, UNBATCH, StageSpec
 from ._stages import BatchStage, PoolStage, StageRuntime, UnbatchStage
 
 __all__ = ["AsyncPipelineIterator", "PipelineIterator", "Run"]
@@ -233,7 +233,8 @@ class Run:
         """The run's numbers so far (or in the end)."""
         seconds = elapsed(self.started, self.ended)
         stages = tuple(stage_report(s.spec.name, s.kind, s.workers, s.counters, seconds,
-                                    None if s.spec.rate is None else s.spec.rate.per_second)
+                                    None if s.spec.rate is None else s.spec.rate.per_second,
+                                    sink=s.spec.op == EACH)
                        for s in self.stages)
         with self._lock:
             errors = tuple(self.collected)

@@ -328,6 +328,7 @@ class PoolStage(StageRuntime):
         if self.pool is not None:
             self._note_workers()
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool._engine.cancel_running_all()  # a cancelled stage stops its tasks
 
     def join(self) -> None:
         super().join()
@@ -340,6 +341,7 @@ class PoolStage(StageRuntime):
                 engine = self.pool._engine
                 while not engine.join(time.monotonic() + 0.05):
                     engine.cancel_pending()
+                    engine.cancel_running_all()
             self.pool.shutdown(wait=True, cancel_futures=self.run.stopping)
             # A pool's shutdown may return while a worker that already left its set
             # still stops its child process: wait for every worker thread we saw.
