@@ -21,6 +21,10 @@ from tests import _tasks
 WAIT = 10.0  # bound on any wait in a test: a bug fails fast instead of hanging CI
 
 
+class TaskInterrupt(BaseException):
+    """A BaseException of a task's own (at module level: processes pickle it by name)."""
+
+
 class Gate(Protocol):
     """Something tasks block on (bounded) until the test opens it."""
 
@@ -68,6 +72,24 @@ class PoolBehaviour:
                 with pytest.raises(ValueError, match=r"^x$"):
                     pool.submit(_tasks.fail, "x").result(WAIT)
             assert pool.submit(_tasks.add, 2, b=3).result(WAIT) == 5
+
+    @pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit, TaskInterrupt])
+    def test_a_base_exception_fails_only_its_task(self, kind: Any) -> None:
+        # Whatever a task raises, BaseException included, goes to its future (as with
+        # the stdlib's executors); the pool and its other tasks go on.
+        with self.make_pool(workers=1) as pool:
+            future = pool.submit(_tasks.fail_type, kind)
+            with pytest.raises(kind, match=r"^x$"):
+                future.result(WAIT)
+            assert type(future.exception()) is kind
+            assert pool.submit(_tasks.add, 2, b=3).result(WAIT) == 5
+            outcomes = list(pool.map(_tasks.fail_type, [kind], on_error="return"))
+            assert [type(o.error) for o in outcomes] == [kind]
+            with pytest.raises(kind, match=r"^x$"):
+                list(pool.map(_tasks.fail_type, [kind]))
+            assert pool.submit(_tasks.square, 3).result(WAIT) == 9
+        stats = pool.statistics()
+        assert (stats.failed, stats.completed) == (3, 2)
 
     def test_map_is_ordered_and_zips(self) -> None:
         with self.make_pool(workers=3) as pool:

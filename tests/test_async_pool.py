@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import workpool as wp
 from tests import _tasks
-from tests.pool_suite import WAIT, PoolBehaviour
+from tests.pool_suite import WAIT, PoolBehaviour, TaskInterrupt
 
 pytestmark = pytest.mark.anyio
 
@@ -80,6 +80,8 @@ def test_defaults_and_aliases() -> None:
     ({"max_workers": 0}, ValueError, r"^max_workers must be greater than 0$"),
     ({"queue_size": -1}, ValueError, r"^queue_size must be >= 0, got -1$"),
     ({"timeout": -1}, ValueError, r"^timeout must be > 0, got -1$"),
+    ({"timeout": float("nan")}, ValueError, r"^timeout must be > 0, got nan$"),
+    ({"timeout": -float("inf")}, ValueError, r"^timeout must be > 0, got -inf$"),
     ({"timeout": "soon"}, TypeError, r"^timeout must be a number of seconds or None"),
     ({"retry": 3}, TypeError, r"^retry must be a wp.Retry or None, got 3$"),
     ({"rate": 10}, TypeError, r"^rate must be a wp.RateLimit or None, got 10$"),
@@ -151,6 +153,26 @@ async def test_bad_functions_fail_at_the_call() -> None:
             await pool.schedule(echo, (1,), priority="high")  # type: ignore[call-overload]
         with pytest.raises(ValueError, match=r"^timeout must be > 0, got -2$"):
             await pool.schedule(echo, (1,), timeout=-2)
+        with pytest.raises(ValueError, match=r"^timeout must be > 0, got nan$"):
+            await pool.schedule(echo, (1,), timeout=float("nan"))
+        with pytest.raises(ValueError, match=r"^timeout must be > 0, got nan$"):
+            await pool.aclose(timeout=float("nan"))
+        assert pool.statistics().submitted == 0
+
+
+async def test_an_infinite_timeout_is_no_timeout() -> None:
+    async with wp.AsyncPool(1, timeout=float("inf")) as pool:
+        assert await pool.run(add, 1, b=2) == 3
+        fut = await pool.schedule(wp.current, timeout=float("inf"))
+        assert (await fut).deadline is None
+        assert await pool.run(pow, 2, 3) == 8
+        assert [r async for r in pool.map(echo, [1, 2], timeout=float("inf"))] == [1, 2]
+    assert pool.statistics().completed == 5
+    async with wp.AsyncPool(1, timeout=WAIT) as pool:  # a task's inf overrides the pool's
+        assert (await pool.run(wp.current)).deadline is not None
+        fut = await pool.schedule(wp.current, timeout=float("inf"))
+        assert (await fut).deadline is None
+        await pool.aclose(timeout=float("inf"))
 
 
 async def test_a_sync_function_returning_a_coroutine_is_named() -> None:
@@ -205,6 +227,103 @@ async def test_errors_reach_the_handle_and_the_worker_lives_on() -> None:
         assert await pool.run(add, 2, 3) == 5
     stats = pool.statistics()
     assert (stats.completed, stats.failed, stats.submitted) == (1, 3, 4)
+
+
+BASE_EXCEPTIONS = [KeyboardInterrupt, SystemExit, TaskInterrupt]
+
+
+async def raise_base(what: Any) -> Any:
+    if isinstance(what, type):
+        raise what("x")
+    return what
+
+
+def raise_base_sync(what: Any) -> Any:
+    if isinstance(what, type):
+        raise what("x")
+    return what
+
+
+# How a task runs: inline on the worker, through the policies (a timeout), in a thread;
+# for map also in a chunk of several items.
+RUNS: dict[str, tuple[Callable[..., Any], dict[str, Any], int | str]] = {
+    "inline": (raise_base, {}, 1),
+    "chunk": (raise_base, {}, 4),
+    "policies": (raise_base, {"timeout": WAIT}, "auto"),
+    "thread": (raise_base_sync, {}, "auto"),
+}
+
+
+@pytest.mark.parametrize("kind", BASE_EXCEPTIONS)
+@pytest.mark.parametrize("how", ["inline", "policies", "thread"])
+async def test_a_base_exception_fails_only_its_task(kind: type[BaseException],
+                                                    how: str) -> None:
+    fn, options, _ = RUNS[how]
+    gate = anyio.Event()
+    with anyio.fail_after(WAIT):
+        async with wp.AsyncPool(2, **options) as pool:
+            (held,) = await occupy(pool, gate)
+            fut = await pool.submit(fn, kind)
+            with pytest.raises(kind, match=r"^x$"):
+                await fut
+            assert type(fut.exception()) is kind
+            with pytest.raises(kind, match=r"^x$"):
+                fut.result()
+            with pytest.raises(kind, match=r"^x$"):
+                await pool.run(fn, kind)
+            assert await pool.run(fn, "alive") == "alive"
+            assert not held.done()
+            gate.set()
+            assert await held == "held 0"
+    stats = pool.statistics()
+    assert (stats.failed, stats.completed, stats.cancelled) == (2, 2, 0)
+
+
+@pytest.mark.parametrize("kind", BASE_EXCEPTIONS)
+@pytest.mark.parametrize("how", ["inline", "chunk", "policies", "thread"])
+async def test_a_base_exception_fails_only_its_map_item(kind: type[BaseException],
+                                                        how: str) -> None:
+    fn, options, chunksize = RUNS[how]
+    items = [1, 2, kind, 4]
+    with anyio.fail_after(WAIT):
+        async with wp.AsyncPool(1, **options) as pool:  # one worker: items end in order
+            for ordered in (True, False):
+                got = [o async for o in pool.map(fn, items, ordered=ordered,
+                                                 chunksize=chunksize, on_error="return")]
+                assert [type(o) for o in got] == [wp.Value, wp.Value, wp.Error, wp.Value]
+                assert [o.value for o in got if isinstance(o, wp.Value)] == [1, 2, 4]
+                error = got[2]
+                assert isinstance(error, wp.Error)
+                assert type(error.error) is kind
+                with pytest.raises(kind, match=r"^x$"):
+                    error.unwrap()
+                seen: list[Any] = []
+                with pytest.raises(kind, match=r"^x$"):
+                    await _collect(pool.map(fn, items, ordered=ordered, chunksize=chunksize),
+                                   seen)
+                assert seen == [1, 2]
+            assert await pool.run(fn, "alive") == "alive"
+    assert pool.statistics().failed == 4
+
+
+async def test_a_task_raising_the_loops_cancellation_itself_fails_alone(
+        anyio_backend: str) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("trio.Cancelled cannot be raised by hand")
+    import asyncio
+
+    async def stray() -> None:
+        raise asyncio.CancelledError("not a cancellation of the pool")
+
+    with anyio.fail_after(WAIT):
+        async with wp.AsyncPool(1) as pool:
+            fut = await pool.submit(stray)
+            done = anyio.Event()
+            fut.add_done_callback(lambda _: done.set())
+            await done.wait()
+            assert type(fut.exception()) is asyncio.CancelledError
+            assert await pool.run(echo, "alive") == "alive"
+    assert (pool.statistics().failed, pool.statistics().completed) == (1, 1)
 
 
 async def test_done_callbacks_run_once() -> None:
@@ -462,6 +581,10 @@ async def test_map_timeout_and_bad_arguments() -> None:
             pool.map(echo, [1], on_error="skip")  # type: ignore[call-overload]
         with pytest.raises(TypeError, match=r"^map\(\) must have at least one iterable$"):
             pool.map(echo)
+        with pytest.raises(ValueError, match=r"^timeout must be >= 0, got nan$"):
+            pool.map(echo, [1], timeout=float("nan"))
+        with pytest.raises(ValueError, match=r"^timeout must be >= 0, got -1$"):
+            pool.map(echo, [1], timeout=-1)
 
 
 async def test_an_open_map_is_cancelled_when_the_pool_closes() -> None:
@@ -509,6 +632,70 @@ async def test_a_sync_task_past_its_timeout_is_asked_to_stop() -> None:
         with anyio.fail_after(WAIT), pytest.raises(wp.TaskTimeout):
             await fut
 
+
+async def test_a_stuck_sync_task_fails_at_its_deadline_and_is_given_up_on() -> None:
+    release = threading.Event()
+    returned = threading.Event()
+    contexts: list[wp.TaskContext] = []
+
+    def stuck() -> str:
+        contexts.append(wp.current())
+        release.wait(WAIT)  # deaf to its context, as time.sleep() is
+        contexts.append(wp.current())  # still its own, though the worker moved on
+        returned.set()
+        return "too late"
+
+    with anyio.fail_after(WAIT):
+        async with wp.AsyncPool(1, timeout=0.5) as pool:
+            started = time.monotonic()
+            fut = await pool.submit(stuck)
+            with pytest.raises(wp.TaskTimeout, match=r"^task timed out after 0.5 s$"):
+                await fut
+            assert 0.5 <= time.monotonic() - started < 2.0
+            assert type(fut.exception()) is wp.TaskTimeout
+            assert contexts[0].cancelled  # asked to stop at the deadline
+            stats = pool.statistics()
+            assert (stats.stuck, stats.running, stats.workers, stats.timed_out) == (1, 0, 1, 1)
+            # The one worker goes on, with a thread of its own, while the stuck one runs.
+            assert await pool.run(pow, 2, 5) == 32
+            assert await pool.run(add, 1, b=1) == 2
+            assert not returned.is_set()
+        assert not returned.is_set()  # leaving the block did not wait for it
+        release.set()
+        await anyio.to_thread.run_sync(returned.wait, WAIT)
+        while pool.statistics().stuck:  # until its wrapper has counted the return
+            await anyio.sleep(0.001)
+    assert contexts == [contexts[0], contexts[0]]
+    stats = pool.statistics()
+    assert (stats.timed_out, stats.completed, stats.stuck) == (1, 2, 0)
+
+
+async def test_stuck_sync_tasks_do_not_shrink_the_pool() -> None:
+    release = threading.Event()
+
+    def stuck(i: int) -> int:
+        release.wait(WAIT)
+        return i
+
+    def quick() -> bool:
+        return release.is_set()
+
+    try:
+        with anyio.fail_after(WAIT):
+            async with wp.AsyncPool(2, timeout=0.2) as pool:
+                outcomes = [o async for o in pool.map(stuck, range(4), on_error="return")]
+                assert [type(o.error) if isinstance(o, wp.Error) else o
+                        for o in outcomes] == [wp.TaskTimeout] * 4
+                assert pool.statistics().stuck == 4
+                # Both workers still run sync tasks at once, beside the stuck threads.
+                gate = anyio.Event()
+                held = await occupy(pool, gate)
+                assert await pool.run(quick) is False
+                gate.set()
+                assert await held[0] == "held 0"
+    finally:
+        release.set()
+    assert pool.statistics().timed_out == 4
 
 async def test_retry_until_success_holding_no_worker_while_waiting() -> None:
     attempts: list[int] = []
@@ -719,6 +906,38 @@ async def test_aclose_timeout_drains_then_cancels() -> None:
     assert stuck.cancelled()
     with pytest.raises(wp.Cancelled, match=r"^cancelled by shutdown while running$"):
         held.result()
+
+
+async def test_aclose_timeout_gives_up_on_a_stuck_sync_task() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    contexts: list[wp.TaskContext] = []
+
+    def stuck() -> str:
+        contexts.append(wp.current())
+        started.set()
+        release.wait(WAIT)  # deaf to its context
+        return "too late"
+
+    try:
+        with anyio.fail_after(WAIT):
+            async with wp.AsyncPool(1) as pool:
+                fut = await pool.submit(stuck)
+                queued = await pool.submit(echo, 1)
+                await anyio.to_thread.run_sync(started.wait, WAIT)
+                before = time.monotonic()
+                await pool.aclose(timeout=0.2)
+                assert time.monotonic() - before < 2.0
+        with pytest.raises(wp.Cancelled, match=r"^cancelled by shutdown while running$"):
+            fut.result()
+        with pytest.raises(wp.Cancelled, match=r"^cancelled by shutdown before it started$"):
+            queued.result()
+        assert contexts[0].cancelled
+        assert set(pool.unfinished) == {fut, queued}
+        stats = pool.statistics()
+        assert (stats.cancelled, stats.stuck, stats.workers, stats.running) == (2, 1, 0, 0)
+    finally:
+        release.set()
 
 
 async def test_an_error_in_the_block_cancels_everything_and_propagates() -> None:
@@ -1028,11 +1247,21 @@ class PortalPool:
             return fn(*args, **kwargs)
 
         async def call() -> list[Any]:
-            # In a list: the portal would await an AsyncFuture returned as it is.
-            result = fn(*args, **kwargs)
-            return [await result if inspect.iscoroutine(result) else result]
+            # In a list: the portal would await an AsyncFuture returned as it is. A
+            # BaseException (a task's, out of map) is carried back in it too, as the
+            # portal would re-raise it in its own event loop as well as here.
+            try:
+                result = fn(*args, **kwargs)
+                return [await result if inspect.iscoroutine(result) else result, None]
+            except (Exception, anyio.get_cancelled_exc_class()):
+                raise
+            except BaseException as exc:
+                return [None, exc]
 
-        return self._portal.call(call)[0]
+        value, error = self._portal.call(call)
+        if error is not None:
+            raise error
+        return value
 
     def _bridge(self, fut: wp.AsyncFuture[Any]) -> cf.Future[Any]:
         out: cf.Future[Any] = cf.Future()

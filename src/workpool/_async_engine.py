@@ -28,6 +28,7 @@ from __future__ import annotations
 import heapq
 import inspect
 import itertools
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,7 +37,15 @@ from typing import Any, Final
 import anyio
 
 from . import _async_task as task
-from ._async_policies import RetryTimer, failed, interrupted, run_chunk, run_one
+from ._async_policies import (
+    RetryTimer,
+    StuckThreads,
+    failed,
+    interrupted,
+    is_cancellation,
+    run_chunk,
+    run_one,
+)
 from ._async_task import RUNNING, VALUE, AsyncFuture, Chunk, Job, Worker
 from ._backends.aio import NO_LOT, Lot, lot_type, no_lot
 from ._core.context import TaskContext, current, install_slot
@@ -92,6 +101,7 @@ class AsyncEngine:
         self.sample_mask = 0  # sample the latency of 1 task in (mask + 1)
         self.tg: Any = None
         self.limiter: anyio.CapacityLimiter | None = None
+        self.stuck = StuckThreads()  # threads the pool gave up on, still running
         self.new_lot: Callable[[], Lot] = no_lot
         self.idle = self.space = self.drain_lot = self.exit_lot = NO_LOT
 
@@ -102,7 +112,12 @@ class AsyncEngine:
         self.new_lot = lot_type()
         for attr in ("idle", "space", "drain_lot", "exit_lot"):
             setattr(self, attr, self.new_lot())
-        self.limiter = anyio.CapacityLimiter(self.size)
+        # Sync tasks run in threads: one per busy worker, plus those given up on (at
+        # a timeout, or by a shutdown out of time). The workers are the bound; a
+        # limiter of the pool's size would shrink the pool by each stuck thread on
+        # trio, which holds its token until the thread returns. (Without a limiter of
+        # its own the pool would share anyio's default one: 40 threads in all.)
+        self.limiter = anyio.CapacityLimiter(math.inf)
         self.tg = anyio.create_task_group()
         await self.tg.__aenter__()
         self.retrying.bind(self.tg, self.new_lot())
@@ -135,7 +150,8 @@ class AsyncEngine:
                 with anyio.move_on_after(timeout if timeout is not None else float("inf")):
                     while not self._quiet():
                         await self.drain_lot.park()
-            self.cancel_all()
+            # What still runs after a drain ran out of time: threads are given up on.
+            self.cancel_all(give_up=not cancel)
             while self.alive:
                 await self.exit_lot.park()
         except BaseException:
@@ -148,8 +164,9 @@ class AsyncEngine:
         await self.tg.__aexit__(None, None, None)
         self.state = CLOSED
 
-    def cancel_all(self) -> None:
-        """Cancel what is queued or waiting to retry; interrupt what runs; stop."""
+    def cancel_all(self, give_up: bool = False) -> None:
+        """Cancel what is queued or waiting to retry; interrupt what runs (and give up
+        on the threads of sync tasks if *give_up*, else wait for them); stop."""
         self.stopping = True
         if self.state == OPEN:
             self.state = CLOSING
@@ -164,7 +181,7 @@ class AsyncEngine:
             self._cancel_queued(job, "cancelled by shutdown while waiting to retry")
         for w in self.workers:
             if w.job is not None:
-                self._interrupt(w)
+                self._interrupt(w, give_up)
         self.space.unpark_all()
         self.idle.unpark_all()
 
@@ -306,11 +323,13 @@ class AsyncEngine:
             job._cancelled(message)
             self.unfinished.append(job)
 
-    def _interrupt(self, w: Worker) -> None:
+    def _interrupt(self, w: Worker, give_up: bool = False) -> None:
         ctx = w.slot.ctx
         if ctx is not None:
             ctx.cancel()  # what a task in a thread sees; async ones get the scope's
         w.restart = True
+        if give_up and w.call is not None:
+            w.call.cancel_by_shutdown()
         if w.scope is not None:
             w.scope.cancel()
 
@@ -393,12 +412,12 @@ class AsyncEngine:
                     started = _monotonic()
                     try:
                         value = await (run.fn(*item) if run.star else run.fn(item))
-                    except Exception as exc:
+                    except BaseException as exc:
+                        if is_cancellation(exc):
+                            interrupted(self, w, job)
+                            run.deliver(job, [], 0.0)
+                            raise
                         value = task.Failure(exc)
-                    except BaseException:
-                        interrupted(self, w, job)
-                        run.deliver(job, [], 0.0)
-                        raise
                     ended = _monotonic()
                     error = type(value) is task.Failure
                     if error:
@@ -421,11 +440,11 @@ class AsyncEngine:
                 job._state = RUNNING
                 try:
                     value = await job._fn(*job._args, **job._kwargs)
-                except Exception as exc:
+                except BaseException as exc:  # the task's error, unless it is cancelled
+                    if is_cancellation(exc):
+                        interrupted(self, w, job)
+                        raise
                     failed(self, job, exc)
-                except BaseException:
-                    interrupted(self, w, job)
-                    raise
                 else:
                     job._state = VALUE
                     job._value = value
@@ -460,5 +479,5 @@ class AsyncEngine:
         queued += sum(job.count if type(job) is Chunk else 1 for _, _, job in self.heap)
         queued += sum(job.count if type(job) is Chunk else 1 for job in self.retrying.due)
         return self.stats.snapshot(queued=queued, running=running, workers=self.alive,
-                                   busy=running, stuck=0)
+                                   busy=running, stuck=self.stuck.count)
 

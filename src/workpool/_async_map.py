@@ -20,6 +20,7 @@ function, whose policies apply per item.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -54,8 +55,11 @@ def check_map_args(chunksize: int | str, window: int | None, on_error: str,
         raise ValueError(f"window must be >= 1, got {window!r}")
     if on_error not in ("raise", "collect", "return"):
         raise ValueError(f"on_error must be 'raise', 'collect' or 'return', got {on_error!r}")
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+        if not timeout >= 0:  # false for nan too
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
 
 
 def _is_async(iterable: Any) -> bool:
@@ -98,7 +102,8 @@ class MapRun:
             self.source = _azip(iterables) if self.star else aiter(iterables[0])
         self.ordered = ordered
         self.raise_errors = on_error == "raise"
-        self.end_time = None if timeout is None else time.monotonic() + timeout
+        self.end_time = (None if timeout is None or math.isinf(timeout)
+                         else time.monotonic() + timeout)
         self.auto = chunksize == "auto" and spec.fast
         self.chunk = int(chunksize) if isinstance(chunksize, int) and spec.fast else 1
         self.window = window if window is not None else 4 * engine.size

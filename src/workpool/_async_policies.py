@@ -9,6 +9,11 @@ with a policy (``run_one``), which runs through ``call_with_policies``::
 
 A failed task is retried (``failed``) after its backoff, waiting in the ``RetryTimer``,
 off the workers; an interrupted one is counted and ended (``interrupted``).
+
+What a task raises, ``BaseException`` included (``KeyboardInterrupt``, ``SystemExit``),
+fails that task alone. The one exception a worker lets through is a cancellation of its
+own by the event loop (``is_cancellation``): the task's, the pool's, or one around the
+pool.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from __future__ import annotations
 import heapq
 import inspect
 import itertools
+import math
+import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -39,21 +45,33 @@ from ._async_task import (
     fn_name,
 )
 from ._backends.aio import Lot
-from ._core.context import TaskContext
+from ._core.context import TaskContext, WorkerSlot, install_slot
 from ._core.exceptions import Cancelled, TaskTimeout
-from ._core.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from ._async_engine import AsyncEngine
 
-__all__ = ["RetryTimer", "call_with_policies", "failed", "interrupted", "run_chunk", "run_one"]
+__all__ = ["RetryTimer", "StuckThreads", "ThreadCall", "call_with_policies", "failed",
+           "interrupted", "is_cancellation", "run_chunk", "run_one"]
 
 _monotonic = time.monotonic
 _NO_KWARGS: Final[dict[str, Any]] = {}
 
 
+def is_cancellation(exc: BaseException) -> bool:
+    """Whether *exc*, caught by a worker, is the event loop cancelling it (a scope
+    around it was cancelled) rather than something its task raised: the one exception
+    that does not end up in the task's future.
+
+    On asyncio a task may raise ``CancelledError`` itself, untouched by any scope; that
+    one is the task's own error, as any other."""
+    return (not isinstance(exc, Exception)
+            and isinstance(exc, anyio.get_cancelled_exc_class())
+            and anyio.current_effective_deadline() == -math.inf)
+
+
 def interrupted(engine: AsyncEngine, w: Worker, job: Job, done: int = 0) -> None:
-    """*job* was interrupted by a cancellation (or a BaseException) while running."""
+    """*job* was interrupted by a cancellation while running."""
     w.job = None
     if type(job) is Chunk:
         engine.stats.cancelled += job.count - done
@@ -87,7 +105,9 @@ async def run_chunk(engine: AsyncEngine, w: Worker, chunk: Chunk) -> None:
                 break
             try:
                 append(await (fn(*item) if star else fn(item)))
-            except Exception as exc:
+            except BaseException as exc:
+                if is_cancellation(exc):
+                    raise
                 append(Failure(exc))
                 errors += 1
     except BaseException:
@@ -119,11 +139,11 @@ async def run_one(engine: AsyncEngine, w: Worker, job: Job) -> None:
         fn, args, kwargs = job._fn, job._args, job._kwargs
         job._state = RUNNING
     try:
-        value = await call_with_policies(w, fn, args, kwargs, job._spec, job._attempt,
-                                         engine.bucket, engine.limiter)
-    except Exception as exc:
-        failed(engine, job, exc)
-    except BaseException:
+        value = await call_with_policies(engine, w, fn, args, kwargs, job._spec, job._attempt)
+    except BaseException as exc:
+        if not is_cancellation(exc):
+            failed(engine, job, exc)
+            return
         interrupted(engine, w, job)
         if type(job) is Chunk:
             job.run.deliver(job, [], 0.0)
@@ -136,7 +156,7 @@ async def run_one(engine: AsyncEngine, w: Worker, job: Job) -> None:
             job._finish(VALUE, value)
 
 
-def failed(engine: AsyncEngine, job: Job, exc: Exception) -> None:
+def failed(engine: AsyncEngine, job: Job, exc: BaseException) -> None:
     """*job* raised *exc*: retry it after its backoff, or end it."""
     policy = job._spec.retry
     attempt = job._attempt
@@ -168,16 +188,16 @@ def failed(engine: AsyncEngine, job: Job, exc: Exception) -> None:
         job._finish(ERROR, exc)
 
 
-async def call_with_policies(w: Worker, fn: Callable[..., Any], args: tuple[Any, ...],
-                             kwargs: dict[str, Any], spec: Spec, attempt: int,
-                             bucket: TokenBucket | None,
-                             limiter: anyio.CapacityLimiter | None) -> Any:
+async def call_with_policies(engine: AsyncEngine, w: Worker, fn: Callable[..., Any],
+                             args: tuple[Any, ...], kwargs: dict[str, Any], spec: Spec,
+                             attempt: int) -> Any:
     """Run one call on worker *w* under the pool's rate limit and *spec*'s timeout.
 
     Raises:
         TaskTimeout: it ran past its timeout.
-        Exception: whatever the call raised.
+        BaseException: whatever the call raised.
     """
+    bucket = engine.bucket
     if bucket is not None:
         delay = bucket.reserve()
         if delay > 0:
@@ -190,7 +210,7 @@ async def call_with_policies(w: Worker, fn: Callable[..., Any], args: tuple[Any,
         ctx = slot.ctx = TaskContext(slot, attempt, deadline)
     try:
         if spec.kind == SYNC:
-            return await _call_sync(fn, args, kwargs, ctx, timeout, limiter)
+            return await _call_sync(engine, w, fn, args, kwargs, ctx, timeout)
         if timeout is None:
             return await fn(*args, **kwargs)
         with anyio.CancelScope(deadline=anyio.current_time() + timeout):
@@ -200,36 +220,37 @@ async def call_with_policies(w: Worker, fn: Callable[..., Any], args: tuple[Any,
         slot.ctx = w.ctx
 
 
-async def _call_sync(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                     ctx: TaskContext, timeout: float | None,
-                     limiter: anyio.CapacityLimiter | None) -> Any:
-    """Run a sync callable in a worker thread. A thread cannot be interrupted: at its
-    timeout (or on cancellation) its context is cancelled, which code that calls
-    ``wp.current().checkpoint()`` or ``sleep()`` sees, and the worker waits for it."""
-    call = partial(_in_thread, fn, args, kwargs)
-    if timeout is None:
-        return await anyio.to_thread.run_sync(call, limiter=limiter)
-    expired: list[bool] = []
+async def _call_sync(engine: AsyncEngine, w: Worker, fn: Callable[..., Any],
+                     args: tuple[Any, ...], kwargs: dict[str, Any], ctx: TaskContext,
+                     timeout: float | None) -> Any:
+    """Run a sync callable in a worker thread, which nothing can interrupt.
 
-    async def expire() -> None:
-        await anyio.sleep(timeout)
-        expired.append(True)
-        ctx.cancel()
-
-    error: Exception | None = None
-    value: Any = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(expire)
+    A cancellation (``AsyncFuture.cancel()``, ``aclose(cancel=True)``) cancels the
+    task's context, which code that calls ``wp.current().checkpoint()`` or ``sleep()``
+    sees, and the worker waits for the thread. At the task's timeout, or when a
+    draining ``aclose`` runs out of time, the pool gives up on the thread instead, as
+    ``ThreadPool`` does: the context is cancelled, the task fails at once (with
+    ``TaskTimeout``, or ``Cancelled``) and the worker goes on, while the thread,
+    counted as stuck, runs until the call returns.
+    """
+    call = ThreadCall(engine.stuck, fn, args, kwargs, ctx)
+    deadline = math.inf if timeout is None else anyio.current_time() + timeout
+    # The shield keeps cancellations off the thread (they reach it through its
+    # context); only the scope inside it gives up on the thread: at the deadline, or
+    # when cancelled by cancel_by_shutdown().
+    with anyio.CancelScope(shield=True), anyio.CancelScope(deadline=deadline) as scope:
+        w.call = call
+        call.scope = scope
         try:
-            value = await anyio.to_thread.run_sync(call, limiter=limiter)
-        except Exception as exc:  # raised below, not wrapped in an ExceptionGroup
-            error = exc
-        tg.cancel_scope.cancel()
-    if expired:
-        raise TaskTimeout(f"task timed out after {timeout:g} s")
-    if error is not None:
-        raise error
-    return value
+            return await anyio.to_thread.run_sync(call.run, limiter=engine.limiter,
+                                                  abandon_on_cancel=True)
+        finally:
+            w.call = None
+    ctx.cancel()
+    call.give_up()
+    if call.by_shutdown:
+        raise Cancelled("cancelled by shutdown while running")
+    raise TaskTimeout(f"task timed out after {timeout:g} s")
 
 
 def _in_thread(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -239,6 +260,73 @@ def _in_thread(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
         raise TypeError(f"{fn_name(fn)} is not a coroutine function but returned a "
                         f"coroutine: declare it with 'async def'")
     return value
+
+
+class StuckThreads:
+    """How many threads of a pool's sync tasks it gave up on are still running (written
+    under ``_THREAD_LOCK``, by those threads too)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+_THREAD_LOCK: Final = threading.Lock()
+_PENDING: Final = 0
+_RUNNING: Final = 1
+_GIVEN_UP: Final = 2
+_RETURNED: Final = 3
+
+
+class ThreadCall:
+    """A sync call in a worker thread that the pool may give up on."""
+
+    __slots__ = ("args", "by_shutdown", "fn", "kwargs", "scope", "slot", "state", "stuck")
+
+    def __init__(self, stuck: StuckThreads, fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any], ctx: TaskContext) -> None:
+        self.stuck = stuck
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        # The thread's own slot: once the worker has given up on it and moved on,
+        # wp.current() in the thread is still this task's (cancelled) context.
+        self.slot = WorkerSlot(ctx.worker_id)
+        self.slot.ctx = ctx
+        self.state = _PENDING
+        self.scope: anyio.CancelScope | None = None  # cancelled to give up on the thread
+        self.by_shutdown = False
+
+    def run(self) -> Any:
+        """The thread's side: the call, unless it was given up on before it started."""
+        with _THREAD_LOCK:
+            if self.state == _GIVEN_UP:
+                return None
+            self.state = _RUNNING
+        install_slot(self.slot)  # in the context this thread runs the call in
+        try:
+            return _in_thread(self.fn, self.args, self.kwargs)
+        finally:
+            with _THREAD_LOCK:
+                if self.state == _GIVEN_UP:
+                    self.stuck.count -= 1
+                self.state = _RETURNED
+
+    def cancel_by_shutdown(self) -> None:
+        """A shutdown out of time: the task fails with ``Cancelled`` now."""
+        self.by_shutdown = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def give_up(self) -> None:
+        """The worker's side, once it gave up: a running call is counted as stuck until
+        it returns; one not started yet never starts."""
+        with _THREAD_LOCK:
+            if self.state == _RUNNING:
+                self.stuck.count += 1
+            if self.state != _RETURNED:
+                self.state = _GIVEN_UP
 
 
 class RetryTimer:

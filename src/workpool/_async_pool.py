@@ -39,14 +39,23 @@ class AsyncPool:
     Leaving ``async with`` waits for every task; an exception (or a cancellation) in
     the block cancels what is queued and running instead, and leaves no task behind.
 
+    Whatever a task raises, ``BaseException`` included (``KeyboardInterrupt``,
+    ``SystemExit``), fails that task's future alone, as with the stdlib's executors:
+    awaiting it re-raises it, and the pool and its other tasks go on. Only a
+    cancellation of the pool itself (of its scope, or of one around it) is not a
+    task's error.
+
     Args:
         workers: worker tasks, so at most this many tasks run at once (default 100).
         max_workers: the stdlib's name for *workers*.
         queue_size: tasks that may wait for a worker (default 1024): ``submit`` waits
             when it is full, ``submit_nowait`` raises ``wp.QueueFull``; 0 hands each
             task straight to an idle worker. ``map`` is bounded by its own window.
-        timeout: seconds a task may run; then it is cancelled and fails with
-            ``wp.TaskTimeout`` (a sync one is asked to stop through its context).
+        timeout: seconds a task may run; then it fails with ``wp.TaskTimeout``. An
+            async task is cancelled. A sync one is asked to stop through its context
+            and its thread is given up on, as ``ThreadPool`` does: the thread runs on
+            until the call returns, counted as ``stuck`` in ``statistics()``, while
+            the worker goes on with other tasks. ``math.inf`` means no timeout.
         retry: a ``wp.Retry`` policy for failed tasks; a task waiting for its retry
             holds no worker.
         rate: a ``wp.RateLimit`` on task starts, shared by all workers.
@@ -61,7 +70,7 @@ class AsyncPool:
     task, future or cancel scope is created per task, except for the policies.
 
     Raises:
-        ValueError: ``workers < 1``, ``queue_size < 0`` or ``timeout <= 0``.
+        ValueError: ``workers < 1``, ``queue_size < 0``, or *timeout* not > 0 (nan).
 
     Example::
 
@@ -113,7 +122,9 @@ class AsyncPool:
         - ``aclose()``: run everything queued (and waiting to retry), then return.
         - ``aclose(cancel=True)``: cancel what is queued or waiting to retry, cancel
           what runs (a sync task is asked to stop through ``wp.current()``), wait.
-        - ``aclose(timeout=s)``: drain for up to *s* seconds, then cancel the rest.
+        - ``aclose(timeout=s)``: drain for up to *s* seconds, then cancel the rest; a
+          sync task still running is asked to stop and its thread given up on (it
+          runs on, counted as ``stuck``), as ``ThreadPool.shutdown(timeout=s)`` does.
 
         Open ``map`` iterators are cancelled in every case. Leaving ``async with``
         calls ``aclose()`` (or ``aclose(cancel=True)`` on an exception); calling it

@@ -26,6 +26,7 @@ from ._core.retry import Retry
 
 if TYPE_CHECKING:
     from ._async_engine import AsyncEngine
+    from ._async_policies import ThreadCall
     from ._backends.aio import Lot
 
 __all__ = ["ASYNC", "SYNC", "AsyncFuture", "Chunk", "ChunkOwner", "Failure", "Job", "Spec",
@@ -131,7 +132,7 @@ class AsyncFuture(Generic[T]):
         Raises:
             InvalidStateError: the task has not finished (``concurrent.futures``').
             Cancelled: the task was cancelled.
-            Exception: whatever the task raised.
+            BaseException: whatever the task raised.
         """
         state = self._state
         if state == VALUE:
@@ -323,9 +324,10 @@ Job = AsyncFuture[Any] | Chunk
 
 
 class Worker:
-    """A worker task's bookkeeping. ``job`` is what it runs now (None when idle)."""
+    """A worker task's bookkeeping. ``job`` is what it runs now (None when idle);
+    ``call`` the sync call it waits on in a thread, if any."""
 
-    __slots__ = ("ctx", "job", "restart", "scope", "slot")
+    __slots__ = ("call", "ctx", "job", "restart", "scope", "slot")
 
     def __init__(self, worker_id: int) -> None:
         self.slot = WorkerSlot(worker_id)
@@ -335,3 +337,4 @@ class Worker:
         self.job: Job | None = None
         self.restart = False
         self.scope: anyio.CancelScope | None = None
+        self.call: ThreadCall | None = None
