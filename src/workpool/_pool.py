@@ -415,6 +415,10 @@ class ThreadPool(ExecutorPool, ThreadPoolExecutor):
             ``schedule(..., cost=n)`` says otherwise) from admission to its end: with
             costs in bytes, the pool bounds the bytes in flight, not only the tasks.
 
+    Whatever a task raises, ``BaseException`` included (``KeyboardInterrupt``,
+    ``SystemExit``), fails that task's future alone, as with the stdlib's executors:
+    ``result()`` re-raises it, and the pool and its other tasks go on.
+
     Costs about a microsecond per ``map`` item and less than the stdlib per ``submit``.
 
     Example::
