@@ -567,6 +567,34 @@ async def test_map_errors_of_the_input_propagate() -> None:
                 pass
 
 
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("chunksize", ["auto", 1, 7])
+async def test_map_yields_every_item_read_before_the_input_fails(
+        ordered: bool, chunksize: int | str) -> None:
+    def broken() -> Iterator[int]:
+        yield from range(100)
+        raise OSError("the input broke")
+
+    async def abroken() -> AsyncIterator[int]:
+        for i in range(100):
+            yield i
+        raise OSError("the async input broke")
+
+    async with wp.AsyncPool(4) as pool:
+        for source, message in [(broken(), "the input broke"),
+                                (abroken(), "the async input broke")]:
+            got: list[int] = []
+
+            async def consume(results: AsyncIterator[int], into: list[int]) -> None:
+                async for value in results:
+                    into.append(value)
+
+            with pytest.raises(OSError, match=f"^{message}$"):
+                await consume(pool.map(echo, source, ordered=ordered, chunksize=chunksize),
+                              got)
+            assert sorted(got) == list(range(100))
+
+
 async def test_map_timeout_and_bad_arguments() -> None:
     gate = anyio.Event()
     async with wp.AsyncPool(2) as pool:

@@ -113,6 +113,7 @@ class MapRun:
         self.started = self.stopped = self.closed = self.exhausted = False
         self.failed_seen = False  # an item failed (raise mode): read no further
         self.failure: BaseException | None = None  # what the consumer raises next
+        self.input_error: Exception | None = None  # what reading the input raised
         self.outstanding = 0  # items read and not yet consumed
         self.seq = 0  # chunks made
         self.want = 0  # ordered: the next chunk the consumer takes
@@ -147,11 +148,15 @@ class MapRun:
         tail = self.tail
         read = 0
         room = self.window - self.outstanding
-        try:  # an error of the input propagates to the consumer
+        try:
             while read < room:
                 try:
                     item = next(source)
                 except StopIteration:
+                    self.exhausted = True
+                    break
+                except Exception as exc:  # raised after the items read before it
+                    self.input_error = exc
                     self.exhausted = True
                     break
                 read += 1
@@ -205,9 +210,10 @@ class MapRun:
                         self.exhausted = True
                         break
                     self.feed(item)
-        except Exception as exc:
-            if self.failure is None and not self.closed:
-                self.failure = exc
+        except Exception as exc:  # raised after the items read before it
+            if not self.closed:
+                self.input_error = exc
+                self.exhausted = True
         finally:
             self.feeding = False
             self.lot.unpark()
@@ -365,6 +371,9 @@ class MapResults(Generic[T]):
                     head: T = value
                     return head
                 if run.at_end():
+                    error, run.input_error = run.input_error, None
+                    if error is not None:
+                        raise error
                     raise StopAsyncIteration
                 if sync:
                     run.fill()  # top the window up before waiting
