@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
+import dataclasses
+import itertools
+import multiprocessing
 import os
 import pickle
 import random
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import warnings
+import weakref
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -19,7 +26,7 @@ from typing import Any
 import pytest
 
 import workpool as wp
-from tests import _tasks
+from tests import _process_tasks, _tasks
 from tests.pool_suite import WAIT, PoolBehaviour
 
 
@@ -42,8 +49,6 @@ class FileGate:
 
 
 class TestProcessPoolBehaviour(PoolBehaviour):
-    kills_running = True
-
     @pytest.fixture(autouse=True)
     def _tmp(self, tmp_path: Path) -> None:
         self.tmp = tmp_path
@@ -75,20 +80,349 @@ def test_lambdas_and_closures_travel() -> None:
 
 
 def test_unpicklable_argument_fails_at_submit_naming_it() -> None:
+    # The error is the stdlib's own (a TypeError for a lock, as ProcessPoolExecutor
+    # sets on the future), raised in the caller and naming the culprit.
+    lock_error = "cannot pickle '_thread.lock' object"
     with wp.ProcessPool(1) as pool:
-        with pytest.raises(pickle.PicklingError,
-                           match=r"^cannot send argument 0 of square to a worker process: "):
+        with pytest.raises(TypeError, match=(r"^cannot send argument 0 of square to a worker "
+                                             f"process: {lock_error}$")) as info:
             pool.submit(_tasks.square, threading.Lock())  # type: ignore[arg-type]
-        with pytest.raises(pickle.PicklingError, match=r"keyword argument 'b' of add"):
+        assert type(info.value) is TypeError
+        assert str(info.value.__cause__) == lock_error
+        with pytest.raises(TypeError, match=r"^cannot send keyword argument 'b' of add "):
             pool.submit(_tasks.add, 1, b=threading.Lock())  # type: ignore[arg-type]
         lock = threading.Lock()
-        with pytest.raises(pickle.PicklingError, match=r"^cannot send the function of "):
+        with pytest.raises(TypeError, match=r"^cannot send the function of .*<lambda> to a "):
             pool.map(lambda x: lock, [1])
         it = pool.map(_tasks.square, [1, threading.Lock()], chunksize=1, window=1)
         assert next(it) == 1
-        with pytest.raises(pickle.PicklingError, match="an item of the map of square"):
+        with pytest.raises(TypeError, match=(r"^cannot send an item of the map of square to a "
+                                             f"worker process: {lock_error}$")):
             next(it)
+        with pytest.raises(pickle.PicklingError,
+                           match=r"^cannot send argument 0 of id to a worker process: "
+                                 r"Error in pickle$"):
+            pool.submit(id, _process_tasks.ErrorAtPickle())
         assert pool.submit(_tasks.square, 3).result(WAIT) == 9  # the pool is fine
+
+
+def test_an_open_file_cannot_be_sent(tmp_path: Path) -> None:
+    # cloudpickle would send a copy of the file's contents; the stdlib refuses.
+    path = tmp_path / "data.txt"
+    path.write_text("contents")
+    with wp.ProcessPool(1) as pool, path.open() as f:
+        with pytest.raises(TypeError) as stdlib:  # the stdlib's words, on this Python
+            pickle.dumps(f)
+        assert str(stdlib.value).startswith("cannot pickle '")
+        refused = re.escape(str(stdlib.value))
+        with pytest.raises(TypeError, match=(r"^cannot send argument 0 of read_all to a "
+                                             f"worker process: {refused}$")):
+            pool.submit(_process_tasks.read_all, f)
+        with pytest.raises(TypeError, match=f"^cannot send the function of .*: {refused}$"):
+            pool.submit(lambda: f.read())
+        with pytest.raises(TypeError, match=f"^cannot send an item of the map of read_all .*"
+                                            f": {refused}$"):
+            pool.map(_process_tasks.read_all, [f])
+        assert pool.submit(_tasks.square, 3).result(WAIT) == 9
+
+
+def test_local_functions_and_classes_travel_by_value() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Local:
+        x: int
+
+    class LocalError(Exception):
+        pass
+
+    def fail() -> None:
+        raise LocalError("local")
+
+    with wp.ProcessPool(1) as pool:
+        got = pool.submit(lambda: Local(3)).result(WAIT)
+        error = pool.submit(fail).exception(WAIT)
+        items = list(pool.map(Local, range(3)))
+    assert type(got) is Local  # the same class came back
+    assert got == Local(3)
+    assert type(error) is LocalError
+    assert str(error) == "local"
+    assert items == [Local(0), Local(1), Local(2)]
+
+
+# -- __main__ of a script travels by reference, as with the stdlib --------------------------
+
+BY_REFERENCE = textwrap.dedent("""
+    import dataclasses, multiprocessing as mp, os, sys, threading, typing
+    import workpool as wp
+
+    @dataclasses.dataclass(frozen=True)
+    class Result:
+        value: int
+
+    class Pair(typing.NamedTuple):
+        left: int
+        right: int
+
+    class AppError(Exception):
+        pass
+
+    LOCK = threading.Lock()
+    CACHE = {}
+
+    def make(x):
+        return Result(x)
+
+    def pair(x):
+        return Pair(x, -x)
+
+    def fail(x):
+        raise AppError(f"bad {x}")
+
+    def locked(x):
+        with LOCK:
+            return x + 1
+
+    def cached(x):
+        hit = x in CACHE
+        CACHE[x] = True
+        return hit
+
+    def is_result(r):
+        return type(r) is Result
+
+    def show(label, call):
+        try:
+            print(label, call())
+        except BaseException as exc:
+            print(label, "raised", type(exc).__name__, exc)
+
+    if __name__ == "__main__":
+        method = sys.argv[1]
+        ctx = None if method == "default" else mp.get_context(method)
+        with wp.ProcessPool(1, mp_context=ctx) as pool:
+            show("dataclass", lambda: type(pool.submit(make, 3).result()) is Result)
+            show("namedtuple", lambda: pool.submit(pair, 2).result() == Pair(2, -2)
+                 and type(pool.submit(pair, 2).result()) is Pair)
+            try:
+                pool.submit(fail, 1).result()
+            except AppError as exc:
+                print("exception", type(exc) is AppError, exc)
+            except BaseException as exc:
+                print("exception", "raised", type(exc).__name__, exc)
+            show("lock", lambda: pool.submit(locked, 1).result())
+            show("cache", lambda: [pool.submit(cached, 5).result() for _ in range(3)])
+            show("argument", lambda: pool.submit(is_result, Result(1)).result())
+            show("map", lambda: list(pool.map(make, range(3))) == [Result(i) for i in range(3)])
+""")
+
+
+def _run_script(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
+                          timeout=WAIT * 3, cwd=path.parent)
+
+
+@pytest.mark.parametrize("method", ["default", "spawn", "fork", "forkserver"])
+def test_main_classes_and_globals_travel_by_reference(tmp_path: Path, method: str) -> None:
+    script = tmp_path / "by_reference.py"
+    script.write_text(BY_REFERENCE)
+    out = _run_script(script, method)
+    assert out.stdout.splitlines() == [
+        "dataclass True", "namedtuple True", "exception True bad 1", "lock 2",
+        "cache [False, True, True]", "argument True", "map True"], out.stderr
+    assert out.returncode == 0, out.stderr
+
+
+BY_VALUE = textwrap.dedent("""
+    import dataclasses, multiprocessing as mp
+    import workpool as wp
+
+    @dataclasses.dataclass(frozen=True)
+    class Result:
+        value: int
+
+    def make(x):
+        return Result(x)
+
+    with wp.ProcessPool(1, mp_context=mp.get_context("spawn")) as pool:
+        got = pool.submit(make, 3).result()
+        print(type(got) is Result, got == Result(3), pool.submit(lambda: 7).result())
+""")
+
+
+def test_main_without_a_file_travels_by_value() -> None:
+    # A spawned worker cannot import the __main__ of `python -c`: what it defines
+    # travels by value, and a class comes back as itself.
+    out = subprocess.run([sys.executable, "-c", BY_VALUE], capture_output=True, text=True,
+                         timeout=WAIT * 3)
+    assert out.stdout == "True True 7\n", out.stderr
+
+
+# -- workers start at the first task --------------------------------------------------------
+
+MODULE_LEVEL_POOL = textwrap.dedent("""
+    import multiprocessing as mp, os, sys
+    import workpool as wp
+
+    METHOD = sys.argv[1]
+    POOL = wp.ProcessPool(2, mp_context=None if METHOD == "default" else mp.get_context(METHOD))
+    IDLE = wp.ProcessPool(2)  # never used: it starts no worker, here or in a worker
+
+    def work(x):  # defined after the pools
+        return x * x, len(mp.active_children())
+
+    if __name__ == "__main__":
+        print("children before the first task:", len(mp.active_children()))
+        with POOL:
+            outs = list(POOL.map(work, range(20)))
+            print("results:", [value for value, _ in outs] == [x * x for x in range(20)])
+            print("children of the workers:", max(children for _, children in outs))
+            print("a submit:", POOL.submit(work, 3).result()[0])
+""")
+
+
+@pytest.mark.parametrize("method", ["default", "spawn", "forkserver", "fork"])
+def test_a_module_level_pool_starts_workers_at_the_first_task(tmp_path: Path,
+                                                               method: str) -> None:
+    script = tmp_path / "module_level.py"
+    script.write_text(MODULE_LEVEL_POOL)
+    out = _run_script(script, method)
+    assert out.stdout.splitlines() == [
+        "children before the first task: 0", "results: True", "children of the workers: 0",
+        "a submit: 9"], out.stderr
+    assert out.returncode == 0, out.stderr
+
+
+# -- what cannot be pickled or unpickled fails its task alone (CPython's test_deadlock) -----
+
+T = _process_tasks
+SEGV = "the worker process running the task died (signal SIGSEGV)"
+
+
+@pytest.mark.parametrize(("fn", "arg", "kind", "message", "cause"), [
+    pytest.param(id, T.ExitAtUnpickle(), wp.WorkerCrashed,
+                 "the worker process could not unpickle the task's arguments: SystemExit: 1",
+                 SystemExit, id="exit_at_task_unpickle"),
+    pytest.param(id, T.ErrorAtUnpickle(), wp.WorkerCrashed,
+                 "the worker process could not unpickle the task's arguments: "
+                 "UnpicklingError: cannot be unpickled", pickle.UnpicklingError,
+                 id="error_at_task_unpickle"),
+    pytest.param(id, T.CrashAtUnpickle(), wp.WorkerCrashed, SEGV, None,
+                 id="crash_at_task_unpickle"),
+    pytest.param(T.crash, None, wp.WorkerCrashed, SEGV, None,
+                 id="crash_during_func_exec_on_worker"),
+    pytest.param(T.exit_one, None, SystemExit, "1", None,
+                 id="exit_during_func_exec_on_worker"),
+    pytest.param(T.raise_runtime_error, None, RuntimeError, "in the task", None,
+                 id="error_during_func_exec_on_worker"),
+    pytest.param(T.return_instance, T.CrashAtPickle, wp.WorkerCrashed, SEGV, None,
+                 id="crash_during_result_pickle_on_worker"),
+    pytest.param(T.return_instance, T.ExitAtPickle, SystemExit, "1", None,
+                 id="exit_during_result_pickle_on_worker"),
+    pytest.param(T.return_instance, T.ErrorAtPickle, pickle.PicklingError, "Error in pickle",
+                 None, id="error_during_result_pickle_on_worker"),
+    pytest.param(T.unpicklable, None, TypeError, "cannot pickle '_thread.lock' object", None,
+                 id="unpicklable_result"),
+    pytest.param(T.return_instance, T.ErrorAtUnpickle, wp.WorkerCrashed,
+                 "the task's result could not be unpickled: UnpicklingError: cannot be "
+                 "unpickled", pickle.UnpicklingError,
+                 id="error_during_result_unpickle_in_result_handler"),
+    pytest.param(T.return_instance, T.ExitAtUnpickle, wp.WorkerCrashed,
+                 "the task's result could not be unpickled: SystemExit: 1", SystemExit,
+                 id="exit_during_result_unpickle_in_result_handler"),
+])
+def test_pickling_failures_fail_only_their_task(
+        fn: Any, arg: Any, kind: type[BaseException], message: str,
+        cause: type[BaseException] | None) -> None:
+    with wp.ProcessPool(2) as pool:
+        future = pool.submit(fn) if arg is None else pool.submit(fn, arg)
+        error = future.exception(WAIT)
+        assert type(error) is kind
+        assert str(error) == message
+        if cause is not None:
+            assert type(error.__cause__) is cause
+        if kind is SystemExit:
+            assert isinstance(error, SystemExit)
+            assert error.code == 1
+        assert [pool.submit(_tasks.square, i).result(WAIT) for i in range(4)] == [0, 1, 4, 9]
+    stats = pool.statistics()
+    assert (stats.completed, stats.failed) == (4, 1)
+
+
+def test_a_result_that_cannot_be_pickled_names_its_origin() -> None:
+    with wp.ProcessPool(1) as pool:
+        error = pool.submit(T.return_instance, T.ErrorAtPickle).exception(WAIT)
+    assert isinstance(error, pickle.PicklingError)
+    assert error.__notes__ == ["(raised while pickling the task's result to send it back)"]
+    assert "in __reduce__" in str(error.__cause__)  # the child's traceback
+
+
+def test_a_crash_during_shutdown_fails_its_task() -> None:
+    with wp.ProcessPool(2) as pool:
+        future = pool.submit(T.crash_after, 0.1)
+        pool.shutdown(wait=True)
+        with pytest.raises(wp.WorkerCrashed, match=f"^{re.escape(SEGV)}$"):
+            future.result()
+
+
+def test_a_crash_while_big_arguments_are_sent() -> None:
+    data = "a" * ((1 << 22) + 1)  # more than a pipe holds
+    with wp.ProcessPool(2) as pool:
+        with pytest.raises(wp.WorkerCrashed, match=f"^{re.escape(SEGV)}$"):
+            list(pool.map(T.crash_with_data, [data] * 10))
+        assert pool.submit(_tasks.square, 3).result(WAIT) == 9
+
+
+# -- a map chunk: one bad item fails alone ----------------------------------------------------
+
+def _bad_item_map(pool: wp.ProcessPool, kind: type[Any]) -> list[Any]:
+    return list(pool.map(T.bad_result_at, range(64), [17] * 64, [kind] * 64, chunksize=64,
+                         on_error="return"))
+
+
+def _only_item_17_failed(got: list[Any]) -> BaseException:
+    assert [o.unwrap() for i, o in enumerate(got) if i != 17] == [
+        x * x for x in range(64) if x != 17]
+    assert isinstance(got[17], wp.Error)
+    return got[17].error
+
+
+def test_a_result_that_cannot_be_pickled_fails_only_its_item() -> None:
+    with wp.ProcessPool(1) as pool:
+        error = _only_item_17_failed(_bad_item_map(pool, threading.Lock))
+        assert type(error) is TypeError
+        assert str(error) == "cannot pickle '_thread.lock' object"
+        error = _only_item_17_failed(_bad_item_map(pool, T.ExitAtPickle))
+        assert type(error) is SystemExit
+    stats = pool.statistics()
+    assert (stats.completed, stats.failed) == (126, 2)
+
+
+def test_a_result_that_cannot_be_unpickled_fails_only_its_item() -> None:
+    with wp.ProcessPool(1) as pool:
+        error = _only_item_17_failed(_bad_item_map(pool, T.ErrorAtUnpickle))
+        assert type(error) is wp.WorkerCrashed
+        assert str(error) == ("the task's result could not be unpickled: UnpicklingError: "
+                              "cannot be unpickled")
+        assert type(error.__cause__) is pickle.UnpicklingError
+        error = _only_item_17_failed(_bad_item_map(pool, T.ExitAtUnpickle))
+        assert type(error) is wp.WorkerCrashed
+        assert type(error.__cause__) is SystemExit
+        pid = pool.submit(_tasks.getpid).result(WAIT)
+        assert pool.submit(_tasks.getpid).result(WAIT) == pid  # no worker was lost
+
+
+@pytest.mark.parametrize("bad", [T.ErrorAtUnpickle, T.ExitAtUnpickle])
+def test_arguments_that_cannot_be_unpickled_fail_only_their_item(bad: type[Any]) -> None:
+    items: list[Any] = list(range(64))
+    items[17] = bad()
+    with wp.ProcessPool(1) as pool:
+        got = list(pool.map(T.identity, items, chunksize=64, on_error="return"))
+    assert [o.unwrap() for i, o in enumerate(got) if i != 17] == [
+        x for x in range(64) if x != 17]
+    error = got[17].error  # type: ignore[union-attr]
+    assert type(error) is wp.WorkerCrashed
+    assert str(error).startswith("the worker process could not unpickle the task's arguments: ")
+    assert type(error.__cause__) is (pickle.UnpicklingError if bad is T.ErrorAtUnpickle
+                                     else SystemExit)
 
 
 def test_child_traceback_is_the_cause() -> None:
@@ -96,6 +430,8 @@ def test_child_traceback_is_the_cause() -> None:
         error = pool.submit(_tasks.fail, "deep").exception(WAIT)
     assert isinstance(error, ValueError)
     assert 'in fail\n    raise ValueError(message)' in str(error.__cause__)
+    # The stdlib's own cause type, as CPython's test_traceback asserts.
+    assert type(error.__cause__) is cf.process._RemoteTraceback
 
 
 @pytest.mark.parametrize(("task", "args", "how"), [
@@ -170,6 +506,16 @@ def test_recycling_after_max_tasks() -> None:
     assert pids[4] == pids[5]
 
 
+@pytest.mark.parametrize("chunksize", [5, 64, "auto"])
+def test_max_tasks_per_worker_counts_map_items(chunksize: Any) -> None:
+    with wp.ProcessPool(1, max_tasks_per_worker=3) as pool:
+        pids = list(pool.map(_tasks.getpid, range(10), chunksize=chunksize))
+    runs = [len(list(group)) for _, group in itertools.groupby(pids)]
+    assert runs == [3, 3, 3, 1]
+    assert len(set(pids)) == 4  # each worker ran 3 items, then a fresh one went on
+    assert pool.statistics().completed == 10
+
+
 def test_recycling_over_max_memory() -> None:
     with wp.ProcessPool(1, max_memory_per_worker=150 << 20) as pool:
         first = pool.submit(_tasks.hold_memory, 200).result(WAIT)
@@ -198,6 +544,16 @@ def test_bad_process_options() -> None:
         wp.ProcessPool(1, max_tasks_per_worker=0)
     with pytest.raises(ValueError, match=r"^max_crashes must be >= 1, got 0$"):
         wp.ProcessPool(1, max_crashes=0)
+    # The stdlib's name, the stdlib's checks and messages.
+    with pytest.raises(ValueError, match=r"^max_tasks_per_child must be >= 1$"):
+        wp.ProcessPool(1, max_tasks_per_child=0)
+    with pytest.raises(TypeError, match=r"^max_tasks_per_child must be an integer$"):
+        wp.ProcessPool(1, max_tasks_per_child=1.5)  # type: ignore[arg-type]
+    fork = multiprocessing.get_context("fork")
+    with pytest.raises(ValueError, match=r"^max_tasks_per_child is incompatible with the "
+                                         r"'fork' multiprocessing start method; supply a "
+                                         r"different mp_context\.$"):
+        wp.ProcessPool(1, mp_context=fork, max_tasks_per_child=3)
 
 
 def test_shutdown_leaves_no_child() -> None:
@@ -209,15 +565,125 @@ def test_shutdown_leaves_no_child() -> None:
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
 
 
-def test_cancel_shutdown_kills_running_processes() -> None:
+def test_cancel_futures_lets_the_running_task_finish(tmp_path: Path) -> None:
+    gate = FileGate(tmp_path / "gate")
+    pool = wp.ProcessPool(1)
+    running = pool.submit(_tasks.wait_gate, gate)
+    deadline = time.monotonic() + WAIT
+    while pool.statistics().running == 0:
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.001)
+    pid = worker_pids(pool)
+    queued = [pool.submit(_tasks.square, i) for i in range(3)]
+
+    def open_once_cancelled() -> None:  # shutdown() below waits for the running task
+        end = time.monotonic() + WAIT
+        while not all(f.cancelled() for f in queued) and time.monotonic() < end:
+            time.sleep(0.001)
+        gate.open()
+
+    opener = threading.Thread(target=open_once_cancelled)
+    opener.start()
+    pool.shutdown(cancel_futures=True)
+    opener.join()
+    assert running.result(0) is True  # it ran to its end, in the same worker
+    assert all(f.cancelled() for f in queued)
+    assert set(pool.unfinished) == set(queued)
+    stats = pool.statistics()
+    assert (stats.completed, stats.cancelled) == (1, 3)
+    assert pid
+    assert not worker_pids(pool)
+
+
+def test_shutdown_timeout_kills_running_processes() -> None:
     pool = wp.ProcessPool(1)
     running = pool.submit(_tasks.spin, 30)
+    deadline = time.monotonic() + WAIT
     while pool.statistics().running == 0:
+        assert time.monotonic() < deadline, "the task never started"
         time.sleep(0.001)
-    time.sleep(0.05)  # let the child start spinning; the kill works either way
-    pool.shutdown(cancel_futures=True)
-    with pytest.raises(wp.Cancelled):
-        running.result(WAIT)
+    queued = pool.submit(_tasks.square, 2)
+    started = time.monotonic()
+    pool.shutdown(timeout=0.1)
+    assert time.monotonic() - started < 5  # killed, not waited for
+    with pytest.raises(wp.Cancelled, match=r"^cancelled by shutdown: its worker process was "
+                                           r"killed$"):
+        running.result(0)
+    assert queued.cancelled()
+    assert set(pool.unfinished) == {running, queued}
+
+
+# -- nothing of a finished task stays in the pool ---------------------------------------------
+
+def test_no_stale_references() -> None:
+    with wp.ProcessPool(1) as pool:
+        held = T.Held()
+        collected = threading.Event()
+        watch = weakref.ref(held, lambda _: collected.set())
+        pool.submit(held.method, held)  # the future is dropped at once
+        del held
+        assert collected.wait(WAIT), "the pool kept the function or arguments of a task"
+        future = pool.submit(T.make_held)
+        result_collected = threading.Event()
+        result = weakref.ref(future.result(WAIT), lambda _: result_collected.set())
+        del future
+        assert result_collected.wait(WAIT), "the pool kept the result of a task"
+        gone = [threading.Event() for _ in range(3)]
+        values = [weakref.ref(v, lambda _, e=e: e.set())  # type: ignore[misc]
+                  for v, e in zip(pool.map(T.make_held, range(3), chunksize=3), gone,
+                                  strict=True)]
+        assert all(e.wait(WAIT) for e in gone), "the pool kept the results of a map"
+    assert watch() is None
+    assert result() is None
+    assert all(v() is None for v in values)
+
+
+# -- forked children of the caller leave the workers alone ------------------------------------
+
+FORKED_CHILD = textwrap.dedent("""
+    import multiprocessing as mp, os, sys
+    import workpool as wp
+
+    def pid(_=None):
+        return os.getpid()
+
+    if __name__ == "__main__":
+        with wp.ProcessPool(2) as pool:
+            ran = set(pool.map(pid, range(20), chunksize=1))
+            workers = {p.pid for p in mp.active_children()}
+            child = os.fork()
+            if child == 0:
+                sys.exit(0)  # a normal exit: atexit hooks and finalizers run
+            _, status = os.waitpid(child, 0)
+            print("child exit status:", status)
+            print("workers alive:", workers == {p.pid for p in mp.active_children()})
+            after = {f.result(10) for f in [pool.submit(pid) for _ in range(20)]}
+            print("same workers:", after <= workers and ran <= workers)
+        print("done")
+""")
+
+
+def test_a_forked_child_leaves_the_workers_alone(tmp_path: Path) -> None:
+    script = tmp_path / "forked_child.py"
+    script.write_text(FORKED_CHILD)
+    out = _run_script(script)
+    assert out.stdout.splitlines() == [
+        "child exit status: 0", "workers alive: True", "same workers: True", "done"], out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert "Exception ignored" not in out.stderr, out.stderr
+
+
+def test_a_stdlib_fork_pool_beside_a_live_pool() -> None:
+    with wp.ProcessPool(2) as pool:
+        assert pool.submit(_tasks.square, 3).result(WAIT) == 9
+        pids = worker_pids(pool)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process
+            fork = multiprocessing.get_context("fork")
+            with cf.ProcessPoolExecutor(2, mp_context=fork) as stdlib:
+                assert list(stdlib.map(_tasks.square, range(10))) == [x * x for x in range(10)]
+        assert pool.submit(_tasks.square, 4).result(WAIT) == 16
+        assert worker_pids(pool) == pids
 
 
 def _zombie(pid: int) -> bool:
@@ -230,7 +696,7 @@ def _zombie(pid: int) -> bool:
 ORPHAN = textwrap.dedent("""
     import sys, time
     import workpool as wp
-    from tests import _tasks
+    from tests import _process_tasks, _tasks
     pool = wp.ProcessPool(2)
     futures = [pool.submit(_tasks.spin, 60) for _ in range(2)]
     while pool.statistics().running < 2:
@@ -262,7 +728,7 @@ CTRL_C = textwrap.dedent("""
     import os, signal, threading, time
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
     import workpool as wp
-    from tests import _tasks
+    from tests import _process_tasks, _tasks
     try:
         with wp.ProcessPool(2) as pool:
             futures = [pool.submit(_tasks.spin, 60) for _ in range(6)]

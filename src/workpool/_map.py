@@ -168,7 +168,8 @@ class MapRun:
         remaining = None if self.end_time is None else self.end_time - time.monotonic()
         if self.ordered:
             if not self.inflight:
-                return self._end()
+                self._end()
+                return None
             future, size = self.inflight[0]
             error = future.exception(remaining)  # TimeoutError, as the stdlib's map
             self.inflight.popleft()
@@ -176,7 +177,8 @@ class MapRun:
                 return _failed(error, size), size
             return future.result(), size
         if not self.live:
-            return self._end()
+            self._end()
+            return None
         try:
             future = self.done.get(timeout=remaining)
         except Empty:

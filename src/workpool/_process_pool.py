@@ -29,15 +29,68 @@ def _positive(value: int | None, name: str, minimum: int = 1) -> int | None:
     return value
 
 
+def _max_tasks(per_worker: int | None, per_child: int | None,
+               mp_context: BaseContext | None) -> int | None:
+    """``max_tasks_per_worker``, or the stdlib's ``max_tasks_per_child`` checked as the
+    stdlib checks it (same errors, same messages)."""
+    if per_child is not None and per_worker is not None:
+        raise TypeError("pass max_tasks_per_worker or max_tasks_per_child, not both")
+    if per_child is None:
+        name, value = "max_tasks_per_worker", _positive(per_worker, "max_tasks_per_worker")
+    elif not isinstance(per_child, int):
+        raise TypeError("max_tasks_per_child must be an integer")
+    elif per_child <= 0:
+        raise ValueError("max_tasks_per_child must be >= 1")
+    else:
+        name, value = "max_tasks_per_child", per_child
+    if (value is not None and mp_context is not None
+            and mp_context.get_start_method() == "fork"):
+        # A replacement would be forked from a process whose proxy threads run.
+        raise ValueError(f"{name} is incompatible with the 'fork' multiprocessing start "
+                         "method; supply a different mp_context.")
+    return value
+
+
 @final
 class ProcessPool(ExecutorPool):
     """A bounded pool of worker processes; a drop-in ``ProcessPoolExecutor``.
 
-    Functions, lambdas and closures travel with cloudpickle; what cannot be pickled
-    fails at ``submit``/``map`` in the caller, naming the culprit. A worker that dies
-    (signal, ``os._exit``, OOM kill) fails only the task it ran, with
-    ``wp.WorkerCrashed``, and is replaced: there is no broken-pool state. A task past
-    its ``timeout`` is stopped for real: its worker is killed and replaced.
+    Pickling is the stdlib's: functions, arguments, results and exceptions travel by
+    reference wherever ``pickle`` can send them (functions and classes of importable
+    modules and of ``__main__``), so a dataclass or exception class of your script
+    comes back as itself (``except MyError`` catches it) and a function's globals, a
+    module-level lock or a per-worker cache, are the worker's own, as with the
+    stdlib. Only what must travel by value does, with cloudpickle: lambdas, closures,
+    local classes, and ``__main__`` of a program without a file (``python -c``, a
+    notebook). An open file never travels (not even as a copy of its contents).
+
+    Whatever cannot be pickled fails with the stdlib's exception type, and only its
+    own task (or its own item of a ``map``); the pool goes on:
+
+    - a call that cannot be pickled raises at ``submit``/``map``, in the caller: the
+      error of its own type (``TypeError: cannot pickle '_io.TextIOWrapper' object``
+      for an open file, ``PicklingError``, ...), its message naming the culprit
+      (``cannot send argument 0 of f to a worker process: ...``);
+    - a result or exception that cannot be pickled in the worker fails its task with
+      that error (``PicklingError``, ``TypeError``, even ``SystemExit``);
+    - arguments that cannot be unpickled in the worker, or a result that cannot be
+      unpickled here, fail the task with ``wp.WorkerCrashed`` (a
+      ``BrokenProcessPool``, as the stdlib raises), whose ``__cause__`` is the error.
+
+    A worker that dies (signal, ``os._exit``, OOM kill) fails only the task it ran,
+    with ``wp.WorkerCrashed``, and is replaced: there is no broken-pool state. A task
+    past its ``timeout`` is stopped for real: its worker is killed and replaced.
+
+    Workers start at the first task, not here, so a pool may be created at import
+    time (``POOL = wp.ProcessPool()`` at the top of a module); while the program has
+    a single thread then, the first workers are forked at once, which is as fast as
+    the stdlib's start. A child forked from your program (``os.fork()``) never stops
+    or waits for the pool's workers.
+
+    ``shutdown(cancel_futures=True)`` cancels queued tasks and lets running ones
+    finish, as the stdlib's; only the hard stop (``shutdown(timeout=s)`` after *s*
+    seconds, a second Ctrl-C) kills running workers, failing their tasks with
+    ``wp.Cancelled``.
 
     Args:
         workers: processes to keep (default ``wp.cpus()``).
@@ -45,10 +98,13 @@ class ProcessPool(ExecutorPool):
         queue_size, timeout, retry, rate, name, budget: as for ``ThreadPool``.
         initializer: called once in each worker process with *initargs*; its return
             value is that worker's ``wp.current().state`` (load a model once per worker).
-        mp_context: a ``multiprocessing`` context (default: forkserver on Linux, so a
-            threaded parent is never forked; spawn elsewhere).
-        max_tasks_per_worker: replace a worker after that many tasks (the stdlib's
-            ``max_tasks_per_child`` is accepted too).
+        mp_context: a ``multiprocessing`` context (default: the first workers forked
+            as above, later ones from a forkserver on Linux, so a threaded parent is
+            never forked; spawn elsewhere).
+        max_tasks_per_worker: replace a worker after that many tasks, counted in
+            items for ``map`` (a worker stops inside a chunk when its budget is spent,
+            and a fresh one runs the rest); the stdlib's ``max_tasks_per_child`` is
+            accepted too. As with the stdlib, not with a fork ``mp_context``.
         max_memory_per_worker: replace a worker, between tasks, once its resident
             memory exceeds that many bytes.
         max_crashes: a task that crashed this many workers is quarantined: it fails
@@ -79,12 +135,9 @@ class ProcessPool(ExecutorPool):
                  max_tasks_per_child: int | None = None,
                  max_memory_per_worker: int | None = None, max_crashes: int = 3,
                  budget: Semaphore | None = None) -> None:
-        if max_tasks_per_child is not None and max_tasks_per_worker is not None:
-            raise TypeError("pass max_tasks_per_worker or max_tasks_per_child, not both")
         self._options: dict[str, Any] = {
             "mp_context": mp_context,
-            "max_tasks": _positive(max_tasks_per_child if max_tasks_per_worker is None
-                                   else max_tasks_per_worker, "max_tasks_per_worker"),
+            "max_tasks": _max_tasks(max_tasks_per_worker, max_tasks_per_child, mp_context),
             "max_memory": _positive(max_memory_per_worker, "max_memory_per_worker"),
             "max_crashes": _positive(max_crashes, "max_crashes"),
         }

@@ -13,32 +13,61 @@ A worker is a proxy thread paired with one child. The proxy blocks on the pipe, 
 a child that dies (signal, ``os._exit``, OOM kill) shows up as EOF in the proxy: only
 the task it ran fails, with ``WorkerCrashed``, and the proxy starts a fresh child.
 A deadline kills the child the same way (terminate, then kill after a grace), and the
-proxy turns that EOF into ``TaskTimeout``.
+proxy turns that EOF into ``TaskTimeout``. So do the hard stop of a shutdown
+(``abandon_running``) and a cancelled pipeline stage (``cancel_running``), into
+``Cancelled``; ``shutdown(cancel_futures=True)`` lets running tasks finish.
+
+What crosses the pipe, and how it is pickled (by reference, as the stdlib, with
+cloudpickle only for what must travel by value), is ``_child``'s. Whatever cannot be
+pickled or unpickled on either side fails its own task (or its own item of a map
+chunk) with the stdlib's exception type, and the pool goes on:
+
+- pickling the call, in the caller: raised by ``submit``/``map`` (the error's own
+  type, e.g. ``TypeError`` for an open file, its message naming the culprit);
+- unpickling it, in the child: ``WorkerCrashed`` (a ``BrokenProcessPool``, as the
+  stdlib's), caused by the child's error;
+- pickling the result, in the child: the error itself (``PicklingError``, ...);
+- unpickling the result, here: ``WorkerCrashed``, caused by the error.
+
+Workers start at the first task, not with the pool. While this process has a single
+thread then, the first workers are forked at once (what makes the stdlib's pool start
+fast); later ones come from the pool's context (forkserver by default).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing
 import pickle
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from multiprocessing.context import BaseContext
-from typing import Any
-
-import cloudpickle
+from typing import Any, NoReturn
 
 from .._chunk import Chunk
 from .._core.exceptions import Cancelled, TaskTimeout, WorkerCrashed
 from .._core.retry import Retry
 from .._engine import FAILED, OK, Engine, Task, Worker
+from .._engine_intake import CLOSING
 from . import _child
 
 __all__ = ["ProcessEngine", "default_context", "dumps_call"]
 
 KILL_GRACE = 0.5  # seconds between terminate and kill
+
+# What _call() reports beyond the child's own kinds (OK, ERR, CHUNK, BADARGS).
+_DIED = -1  # the child died (or could not start): see _death_error
+_BADFN = -2  # the child could not unpickle a map's function: every item fails
+_STOPPED = -3  # a shutdown gave up on running tasks: nothing more is sent
+
+# Ready the by-value pickler (and import cloudpickle) with the backend, not inside the
+# first submit of a lambda; so is what the first fork needs (as the stdlib's pool
+# imports its own machinery with its module).
+_child.prepare_by_value()
+importlib.import_module("multiprocessing.popen_fork")
 
 
 def default_context() -> BaseContext:
@@ -51,26 +80,74 @@ def default_context() -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+# -- pickling in the caller ---------------------------------------------------------------
+
 def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Pickle a call for a worker process; say what could not be pickled if it fails."""
+    """Pickle a call for a worker process (see ``_child``).
+
+    Raises:
+        The pickling error, of its own type (``TypeError`` for an open file or a lock,
+        ``PicklingError``, ...), its message naming what could not be sent.
+    """
     try:
-        data: bytes = cloudpickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-        return data
+        return _child.dumps((fn, args, kwargs))
     except Exception as exc:
-        raise pickle.PicklingError(_what_failed(fn, args, kwargs, exc)) from exc
+        parts = [("the function", fn), *((f"argument {i}", a) for i, a in enumerate(args)),
+                 *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]
+        _raise_send_error(exc, parts, f" of {_name(fn)}")
 
 
-def _what_failed(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                 exc: Exception) -> str:
-    name = getattr(fn, "__qualname__", repr(fn))
-    for what, obj in [("the function", fn), *((f"argument {i}", a) for i, a in enumerate(args)),
-                      *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]:
+def _name(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or repr(fn))
+
+
+def _raise_send_error(exc: Exception, parts: Iterable[tuple[str, Any]],
+                      where: str) -> NoReturn:
+    """Raise *exc* again, as an error of its own type (the one the stdlib's pool would
+    have set on the future) whose message says which of *parts* could not be sent."""
+    culprit, what = exc, "a call"
+    for name, obj in parts:
         try:
-            cloudpickle.dumps(obj)
+            _child.dumps(obj)
         except Exception as inner:
-            return (f"cannot send {what} of {name} to a worker process: {inner} "
-                    f"({type(obj).__name__} objects cannot be pickled)")
-    return f"cannot send a call of {name} to a worker process: {exc}"
+            culprit, what = inner, name
+            break
+    message = f"cannot send {what}{where} to a worker process: {culprit}"
+    try:
+        restated = type(culprit)(message)
+    except Exception:
+        restated = None
+    if restated is None or type(restated) is not type(culprit) or str(restated) != message:
+        culprit.add_note(message)  # a type that takes no message: the note says it
+        raise culprit
+    raise restated from culprit
+
+
+def _dumps_items(star: bool, items: list[Any]) -> bytes:
+    return _child.dumps((star, items))
+
+
+# -- the errors of a call that failed as a whole --------------------------------------------
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _unpicklable(what: str, error: BaseException) -> WorkerCrashed:
+    """The task's result (or exception) came back but cannot be unpickled here."""
+    crashed = WorkerCrashed(f"the task's {what} could not be unpickled: {_describe(error)}")
+    crashed.__cause__ = error
+    return crashed
+
+
+def _bad_call(what: str, error: BaseException) -> WorkerCrashed:
+    """The child could not unpickle the task's function or arguments (the stdlib's
+    pool breaks there; only this task fails here)."""
+    crashed = WorkerCrashed(
+        f"the worker process could not unpickle the task's {what}: {_describe(error)}")
+    crashed.__cause__ = error
+    return crashed
 
 
 class ProcessWorker(Worker):
@@ -94,20 +171,42 @@ class ProcessEngine(Engine):
     def __init__(self, *, mp_context: BaseContext | None, max_tasks: int | None,
                  max_memory: int | None, max_crashes: int, **options: Any) -> None:
         initializer = options.pop("initializer")
-        initargs = options.pop("initargs")
+        initargs = tuple(options.pop("initargs"))
         super().__init__(initializer=None, initargs=(), **options)
-        self.mp_context = mp_context or default_context()
+        self.fork_first = mp_context is None
+        self.mp_context = mp_context  # None: default_context(), resolved when first needed
         self.max_tasks = max_tasks
         self.max_memory = max_memory
         self.max_crashes = max_crashes
-        self.init_bytes = (None if initializer is None
-                           else cloudpickle.dumps((initializer, tuple(initargs))))
+        self.init_bytes: bytes | None = None
+        if initializer is not None:
+            try:
+                self.init_bytes = _child.dumps((initializer, initargs))
+            except Exception as exc:
+                _raise_send_error(exc, [("the initializer", initializer), *(
+                    (f"initargs[{i}]", a) for i, a in enumerate(initargs))], "")
         self._spares: list[tuple[Any, Any]] = []
-        if mp_context is None and _can_fork_safely():
-            self._prefork()
+        self._unstarted = True  # no worker yet: the first one forks them (_first_spawn)
+        self._abandoning = False  # a shutdown gave up on running tasks
+
+    # -- starting: at the first task ------------------------------------------------------
+
+    def _spawn(self, first: Task | None) -> None:
+        if self._unstarted:
+            self._first_spawn()
+        super()._spawn(first)
+
+    def _first_spawn(self) -> None:
+        with self._lock:
+            unstarted, self._unstarted = self._unstarted, False
+        if unstarted and self.fork_first and _can_fork_safely():
+            # A fork that fails (EAGAIN, say) leaves its worker to start as later ones do.
+            with contextlib.suppress(OSError):
+                self._prefork()
 
     def _prefork(self) -> None:
-        """Fork every first worker now, while this process has a single thread.
+        """Fork every worker now, before the first proxy thread starts, while this
+        process has a single thread.
 
         Forking is what makes the stdlib's pool start fast, and it is safe while no
         other thread can hold a lock; workers started later (replacements) come from
@@ -126,14 +225,28 @@ class ProcessEngine(Engine):
     def new_worker(self, worker_id: int) -> Worker:
         return ProcessWorker(worker_id)
 
-    def close_intake(self) -> None:
-        super().close_intake()
+    def close_intake(self, error: tuple[type[Exception], str] | None = None) -> None:
+        super().close_intake(error)
         with self._lock:  # forked workers no proxy took: intake is over, let them go
             spares, self._spares = self._spares, []
         for process, conn in spares:
             spare = ProcessWorker(-1)
             spare.process, spare.conn = process, conn
             self.stop_worker(spare)
+
+    def after_fork_in_child(self) -> None:
+        # The workers are the parent's: multiprocessing must not terminate them (as
+        # daemons) when this child exits, nor may anything here stop them.
+        from multiprocessing import process as mp_process
+
+        children = mp_process._children  # type: ignore[attr-defined]
+        for worker in self._workers:
+            if isinstance(worker, ProcessWorker) and worker.process is not None:
+                children.discard(worker.process)
+        for process, _ in self._spares:
+            children.discard(process)
+        self._spares = []
+        super().after_fork_in_child()
 
     # -- the child's life ---------------------------------------------------------------
 
@@ -158,6 +271,8 @@ class ProcessEngine(Engine):
             process, parent_conn = spare
         else:
             ctx = self.mp_context
+            if ctx is None:
+                ctx = self.mp_context = default_context()
             parent_conn, child_conn = ctx.Pipe()
             process = ctx.Process(  # type: ignore[attr-defined]
                 target=_child.main, name=f"{self.name}_{worker.slot.worker_id}", daemon=True,
@@ -167,10 +282,13 @@ class ProcessEngine(Engine):
             child_conn.close()
         worker.process, worker.conn = process, parent_conn
         worker.kill_reason = None
+        error: BaseException | None
         try:
             status, error, _ = pickle.loads(parent_conn.recv_bytes())
         except (EOFError, OSError):
             status, error = _child.ERR, WorkerCrashed(self._describe_death(worker))
+        except BaseException as exc:  # the initializer's error did not unpickle
+            status, error = _child.ERR, _unpicklable("initializer's exception", exc)
         if status == _child.OK:
             return True
         from .._engine import LOGGER
@@ -237,6 +355,19 @@ class ProcessEngine(Engine):
             how = f"exit code {code}"
         return f"the worker process running the task died ({how})"
 
+    def _death_error(self, worker: ProcessWorker, task: Task) -> BaseException:
+        reason = worker.kill_reason
+        description = self._describe_death(worker)
+        if reason == "timeout":
+            return self.timed_out(task)
+        if reason == "cancel":
+            return Cancelled("cancelled by shutdown: its worker process was killed")
+        task.crashes += 1
+        if task.crashes >= self.max_crashes:
+            return WorkerCrashed(f"{description}; the task crashed {task.crashes} workers "
+                                 f"and is quarantined (max_crashes={self.max_crashes})")
+        return WorkerCrashed(description)
+
     # -- running tasks ----------------------------------------------------------------------
 
     def execute(self, worker: Worker, task: Task) -> tuple[int, Any]:
@@ -246,50 +377,99 @@ class ProcessEngine(Engine):
         bucket = self.bucket
         if bucket is not None and not bucket.acquire(self.stop):
             return FAILED, Cancelled("cancelled by shutdown while waiting for the rate limit")
-        kind, value = self._call(worker, task, None, task.args[0])
+        kind, value, _ = self._call(worker, task, None, task.args[0])
+        if kind == _child.OK:
+            return OK, value
         if kind == _DIED:
             return FAILED, self._death_error(worker, task)
-        return (OK if kind == _child.OK else FAILED), value
+        return FAILED, value
 
     def _call(self, worker: ProcessWorker, task: Task, fn_bytes: bytes | None,
-              payload: bytes) -> tuple[int, Any]:
-        """Send one message, wait for its reply; (_DIED, None) if the child died."""
+              payload: bytes) -> tuple[int, Any, int]:
+        """Send one call, wait for its reply and decode it: (kind, value, items run).
+
+        kind is OK (value: what the call returned), ERR (value: the error it fails
+        with), CHUNK (value: a ``Chunk`` of the items the child ran), BADARGS or
+        _BADFN (value: the ``WorkerCrashed`` to fail with), _STOPPED (value: the
+        ``Cancelled``) or _DIED (see ``_death_error``).
+        """
         if worker.process is None and not self._start_child(worker):
-            return _DIED, None
+            return _DIED, None, 0
         ctx = worker.slot.ctx
         deadline = None if ctx is None else ctx.deadline
         message = pickle.dumps((_child.CALL, task.attempt, deadline, fn_bytes, payload),
-                               protocol=pickle.HIGHEST_PROTOCOL)
+                               protocol=_child.PROTOCOL)
         with self._lock:
+            if self._abandoning:
+                return _STOPPED, Cancelled("cancelled by shutdown"), 0
             worker.busy = task
         try:
             worker.conn.send_bytes(message)
-            reply = pickle.loads(worker.conn.recv_bytes())
+            del message
+            kind, body, ran, retire = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
             with self._lock:
                 worker.busy = None
-            return _DIED, None
+            return _DIED, None, 0
         with self._lock:
             worker.busy = None
             killed = worker.kill_reason is not None
-        if reply[-1] or killed:  # the child retires, or a kill raced with the reply
-            self._reap(worker, kill=killed)
-        if reply[0] == _child.CHUNK:
-            return _child.CHUNK, Chunk(reply[1], reply[2], reply[3])
-        return reply[0], reply[1]
+        try:
+            if kind == _child.CHUNK:
+                return kind, self._decode_chunk(worker, body, ran, killed), ran
+            return (*self._decode(kind, body), ran)
+        finally:
+            if retire or killed:  # the child retires, or a kill raced with the reply
+                self._reap(worker, kill=killed)
 
-    def _death_error(self, worker: ProcessWorker, task: Task) -> BaseException:
-        reason = worker.kill_reason
-        description = self._describe_death(worker)
-        if reason == "timeout":
-            return self.timed_out(task)
-        if reason == "cancel" or self.stop.is_set():
-            return Cancelled("cancelled by shutdown: its worker process was killed")
-        task.crashes += 1
-        if task.crashes >= self.max_crashes:
-            return WorkerCrashed(f"{description}; the task crashed {task.crashes} workers "
-                                 f"and is quarantined (max_crashes={self.max_crashes})")
-        return WorkerCrashed(description)
+    def _decode(self, kind: int, body: bytes) -> tuple[int, Any]:
+        """Unpickle the body of a call's reply (user code may run, and fail, here)."""
+        try:
+            obj = pickle.loads(body)
+        except BaseException as exc:  # even a SystemExit while unpickling
+            return _child.ERR, _unpicklable("result" if kind == _child.OK else "exception", exc)
+        if kind != _child.BADARGS:
+            return kind, obj
+        error, what = obj
+        return (_BADFN if what == "function" else _child.BADARGS), _bad_call(what, error)
+
+    def _decode_chunk(self, worker: ProcessWorker, body: bytes, ran: int,
+                      killed: bool) -> Chunk:
+        """Unpickle a chunk's values. After several, the child waits for a verdict: if
+        they cannot be unpickled together, it resends them one by one, so that only
+        the items whose value cannot be unpickled fail."""
+        try:
+            values, errors, seconds = pickle.loads(body)
+        except BaseException as exc:  # even a SystemExit while unpickling
+            if ran > 1 and not killed:
+                return self._resend(worker, ran, exc)
+            return Chunk([None] * ran, dict.fromkeys(range(ran), _unpicklable("result", exc)),
+                         0.0)
+        if ran > 1 and not killed:
+            with contextlib.suppress(OSError):
+                worker.conn.send_bytes(_DROP)
+        return Chunk(values, errors, seconds)
+
+    def _resend(self, worker: ProcessWorker, ran: int, failure: BaseException) -> Chunk:
+        values: list[Any] = [None] * ran
+        errors: dict[int, BaseException] = {}
+        try:
+            worker.conn.send_bytes(_RESEND)
+            _, (parts, seconds), _, _ = pickle.loads(worker.conn.recv_bytes())
+        except (EOFError, OSError):  # the child died meanwhile: the values are lost
+            return Chunk(values, dict.fromkeys(range(ran), _unpicklable("result", failure)),
+                         0.0)
+        for i, part in enumerate(parts):
+            try:
+                value = pickle.loads(part)
+            except BaseException as exc:
+                errors[i] = _unpicklable("result", exc)
+                continue
+            if isinstance(value, _child.Failed):
+                errors[i] = value.error
+            else:
+                values[i] = value
+        return Chunk(values, errors or None, seconds)
 
     def _execute_chunk(self, worker: ProcessWorker, task: Task) -> tuple[int, Any]:
         bucket = self.bucket  # under a rate limit, map chunks hold one item
@@ -298,45 +478,79 @@ class ProcessEngine(Engine):
         fn_bytes, star, payload = task.args
         items = task.items
         assert items is not None
-        kind, value = self._call(worker, task, fn_bytes, payload)
-        if kind == _child.CHUNK:
-            return OK, value
-        error = value if kind != _DIED else self._death_error(worker, task)
-        if len(items) == 1 and task.retry is not None:
-            return FAILED, error  # the engine retries a lone item
-        if kind != _DIED or len(items) == 1 or isinstance(error, Cancelled | TaskTimeout):
-            return OK, Chunk([None] * len(items), dict.fromkeys(range(len(items)), error), 0.0)
-        # A worker died somewhere in the chunk: run its items one by one on fresh workers,
-        # so that only the item that kills its worker fails (the others run again: their
-        # results died with the worker).
         values: list[Any] = [None] * len(items)
         errors: dict[int, BaseException] = {}
-        for i, item in enumerate(items):
-            kind, value = self._call(worker, task, fn_bytes, _dumps_items(star, [item]))
+        seconds = 0.0
+        start = 0  # items before it have ended
+        while start < len(items):
+            kind, value, ran = self._call(worker, task, fn_bytes, payload)
+            if kind == _child.CHUNK:
+                values[start:start + ran] = value.values
+                errors.update((start + i, e) for i, e in (value.errors or {}).items())
+                seconds += value.seconds
+                start += ran
+                if start < len(items):  # the child used up max_tasks: a fresh one goes on
+                    try:
+                        payload = _dumps_items(star, items[start:])
+                    except Exception as exc:  # pickled fine with the others: unlikely
+                        errors.update((i, exc) for i in range(start, len(items)))
+                        break
+                continue
+            error = value if kind != _DIED else self._death_error(worker, task)
+            if len(items) == 1 and task.retry is not None:
+                return FAILED, error  # the engine retries a lone item
+            if len(items) - start > 1 and (
+                    kind == _child.BADARGS
+                    or (kind == _DIED and not isinstance(error, Cancelled | TaskTimeout))):
+                # The chunk's arguments did not unpickle, or its worker died somewhere in
+                # it: run the rest one by one on fresh workers, so that only the item at
+                # fault fails (the others run again: their results died with the worker).
+                self._one_by_one(worker, task, start, values, errors)
+            else:
+                errors.update((i, error) for i in range(start, len(items)))
+            break
+        return OK, Chunk(values, errors or None, seconds)
+
+    def _one_by_one(self, worker: ProcessWorker, task: Task, start: int, values: list[Any],
+                    errors: dict[int, BaseException]) -> None:
+        fn_bytes, star, _ = task.args
+        items = task.items
+        assert items is not None
+        for i in range(start, len(items)):
+            try:
+                payload = _dumps_items(star, [items[i]])
+            except Exception as exc:  # pickled fine with the others: unlikely
+                errors[i] = exc
+                continue
+            kind, value, _ = self._call(worker, task, fn_bytes, payload)
             if kind == _child.CHUNK:
                 values[i] = value.values[0]
                 if value.errors:
                     errors[i] = value.errors[0]
             else:
                 errors[i] = value if kind != _DIED else self._death_error(worker, task)
-        return OK, Chunk(values, errors or None, 0.0)
 
     def expire(self, worker: Worker, task: Task) -> None:
         assert isinstance(worker, ProcessWorker)
         self._kill(worker, "timeout", task)
 
     def cancel_running(self, worker: Worker) -> None:
+        """Stop the task *worker* runs: a process cannot be asked, so its child is
+        killed and the task fails with ``Cancelled``. No shutdown flavour calls this
+        but the hard stop (``abandon_running``); a cancelled pipeline stage does."""
         assert isinstance(worker, ProcessWorker)
         self._kill(worker, "cancel")
 
     def abandon_running(self) -> list[Future[Any]]:
-        left = []
-        for worker in self.live_workers():
-            task = worker.task
-            if task is not None:
-                self.cancel_running(worker)
-                left.append(task.future)
-        return left
+        """Kill the children of running tasks (the hard stop of a shutdown): their
+        futures fail with ``Cancelled``, and nothing more is sent to any child."""
+        with self._lock:
+            self._abandoning = True
+            self.state = CLOSING
+            running = [(w, w.task) for w in self._workers if w.task is not None]
+        for worker, _ in running:
+            self.cancel_running(worker)
+        return [task.future for _, task in running if task is not None]
 
     def _retry_delay(self, task: Task, error: BaseException) -> float | None:
         if isinstance(error, WorkerCrashed) and task.crashes >= self.max_crashes:
@@ -350,29 +564,21 @@ class ProcessEngine(Engine):
         fn_bytes = run.fn_bytes
         if fn_bytes is None:
             try:
-                fn_bytes = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+                fn_bytes = _child.dumps(fn)
             except Exception as exc:
-                raise pickle.PicklingError(_what_failed(fn, (), {}, exc)) from exc
+                _raise_send_error(exc, [("the function", fn)], f" of {_name(fn)}")
             run.fn_bytes = fn_bytes
         try:
             payload = _dumps_items(star, items)
         except Exception as exc:
-            name = getattr(fn, "__qualname__", repr(fn))
-            raise pickle.PicklingError(
-                f"cannot send an item of the map of {name} to a worker process: {exc}") from exc
+            _raise_send_error(exc, [("an item", item) for item in items],
+                              f" of the map of {_name(fn)}")
         return Task(fn, (fn_bytes, star, payload), {}, Future(), timeout=timeout, retry=retry,
                     items=items)
 
 
-_DIED = -1
-
-
-def _dumps_items(star: bool, items: list[Any]) -> bytes:
-    try:
-        return pickle.dumps((star, items), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        data: bytes = cloudpickle.dumps((star, items), protocol=pickle.HIGHEST_PROTOCOL)
-        return data
+_DROP = pickle.dumps((_child.DROP,))
+_RESEND = pickle.dumps((_child.RESEND,))
 
 
 def _hard_kill(process: Any) -> None:
@@ -396,3 +602,4 @@ def _can_fork_safely() -> bool:
     except OSError:
         pass
     return False
+
