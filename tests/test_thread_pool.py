@@ -732,3 +732,35 @@ def test_shutdown_timeout_zero_stops_running_tasks_at_once() -> None:
     assert set(pool.unfinished) == {running, queued}
     with pytest.raises(ValueError, match=r"^timeout must be >= 0, got nan$"):
         pool.shutdown(timeout=float("nan"))
+
+
+class _Result:
+    pass
+
+
+@pytest.mark.parametrize("on_error", ["raise", "return"])
+@pytest.mark.parametrize("chunksize", [1, 5])
+def test_map_keeps_no_reference_to_what_it_handed_out(on_error: str,
+                                                      chunksize: int) -> None:
+    # As the stdlib's map: the caller may be the last to hold a result.
+    with wp.ThreadPool(2) as pool:
+        for got in pool.map(lambda _: _Result(), range(10), chunksize=chunksize,
+                            on_error=on_error):  # type: ignore[call-overload]
+            ref = weakref.ref(got if on_error == "raise" else got.unwrap())
+            del got
+            gc.collect()
+            assert ref() is None
+
+
+def test_cancel_futures_runs_a_task_already_handed_to_a_starting_worker() -> None:
+    # As the stdlib runs the calls already in its call queue: a task handed straight
+    # to a worker that is still starting is taken, not queued, so a cancel lets it run.
+    release = threading.Event()
+    pool = wp.ThreadPool(1, initializer=release.wait, initargs=(WAIT,))
+    taken = pool.submit(_tasks.square, 4)
+    queued = pool.submit(_tasks.square, 5)
+    pool.shutdown(wait=False, cancel_futures=True)
+    release.set()
+    assert taken.result(WAIT) == 16
+    assert queued.cancelled()
+    pool.shutdown()

@@ -162,7 +162,7 @@ class Engine(EngineIntake):
             started = perf()
             value: Any
             if task.attempt == 1:
-                if self.stop.is_set():  # cancelled while handed straight to this worker
+                if self.halted:  # stopped while handed straight to this worker
                     future.cancel()
                 if future.set_running_or_notify_cancel():
                     kind, value = self._run(worker, task)
@@ -420,6 +420,7 @@ class Engine(EngineIntake):
     def abandon_running(self) -> list[Future[Any]]:
         """Give up on every running task: its future fails with ``Cancelled``."""
         with self._lock:
+            self.halted = True
             running = [(w, w.task) for w in self._workers if w.task is not None
                        and not w.abandoned]
             self.state = CLOSING
@@ -471,6 +472,7 @@ class Engine(EngineIntake):
         self._maps = set()
         self._timer = None
         self.state = CLOSING
+        self.halted = True
         self.closed_error = (PoolClosed, "cannot schedule new futures in a forked child "
                                          "process: the pool belongs to its parent")
 

@@ -102,6 +102,10 @@ class EngineIntake:
         self.closed_error: tuple[type[Exception], str] = (PoolClosed, SHUTDOWN_MESSAGE)
         self.state = RUNNING
         self.stop = threading.Event()  # set on cancel: interrupts rate-limit waits
+        # Set by the hard stop (abandon_running): a task handed to a worker that has
+        # not started it yet is cancelled, not run. (A cancel alone lets such a task
+        # run, as the stdlib runs the calls already in its call queue.)
+        self.halted = False
         self.stats = StatsRecorder()
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)

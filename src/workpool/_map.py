@@ -233,7 +233,7 @@ class MapIterator(itertools.chain[T]):
 
     __slots__ = ("_chunks",)
 
-    _chunks: Generator[list[Any], None, None]
+    _chunks: Generator[Iterator[Any], None, None]
 
     def close(self) -> None:
         """Stop the map: cancel the chunks not started, ask running ones to stop."""
@@ -248,7 +248,15 @@ def results(run: MapRun, started: bool = False) -> MapIterator[Any]:
     return it
 
 
-def _chunks(run: MapRun, started: bool) -> Generator[list[Any], None, None]:
+def _handing_out(values: list[Any]) -> Iterator[Any]:
+    """*values* in order, each let go of as it is handed out (as the stdlib's map does:
+    the caller may be the last to hold a result), still with no Python frame per item:
+    pops from the end of the reversed list, in C."""
+    values.reverse()
+    return map(list.pop, itertools.repeat(values, len(values)))
+
+
+def _chunks(run: MapRun, started: bool) -> Generator[Iterator[Any], None, None]:
     """*run*'s results, a list per chunk; the first error (with ``on_error="raise"``)
     is raised after the items before it, and ends the map."""
     if not started:
@@ -262,16 +270,21 @@ def _chunks(run: MapRun, started: bool) -> Generator[list[Any], None, None]:
             chunk, size = got
             run.learn(chunk, size)
             errors = chunk.errors
-            if not errors:
-                yield chunk.values if raise_errors else [Value(v) for v in chunk.values]
-            elif raise_errors:
+            # Results are held only by the list handed out, which lets go of each.
+            values, chunk.values = chunk.values, []
+            if not raise_errors:
+                values = ([Value(v) for v in values] if not errors else
+                          [Value(v) if i not in errors else Error(errors[i])
+                           for i, v in enumerate(values)])
+                yield _handing_out(values)
+            elif not errors:
+                yield _handing_out(values)
+            else:
                 first = min(errors)
                 if first:
-                    yield chunk.values[:first]
+                    del values[first:]
+                    yield _handing_out(values)
                 raise errors[first]
-            else:
-                yield [Value(v) if i not in errors else Error(errors[i])
-                       for i, v in enumerate(chunk.values)]
             # Resumed once the chain took every item of the chunk: consumed.
             run.outstanding -= size
     finally:

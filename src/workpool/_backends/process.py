@@ -187,7 +187,6 @@ class ProcessEngine(Engine):
                     (f"initargs[{i}]", a) for i, a in enumerate(initargs))], "")
         self._spares: list[tuple[Any, Any]] = []
         self._unstarted = True  # no worker yet: the first one forks them (_first_spawn)
-        self._abandoning = False  # a shutdown gave up on running tasks
 
     # -- starting: at the first task ------------------------------------------------------
 
@@ -400,7 +399,7 @@ class ProcessEngine(Engine):
         message = pickle.dumps((_child.CALL, task.attempt, deadline, fn_bytes, payload),
                                protocol=_child.PROTOCOL)
         with self._lock:
-            if self._abandoning:
+            if self.halted:
                 return _STOPPED, Cancelled("cancelled by shutdown"), 0
             worker.busy = task
         try:
@@ -545,7 +544,7 @@ class ProcessEngine(Engine):
         """Kill the children of running tasks (the hard stop of a shutdown): their
         futures fail with ``Cancelled``, and nothing more is sent to any child."""
         with self._lock:
-            self._abandoning = True
+            self.halted = True
             self.state = CLOSING
             running = [(w, w.task) for w in self._workers if w.task is not None]
         for worker, _ in running:

@@ -8,7 +8,8 @@
     ├── PoolClosed                     also a RuntimeError: the pool takes no more work
     ├── WouldBlock                     an ``X_nowait`` call would have had to wait
     │   └── QueueFull                  ... because the pool's queue is full
-    └── WorkerCrashed                  also BrokenProcessPool: a worker process died
+    └── WorkerCrashed                  also BrokenProcessPool: a worker process died,
+                                       or a task could not cross to or from it
 
 Each also subclasses the stdlib exception that code written for
 ``concurrent.futures`` already catches, so existing ``except`` clauses keep working.
@@ -64,7 +65,10 @@ class QueueFull(WouldBlock):
 
 
 class WorkerCrashed(WorkpoolError, BrokenProcessPool):
-    """The worker process running a task died (signal, ``os._exit``, OOM kill).
+    """The worker process running a task died (signal, ``os._exit``, OOM kill), or the
+    task's arguments could not be unpickled in the worker, or its result in the caller
+    (then ``__cause__`` is the error that unpickling raised).
 
-    Only that task fails; the worker is replaced and the pool goes on.
+    Only that task fails; the worker is replaced and the pool goes on. (Where the
+    stdlib's pool breaks for good, workpool fails the one task.)
     """
