@@ -115,3 +115,15 @@ class Held:
 
 def make_held(_: Any = None) -> Held:
     return Held()
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def sum_doubles_in_a_pool_of_its_own(n: int) -> int:
+    """A task that starts processes of its own (its worker is not a daemon)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        return sum(pool.map(double, range(n)))

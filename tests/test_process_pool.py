@@ -801,3 +801,10 @@ def test_chaos_without_retry_every_task_ends_once() -> None:
         i * i for i in range(2000) if not isinstance(outcomes[i], BaseException)]
     assert stats.completed + stats.failed == 2000 == stats.ended
     assert stats.failed == len(crashed)
+
+
+def test_a_task_may_start_processes_of_its_own() -> None:
+    # As with the stdlib's workers (not daemons since Python 3.9).
+    with wp.ProcessPool(1) as pool:
+        assert pool.submit(_process_tasks.sum_doubles_in_a_pool_of_its_own, 10).result(
+            60) == 90

@@ -215,7 +215,7 @@ class ProcessEngine(Engine):
         for worker_id in range(self.target):
             parent_conn, child_conn = ctx.Pipe()
             process = ctx.Process(
-                target=_child.main, name=f"{self.name}_{worker_id}", daemon=True,
+                target=_child.main, name=f"{self.name}_{worker_id}", daemon=False,
                 args=(child_conn, worker_id, self.init_bytes, self.max_tasks, self.max_memory))
             process.start()
             child_conn.close()
@@ -235,7 +235,7 @@ class ProcessEngine(Engine):
 
     def after_fork_in_child(self) -> None:
         # The workers are the parent's: multiprocessing must not terminate them (as
-        # daemons) when this child exits, nor may anything here stop them.
+        # daemons, or join them) when this child exits, nor may anything here stop them.
         from multiprocessing import process as mp_process
 
         children = mp_process._children  # type: ignore[attr-defined]
@@ -274,7 +274,7 @@ class ProcessEngine(Engine):
                 ctx = self.mp_context = default_context()
             parent_conn, child_conn = ctx.Pipe()
             process = ctx.Process(  # type: ignore[attr-defined]
-                target=_child.main, name=f"{self.name}_{worker.slot.worker_id}", daemon=True,
+                target=_child.main, name=f"{self.name}_{worker.slot.worker_id}", daemon=False,
                 args=(child_conn, worker.slot.worker_id, self.init_bytes,
                       self.max_tasks, self.max_memory))
             process.start()
