@@ -127,3 +127,16 @@ def sum_doubles_in_a_pool_of_its_own(n: int) -> int:
 
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         return sum(pool.map(double, range(n)))
+
+
+def remember_queue(queue: Any) -> Any:
+    """An initializer whose argument only multiprocessing can send (a Queue)."""
+    queue.put("initialized")
+    return queue
+
+
+def say_through_state(word: str) -> bool:
+    import workpool as wp
+
+    wp.current().state.put(word)
+    return True

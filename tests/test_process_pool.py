@@ -79,31 +79,42 @@ def test_lambdas_and_closures_travel() -> None:
         assert list(pool.map(lambda x: x * base, range(4))) == [0, 10, 20, 30]
 
 
-def test_unpicklable_argument_fails_at_submit_naming_it() -> None:
-    # The error is the stdlib's own (a TypeError for a lock, as ProcessPoolExecutor
-    # sets on the future), raised in the caller and naming the culprit.
+def test_unpicklable_arguments_fail_the_future_naming_them() -> None:
+    # As the stdlib's pool: arguments that cannot be pickled fail the future with the
+    # stdlib's own error (a TypeError for a lock), here naming the culprit; a function
+    # no worker can be sent fails at the call; a map item fails the map where it is.
     lock_error = "cannot pickle '_thread.lock' object"
     with wp.ProcessPool(1) as pool:
+        future = pool.submit(_tasks.square, threading.Lock())  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=(r"^cannot send argument 0 of square to a worker "
                                              f"process: {lock_error}$")) as info:
-            pool.submit(_tasks.square, threading.Lock())  # type: ignore[arg-type]
+            future.result(WAIT)
         assert type(info.value) is TypeError
         assert str(info.value.__cause__) == lock_error
+        future = pool.submit(_tasks.add, 1, b=threading.Lock())  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=r"^cannot send keyword argument 'b' of add "):
-            pool.submit(_tasks.add, 1, b=threading.Lock())  # type: ignore[arg-type]
+            future.result(WAIT)
+        future = pool.schedule(_tasks.square, (threading.Lock(),), priority=1)
+        with pytest.raises(TypeError, match=r"^cannot send argument 0 of square "):
+            future.result(WAIT)
         lock = threading.Lock()
         with pytest.raises(TypeError, match=r"^cannot send the function of .*<lambda> to a "):
             pool.map(lambda x: lock, [1])
+        with pytest.raises(TypeError, match=r"^cannot send the function of .*<lambda> to a "):
+            pool.submit(lambda: lock)
         it = pool.map(_tasks.square, [1, threading.Lock()], chunksize=1, window=1)
         assert next(it) == 1
         with pytest.raises(TypeError, match=(r"^cannot send an item of the map of square to a "
                                              f"worker process: {lock_error}$")):
             next(it)
+        future = pool.submit(id, _process_tasks.ErrorAtPickle())
         with pytest.raises(pickle.PicklingError,
                            match=r"^cannot send argument 0 of id to a worker process: "
                                  r"Error in pickle$"):
-            pool.submit(id, _process_tasks.ErrorAtPickle())
+            future.result(WAIT)
         assert pool.submit(_tasks.square, 3).result(WAIT) == 9  # the pool is fine
+        stats = pool.statistics()
+    assert (stats.submitted, stats.failed, stats.completed) == (6, 4, 2)
 
 
 def test_an_open_file_cannot_be_sent(tmp_path: Path) -> None:
@@ -115,9 +126,10 @@ def test_an_open_file_cannot_be_sent(tmp_path: Path) -> None:
             pickle.dumps(f)
         assert str(stdlib.value).startswith("cannot pickle '")
         refused = re.escape(str(stdlib.value))
+        future = pool.submit(_process_tasks.read_all, f)
         with pytest.raises(TypeError, match=(r"^cannot send argument 0 of read_all to a "
                                              f"worker process: {refused}$")):
-            pool.submit(_process_tasks.read_all, f)
+            future.result(WAIT)
         with pytest.raises(TypeError, match=f"^cannot send the function of .*: {refused}$"):
             pool.submit(lambda: f.read())
         with pytest.raises(TypeError, match=f"^cannot send an item of the map of read_all .*"
@@ -808,3 +820,43 @@ def test_a_task_may_start_processes_of_its_own() -> None:
     with wp.ProcessPool(1) as pool:
         assert pool.submit(_process_tasks.sum_doubles_in_a_pool_of_its_own, 10).result(
             60) == 90
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_initargs_may_hold_multiprocessing_queues(method: str) -> None:
+    # As with the stdlib: a Queue (or Lock) travels to workers as a process argument.
+    ctx = multiprocessing.get_context(method)
+    queue = ctx.Queue()
+    try:
+        with wp.ProcessPool(1, mp_context=ctx, initializer=_process_tasks.remember_queue,
+                            initargs=(queue,)) as pool:
+            assert pool.submit(_process_tasks.say_through_state, "hello").result(WAIT)
+        assert [queue.get(timeout=WAIT), queue.get(timeout=WAIT)] == ["initialized", "hello"]
+    finally:
+        queue.close()
+        queue.join_thread()
+
+
+QUEUE_IN_INITARGS = """
+import multiprocessing, sys
+import workpool as wp
+from tests import _process_tasks
+
+if __name__ == "__main__":
+    queue = multiprocessing.Queue()
+    with wp.ProcessPool(2, initializer=_process_tasks.remember_queue,
+                        initargs=(queue,)) as pool:
+        print(pool.submit(_process_tasks.say_through_state, "hello").result(30))
+    print(sorted(queue.get(timeout=30) for _ in range(3)))
+"""
+
+
+def test_a_default_pool_takes_a_queue_in_initargs(tmp_path: Path) -> None:
+    # The day-one script: a multiprocessing.Queue of the default context.
+    script = tmp_path / "queue_in_initargs.py"
+    script.write_text(QUEUE_IN_INITARGS)
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": root})
+    assert (out.returncode, out.stderr) == (0, "")
+    assert out.stdout.splitlines() == ["True", "['hello', 'initialized', 'initialized']"]

@@ -583,8 +583,10 @@ def test_a_forked_child_exits_while_a_pool_exists() -> None:
     # The child inherits the pool but not its threads: it must neither wait for them
     # at exit nor accept work it could never run.
     out = _run_script("""
-        import os, sys
+        import os, sys, warnings
         import workpool as wp
+        # 3.12+ warns that forking a process with threads may deadlock the child.
+        warnings.simplefilter("ignore", DeprecationWarning)
         pool = wp.ThreadPool(2)
         assert pool.submit(pow, 2, 5).result(10) == 32
         pid = os.fork()

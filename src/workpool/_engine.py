@@ -46,7 +46,8 @@ from ._engine_intake import CLOSING, RUNNING, EngineIntake, Task, Worker
 
 __all__ = ["Engine", "Task", "Worker"]
 
-LOGGER: Final = logging.getLogger("workpool")
+# The stdlib's executors' logger: code written for them configures this one.
+LOGGER: Final = logging.getLogger("concurrent.futures")
 
 # What execute() reports.
 OK: Final = 0
@@ -493,6 +494,13 @@ class Engine(EngineIntake):
         return runs
 
     # -- statistics -----------------------------------------------------------------
+
+    def count_failed_at_intake(self) -> None:
+        """A call whose future failed before it reached the queue (its arguments could
+        not be sent to a worker process): submitted, and failed."""
+        with self._lock:
+            self.stats.submitted += 1
+            self.stats.failed += 1
 
     def statistics(self) -> PoolStatistics:
         with self._lock:

@@ -170,6 +170,8 @@ class ExecutorPool(Executor):
             raise TypeError(f"fn must be callable, got {fn!r}")
         future: Future[T] = Future()
         task = self._task(fn, args, kwargs, future, 0, self._timeout, self._retry, None)
+        if task is None:  # failed already (arguments a process cannot be sent)
+            return future
         if self._budget is None:
             self._engine.put(task)
         else:
@@ -195,7 +197,9 @@ class ExecutorPool(Executor):
 
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               future: Future[Any], priority: int, timeout: float | None, retry: Retry | None,
-              key: Any) -> Task:
+              key: Any) -> Task | None:
+        """The task for a call; None if *future* failed already (then the call is
+        counted as submitted and failed)."""
         return Task(fn, args, kwargs, future, priority, timeout, retry, key)
 
     def submit_nowait(self, fn: Callable[P, T], /, *args: P.args,
@@ -205,6 +209,8 @@ class ExecutorPool(Executor):
             raise TypeError(f"fn must be callable, got {fn!r}")
         future: Future[T] = Future()
         task = self._task(fn, args, kwargs, future, 0, self._timeout, self._retry, None)
+        if task is None:
+            return future
         if self._budget is None:
             self._engine.put(task, block=False)
         else:
@@ -241,6 +247,8 @@ class ExecutorPool(Executor):
         future: Future[T] = Future()
         task = self._task(fn, tuple(args), kwargs or {}, future, priority, task_timeout,
                           self._retry if retry is None else retry, key)
+        if task is None:
+            return future
         if self._budget is None:
             self._engine.put(task, block=block)
         else:

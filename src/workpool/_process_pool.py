@@ -9,7 +9,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, final
 
 # Imported with the module, not at the first pool: a pool starts as fast as the stdlib's.
-from ._backends.process import ProcessEngine, dumps_call
+from ._backends.process import ProcessEngine, can_send, dumps_call
 from ._core.ratelimit import RateLimit
 from ._core.retry import Retry
 from ._engine import Engine, Task
@@ -67,10 +67,12 @@ class ProcessPool(ExecutorPool):
     Whatever cannot be pickled fails with the stdlib's exception type, and only its
     own task (or its own item of a ``map``); the pool goes on:
 
-    - a call that cannot be pickled raises at ``submit``/``map``, in the caller: the
-      error of its own type (``TypeError: cannot pickle '_io.TextIOWrapper' object``
-      for an open file, ``PicklingError``, ...), its message naming the culprit
-      (``cannot send argument 0 of f to a worker process: ...``);
+    - arguments that cannot be pickled fail the task's future (as the stdlib's pool
+      does) with the error of its own type (``TypeError: cannot pickle
+      '_io.TextIOWrapper' object`` for an open file, ``PicklingError``, ...), its
+      message naming the culprit (``cannot send argument 0 of f to a worker process:
+      ...``); a function that cannot be sent raises at the call (``submit``,
+      ``schedule``, ``map``), and so does an item of a ``map``, where it is read;
     - a result or exception that cannot be pickled in the worker fails its task with
       that error (``PicklingError``, ``TypeError``, even ``SystemExit``);
     - arguments that cannot be unpickled in the worker, or a result that cannot be
@@ -155,9 +157,17 @@ class ProcessPool(ExecutorPool):
 
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               future: Future[Any], priority: int, timeout: float | None, retry: Retry | None,
-              key: Any) -> Task:
-        return Task(fn, (dumps_call(fn, args, kwargs),), {}, future, priority, timeout, retry,
-                    key)
+              key: Any) -> Task | None:
+        try:
+            payload = dumps_call(fn, args, kwargs)
+        except Exception as exc:
+            if not can_send(fn):
+                raise  # a function no worker can be sent: an error at the call
+            # Arguments that cannot be sent fail the future, as with the stdlib's pool.
+            future.set_exception(exc)
+            self._engine.count_failed_at_intake()
+            return None
+        return Task(fn, (payload,), {}, future, priority, timeout, retry, key)
 
     def __enter__(self) -> ProcessPool:
         return self

@@ -253,7 +253,7 @@ def _watch_parent(parent: int) -> None:
             os._exit(70)
 
 
-def main(conn: Any, worker_id: int, initializer: bytes | None,
+def main(conn: Any, worker_id: int, initializer: bytes | None, initargs: tuple[Any, ...],
          max_tasks: int | None, max_memory: int | None) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -265,7 +265,7 @@ def main(conn: Any, worker_id: int, initializer: bytes | None,
     install_slot(slot)
     if initializer is not None:
         try:
-            init, initargs = pickle.loads(initializer)
+            init = pickle.loads(initializer)
             slot.state = init(*initargs)
         except BaseException as exc:  # reported, then this worker leaves
             conn.send_bytes(dumps_reply((ERR, with_traceback(exc), True)))

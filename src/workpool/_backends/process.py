@@ -54,7 +54,7 @@ from .._engine import FAILED, OK, Engine, Task, Worker
 from .._engine_intake import CLOSING
 from . import _child
 
-__all__ = ["ProcessEngine", "default_context", "dumps_call"]
+__all__ = ["ProcessEngine", "can_send", "default_context", "dumps_call"]
 
 KILL_GRACE = 0.5  # seconds between terminate and kill
 
@@ -95,6 +95,15 @@ def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
         parts = [("the function", fn), *((f"argument {i}", a) for i, a in enumerate(args)),
                  *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]
         _raise_send_error(exc, parts, f" of {_name(fn)}")
+
+
+def can_send(obj: Any) -> bool:
+    """True if *obj* can be pickled for a worker process."""
+    try:
+        _child.dumps(obj)
+    except Exception:
+        return False
+    return True
 
 
 def _name(fn: Any) -> str:
@@ -179,12 +188,15 @@ class ProcessEngine(Engine):
         self.max_memory = max_memory
         self.max_crashes = max_crashes
         self.init_bytes: bytes | None = None
+        # initargs go to each worker as the stdlib sends them, with the process's own
+        # arguments: multiprocessing lets a Queue or a Lock travel there (inherited by
+        # a fork, or pickled while spawning), which no pickling of ours could.
+        self.initargs = initargs
         if initializer is not None:
             try:
-                self.init_bytes = _child.dumps((initializer, initargs))
+                self.init_bytes = _child.dumps(initializer)
             except Exception as exc:
-                _raise_send_error(exc, [("the initializer", initializer), *(
-                    (f"initargs[{i}]", a) for i, a in enumerate(initargs))], "")
+                _raise_send_error(exc, [("the initializer", initializer)], "")
         self._spares: list[tuple[Any, Any]] = []
         self._unstarted = True  # no worker yet: the first one forks them (_first_spawn)
 
@@ -216,7 +228,8 @@ class ProcessEngine(Engine):
             parent_conn, child_conn = ctx.Pipe()
             process = ctx.Process(
                 target=_child.main, name=f"{self.name}_{worker_id}", daemon=False,
-                args=(child_conn, worker_id, self.init_bytes, self.max_tasks, self.max_memory))
+                args=(child_conn, worker_id, self.init_bytes, self.initargs, self.max_tasks,
+                      self.max_memory))
             process.start()
             child_conn.close()
             self._spares.append((process, parent_conn))
@@ -257,10 +270,15 @@ class ProcessEngine(Engine):
         """Start (or adopt a forked) child for *worker*; False if it cannot run."""
         try:
             return self._try_start_child(worker)
-        except Exception:  # e.g. spawn refusing a main module without its guard
+        except Exception as exc:  # e.g. spawn refusing a main module without its guard
             from .._engine import LOGGER
 
             LOGGER.critical("A worker process could not be started:", exc_info=True)
+            with self._lock:  # the pool is broken: say why, not only that
+                if self.broken is None:
+                    self.broken = (f"A worker process could not be started "
+                                   f"({type(exc).__name__}: {exc}), the process pool is "
+                                   "not usable anymore")
             return False
 
     def _try_start_child(self, worker: ProcessWorker) -> bool:
@@ -275,7 +293,7 @@ class ProcessEngine(Engine):
             parent_conn, child_conn = ctx.Pipe()
             process = ctx.Process(  # type: ignore[attr-defined]
                 target=_child.main, name=f"{self.name}_{worker.slot.worker_id}", daemon=False,
-                args=(child_conn, worker.slot.worker_id, self.init_bytes,
+                args=(child_conn, worker.slot.worker_id, self.init_bytes, self.initargs,
                       self.max_tasks, self.max_memory))
             process.start()
             child_conn.close()
