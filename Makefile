@@ -23,7 +23,7 @@ $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 test: $(VENV)/.test-installed
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests
 	$(BIN)/mypy --strict src tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

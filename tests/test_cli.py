@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import harness
-from bench.harness import Target, max_in_window
 
-from workpool._cli import _bench, _output, main
+import workpool
+from workpool._bench import harness, report
+from workpool._bench.harness import Target, max_in_window
+from workpool._cli import _output, main
 
 FAKE = '''
-from bench.harness import Target, compare, scenario
+from workpool._bench.harness import Target, compare, scenario
 
 CALLS = []
 QUICK = []
@@ -86,7 +91,7 @@ def lazy_child(n):
 '''
 
 ADOPTED = '''
-from bench.harness import Target, adopt
+from workpool._bench.harness import Target, adopt
 
 ROUNDS = iter([
     {"asyncio.Queue": 2.0, "AsyncPool": 1.5},
@@ -185,18 +190,102 @@ def test_python_dash_m_workpool() -> None:
     assert "usage: workpool" in proc.stdout
 
 
-def test_bench_outside_a_checkout_exits_2(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_suite_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nope = tmp_path / "nope"
+    assert main(["bench", "--suite", str(nope)]) == 2
+    assert capsys.readouterr().err == f"workpool bench: --suite {nope} is not a folder\n"
+
+
+# -- the suite ships with the package ------------------------------------------------
+
+PACKAGE = Path(workpool.__file__).resolve().parent
+ROOT = PACKAGE.parents[1]  # the checkout, when the tests run from one
+
+
+def test_the_suite_is_a_subpackage_of_workpool() -> None:
+    suite = importlib.resources.files("workpool._bench")
+    assert Path(str(suite)).resolve().parent == PACKAGE
+    names = {entry.name for entry in suite.iterdir()}
+    assert {"__init__.py", "harness.py", "isolation.py", "report.py"} <= names
+    topics = {n for n in names if n.startswith("bench_") and n.endswith(".py")}
+    assert {"bench_async.py", "bench_groups.py", "bench_pipeline.py", "bench_processes.py",
+            "bench_threads.py"} <= topics
+
+
+def test_the_wheel_ships_the_whole_package() -> None:
+    """The wheel is src/workpool, nothing left out: the suite travels with it."""
+    if not (ROOT / "pyproject.toml").is_file():
+        pytest.skip("needs a checkout")
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        build = tomllib.load(f)["tool"]["hatch"]["build"]
+    assert build["targets"]["wheel"] == {"packages": ["src/workpool"]}
+    assert set(build) == {"targets"}  # no exclude or only-include that could drop _bench
+    assert not (ROOT / "bench").exists()  # one suite, inside the package
+
+
+def test_the_peers_are_the_bench_extra() -> None:
+    if not (ROOT / "pyproject.toml").is_file():
+        pytest.skip("needs a checkout")
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        extra = tomllib.load(f)["project"]["optional-dependencies"]["bench"]
+    names = {req.split(">")[0].split("=")[0] for req in extra}
+    assert names - {"rich", "psutil"} == set(harness.PEERS)
+
+
+def test_a_missing_peer_says_how_to_install_it() -> None:
+    def measure(quick: bool) -> dict[str, float]:
+        return harness.compare(
+            [("a", lambda: 1.0), ("peer", harness.peer("workpool_no_such_peer", lambda: 2.0)),
+             ("imports", lambda: float(bool(__import__("workpool_no_such_module"))))],
+            unit="s", baseline="a")
+
+    result = harness.run_scenario(harness.Scenario("t.s", "t", measure), quick=True, repeats=2)
+    notes = {r.contender: r.note for g in result.groups for r in g.rows}
+    assert notes == {
+        "a": "",
+        "peer": "not installed: workpool_no_such_peer (pip install 'workpool[bench]')",
+        "imports": "not installed: workpool_no_such_module (pip install 'workpool[bench]')",
+    }
+    assert harness.peer("json", lambda: 2.0)() == 2.0  # installed: the contender itself
+
+
+def test_the_run_names_the_missing_peers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(_bench, "_expected_dir", lambda: tmp_path / "site-packages" / "bench")
-    assert main(["bench", "--quick"]) == 2
-    assert "runs from a source checkout" in capsys.readouterr().err
+    monkeypatch.setenv("WORKPOOL_PLAIN", "1")
+    monkeypatch.setattr(harness, "PEERS", ("json", "workpool_no_such_peer"))
+    monkeypatch.setattr(report, "run_suite", lambda *a, **k: harness.Report(True, 1, []))
+    assert main(["bench", "--only", "threads.tiny_map", "--quick"]) == 0
+    assert ("workpool bench: peers not installed: workpool_no_such_peer (their rows say so; "
+            "pip install 'workpool[bench]' adds them)") in capsys.readouterr().err
 
 
-def test_the_checkout_suite_is_found() -> None:
-    found = _bench.find_suite()
-    assert found is not None
-    assert (found / "harness.py").is_file()
+def test_bench_runs_from_a_copy_of_the_package_outside_the_checkout(tmp_path: Path) -> None:
+    """As from an installed wheel: the package alone, in a folder of its own, run from
+    another folder; a scenario that measures in a fresh interpreter finds it too."""
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    shutil.copytree(PACKAGE, site / "workpool",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "WORKPOOL_PLAIN": "1"}
+    out = tmp_path / "out.json"
+    code = ("import sys, workpool; from workpool._cli import main; "
+            "print(workpool.__file__); sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "bench", "--only", "groups.semaphore_threads",
+         "--only", "threads.lazy_map_memory", "--quick", "--repeats", "1", "--json", str(out)],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == str(site / "workpool" / "__init__.py")
+    data = json.loads(out.read_text())
+    assert [s["name"] for s in data["scenarios"]] == ["groups.semaphore_threads",
+                                                      "threads.lazy_map_memory"]
+    for scen in data["scenarios"]:
+        assert scen["error"] is None
+        ours = [r for g in scen["groups"] for r in g["rows"] if "ThreadPool" in r["contender"]
+                or "wp." in r["contender"]]
+        assert ours
+        assert all(r["median"] is not None for r in ours), ours
 
 
 # -- a run through the harness --------------------------------------------------------

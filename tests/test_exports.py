@@ -29,7 +29,8 @@ def test_unknown_names_raise_attribute_error() -> None:
 
 def _imported_after(code: str) -> set[str]:
     """The heavy modules loaded by a fresh interpreter after running *code*."""
-    heavy = ["anyio", "asyncio", "sqlite3", "rich", "cloudpickle", "trio"]
+    heavy = ["anyio", "asyncio", "sqlite3", "rich", "cloudpickle", "trio", "multiprocessing",
+             "concurrent.futures.process"]
     probe = f"import sys; {code}; import json; print(json.dumps([m for m in {heavy!r} "
     probe += "if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
@@ -42,9 +43,12 @@ def test_import_loads_no_heavy_module() -> None:
 
 
 def test_threads_load_only_what_they_need() -> None:
+    for name in ("ThreadPool", "Group", "Semaphore"):
+        assert _imported_after(f"import workpool as wp; wp.{name}") == set(), name
     code = "import workpool as wp; wp.ThreadPool; wp.Group; wp.Semaphore"
     assert _imported_after(code) == set()
-    assert _imported_after("import workpool as wp; wp.ProcessPool") == {"cloudpickle"}
+    processes = {"multiprocessing", "concurrent.futures.process"}
+    assert _imported_after("import workpool as wp; wp.ProcessPool") == {"cloudpickle", *processes}
     assert "anyio" in _imported_after("import workpool as wp; wp.AsyncPool")
 
 
@@ -68,3 +72,21 @@ def test_public_classes_say_workpool_module() -> None:
         obj = getattr(wp, name)
         if inspect.isclass(obj):
             assert obj.__module__ == "workpool", name
+
+
+def test_worker_crashed_loads_with_its_base_alone() -> None:
+    # It subclasses BrokenProcessPool, whose module imports multiprocessing.
+    assert _imported_after("import workpool as wp; wp.WorkerCrashed") == {
+        "multiprocessing", "concurrent.futures.process"}
+
+
+def test_worker_crashed_says_workpool_however_it_was_loaded() -> None:
+    # The process backend raises it without reading wp.WorkerCrashed (which is what
+    # renames the lazily loaded names); it pickles by reference, loading it lazily.
+    code = ("import pickle, traceback; from workpool._core.process_errors import WorkerCrashed; "
+            "print(traceback.format_exception_only(WorkerCrashed('died'))[-1], end=''); "
+            "e = pickle.loads(pickle.dumps(WorkerCrashed('died'))); "
+            "import workpool; assert type(e) is workpool.WorkerCrashed")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out == "workpool.WorkerCrashed: died\n"

@@ -20,7 +20,6 @@ from ._core.exceptions import Cancelled as Cancelled
 from ._core.exceptions import PoolClosed as PoolClosed
 from ._core.exceptions import QueueFull as QueueFull
 from ._core.exceptions import TaskTimeout as TaskTimeout
-from ._core.exceptions import WorkerCrashed as WorkerCrashed
 from ._core.exceptions import WorkpoolError as WorkpoolError
 from ._core.exceptions import WouldBlock as WouldBlock
 from ._core.outcome import Error as Error
@@ -36,6 +35,7 @@ if _typing.TYPE_CHECKING:
     from ._async_pool import AsyncPool as AsyncPool
     from ._async_sync import AsyncSemaphore as AsyncSemaphore
     from ._async_task import AsyncFuture as AsyncFuture
+    from ._core.process_errors import WorkerCrashed as WorkerCrashed
     from ._group import Group as Group
     from ._merge import amerge as amerge
     from ._merge import merge as merge
@@ -86,12 +86,14 @@ __all__ = [
 
 
 # The rest loads on first use (PEP 562), so that ``import workpool`` stays light: the
-# async side brings anyio and asyncio, processes bring multiprocessing, pipelines
-# sqlite3. Names of one family load together. {family: {name: module}}
+# async side brings anyio and asyncio, processes bring multiprocessing (WorkerCrashed
+# too: it subclasses BrokenProcessPool), pipelines sqlite3. Names of one family load
+# together. {family: {name: module}}
 _LAZY: dict[str, dict[str, str]] = {
     "threads": {"ThreadPool": "._pool", "Group": "._group", "Semaphore": "._sync",
                 "SemaphoreStatistics": "._sync"},
     "processes": {"ProcessPool": "._process_pool"},
+    "crashes": {"WorkerCrashed": "._core.process_errors"},
     "async": {"AsyncPool": "._async_pool", "AsyncFuture": "._async_task",
               "AsyncGroup": "._async_group", "AsyncSemaphore": "._async_sync",
               "merge": "._merge", "amerge": "._merge"},

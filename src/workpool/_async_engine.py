@@ -16,7 +16,7 @@ finds more work wakes two more: tasks that never suspend are drained by one work
 a cost of a few wake-ups per batch, tasks that do suspend spread over every worker in
 a handful of event-loop turns. ``map`` wakes one worker per queued chunk at once: its
 chunks batch quick items, so that is few wake-ups for those and every worker for slow
-ones. (``bench/bench_async.py``: ``tiny_tasks`` and ``sleep_io`` measure both ends.)
+ones. (``_bench/bench_async.py``: ``tiny_tasks`` and ``sleep_io`` measure both ends.)
 
 A worker runs its loop inside a cancel scope of its own. Cancelling a running task
 cancels that scope, and the worker goes on in a fresh one, so tasks that are never

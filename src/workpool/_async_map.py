@@ -247,11 +247,6 @@ class MapRun:
 
     # -- the consumer side -------------------------------------------------------------
 
-    def consumed(self, count: int) -> None:
-        self.outstanding -= count
-        if self.room.waiters:
-            self.room.unpark()
-
     def take(self) -> tuple[Chunk, list[Any]] | None:
         if self.ordered:
             got = self.ready.pop(self.want, None)

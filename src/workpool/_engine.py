@@ -49,10 +49,11 @@ __all__ = ["Engine", "Task", "Worker"]
 # The stdlib's executors' logger: code written for them configures this one.
 LOGGER: Final = logging.getLogger("concurrent.futures")
 
-# What execute() reports.
-OK: Final = 0
-FAILED: Final = 1
-CANCELLED: Final = 2
+# How a task ended, as execute() reports it (named apart from the child protocol's OK
+# and from the AsyncFuture states).
+TASK_OK: Final = 0  # it returned: settle its future with the value
+TASK_FAILED: Final = 1  # it raised, or was stopped: retry it or settle with the error
+TASK_CANCELLED: Final = 2  # its future was cancelled before it started: nothing to settle
 
 
 class Engine(EngineIntake):
@@ -110,7 +111,7 @@ class Engine(EngineIntake):
         return True
 
     def execute(self, worker: Worker, task: Task) -> tuple[int, Any]:
-        """Run *task* in *worker*; return (OK | FAILED | CANCELLED, value or error)."""
+        """Run *task* in *worker*; return (TASK_OK | TASK_FAILED, value or error)."""
         raise NotImplementedError
 
     def expire(self, worker: Worker, task: Task) -> None:
@@ -168,9 +169,9 @@ class Engine(EngineIntake):
                 if future.set_running_or_notify_cancel():
                     kind, value = self._run(worker, task)
                 else:
-                    kind, value = CANCELLED, None
+                    kind, value = TASK_CANCELLED, None
             elif self.stop.is_set():
-                kind, value = FAILED, Cancelled("cancelled by shutdown")
+                kind, value = TASK_FAILED, Cancelled("cancelled by shutdown")
             else:
                 kind, value = self._run(worker, task)
             ended = perf()
@@ -180,12 +181,12 @@ class Engine(EngineIntake):
                     self._stuck -= 1
                     return
                 worker.task = None
-                if kind == OK:
+                if kind == TASK_OK:
                     failed = value.failed if task.items is not None else 0
                     stats.completed += task.count - failed
                     stats.failed += failed
                     stats.sample(started - task.enqueued, ended - started, ended, task.count)
-                elif kind == CANCELLED:
+                elif kind == TASK_CANCELLED:
                     stats.cancelled += task.count
                 else:
                     retry_delay = self._retry_delay(task, value)
@@ -209,9 +210,9 @@ class Engine(EngineIntake):
                     stop = False
             if retry_delay is not None:
                 self._schedule_retry(task, retry_delay)
-            elif kind == OK:
+            elif kind == TASK_OK:
                 _settle(future, value, None)
-            elif kind == FAILED:
+            elif kind == TASK_FAILED:
                 _settle(future, None, value)
             task = value = None
             del future  # an idle worker keeps no result alive

@@ -36,6 +36,9 @@ from ._core.timer import Timer, TimerHandle
 
 __all__ = ["CLOSING", "RUNNING", "SHUTDOWN_MESSAGE", "EngineIntake", "Task", "Worker"]
 
+# The engine's states. Plain ints, not an IntEnum: put() compares the state on every
+# task, and an IntEnum member compares 3.5 to 5.5 ns slower than an int (20 to 45 ns
+# more read as EngineState.RUNNING; python -m timeit, CPython 3.11 and 3.13).
 RUNNING: Final = 0
 CLOSING: Final = 1  # no intake; workers drain what is queued and exit
 SHUTDOWN_MESSAGE: Final = "cannot schedule new futures after shutdown"

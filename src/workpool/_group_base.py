@@ -36,7 +36,7 @@ MESSAGE: Final = "unhandled errors in a Group"
 # threads as tasks run at the same time (idle threads are reused).
 UNLIMITED: Final = 1 << 16
 _COUNTER = itertools.count(1)
-CANCELLED: Final = CancelledError()  # stands for "the future was cancelled"
+CANCELLED_ERROR: Final = CancelledError()  # stands for "the future was cancelled"
 NOT_STARTED: Final = object()  # the result of a go() whose submit raised
 LOCAL = threading.local()  # .task: the group task this thread runs, for nesting
 
@@ -303,7 +303,7 @@ class GroupBase:
         """The done callback of every task's future (in whichever thread settles it)."""
         error: BaseException | None = None
         if future.cancelled():
-            error = CANCELLED
+            error = CANCELLED_ERROR
         else:
             error = future.exception()
             if error is None:

@@ -31,7 +31,7 @@ from typing import Any
 from ._core.context import TaskContext, current_slot
 from ._core.exceptions import Cancelled, WouldBlock
 from ._group_base import (
-    CANCELLED,
+    CANCELLED_ERROR,
     CLOSED,
     EXITING,
     LOCAL,
@@ -136,7 +136,7 @@ class OwnThreads(GroupBase):
                 assert fn is not None
                 error: BaseException | None = None
                 if not future.set_running_or_notify_cancel():
-                    error = CANCELLED
+                    error = CANCELLED_ERROR
                 else:
                     # _cancel() sets _cancelled, then cancels the contexts it sees.
                     task.ctx = slot.ctx = TaskContext(slot)

@@ -24,6 +24,7 @@ from ._core.ratelimit import RateLimit
 from ._core.retry import Retry
 from ._core.stats import PoolStatistics
 from ._engine import Engine, Task
+from ._engine_intake import RUNNING
 from ._map import MapIterator, MapRun, check_map_args, results
 from ._sync import Semaphore
 
@@ -295,7 +296,7 @@ class ExecutorPool(Executor):
         if not iterables:
             raise TypeError("map() must have at least one iterable")
         check_map_args(chunksize, window, on_error, timeout)
-        if self._engine.state != 0:
+        if self._engine.state != RUNNING:
             self._engine.put(Task(fn, (), {}, Future()))  # raises as submit would
         policies = (self._timeout is not None or self._retry is not None
                     or self._rate is not None)

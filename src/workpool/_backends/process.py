@@ -48,9 +48,10 @@ from multiprocessing.context import BaseContext
 from typing import Any, NoReturn
 
 from .._chunk import Chunk
-from .._core.exceptions import Cancelled, TaskTimeout, WorkerCrashed
+from .._core.exceptions import Cancelled, TaskTimeout
+from .._core.process_errors import WorkerCrashed
 from .._core.retry import Retry
-from .._engine import FAILED, OK, Engine, Task, Worker
+from .._engine import TASK_FAILED, TASK_OK, Engine, Task, Worker
 from .._engine_intake import CLOSING
 from . import _child
 
@@ -393,13 +394,13 @@ class ProcessEngine(Engine):
             return self._execute_chunk(worker, task)
         bucket = self.bucket
         if bucket is not None and not bucket.acquire(self.stop):
-            return FAILED, Cancelled("cancelled by shutdown while waiting for the rate limit")
+            return TASK_FAILED, Cancelled("cancelled by shutdown while waiting for the rate limit")
         kind, value, _ = self._call(worker, task, None, task.args[0])
         if kind == _child.OK:
-            return OK, value
+            return TASK_OK, value
         if kind == _DIED:
-            return FAILED, self._death_error(worker, task)
-        return FAILED, value
+            return TASK_FAILED, self._death_error(worker, task)
+        return TASK_FAILED, value
 
     def _call(self, worker: ProcessWorker, task: Task, fn_bytes: bytes | None,
               payload: bytes) -> tuple[int, Any, int]:
@@ -491,7 +492,7 @@ class ProcessEngine(Engine):
     def _execute_chunk(self, worker: ProcessWorker, task: Task) -> tuple[int, Any]:
         bucket = self.bucket  # under a rate limit, map chunks hold one item
         if bucket is not None and not bucket.acquire(self.stop):
-            return OK, Chunk([None], {0: Cancelled("cancelled by shutdown")}, 0.0)
+            return TASK_OK, Chunk([None], {0: Cancelled("cancelled by shutdown")}, 0.0)
         fn_bytes, star, payload = task.args
         items = task.items
         assert items is not None
@@ -515,7 +516,7 @@ class ProcessEngine(Engine):
                 continue
             error = value if kind != _DIED else self._death_error(worker, task)
             if len(items) == 1 and task.retry is not None:
-                return FAILED, error  # the engine retries a lone item
+                return TASK_FAILED, error  # the engine retries a lone item
             if len(items) - start > 1 and (
                     kind == _child.BADARGS
                     or (kind == _DIED and not isinstance(error, Cancelled | TaskTimeout))):
@@ -526,7 +527,7 @@ class ProcessEngine(Engine):
             else:
                 errors.update((i, error) for i in range(start, len(items)))
             break
-        return OK, Chunk(values, errors or None, seconds)
+        return TASK_OK, Chunk(values, errors or None, seconds)
 
     def _one_by_one(self, worker: ProcessWorker, task: Task, start: int, values: list[Any],
                     errors: dict[int, BaseException]) -> None:

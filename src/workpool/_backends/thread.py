@@ -7,7 +7,7 @@ from typing import Any
 
 from .._chunk import Chunk, run_chunk
 from .._core.exceptions import Cancelled
-from .._engine import FAILED, OK, Engine, Task, Worker
+from .._engine import TASK_FAILED, TASK_OK, Engine, Task, Worker
 
 __all__ = ["ThreadEngine"]
 
@@ -26,7 +26,7 @@ class ThreadEngine(Engine):
         if items is not None:
             star, flag = task.args
             if task.retry is None or len(items) != 1:
-                return OK, run_chunk(task.fn, items, star, worker.slot.ctx, flag,
+                return TASK_OK, run_chunk(task.fn, items, star, worker.slot.ctx, flag,
                                      bucket, self.stop)
             # One item under a retry policy runs as a plain task, so the engine's
             # retry machinery sees its error.
@@ -34,15 +34,15 @@ class ThreadEngine(Engine):
         else:
             fn, args, kwargs = task.fn, task.args, task.kwargs
         if bucket is not None and not bucket.acquire(self.stop):
-            return FAILED, Cancelled("cancelled by shutdown while waiting for the rate limit")
+            return TASK_FAILED, Cancelled("cancelled by shutdown while waiting for the rate limit")
         started = time.perf_counter()
         try:
             value = fn(*args, **kwargs)
         except BaseException as exc:  # a task's error never kills its worker
-            return FAILED, exc
+            return TASK_FAILED, exc
         if items is not None:
-            return OK, Chunk([value], None, time.perf_counter() - started)
-        return OK, value
+            return TASK_OK, Chunk([value], None, time.perf_counter() - started)
+        return TASK_OK, value
 
     def expire(self, worker: Worker, task: Task) -> None:
         self.abandon(worker, task, self.timed_out(task))

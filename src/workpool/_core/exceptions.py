@@ -13,19 +13,19 @@
 
 Each also subclasses the stdlib exception that code written for
 ``concurrent.futures`` already catches, so existing ``except`` clauses keep working.
+``WorkerCrashed`` is defined in ``process_errors.py``, loaded with the process side:
+its base, ``BrokenProcessPool``, imports ``multiprocessing``, which nothing else needs.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from concurrent.futures.process import BrokenProcessPool
 
 __all__ = [
     "Cancelled",
     "PoolClosed",
     "QueueFull",
     "TaskTimeout",
-    "WorkerCrashed",
     "WorkpoolError",
     "WouldBlock",
 ]
@@ -62,13 +62,3 @@ class WouldBlock(WorkpoolError):
 
 class QueueFull(WouldBlock):
     """``submit_nowait`` found the pool's queue full."""
-
-
-class WorkerCrashed(WorkpoolError, BrokenProcessPool):
-    """The worker process running a task died (signal, ``os._exit``, OOM kill), or the
-    task's arguments could not be unpickled in the worker, or its result in the caller
-    (then ``__cause__`` is the error that unpickling raised).
-
-    Only that task fails; the worker is replaced and the pool goes on. (Where the
-    stdlib's pool breaks for good, workpool fails the one task.)
-    """

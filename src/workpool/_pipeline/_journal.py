@@ -125,7 +125,6 @@ class Journal:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self.recorded = 0  # keys written (committed or about to be)
         self.error: BaseException | None = None
         self.cancelled = threading.Event()
         self.on_error: Callable[[BaseException], None] = lambda exc: None
@@ -235,7 +234,6 @@ class Journal:
         self._conn.executemany(f"INSERT OR IGNORE INTO {TABLE} (key, finished) VALUES (?, ?)",
                                [(key, now) for key in keys])
         self._pending += len(keys)
-        self.recorded += len(keys)
 
     def _commit(self) -> None:
         conn = self._conn

@@ -25,7 +25,6 @@ __all__ = [
     "worker_function",
 ]
 
-Kind = Literal["thread", "process", "async"]
 OnError = Literal["raise", "skip", "collect"]
 Workers = int | float
 

@@ -1,8 +1,9 @@
 """Measure a function in a fresh interpreter, so its memory is its own.
 
-``isolated(fn, *args)`` runs ``python -c`` (this interpreter) with the checkout first on
-``sys.path``; the child imports *fn* by module and name, resets its peak-RSS count, calls
-it, and prints one JSON line back: seconds, peak RSS growth and whatever *fn* returned.
+``isolated(fn, *args)`` runs ``python -c`` (this interpreter) with the folder that holds
+the workpool package first on ``sys.path`` (``src/`` of a checkout, or site-packages);
+the child imports *fn* by module and name, resets its peak-RSS count, calls it, and
+prints one JSON line back: seconds, peak RSS growth and whatever *fn* returned.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 __all__ = ["isolated"]
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]  # what holds workpool: src/, or site-packages
 
 
 def isolated(fn: Callable[..., object], *args: object, timeout: float = 600) -> dict[str, float]:
@@ -35,7 +36,7 @@ def isolated(fn: Callable[..., object], *args: object, timeout: float = 600) -> 
     if "." not in fn.__module__ and getattr(module, "__file__", None):
         paths.append(str(Path(str(module.__file__)).parent))
     payload = json.dumps([paths, fn.__module__, fn.__qualname__, list(args)])
-    code = "import sys; from bench.isolation import _child; _child(sys.argv[1])"
+    code = "import sys; from workpool._bench.isolation import _child; _child(sys.argv[1])"
     proc = subprocess.run(
         [sys.executable, "-c", code, payload], capture_output=True, text=True,
         timeout=timeout, cwd=str(_ROOT),  # python -c puts the cwd first on sys.path

@@ -15,12 +15,14 @@ from workpool._cli._output import Cell, Column, Table, echo
 
 from .harness import (
     FULL_REPEATS,
+    INSTALL_PEERS,
     Group,
     Report,
     Scenario,
     ScenarioResult,
     discover,
     environment,
+    missing_peers,
     run_suite,
     select,
 )
@@ -52,6 +54,10 @@ def main(
     echo(f"workpool {env['workpool']} benchmarks · {env['implementation']} {env['python']} · "
          f"{env['platform']} · {env['usable_cpus']} usable CPUs"
          f"{' · --quick' if quick else ''}", style="bold")
+    missing = [] if suite else missing_peers()
+    if missing:
+        echo(f"workpool bench: peers not installed: {', '.join(missing)} (their rows say "
+             f"so; {INSTALL_PEERS} adds them)", style="yellow", file=sys.stderr)
     report = run_suite(chosen, quick=quick, repeats=repeats, on_start=_starting,
                        on_result=_print_result)
     summary_table(report).print()

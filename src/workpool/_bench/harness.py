@@ -1,6 +1,6 @@
 """The benchmark harness behind ``workpool bench``.
 
-A benchmark module is ``bench/bench_<topic>.py``. Its scenarios are functions
+A benchmark module is ``_bench/bench_<topic>.py``. Its scenarios are functions
 ``def name(quick: bool) -> dict[str, float]``, marked with ``@scenario`` (or listed in a
 module-level ``SCENARIOS``). A scenario builds its contenders, ``(name, callable)`` pairs
 whose callable returns seconds or a metric, and hands them to ``compare``, which runs
@@ -51,8 +51,8 @@ from .isolation import isolated
 
 __all__ = [
     "Contender", "Group", "Report", "Row", "Scenario", "ScenarioResult", "Target",
-    "adopt", "compare", "discover", "environment", "isolated", "run_scenario", "run_suite",
-    "scenario", "select",
+    "INSTALL_PEERS", "PEERS", "adopt", "compare", "discover", "environment", "isolated",
+    "missing_peers", "peer", "run_scenario", "run_suite", "scenario", "select",
 ]
 
 #: What a contender's callable returns: one number in the group's unit (seconds, to be
@@ -64,6 +64,11 @@ Op = Literal[">=", ">", "<=", "<", "within"]
 
 FULL_REPEATS = 5
 QUICK_REPEATS = 3
+
+#: The peers the ``bench`` extra installs (import names), each imported only where it is
+#: measured: without one, its rows say "not installed" and the rest of the suite runs.
+PEERS = ("aiometer", "joblib", "mpire", "pebble", "pypeln", "trio")
+INSTALL_PEERS = "pip install 'workpool[bench]'"
 
 
 # -- what a scenario reports --------------------------------------------------------------
@@ -234,6 +239,9 @@ def compare(
                 continue
             try:
                 sample = fn()
+            except ModuleNotFoundError as exc:  # a peer that is not installed here
+                notes[name] = f"not installed: {exc.name} ({INSTALL_PEERS})"
+                continue
             except Exception as exc:
                 notes[name] = f"error: {type(exc).__name__}: {exc}"
                 continue
@@ -283,6 +291,23 @@ def adopt(
         return {r.contender: r.median for r in rows if r.median is not None}
 
     return adopted
+
+
+def peer(module: str, fn: Callable[[], Sample]) -> Callable[[], Sample]:
+    """*fn*, when *module* (a peer) is installed; else a contender whose row says
+    ``not installed: MODULE (pip install 'workpool[bench]')``."""
+    if importlib.util.find_spec(module) is not None:
+        return fn
+
+    def not_installed() -> Sample:
+        raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
+    return not_installed
+
+
+def missing_peers() -> list[str]:
+    """The ``PEERS`` not installed in this environment."""
+    return [name for name in PEERS if importlib.util.find_spec(name) is None]
 
 
 def _order(contenders: Sequence[Contender], rows: dict[tuple[str, str], Row],

@@ -26,7 +26,7 @@ from typing import Any
 
 import workpool as wp
 
-from .harness import Target, compare, isolated, scenario
+from .harness import Target, compare, isolated, peer, scenario
 
 try:
     import pypeln
@@ -124,10 +124,6 @@ def _rate(run: Callable[[], int], n: int) -> dict[str, float]:
     return {"items/s": n / elapsed}
 
 
-def _pypeln_or_none(fn: Callable[[], dict[str, float]]) -> Callable[[], dict[str, float]] | None:
-    return fn if pypeln is not None else None
-
-
 # -- a three-stage pipeline against its bottleneck stage -----------------------------------
 
 @scenario
@@ -141,8 +137,8 @@ def bottleneck(quick: bool) -> dict[str, float]:
             ("bottleneck stage alone", lambda: _rate(
                 lambda: _bottleneck_alone(neck, neck_workers, n), n)),
             ("wp.Pipeline", lambda: _rate(lambda: run_workpool(range(n), stages), n)),
-            ("pypeln (threads)", _pypeln_or_none(
-                lambda: _rate(lambda: run_pypeln(range(n), stages), n))),
+            ("pypeln (threads)", peer(
+                "pypeln", lambda: _rate(lambda: run_pypeln(range(n), stages), n))),
             ("queues + threads", lambda: _rate(lambda: run_queues(range(n), stages), n)),
         ],
         unit="items/s", higher_is_better={"items/s"}, baseline="bottleneck stage alone",
@@ -186,7 +182,7 @@ def memory(quick: bool) -> dict[str, float]:
     return compare(
         [
             (f"ThreadPoolExecutor.map chain {small:,}", lambda: _memory("executor", small)),
-            (f"pypeln {small:,}", _pypeln_or_none(lambda: _memory("pypeln", small))),
+            (f"pypeln {small:,}", peer("pypeln", lambda: _memory("pypeln", small))),
             (ours_small, lambda: _memory("wp.Pipeline", small)),
             (ours_big, lambda: _memory("wp.Pipeline", big)),
         ],
@@ -217,7 +213,7 @@ def overhead(quick: bool) -> dict[str, float]:
     return compare(
         [
             ("queues + threads", timed(run_queues)),
-            ("pypeln (threads)", timed(run_pypeln) if pypeln is not None else None),
+            ("pypeln (threads)", peer("pypeln", timed(run_pypeln))),
             ("wp.Pipeline", timed(run_workpool)),
         ],
         unit="us/item", scale=1e6 / n, baseline="queues + threads", title=f"{n:,} items",

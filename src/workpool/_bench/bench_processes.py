@@ -39,7 +39,7 @@ from typing import Any
 
 import workpool as wp
 
-from .harness import Contender, Target, compare, isolated, scenario
+from .harness import Contender, Target, compare, isolated, peer, scenario
 
 __all__ = ["burn", "cpu_efficiency", "first_result", "first_result_child", "square",
            "timed_burn", "tiny_map"]
@@ -53,13 +53,6 @@ OURS_MAP = "ProcessPool.map"
 def _option(fn: Callable[[], Any]) -> Callable[[], Any] | None:
     """*fn*, or None (reported as "not available") while workpool has no ProcessPool."""
     return fn if ProcessPool is not None else None
-
-
-def _peer(module: str, fn: Callable[[], Any]) -> Callable[[], Any] | None:
-    """*fn*, or None (reported as "not available") when the peer is not installed."""
-    import importlib.util
-
-    return fn if importlib.util.find_spec(module) is not None else None
 
 
 # -- what the workers run -------------------------------------------------------------------
@@ -234,9 +227,9 @@ def tiny_map(quick: bool) -> dict[str, float]:
         (ppe_1, lambda: _rate(lambda k: _ppe_map(k, 1), n_one, ppe_1)),
         (f"{PPE}.map chunksize=1000",
          lambda: _rate(lambda k: _ppe_map(k, 1000), n, PPE)),
-        ("joblib Parallel (loky)", _peer("joblib", lambda: _rate(_joblib_map, n, "joblib"))),
-        ("mpire WorkerPool.map", _peer("mpire", lambda: _rate(_mpire_map, n, "mpire"))),
-        (pebble_map, _peer("pebble", lambda: _rate(_pebble_map, n_one, "pebble"))),
+        ("joblib Parallel (loky)", peer("joblib", lambda: _rate(_joblib_map, n, "joblib"))),
+        ("mpire WorkerPool.map", peer("mpire", lambda: _rate(_mpire_map, n, "mpire"))),
+        (pebble_map, peer("pebble", lambda: _rate(_pebble_map, n_one, "pebble"))),
     ]
     return compare(
         contenders, unit="tasks/s", higher_is_better={"tasks/s"}, baseline=MP_MAP,
@@ -383,8 +376,8 @@ def cpu_efficiency(quick: bool) -> dict[str, float]:
         ("multiprocessing.Pool(2).map", efficiency(_cpu_mp)),
         (ours, _option(efficiency(_cpu_ours))),
         (f"{PPE}(2).map chunksize=1", efficiency(_cpu_ppe)),
-        ("joblib Parallel(n_jobs=2) (loky)", _peer("joblib", efficiency(_cpu_joblib))),
-        ("mpire WorkerPool(2).map", _peer("mpire", efficiency(_cpu_mpire))),
+        ("joblib Parallel(n_jobs=2) (loky)", peer("joblib", efficiency(_cpu_joblib))),
+        ("mpire WorkerPool(2).map", peer("mpire", efficiency(_cpu_mpire))),
     ]
     return compare(
         contenders, unit="efficiency", higher_is_better={"efficiency", "busy"},
@@ -476,8 +469,8 @@ def first_result(quick: bool) -> dict[str, float]:
         ("ProcessPool()", _option(lambda: _first("workpool"))),
         ("ProcessPool(), backend import timed", _option(lambda: _first("workpool, cold"))),
         ("multiprocessing.Pool()", lambda: _first("multiprocessing")),
-        ("pebble ProcessPool()", _peer("pebble", lambda: _first("pebble"))),
-        ("mpire WorkerPool()", _peer("mpire", lambda: _first("mpire"))),
+        ("pebble ProcessPool()", peer("pebble", lambda: _first("pebble"))),
+        ("mpire WorkerPool()", peer("mpire", lambda: _first("mpire"))),
     ]
     return compare(
         contenders, unit="ms to first result", baseline=base,

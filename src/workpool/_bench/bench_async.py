@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import subprocess
 import sys
 import time
@@ -34,7 +33,9 @@ from .harness import Contender, Target, compare, max_in_window, scenario
 __all__ = ["lazy_map_memory", "rate_limit", "sleep_io", "tiny_tasks"]
 
 CONCURRENCY = 100
-_ROOT = Path(__file__).resolve().parent.parent
+# The folder that holds the workpool package (src/ of a checkout, or site-packages):
+# the child imports this suite, and the same workpool, from there.
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 
@@ -368,11 +369,10 @@ def lazy_map_child(backend: str, n: int) -> dict[str, float]:
 
 def _isolated(backend: str, n: int) -> dict[str, float]:
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
-            "from bench.bench_async import lazy_map_child; "
+            "from workpool._bench.bench_async import lazy_map_child; "
             "print(json.dumps(lazy_map_child(sys.argv[2], int(sys.argv[3]))))")
     proc = subprocess.run([sys.executable, "-c", code, str(_ROOT), backend, str(n)],
-                          capture_output=True, text=True, timeout=600, cwd=str(_ROOT),
-                          env={**os.environ, "PYTHONPATH": str(_ROOT / "src")})
+                          capture_output=True, text=True, timeout=600, cwd=str(_ROOT))
     if proc.returncode != 0:
         raise RuntimeError(f"child failed: {proc.stderr.strip()[-500:]}")
     result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
