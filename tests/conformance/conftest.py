@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import _wait_gone
 
 TIMEOUT = 60  # seconds per test, set-up and tear-down included
 
@@ -58,15 +59,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"== conformance: {counts['passed']} passed, {counts['failed']} failed, "
             f"{counts['skipped']} skipped, {counts['error']} errors "
             f"(CPython's executor suite, {seconds:.0f} s)")
-
-
-def _wait_gone(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return check()
 
 
 @pytest.fixture(autouse=True)
