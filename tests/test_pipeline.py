@@ -528,11 +528,14 @@ def test_plain_progress_draws_the_final_frame_once() -> None:
     assert all(line.startswith("progress ") and len(line) < 100 for line in lines)
 
 
-def test_progress_draws_a_live_table_in_a_terminal() -> None:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
+class Terminal(io.StringIO):
+    """A screen that says it is a terminal: the live view draws its table there."""
 
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_draws_a_live_table_in_a_terminal() -> None:
     screen = Terminal()
     items = iter(wp.Pipeline(range(50)).map(t.square, name="squares"))
     view = Progress(items._run, out=screen, interval=0.01)
@@ -545,10 +548,6 @@ def test_progress_draws_a_live_table_in_a_terminal() -> None:
 
 
 def test_live_table_draws_the_final_frame_once() -> None:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
     screen = Terminal()
     items = iter(wp.Pipeline(range(30)).map(t.square, name="squares"))
     view = Progress(items._run, out=screen, interval=0.01)
