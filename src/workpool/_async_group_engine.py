@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, cast
 
 import anyio
 
@@ -50,9 +50,6 @@ from ._async_task import (
 )
 from ._backends.aio import NO_LOT, Lot, lot_type, no_lot
 from ._core.context import TaskContext, WorkerSlot, install_slot
-
-if TYPE_CHECKING:
-    from ._async_engine import AsyncEngine
 
 __all__ = ["CLOSED", "EXITING", "NEW", "OPEN", "GroupEngine"]
 
@@ -108,7 +105,7 @@ class GroupEngine:
         self.cancel_exc: type[BaseException] = BaseException
         self.new_lot: Callable[[], Lot] = no_lot
         self.idle = self.space = self.done = NO_LOT
-        self.spec = Spec(cast("AsyncEngine", self), ASYNC, None, None)
+        self.spec = Spec(self, ASYNC, None, None)
 
     # -- life cycle ---------------------------------------------------------------------
 

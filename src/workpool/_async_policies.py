@@ -19,13 +19,11 @@ pool.
 from __future__ import annotations
 
 import heapq
-import inspect
 import itertools
 import math
-import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import anyio.to_thread
@@ -37,25 +35,40 @@ from ._async_task import (
     RUNNING,
     SYNC,
     VALUE,
+    AsyncFuture,
     Chunk,
     Failure,
     Job,
     Spec,
-    Worker,
-    fn_name,
 )
+from ._async_worker import StuckThreads, ThreadCall, Worker
 from ._backends.aio import Lot
-from ._core.context import TaskContext, WorkerSlot, install_slot
+from ._core.context import TaskContext
 from ._core.exceptions import Cancelled, TaskTimeout
+from ._core.ratelimit import TokenBucket
+from ._core.stats import StatsRecorder
 
-if TYPE_CHECKING:
-    from ._async_engine import AsyncEngine
-
-__all__ = ["RetryTimer", "StuckThreads", "ThreadCall", "call_with_policies", "failed",
-           "interrupted", "is_cancellation", "run_chunk", "run_one"]
+__all__ = ["PolicyHost", "RetryTimer", "call_with_policies", "failed", "interrupted",
+           "is_cancellation", "run_chunk", "run_one"]
 
 _monotonic = time.monotonic
 _NO_KWARGS: Final[dict[str, Any]] = {}
+
+
+class PolicyHost(Protocol):
+    """What the policies use of the engine whose workers call them (``AsyncEngine``):
+    named as a contract, since the engine is built on this module and not beside it."""
+
+    stats: StatsRecorder
+    stopping: bool  # no task may start any more
+    unfinished: list[AsyncFuture[Any]]  # what a shutdown cancelled or gave up on
+    retrying: RetryTimer
+    bucket: TokenBucket | None  # the pool's rate limit
+    limiter: anyio.CapacityLimiter | None  # threads of sync tasks
+    stuck: StuckThreads
+
+    def requeue(self, job: Job) -> None:
+        """Queue a retried task again."""
 
 
 def is_cancellation(exc: BaseException) -> bool:
@@ -70,7 +83,7 @@ def is_cancellation(exc: BaseException) -> bool:
             and anyio.current_effective_deadline() == -math.inf)
 
 
-def interrupted(engine: AsyncEngine, w: Worker, job: Job, done: int = 0) -> None:
+def interrupted(engine: PolicyHost, w: Worker, job: Job, done: int = 0) -> None:
     """*job* was interrupted by a cancellation while running."""
     w.job = None
     if type(job) is Chunk:
@@ -84,7 +97,7 @@ def interrupted(engine: AsyncEngine, w: Worker, job: Job, done: int = 0) -> None
         job._cancelled("cancelled while running")
 
 
-async def run_chunk(engine: AsyncEngine, w: Worker, chunk: Chunk) -> None:
+async def run_chunk(engine: PolicyHost, w: Worker, chunk: Chunk) -> None:
     """Run a map chunk of several quick items, or one item through the policies."""
     run = chunk.run
     if not run.spec.fast:  # one item: the policy path
@@ -125,7 +138,7 @@ async def run_chunk(engine: AsyncEngine, w: Worker, chunk: Chunk) -> None:
     run.deliver(chunk, results, ended - started, errors)
 
 
-async def run_one(engine: AsyncEngine, w: Worker, job: Job) -> None:
+async def run_one(engine: PolicyHost, w: Worker, job: Job) -> None:
     """One task (or one-item chunk) through the policies: rate, timeout, thread."""
     if type(job) is Chunk:
         run = job.run
@@ -156,7 +169,7 @@ async def run_one(engine: AsyncEngine, w: Worker, job: Job) -> None:
             job._finish(VALUE, value)
 
 
-def failed(engine: AsyncEngine, job: Job, exc: BaseException) -> None:
+def failed(engine: PolicyHost, job: Job, exc: BaseException) -> None:
     """*job* raised *exc*: retry it after its backoff, or end it."""
     policy = job._spec.retry
     attempt = job._attempt
@@ -188,7 +201,7 @@ def failed(engine: AsyncEngine, job: Job, exc: BaseException) -> None:
         job._finish(ERROR, exc)
 
 
-async def call_with_policies(engine: AsyncEngine, w: Worker, fn: Callable[..., Any],
+async def call_with_policies(engine: PolicyHost, w: Worker, fn: Callable[..., Any],
                              args: tuple[Any, ...], kwargs: dict[str, Any], spec: Spec,
                              attempt: int) -> Any:
     """Run one call on worker *w* under the pool's rate limit and *spec*'s timeout.
@@ -220,7 +233,7 @@ async def call_with_policies(engine: AsyncEngine, w: Worker, fn: Callable[..., A
         slot.ctx = w.ctx
 
 
-async def _call_sync(engine: AsyncEngine, w: Worker, fn: Callable[..., Any],
+async def _call_sync(engine: PolicyHost, w: Worker, fn: Callable[..., Any],
                      args: tuple[Any, ...], kwargs: dict[str, Any], ctx: TaskContext,
                      timeout: float | None) -> Any:
     """Run a sync callable in a worker thread, which nothing can interrupt.
@@ -251,82 +264,6 @@ async def _call_sync(engine: AsyncEngine, w: Worker, fn: Callable[..., Any],
     if call.by_shutdown:
         raise Cancelled("cancelled by shutdown while running")
     raise TaskTimeout(f"task timed out after {timeout:g} s")
-
-
-def _in_thread(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    value = fn(*args, **kwargs)
-    if inspect.iscoroutine(value):
-        value.close()  # no "never awaited" warning: the error says what to do
-        raise TypeError(f"{fn_name(fn)} is not a coroutine function but returned a "
-                        f"coroutine: declare it with 'async def'")
-    return value
-
-
-class StuckThreads:
-    """How many threads of a pool's sync tasks it gave up on are still running (written
-    under ``_THREAD_LOCK``, by those threads too)."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
-_THREAD_LOCK: Final = threading.Lock()
-_PENDING: Final = 0
-_RUNNING: Final = 1
-_GIVEN_UP: Final = 2
-_RETURNED: Final = 3
-
-
-class ThreadCall:
-    """A sync call in a worker thread that the pool may give up on."""
-
-    __slots__ = ("args", "by_shutdown", "fn", "kwargs", "scope", "slot", "state", "stuck")
-
-    def __init__(self, stuck: StuckThreads, fn: Callable[..., Any], args: tuple[Any, ...],
-                 kwargs: dict[str, Any], ctx: TaskContext) -> None:
-        self.stuck = stuck
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        # The thread's own slot: once the worker has given up on it and moved on,
-        # wp.current() in the thread is still this task's (cancelled) context.
-        self.slot = WorkerSlot(ctx.worker_id)
-        self.slot.ctx = ctx
-        self.state = _PENDING
-        self.scope: anyio.CancelScope | None = None  # cancelled to give up on the thread
-        self.by_shutdown = False
-
-    def run(self) -> Any:
-        """The thread's side: the call, unless it was given up on before it started."""
-        with _THREAD_LOCK:
-            if self.state == _GIVEN_UP:
-                return None
-            self.state = _RUNNING
-        install_slot(self.slot)  # in the context this thread runs the call in
-        try:
-            return _in_thread(self.fn, self.args, self.kwargs)
-        finally:
-            with _THREAD_LOCK:
-                if self.state == _GIVEN_UP:
-                    self.stuck.count -= 1
-                self.state = _RETURNED
-
-    def cancel_by_shutdown(self) -> None:
-        """A shutdown out of time: the task fails with ``Cancelled`` now."""
-        self.by_shutdown = True
-        if self.scope is not None:
-            self.scope.cancel()
-
-    def give_up(self) -> None:
-        """The worker's side, once it gave up: a running call is counted as stuck until
-        it returns; one not started yet never starts."""
-        with _THREAD_LOCK:
-            if self.state == _RUNNING:
-                self.stuck.count += 1
-            if self.state != _RETURNED:
-                self.state = _GIVEN_UP
 
 
 class RetryTimer:

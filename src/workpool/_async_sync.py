@@ -12,6 +12,7 @@ from typing import Any, final
 
 import anyio
 
+from ._aio import ASYNCIO, current_library
 from ._sync import SemaphoreStatistics, check_capacity, check_count, check_weight
 
 __all__ = ["AsyncSemaphore"]
@@ -114,7 +115,7 @@ class AsyncSemaphore:
         if timeout is not None and timeout <= 0:
             return False
         if self._asyncio is None:
-            self._asyncio = _on_asyncio()
+            self._asyncio = current_library() == ASYNCIO
         signal: Any = (asyncio.get_running_loop().create_future() if self._asyncio
                        else anyio.Event())
         entry = (n, signal)
@@ -225,14 +226,6 @@ class AsyncSemaphore:
     def __repr__(self) -> str:
         s = self.statistics()
         return f"<AsyncSemaphore capacity={s.capacity} held={s.held} waiters={s.waiters}>"
-
-
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _served(signal: Any) -> bool:

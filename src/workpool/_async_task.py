@@ -1,4 +1,4 @@
-"""What ``AsyncPool`` queues and runs: tasks (``AsyncFuture``), ``map`` chunks, workers.
+"""What ``AsyncPool`` queues and runs: tasks (``AsyncFuture``) and ``map`` chunks.
 
 An ``AsyncFuture`` is both the queue entry and the caller's handle, so a submit
 allocates one object. Its life::
@@ -18,19 +18,14 @@ from concurrent.futures import InvalidStateError
 from types import FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, final
 
-import anyio
-
-from ._core.context import TaskContext, WorkerSlot
 from ._core.exceptions import Cancelled
 from ._core.retry import Retry
 
 if TYPE_CHECKING:
-    from ._async_engine import AsyncEngine
-    from ._async_policies import ThreadCall
     from ._backends.aio import Lot
 
 __all__ = ["ASYNC", "SYNC", "AsyncFuture", "Chunk", "ChunkOwner", "Failure", "Job", "Spec",
-           "Worker", "fn_name", "kind_of", "new_future"]
+           "TaskOwner", "fn_name", "kind_of", "new_future"]
 
 T = TypeVar("T")
 LOGGER: Final = logging.getLogger("workpool")
@@ -45,6 +40,17 @@ ASYNC: Final = 0  # a coroutine function: awaited on a worker task
 SYNC: Final = 1  # a plain callable: run in a worker thread
 
 
+class TaskOwner(Protocol):
+    """What an ``AsyncFuture`` asks of the engine that runs it (``AsyncEngine``, or an
+    ``AsyncGroup``'s engine): a lot to wait in, and to cancel it. The engines import
+    this module, so it names them by this contract, not by import."""
+
+    new_lot: Callable[[], Lot]  # a lot of the running event loop's library
+
+    def cancel_job(self, job: AsyncFuture[Any]) -> None:
+        """``AsyncFuture.cancel()`` of a task that has not finished."""
+
+
 @final
 class Spec:
     """Where and how a task runs: shared by every task with the same options, so a
@@ -52,7 +58,7 @@ class Spec:
 
     __slots__ = ("fast", "key", "kind", "owner", "priority", "retry", "timeout")
 
-    def __init__(self, owner: AsyncEngine, kind: int, timeout: float | None,
+    def __init__(self, owner: TaskOwner, kind: int, timeout: float | None,
                  retry: Retry | None, priority: int = 0, key: Any = None,
                  rated: bool = False) -> None:
         self.owner = owner
@@ -321,20 +327,3 @@ class Chunk:
 
 
 Job = AsyncFuture[Any] | Chunk
-
-
-class Worker:
-    """A worker task's bookkeeping. ``job`` is what it runs now (None when idle);
-    ``call`` the sync call it waits on in a thread, if any."""
-
-    __slots__ = ("call", "ctx", "job", "restart", "scope", "slot")
-
-    def __init__(self, worker_id: int) -> None:
-        self.slot = WorkerSlot(worker_id)
-        # One context serves every plain task of this worker (a task has no use for
-        # it after it ends); a cancelled one is replaced.
-        self.ctx = TaskContext(self.slot)
-        self.job: Job | None = None
-        self.restart = False
-        self.scope: anyio.CancelScope | None = None
-        self.call: ThreadCall | None = None

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections import deque
 from typing import Any, Protocol
+
+from .._aio import TRIO, require_library
 
 __all__ = ["NO_LOT", "Lot", "lot_type", "no_lot"]
 
@@ -115,14 +116,8 @@ def lot_type() -> type[AsyncioLot] | type[TrioLot]:
     Raises:
         RuntimeError: no asyncio loop or trio run is active in this thread.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        trio = sys.modules.get("trio")
-        if trio is not None and trio.lowlevel.in_trio_run():
-            return TrioLot
-        raise RuntimeError("AsyncPool must be used inside an asyncio or trio event loop"
-                           ) from None
+    if require_library(_NO_LOOP) == TRIO:
+        return TrioLot
     return AsyncioLot
 
 
@@ -142,6 +137,7 @@ class _NoLot:
         pass
 
 
+_NO_LOOP = "AsyncPool must be used inside an asyncio or trio event loop"
 _NOT_RUNNING = "AsyncPool is not running: use 'async with AsyncPool(...)'"
 NO_LOT: Lot = _NoLot()
 

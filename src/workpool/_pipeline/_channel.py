@@ -14,7 +14,6 @@ costs one wake-up per half-buffer of items instead of one per item.
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 import time
 from collections import deque
@@ -23,6 +22,8 @@ from functools import partial
 from typing import Any, Final
 
 import anyio
+
+from .._aio import ASYNCIO, TRIO, Library, require_library
 
 __all__ = ["Aborted", "Channel", "LoopScope", "Slots", "aget_many", "aput_many",
            "loop_waker"]
@@ -255,31 +256,29 @@ class Slots:
 _NOT_RUNNING: Final = "a pipeline's async iterator must run inside an asyncio or trio loop"
 
 
-def loop_waker() -> tuple[Callable[[Callable[[], object]], None], str]:
+def loop_waker() -> tuple[Callable[[Callable[[], object]], None], Library]:
     """A function that runs a callback soon in the calling task's event loop, callable
     from any thread and never blocking, and the loop's library name."""
-    import asyncio
+    if require_library(_NOT_RUNNING) == TRIO:
+        import trio
 
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        trio = sys.modules.get("trio")
-        if trio is None or not trio.lowlevel.in_trio_run():
-            raise RuntimeError(_NOT_RUNNING) from None
         token = trio.lowlevel.current_trio_token()
 
         def trio_soon(fn: Callable[[], object]) -> None:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(fn)
 
-        return trio_soon, "trio"
+        return trio_soon, TRIO
+    import asyncio
+
+    loop = asyncio.get_running_loop()
 
     def asyncio_soon(fn: Callable[[], object]) -> None:
         # A closed loop raises RuntimeError: nobody is left to wake.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(fn)
 
-    return asyncio_soon, "asyncio"
+    return asyncio_soon, ASYNCIO
 
 
 async def aget_many(channel: Channel, limit: int) -> list[Any]:

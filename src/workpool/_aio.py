@@ -1,0 +1,51 @@
+"""Which async library runs the calling task: the one place workpool asks.
+
+The async side runs on asyncio (uvloop included) and on trio, through anyio, and most
+of it never needs to know which. The few pieces that go below anyio, for speed or to
+be woken from other threads, ask ``current_library()`` here, once per object and never
+per task: the parking lots of ``AsyncPool`` and ``AsyncGroup`` (``_backends/aio.py``)
+when they start, ``AsyncSemaphore`` at its first wait, a pipeline channel's async wait.
+
+Nothing is imported to answer: an asyncio loop can run only once asyncio is loaded, and
+a trio run only once trio is.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Final, Literal
+
+__all__ = ["ASYNCIO", "TRIO", "Library", "current_library", "require_library"]
+
+Library = Literal["asyncio", "trio"]
+ASYNCIO: Final = "asyncio"
+TRIO: Final = "trio"
+
+
+def current_library() -> Library | None:
+    """``"asyncio"`` or ``"trio"``, whichever runs an event loop in this thread; None
+    when neither does. Costs a fraction of a microsecond (asyncio is tried first)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            return ASYNCIO
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
+        return TRIO
+    return None
+
+
+def require_library(message: str) -> Library:
+    """``current_library()``, where one must be running.
+
+    Raises:
+        RuntimeError: with *message*, when neither asyncio nor trio runs in this thread.
+    """
+    library = current_library()
+    if library is None:
+        raise RuntimeError(message)
+    return library
