@@ -1,9 +1,10 @@
 """The behaviour every executor pool must have, run against each kind.
 
-A test module subclasses ``PoolBehaviour`` and provides ``make_pool(**options)`` and
-``make_gate()``. Task functions live in ``tests/_tasks.py`` so that a process pool can
-pickle them; gates (something a task blocks on until the test opens it) are made per
-pool kind: an event for threads, a file for processes.
+A test module subclasses ``PoolBehaviour`` (``ExecutorPoolBehaviour`` for the executor
+pools) and provides ``make_pool(**options)`` and ``make_gate()``. Task functions live
+in ``tests/_tasks.py`` so that a process pool can pickle them; gates (something a task
+blocks on until the test opens it) are made per pool kind: an event for threads, a file
+for processes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,19 @@ WAIT = 10.0  # bound on any wait in a test: a bug fails fast instead of hanging 
 
 class TaskInterrupt(BaseException):
     """A BaseException of a task's own (at module level: processes pickle it by name)."""
+
+
+class _CancelAsItStarts(cf.Future[Any]):
+    """A future whose task's pool is stopped (``_cancel_all``) just as a worker marks
+    the task as running."""
+
+    def __init__(self, pool: Any) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def set_running_or_notify_cancel(self) -> bool:
+        self.pool._cancel_all()
+        return super().set_running_or_notify_cancel()
 
 
 class Gate(Protocol):
@@ -380,3 +394,51 @@ class PoolBehaviour:
     def test_current_outside_a_task_raises(self) -> None:
         with pytest.raises(RuntimeError, match=r"^wp.current\(\) called outside a workpool task$"):
             wp.current()
+
+
+class ExecutorPoolBehaviour(PoolBehaviour):
+    """What the executor pools (``ThreadPool``, ``ProcessPool``) add: the private
+    stop-everything a cancelled pipeline stage uses (``_cancel_all``)."""
+
+    def test_cancel_all_stops_running_and_queued_tasks(self) -> None:
+        # Unlike shutdown(cancel_futures=True), the running task is stopped too:
+        # threads through their context, processes by a kill.
+        pool = self.make_pool(workers=1)
+        running = pool.submit(_tasks.sleep_for, 10 * WAIT)
+        deadline = time.monotonic() + WAIT
+        while pool.statistics().running < 1:
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.001)
+        queued = pool.submit(_tasks.square, 3)
+        started = time.monotonic()
+        pool._cancel_all()
+        pool.shutdown()
+        assert time.monotonic() - started < WAIT
+        assert queued.cancelled()
+        assert isinstance(running.exception(), wp.Cancelled)
+
+    def test_cancel_all_stops_a_hand_off_not_yet_taken(self) -> None:
+        # put() hands a task to an idle worker after it let go of the lock: a cancel
+        # landing in between finds the task neither queued nor running.
+        pool = self.make_pool(workers=1)
+        assert pool.submit(pow, 2, 2).result(WAIT) == 4  # its worker is idle now
+        engine = pool._engine
+        future: cf.Future[Any] = cf.Future()
+        task = pool._task(pow, (2, 3), {}, future, 0, None, None, None)
+        with engine._lock:  # put(), up to the hand-off
+            engine._idle -= 1
+        pool._cancel_all()
+        engine._wake.put(task)  # the rest of put()
+        pool.shutdown()
+        assert future.cancelled()
+
+    def test_cancel_all_stops_a_hand_off_the_worker_just_took(self) -> None:
+        # The cancel lands after the worker checked for it, before the task shows as
+        # running: one call still stops it.
+        pool = self.make_pool(workers=1)
+        assert pool.submit(pow, 2, 2).result(WAIT) == 4
+        future = _CancelAsItStarts(pool)
+        task = pool._task(pow, (2, 3), {}, future, 0, None, None, None)
+        pool._engine.put(task)
+        pool.shutdown()
+        assert isinstance(future.exception(WAIT), wp.Cancelled)

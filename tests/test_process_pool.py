@@ -27,7 +27,7 @@ import pytest
 
 import workpool as wp
 from tests import _process_tasks, _tasks
-from tests.pool_suite import WAIT, PoolBehaviour
+from tests.pool_suite import WAIT, ExecutorPoolBehaviour
 
 
 class FileGate:
@@ -48,7 +48,7 @@ class FileGate:
         Path(self.path).touch()
 
 
-class TestProcessPoolBehaviour(PoolBehaviour):
+class TestProcessPoolBehaviour(ExecutorPoolBehaviour):
     @pytest.fixture(autouse=True)
     def _tmp(self, tmp_path: Path) -> None:
         self.tmp = tmp_path

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import workpool as wp
 from tests import _tasks
-from tests.pool_suite import WAIT, PoolBehaviour
+from tests.pool_suite import WAIT, ExecutorPoolBehaviour
 
 
 class ThreadGate:
@@ -35,7 +35,7 @@ class ThreadGate:
         self._event.set()
 
 
-class TestThreadPoolBehaviour(PoolBehaviour):
+class TestThreadPoolBehaviour(ExecutorPoolBehaviour):
     def make_pool(self, **options: Any) -> wp.ThreadPool:
         return wp.ThreadPool(**options)
 
@@ -766,3 +766,14 @@ def test_cancel_futures_runs_a_task_already_handed_to_a_starting_worker() -> Non
     assert taken.result(WAIT) == 16
     assert queued.cancelled()
     pool.shutdown()
+
+
+def test_unordered_map_reports_every_item_of_a_chunk_that_failed_whole() -> None:
+    # A chunk that times out fails as a whole: each of its items gets the error.
+    with wp.ThreadPool(2, timeout=0.3) as pool:
+        got = list(pool.map(_tasks.sleep_for, [0, 0, 0, 0, 30, 0, 0, 0, 0, 0], chunksize=5,
+                            ordered=False, on_error="return"))
+    errors = [o for o in got if isinstance(o, wp.Error)]
+    assert len(got) == 10
+    assert len(errors) == 5
+    assert all(isinstance(e.error, wp.TaskTimeout) for e in errors)

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ._core.context import TaskContext
 from ._core.exceptions import Cancelled
 from ._core.ratelimit import TokenBucket
 
-__all__ = ["Chunk", "run_chunk"]
+__all__ = ["Chunk", "ChunkRun", "run_chunk"]
+
+
+class ChunkRun(Protocol):
+    """The run a chunk belongs to (a ``map`` call, a pipeline stage), as the pools'
+    chunk API (``ExecutorPool._submit_chunk``) reads it."""
+
+    #: Read between items of a running thread chunk: once true, the rest fail with
+    #: ``Cancelled`` (the consumer went away).
+    closed: bool
+    #: The run's function pickled once, by the process backend, for all its chunks.
+    fn_bytes: bytes | None
 
 
 class Chunk:

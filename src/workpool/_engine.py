@@ -72,7 +72,9 @@ class Engine(EngineIntake):
 
     def make_chunk_task(self, fn: Callable[..., Any], star: bool, run: Any, items: list[Any],
                         timeout: float | None, retry: Retry | None) -> Task:
-        """The task that runs a chunk of ``map`` items."""
+        """The task that runs a chunk of items (``ExecutorPool._submit_chunk``): *run*,
+        if not None, is read between items (``run.closed``) and caches what backends
+        prepare once per run (``run.fn_bytes``)."""
         return Task(fn, (star, run), {}, Future(), timeout=timeout, retry=retry, items=items)
 
     def _spawn(self, first: Task | None) -> None:
@@ -246,12 +248,19 @@ class Engine(EngineIntake):
             slot.ctx = TaskContext(slot, task.attempt)
             worker.task = task
             try:
+                # Checked once the task shows as running: a halt either sees it there
+                # (and stops it) or is seen here (see cancel_all).
+                if self.halted:
+                    return TASK_FAILED, Cancelled("cancelled by shutdown")
                 return self.execute(worker, task)
             finally:
                 slot.ctx = None
         deadline = time.monotonic() + timeout
         slot.ctx = TaskContext(slot, task.attempt, deadline)
         worker.task = task
+        if self.halted:
+            slot.ctx = None
+            return TASK_FAILED, Cancelled("cancelled by shutdown")
         handle = self._get_timer().call_at(deadline, partial(self._deadline, worker, task))
         try:
             return self.execute(worker, task)
@@ -334,7 +343,8 @@ class Engine(EngineIntake):
 
     def _initializer_failed(self, worker: Worker, first: Task | None) -> None:
         with self._lock:
-            self._workers.discard(worker)
+            # The worker stays in the set join() waits on until _work() released its
+            # process: it leaves there, as every worker does.
             self._alive -= 1
             if self.broken is None:
                 self.broken = self.broken_message
@@ -369,7 +379,7 @@ class Engine(EngineIntake):
     def cancel_pending(self) -> list[Future[Any]]:
         """Cancel queued tasks and tasks waiting for a retry; running ones go on (as
         the stdlib's ``shutdown(cancel_futures=True)``): stopping them is
-        ``abandon_running``'s.
+        ``abandon_running``'s and ``cancel_all``'s.
 
         Returns the futures this cancelled."""
         self.stop.set()
@@ -398,14 +408,26 @@ class Engine(EngineIntake):
             cancelled.append(task.future)
         return cancelled
 
-    def cancel_running_all(self) -> None:
-        """Ask every running task to stop: cooperatively for threads (their context is
-        cancelled), by a kill for processes. Not part of any shutdown flavour of a
-        pool (running tasks finish there); a pipeline stage that is cancelled uses it."""
+    def cancel_all(self) -> list[Future[Any]]:
+        """Stop everything now, in one call: cancel queued tasks and tasks waiting for
+        a retry, and stop running ones, cooperatively for threads (their context is
+        cancelled), by a kill for processes. A task handed to a worker that has not
+        started it yet is stopped too: the engine is halted first, and a worker checks
+        that once the task shows as running (``_run``; for processes, ``_call`` under
+        the lock), so either it sees the halt or the halt sees the task.
+
+        Stronger than ``shutdown(cancel_futures=True)``, whose running tasks and
+        hand-offs finish as the stdlib's; a cancelled pipeline stage uses it. Close
+        intake first. Returns the futures cancelled before they started."""
+        self.stop.set()
+        with self._lock:
+            self.halted = True
+        cancelled = self.cancel_pending()
         with self._lock:
             running = [w for w in self._workers if w.task is not None and not w.abandoned]
         for worker in running:
             self.cancel_running(worker)
+        return cancelled
 
     def cancel_running(self, worker: Worker) -> None:
         """Ask the task *worker* runs to stop (cooperatively, for threads)."""
@@ -446,10 +468,14 @@ class Engine(EngineIntake):
                 if remaining is not None and remaining <= 0:
                     return False
                 self._workers_changed.wait(remaining)
-            left, self._left = self._left, []
-        for thread in left:  # past its last lock: ending now
+            left = list(self._left)
+        # Past their last lock: ending now. Every joiner waits for all of them (two
+        # may join at once: a shutdown and the exit hook), then the ended ones go.
+        for thread in left:
             if thread is not me:
                 thread.join()
+        with self._lock:
+            self._left = [t for t in self._left if t not in left]
         timer = self._timer
         if timer is not None:
             timer.close()

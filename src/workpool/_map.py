@@ -2,7 +2,7 @@
 
 ::
 
-    input ──read up to `window` items ahead──▶ chunks ──Engine.put()──▶ workers
+    input ──read up to `window` items ahead──▶ chunks ──pool._submit_chunk()──▶ workers
                                                                           │
     caller ◀── yield item by item ◀── in input order (a FIFO of chunk futures)
                                   ◀── or as chunks finish (a completion queue)
@@ -24,7 +24,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
-from functools import partial
 from itertools import islice
 from queue import Empty, SimpleQueue
 from typing import Any, Literal, TypeVar
@@ -62,12 +61,14 @@ def check_map_args(chunksize: int | str, window: int | None, on_error: str,
 class MapRun:
     """The state of one ``map`` call. ``closed`` is read by running chunks."""
 
-    def __init__(self, engine: Engine, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...],
+    def __init__(self, engine: Engine, submit: Callable[..., Future[Chunk]],
+                 fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...],
                  *, timeout: float | None, chunksize: int | str, ordered: bool,
                  window: int | None, on_error: OnError, workers: int, target: float,
                  max_chunk: int, task_timeout: float | None = None,
                  task_retry: Retry | None = None, budget: Semaphore | None = None) -> None:
-        self.engine = engine
+        self.engine = engine  # remembers a map nobody iterated (drained at shutdown)
+        self.submit = submit  # the pool's chunk API (ExecutorPool._submit_chunk)
         self.fn = fn
         self.star = len(iterables) != 1
         self._input: Iterator[Any] = (zip(*iterables, strict=False) if self.star
@@ -78,7 +79,8 @@ class MapRun:
         self.chunk = 1 if self.auto else int(chunksize)
         self.growing = self.auto  # see the module docstring
         self.max_chunk = max_chunk if window is None else max(1, min(max_chunk, window // 2))
-        self.budget = budget  # each item of a chunk holds one token while it is out
+        # Each item of a chunk holds one token of the budget while it is out (taken
+        # by _submit_chunk): a chunk is never larger than the budget.
         if budget is not None:
             self.max_chunk = min(self.max_chunk, budget.capacity)
             self.chunk = min(self.chunk, budget.capacity)
@@ -96,7 +98,8 @@ class MapRun:
         self.outstanding = 0  # items read and not yet handed to the caller
         self.inflight: deque[tuple[Future[Chunk], int]] = deque()
         self.done: SimpleQueue[Future[Chunk]] = SimpleQueue()
-        self.live: set[Future[Chunk]] = set()  # unordered: submitted, not yet taken
+        # Unordered: chunks submitted and not yet taken, with their sizes.
+        self.live: dict[Future[Chunk], int] = {}
 
     # -- the producer side --------------------------------------------------------------
 
@@ -128,26 +131,13 @@ class MapRun:
                 self.exhausted = True
                 if not items:
                     return
-            task = self.engine.make_chunk_task(self.fn, self.star, self, items,
-                                               self.task_timeout, self.task_retry)
-            future: Future[Chunk] = task.future
-            budget = self.budget
-            if budget is None:
-                self.engine.put(task)
-            else:
-                cost = len(items)
-                budget.acquire(cost)
-                try:
-                    self.engine.put(task)
-                except BaseException:
-                    budget.release(cost)
-                    raise
-                future.add_done_callback(partial(_give_back, budget, cost))
+            future = self.submit(self.fn, items, star=self.star, flag=self,
+                                 timeout=self.task_timeout, retry=self.task_retry)
             self.outstanding += len(items)
             if self.ordered:
                 self.inflight.append((future, len(items)))
             else:
-                self.live.add(future)
+                self.live[future] = len(items)
                 future.add_done_callback(self.done.put)
 
     def learn(self, chunk: Chunk, size: int) -> None:
@@ -183,10 +173,9 @@ class MapRun:
             future = self.done.get(timeout=remaining)
         except Empty:
             raise TimeoutError() from None
-        self.live.discard(future)
+        size = self.live.pop(future)
         error = future.exception()
-        chunk = future.result() if error is None else _failed(error, 1)
-        return chunk, len(chunk.values)
+        return (future.result() if error is None else _failed(error, size)), size
 
     def _end(self) -> None:
         """Every item read came out: the end, or the error that ended the input."""
@@ -214,10 +203,6 @@ class MapRun:
                 pass
         except Exception:
             pass
-
-
-def _give_back(budget: Semaphore, cost: int, _: object) -> None:
-    budget.release(cost)
 
 
 def _failed(error: BaseException, size: int) -> Chunk:

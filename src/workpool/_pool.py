@@ -17,6 +17,7 @@ from concurrent.futures.thread import BrokenThreadPool
 from types import TracebackType
 from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, final, overload
 
+from ._chunk import Chunk, ChunkRun
 from ._core.exceptions import Cancelled, WouldBlock
 from ._core.options import check_grace, check_timeout
 from ._core.outcome import Error, Value
@@ -196,6 +197,33 @@ class ExecutorPool(Executor):
             raise
         task.future.add_done_callback(lambda _: budget.release(cost))
 
+    def _submit_chunk(self, fn: Callable[..., Any], items: list[Any], *, star: bool = False,
+                      flag: ChunkRun | None = None, timeout: float | None = None,
+                      retry: Retry | None = None, block: bool = True) -> Future[Chunk]:
+        """The pools' chunk API, what ``map`` and pipeline stages stand on: run *fn*
+        on each of *items* (``fn(*item)`` when *star*) as one task; its future's
+        ``Chunk`` holds a value per item and the errors by index (an item's error fails
+        that item alone; the future itself fails only when the task does, as under
+        *timeout* or once *retry* is spent, which apply to the chunk as a whole).
+
+        *flag* is the run the chunk belongs to: a running thread chunk stops between
+        items once ``flag.closed`` is true, and the process backend pickles *fn* once
+        per *flag* (``flag.fn_bytes``). A rate limit applies per item; the budget, if
+        any, is held for ``len(items)`` tokens. Blocks while the queue is full, unless
+        not *block* (``wp.QueueFull``, or ``wp.WouldBlock`` for the budget).
+
+        Raises:
+            PoolClosed: the pool was shut down.
+            The pickling error (processes) when *fn* or an item cannot be sent.
+        """
+        task = self._engine.make_chunk_task(fn, star, flag, items, timeout, retry)
+        if self._budget is None:
+            self._engine.put(task, block=block)
+        else:
+            self._put_with_budget(task, len(items), block)
+        future: Future[Chunk] = task.future
+        return future
+
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               future: Future[Any], priority: int, timeout: float | None, retry: Retry | None,
               key: Any) -> Task | None:
@@ -300,7 +328,7 @@ class ExecutorPool(Executor):
             self._engine.put(Task(fn, (), {}, Future()))  # raises as submit would
         policies = (self._timeout is not None or self._retry is not None
                     or self._rate is not None)
-        run = MapRun(self._engine, fn, iterables, timeout=timeout,
+        run = MapRun(self._engine, self._submit_chunk, fn, iterables, timeout=timeout,
                      chunksize=1 if policies and chunksize == "auto" else chunksize,
                      ordered=ordered, window=window, on_error=on_error,
                      workers=self._workers, target=self._chunk_target,
@@ -349,6 +377,19 @@ class ExecutorPool(Executor):
         engine.join(None)
         # Running tasks given up on; a task that finished on its own meanwhile is not.
         left += [f for f in running if f.done() and _was_cancelled(f)]
+
+    def _cancel_all(self) -> None:
+        """Stop everything now, in one call, without waiting (``shutdown()`` waits):
+        close intake, cancel what is queued or waiting to retry, and stop running
+        tasks, threads cooperatively (their context is cancelled), processes by a
+        kill; a task handed to a worker that has not started it yet is stopped too.
+
+        Stronger than ``shutdown(cancel_futures=True)``, whose running tasks finish as
+        the stdlib's; the pools' way for a cancelled pipeline stage."""
+        engine = self._engine
+        engine.take_maps()
+        engine.close_intake()
+        self._unfinished += engine.cancel_all()
 
     @property
     def unfinished(self) -> tuple[Future[Any], ...]:

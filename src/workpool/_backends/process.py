@@ -14,7 +14,7 @@ a child that dies (signal, ``os._exit``, OOM kill) shows up as EOF in the proxy:
 the task it ran fails, with ``WorkerCrashed``, and the proxy starts a fresh child.
 A deadline kills the child the same way (terminate, then kill after a grace), and the
 proxy turns that EOF into ``TaskTimeout``. So do the hard stop of a shutdown
-(``abandon_running``) and a cancelled pipeline stage (``cancel_running``), into
+(``abandon_running``) and a cancelled pipeline stage (``cancel_all``), into
 ``Cancelled``; ``shutdown(cancel_futures=True)`` lets running tasks finish.
 
 What crosses the pipe, and how it is pickled (by reference, as the stdlib, with
@@ -555,7 +555,8 @@ class ProcessEngine(Engine):
     def cancel_running(self, worker: Worker) -> None:
         """Stop the task *worker* runs: a process cannot be asked, so its child is
         killed and the task fails with ``Cancelled``. No shutdown flavour calls this
-        but the hard stop (``abandon_running``); a cancelled pipeline stage does."""
+        but the hard stop (``abandon_running``); a cancelled pipeline stage's
+        ``cancel_all`` does."""
         assert isinstance(worker, ProcessWorker)
         self._kill(worker, "cancel")
 
@@ -578,14 +579,16 @@ class ProcessEngine(Engine):
     def make_chunk_task(self, fn: Callable[..., Any], star: bool, run: Any, items: list[Any],
                         timeout: float | None, retry: Retry | None) -> Task:
         # Pickled here, in the caller's thread, so that what cannot be pickled fails
-        # in the caller's map() call or loop, naming the culprit.
-        fn_bytes = run.fn_bytes
+        # in the caller's map() call or loop, naming the culprit. The function once
+        # per run: *run* caches it.
+        fn_bytes = None if run is None else run.fn_bytes
         if fn_bytes is None:
             try:
                 fn_bytes = _child.dumps(fn)
             except Exception as exc:
                 _raise_send_error(exc, [("the function", fn)], f" of {_name(fn)}")
-            run.fn_bytes = fn_bytes
+            if run is not None:
+                run.fn_bytes = fn_bytes
         try:
             payload = _dumps_items(star, items)
         except Exception as exc:

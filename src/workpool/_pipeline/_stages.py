@@ -5,7 +5,7 @@ A pooled stage is two threads around a pool::
     input channel ──▶ dispatcher ── chunk of what is there (never waits to fill one)
                         │  waits for a slot: at most 2 x workers chunks in flight
                         ▼
-                      pool (ThreadPool / ProcessPool engine, or the journal writer)
+                      pool (ThreadPool / ProcessPool chunks, or the journal writer)
                         │  done callback
                         ▼
                       emitter ── in input order (a reorder buffer by sequence number)
@@ -39,7 +39,6 @@ from ._report import CollectedError, Counters
 from ._spec import EACH, FILTER, FLAT, MAP, StageSpec, worker_function
 
 if TYPE_CHECKING:
-    from .._engine import Worker
     from .._pool import ExecutorPool
 
 __all__ = ["BatchStage", "PoolStage", "RunContext", "StageRuntime", "UnbatchStage"]
@@ -200,7 +199,7 @@ class PoolStage(StageRuntime):
         super().__init__(run, spec, source, sink)
         self.kind = spec.kind
         self.closed = False  # read by running thread chunks: stop between items
-        self.fn_bytes: bytes | None = None  # the process engine caches the pickled fn here
+        self.fn_bytes: bytes | None = None  # a process pool caches the pickled fn here
         self.chunk = 1
         self.inflight = 0  # chunks handed to the pool and not yet passed on
         self.fixed = spec.policies or spec.transactional
@@ -209,7 +208,6 @@ class PoolStage(StageRuntime):
         self.done: SimpleQueue[Any] = SimpleQueue()
         self.fn = worker_function(spec)
         self.pool: ExecutorPool | None = None
-        self._workers: set[Worker] = set()
         self.bucket = None if spec.rate is None else spec.rate.bucket()
         if not spec.transactional:
             self.pool = self._make_pool()
@@ -236,14 +234,11 @@ class PoolStage(StageRuntime):
             tags = [env[1] for env in envs]
             return journal.submit_sink(spec.fn, values, tags,  # type: ignore[arg-type]
                                        self.book, spec.retry, self.bucket)
-        # The pools' own chunk tasks (what their map() uses): per-item errors, a rate
-        # limit per item, crash isolation per item on processes, and `self.closed` to
-        # stop a thread chunk between items.
-        engine = self.pool._engine
-        task = engine.make_chunk_task(self.fn, False, self, values, spec.timeout, spec.retry)
-        engine.put(task)
-        future: Future[Chunk] = task.future
-        return future
+        # The pools' chunk API (what their map() uses): per-item errors, a rate limit
+        # per item, crash isolation per item on processes, and `self.closed` to stop a
+        # thread chunk between items.
+        return self.pool._submit_chunk(self.fn, values, flag=self, timeout=spec.timeout,
+                                       retry=spec.retry)
 
     def _dispatch(self) -> None:
         seq = 0
@@ -326,34 +321,14 @@ class PoolStage(StageRuntime):
         self.slots.abort()
         self.done.put(_ABORT)
         if self.pool is not None:
-            self._note_workers()
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool._engine.cancel_running_all()  # a cancelled stage stops its tasks
+            self.pool._cancel_all()  # a cancelled stage stops its running tasks too
 
     def join(self) -> None:
         super().join()
         if self.pool is not None:
-            self._note_workers()
-            if self.run.stopping:
-                # A task handed to an idle worker just as the pool was cancelled is
-                # neither queued nor running yet, and escapes that cancel: cancel again
-                # until every worker is gone.
-                engine = self.pool._engine
-                while not engine.join(time.monotonic() + 0.05):
-                    engine.cancel_pending()
-                    engine.cancel_running_all()
+            # Waits for every worker, child processes stopped (a thread abandoned by a
+            # timeout is stuck in its task: not waited for).
             self.pool.shutdown(wait=True, cancel_futures=self.run.stopping)
-            # A pool's shutdown may return while a worker that already left its set
-            # still stops its child process: wait for every worker thread we saw.
-            # (A thread abandoned by a timeout is stuck in its task: not waited for.)
-            for worker in self._workers:
-                thread = worker.thread
-                while thread is not None and thread.is_alive() and not worker.abandoned:
-                    thread.join(0.05)
-
-    def _note_workers(self) -> None:
-        assert self.pool is not None
-        self._workers.update(self.pool._engine.live_workers())
 
     def abandon(self) -> None:
         """Give up on running tasks (a second Ctrl-C): kill processes, leave threads."""
