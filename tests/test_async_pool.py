@@ -1410,3 +1410,180 @@ class TestAsyncPoolBehaviourAsyncio(_PortalBehaviour):
 
 class TestAsyncPoolBehaviourTrio(_PortalBehaviour):
     backend = "trio"
+
+
+# -- budget= and cost= ----------------------------------------------------------------------
+
+async def test_budget_admits_by_cost() -> None:
+    budget = wp.AsyncSemaphore(4)
+    gate = anyio.Event()
+    async with wp.AsyncPool(8, budget=budget) as pool:
+        with anyio.fail_after(WAIT):
+            big = await pool.schedule(wait_for, (gate,), cost=3)
+            with pytest.raises(wp.WouldBlock, match="budget has 1 of the 2 tokens"):
+                await pool.schedule(echo, (1,), cost=2, block=False)
+            with pytest.raises(wp.WouldBlock):
+                pool.submit_nowait(echo, 1) if budget.try_acquire(1) else None
+            budget.release(1)
+            small = await pool.schedule(echo, ("small",), cost=1, block=False)
+            assert await small == "small"
+            gate.set()
+            assert await big is True
+    assert budget.statistics().held == 0
+
+
+async def test_budget_bounds_what_is_in_flight() -> None:
+    budget = wp.AsyncSemaphore(3)
+    gate = anyio.Event()
+    started = [anyio.Event() for _ in range(6)]
+    running = peak = 0
+
+    async def hold(i: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        started[i].set()
+        await gate.wait()
+        running -= 1
+        return i
+
+    futures: list[wp.AsyncFuture[int]] = []
+    async with wp.AsyncPool(10, budget=budget) as pool:
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                async def submit(i: int) -> None:
+                    futures.append(await pool.submit(hold, i))
+
+                for i in range(6):
+                    tg.start_soon(submit, i)
+                # trio runs the submitters in any order: which three get in varies.
+                while running < 3 or budget.statistics().waiters < 3:
+                    await anyio.sleep(0.001)
+                assert running == 3
+                assert sum(event.is_set() for event in started) == 3
+                gate.set()
+            assert sorted([await f for f in futures]) == list(range(6))
+    assert peak == 3
+    assert budget.statistics().held == 0
+
+
+@pytest.mark.parametrize("ending", ["value", "error", "cancel running", "cancel queued",
+                                    "timeout"])
+async def test_budget_tokens_return_however_a_task_ends(ending: str) -> None:
+    budget = wp.AsyncSemaphore(5)
+    gate = anyio.Event()
+    started = anyio.Event()
+
+    async def hold() -> None:
+        started.set()
+        await gate.wait()
+
+    async with wp.AsyncPool(1, budget=budget) as pool:
+        with anyio.fail_after(WAIT):
+            if ending == "value":
+                assert await (await pool.schedule(echo, (7,), cost=5)) == 7
+            elif ending == "error":
+                with pytest.raises(ValueError, match="boom"):
+                    await (await pool.schedule(fail, ("boom",), cost=5))
+            elif ending == "cancel running":
+                fut = await pool.schedule(hold, cost=5)
+                await started.wait()
+                assert budget.statistics().held == 5
+                fut.cancel()
+                with pytest.raises(wp.Cancelled):
+                    await fut
+            elif ending == "cancel queued":
+                blocker = await occupy(pool, gate)
+                fut = await pool.schedule(echo, (1,), cost=4)
+                assert budget.statistics().held == 5
+                fut.cancel()
+                assert budget.statistics().held == 1  # back at once
+                gate.set()
+                await blocker[0]
+            else:
+                fut = await pool.schedule(hold, timeout=0.05, cost=5)
+                with pytest.raises(wp.TaskTimeout):
+                    await fut
+            assert budget.statistics().held == 0
+
+
+@pytest.mark.parametrize("source", ["sync", "async"])
+async def test_budget_bounds_map_items(source: str) -> None:
+    budget = wp.AsyncSemaphore(3)
+    full = anyio.Event()
+    running = peak = 0
+
+    async def item(x: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 3:
+            full.set()
+        await full.wait()
+        await anyio.sleep(0)
+        running -= 1
+        return x * 2
+
+    async def agen() -> AsyncIterator[int]:
+        for x in range(30):
+            yield x
+
+    inputs: Any = range(30) if source == "sync" else agen()
+    async with wp.AsyncPool(10, budget=budget) as pool:
+        with anyio.fail_after(WAIT):
+            got = [x async for x in pool.map(item, inputs, chunksize=1)]
+    assert got == [x * 2 for x in range(30)]
+    assert peak == 3
+    assert budget.statistics().held == 0
+
+
+async def test_budget_map_waits_for_tokens_held_elsewhere() -> None:
+    budget = wp.AsyncSemaphore(2)
+    gate = anyio.Event()
+    async with wp.AsyncPool(4, budget=budget) as pool:
+        with anyio.fail_after(WAIT):
+            other = await pool.schedule(wait_for, (gate,), cost=2)
+            results = pool.map(echo, range(5), timeout=0.05)
+            with pytest.raises(TimeoutError):  # no token within the map's timeout
+                await results.__anext__()
+            await results.aclose()
+            assert budget.statistics().held == 2
+            gate.set()
+            assert await other is True
+            assert [x async for x in pool.map(echo, range(5))] == list(range(5))
+    assert budget.statistics().held == 0
+
+
+async def test_budget_tokens_return_when_a_map_stops_early() -> None:
+    budget = wp.AsyncSemaphore(4)
+    gate = anyio.Event()
+
+    async def slow(x: int) -> int:
+        if x:
+            await gate.wait()
+        return x
+
+    async with wp.AsyncPool(8, budget=budget) as pool:
+        with anyio.fail_after(WAIT):
+            async with pool.map(slow, range(100), chunksize=1) as results:
+                async for x in results:
+                    assert x == 0
+                    break
+            assert budget.statistics().held == 0
+            got = [o async for o in pool.map(fail, ["a", "b"], on_error="collect")]
+            assert [type(o) for o in got] == [wp.Error, wp.Error]
+            assert budget.statistics().held == 0
+
+
+async def test_budget_and_cost_are_checked() -> None:
+    with pytest.raises(TypeError, match=r"budget must be a wp\.AsyncSemaphore or None"):
+        wp.AsyncPool(budget=wp.Semaphore(2))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"budget must be a wp\.AsyncSemaphore or None"):
+        wp.AsyncPool(budget=3)  # type: ignore[arg-type]
+    async with wp.AsyncPool(2, budget=wp.AsyncSemaphore(2)) as pool:
+        for cost in (0, -1, True, 1.5, "2"):
+            with pytest.raises(ValueError, match=rf"cost must be an int >= 1, got {cost!r}"):
+                await pool.schedule(echo, (1,), cost=cost)  # type: ignore[arg-type]
+    async with wp.AsyncPool(2) as pool:  # checked with or without a budget
+        with pytest.raises(ValueError, match="cost must be an int >= 1, got 0"):
+            await pool.schedule(echo, (1,), cost=0)

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 import workpool as wp
+from workpool._core.options import stage_workers
 from workpool._pipeline._progress import Progress
 from workpool._pipeline._report import CollectedError, CollectedErrors, Counters, stage_report
-from workpool._pipeline._spec import resolve_workers
 
 from . import _pipeline_tasks as t
 
@@ -579,11 +579,11 @@ def test_progress_shows_what_a_sink_did(capsys: pytest.CaptureFixture[str]) -> N
 # -- options --------------------------------------------------------------------------------
 
 def test_workers_as_a_multiple_of_cpus() -> None:
-    assert resolve_workers(3, lambda: 8) == 3
-    assert resolve_workers(0.5, lambda: 4) == 2
-    assert resolve_workers(0.1, lambda: 2) == 1
-    assert resolve_workers(1.5, lambda: 2) == 3
-    assert resolve_workers(1.25, lambda: 2) == 3  # 2.5 rounds half up
+    assert stage_workers(3, lambda: 8) == 3
+    assert stage_workers(0.5, lambda: 4) == 2
+    assert stage_workers(0.1, lambda: 2) == 1
+    assert stage_workers(1.5, lambda: 2) == 3
+    assert stage_workers(1.25, lambda: 2) == 3  # 2.5 rounds half up
     report = wp.Pipeline(range(3)).map(t.square, workers=1.0).run()
     assert report.stages[0].workers == wp.cpus()
 

@@ -268,9 +268,10 @@ class AsyncEngine:
                     self._interrupt(w)
                     return
 
-    def cancel_chunks(self, run: task.ChunkOwner) -> None:
+    def cancel_chunks(self, run: task.ChunkOwner) -> int:
         """Remove *run*'s queued chunks and interrupt its running ones (those report
-        their cancelled items themselves)."""
+        their cancelled items themselves); return the items removed, which are never
+        delivered."""
         removed = 0
         if any(type(job) is Chunk and job.run is run for job in self.q):
             keep = [job for job in self.q if not (type(job) is Chunk and job.run is run)]
@@ -290,6 +291,7 @@ class AsyncEngine:
             self.space.unpark()
         if self.state >= CLOSING:
             self._maybe_drained()
+        return removed
 
     def _unqueue(self, job: Job) -> bool:
         try:

@@ -19,8 +19,8 @@ from ._async_group_engine import CLOSED, OPEN, GroupEngine
 from ._async_pool import AsyncPool
 from ._async_task import AsyncFuture, new_future
 from ._core.exceptions import WouldBlock
+from ._core.options import check_timeout
 from ._group import check_limit
-from ._pool import check_timeout
 
 __all__ = ["AsyncGroup"]
 

@@ -35,31 +35,15 @@ from ._core.outcome import Error, Value
 
 if TYPE_CHECKING:
     from ._async_engine import AsyncEngine
+    from ._async_sync import AsyncSemaphore
 
-__all__ = ["MapResults", "MapRun", "OnError", "check_map_args"]
+__all__ = ["ON_ERROR", "MapResults", "MapRun", "OnError"]
 
 T = TypeVar("T")
 OnError = Literal["raise", "collect", "return"]
+ON_ERROR: Final = ("raise", "collect", "return")
 _TARGET: Final = 0.0005  # seconds an auto-sized chunk should take
 _EMPTY: Final[list[Any]] = []
-
-
-def check_map_args(chunksize: int | str, window: int | None, on_error: str,
-                   timeout: float | None) -> None:
-    """Validate ``map`` keywords at the call, with messages that state the rule."""
-    if chunksize != "auto" and (not isinstance(chunksize, int) or isinstance(chunksize, bool)
-                                or chunksize < 1):
-        raise ValueError(f"chunksize must be >= 1 or 'auto', got {chunksize!r}")
-    if window is not None and (not isinstance(window, int) or isinstance(window, bool)
-                               or window < 1):
-        raise ValueError(f"window must be >= 1, got {window!r}")
-    if on_error not in ("raise", "collect", "return"):
-        raise ValueError(f"on_error must be 'raise', 'collect' or 'return', got {on_error!r}")
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
-        if not timeout >= 0:  # false for nan too
-            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
 
 
 def _is_async(iterable: Any) -> bool:
@@ -89,8 +73,15 @@ class MapRun:
 
     def __init__(self, engine: AsyncEngine, fn: Callable[..., Any], spec: Spec,
                  iterables: tuple[Any, ...], *, ordered: bool, window: int | None,
-                 chunksize: int | str, on_error: OnError, timeout: float | None) -> None:
+                 chunksize: int | str, on_error: OnError, timeout: float | None,
+                 budget: AsyncSemaphore | None = None) -> None:
         self.engine = engine
+        # Each item holds one token of the pool's budget from before it is read until
+        # its chunk ends (deliver, or removed from the queue by close).
+        self.budget = budget
+        self.held = 0  # tokens held by items read and not yet ended
+        self.spare = 0  # a token the consumer waited for, for the next item read
+        self.starved = False  # the last fill stopped for want of a token
         self.fn = fn
         self.spec = spec
         self.star = len(iterables) != 1
@@ -138,6 +129,7 @@ class MapRun:
 
     def fill(self) -> None:
         """Read the sync input up to the window (the consumer's own task)."""
+        self.starved = False
         if self.exhausted or self.failed_seen or self.closed:
             return
         engine = self.engine
@@ -148,14 +140,20 @@ class MapRun:
         tail = self.tail
         read = 0
         room = self.window - self.outstanding
+        budget = self.budget
         try:
             while read < room:
+                if budget is not None and not self._take_token(budget):
+                    self.starved = True
+                    break
                 try:
                     item = next(source)
                 except StopIteration:
+                    self._return_tokens(1)
                     self.exhausted = True
                     break
                 except Exception as exc:  # raised after the items read before it
+                    self._return_tokens(1)
                     self.input_error = exc
                     self.exhausted = True
                     break
@@ -175,9 +173,38 @@ class MapRun:
             engine.stats.submitted += read
             engine.wake_for_queue()
 
-    def feed(self, item: Any) -> None:
-        """Queue one item read by the feeder."""
+    def _take_token(self, budget: AsyncSemaphore) -> bool:
+        """Take a token for the next item without waiting (the spare one first)."""
+        if self.spare:
+            self.spare -= 1
+        elif not budget.try_acquire(1):
+            return False
+        self.held += 1
+        return True
+
+    def _return_tokens(self, n: int) -> None:
+        """*n* items holding a token ended (or were never read)."""
+        budget = self.budget
+        if budget is not None and n:
+            self.held -= n
+            budget.release(n)
+
+    async def wait_token(self) -> None:
+        """Wait for a token when none of this map's items is out to return one (the
+        budget is held by other tasks); keep it for the next item read."""
+        assert self.budget is not None
+        remaining = None if self.end_time is None else self.end_time - time.monotonic()
+        if not await self.budget.acquire(1, remaining):
+            raise TimeoutError()
         if self.closed:
+            self.budget.release(1)
+        else:
+            self.spare += 1
+
+    def feed(self, item: Any) -> None:
+        """Queue one item read by the feeder (holding a token if there is a budget)."""
+        if self.closed:
+            self._return_tokens(1)
             return
         engine = self.engine
         engine.check_open()
@@ -204,9 +231,15 @@ class MapRun:
                     if self.outstanding >= self.window:
                         await self.room.park()
                         continue
+                    if self.budget is not None:
+                        await self.budget.acquire(1)
+                        self.held += 1
                     try:
                         item = await anext(source)
-                    except StopAsyncIteration:
+                    except BaseException as exc:
+                        self._return_tokens(1)
+                        if not isinstance(exc, StopAsyncIteration):
+                            raise
                         self.exhausted = True
                         break
                     self.feed(item)
@@ -227,6 +260,8 @@ class MapRun:
                 failed: int = 0) -> None:
         """A chunk ended: a value or ``Failure`` per item that ran (the rest was
         cancelled)."""
+        if self.budget is not None:
+            self._return_tokens(chunk.count)
         if self.closed:
             self.lot.unpark()  # aclose() may wait for the chunks it interrupted
             return
@@ -278,7 +313,11 @@ class MapRun:
         self.finished.clear()
         self.engine.maps.discard(self)
         if self.started:
-            self.engine.cancel_chunks(self)
+            self._return_tokens(self.engine.cancel_chunks(self))
+        if self.spare:
+            assert self.budget is not None
+            self.budget.release(self.spare)
+            self.spare = 0
         if self.feeder is not None:
             self.feeder.cancel()
         self.room.unpark_all()
@@ -372,7 +411,10 @@ class MapResults(Generic[T]):
                     raise StopAsyncIteration
                 if sync:
                     run.fill()  # top the window up before waiting
-                await run.wait()
+                if run.starved and not run.held:
+                    await run.wait_token()  # nothing of ours is out to return one
+                else:
+                    await run.wait()
         except BaseException:
             run.close()
             raise

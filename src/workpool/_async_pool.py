@@ -13,14 +13,21 @@ from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, final, overload
 
 from ._async_engine import NEW, OPEN, SHUTDOWN_MESSAGE, AsyncEngine
-from ._async_map import MapResults, MapRun, OnError, check_map_args
+from ._async_map import ON_ERROR, MapResults, MapRun, OnError
+from ._async_sync import AsyncSemaphore
 from ._async_task import QUEUED, AsyncFuture, Spec, new_future
-from ._core.exceptions import PoolClosed, QueueFull
+from ._core.exceptions import PoolClosed, QueueFull, WouldBlock
+from ._core.options import (
+    check_map_args,
+    check_pool_options,
+    check_schedule_args,
+    check_timeout,
+    pool_workers,
+)
 from ._core.outcome import Outcome
 from ._core.ratelimit import RateLimit
 from ._core.retry import Retry
 from ._core.stats import PoolStatistics
-from ._pool import check_options, check_schedule_args, check_timeout, resolve_workers
 
 __all__ = ["AsyncPool"]
 
@@ -63,6 +70,14 @@ class AsyncPool:
             what it returns is that worker's ``wp.current().state``.
         initargs: the initializer's arguments.
         name: names the worker tasks (``name_0``, ``name_1``, ...).
+        budget: a ``wp.AsyncSemaphore`` every task takes ``cost`` tokens of (1 unless
+            ``schedule(..., cost=n)`` says otherwise; one per ``map`` item) from before
+            it is queued until it ends, however it ends (value, error, cancel,
+            timeout): with costs in bytes, the pool bounds the bytes in flight, not
+            only the tasks. ``submit`` waits for the tokens; ``submit_nowait`` and
+            ``schedule(block=False)`` raise ``wp.WouldBlock`` without them. A
+            ``wp.Semaphore`` is refused: its ``acquire`` blocks the thread, which here
+            is the event loop's.
 
     Costs: ``map`` about 0.6 us per tiny task on asyncio (a hand-written pool of
     worker tasks over an ``asyncio.Queue`` takes 0.6 to 0.8), ``submit`` 1.5 to 2.5 us
@@ -71,6 +86,7 @@ class AsyncPool:
 
     Raises:
         ValueError: ``workers < 1``, ``queue_size < 0``, or *timeout* not > 0 (nan).
+        TypeError: *budget* is not a ``wp.AsyncSemaphore``.
 
     Example::
 
@@ -83,9 +99,14 @@ class AsyncPool:
                  queue_size: int = 1024, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
-                 initargs: Iterable[Any] = (), name: str | None = None) -> None:
-        count = resolve_workers(workers, max_workers, 100)
-        check_options(queue_size, retry, rate, initializer)
+                 initargs: Iterable[Any] = (), name: str | None = None,
+                 budget: AsyncSemaphore | None = None) -> None:
+        count = pool_workers(workers, max_workers, 100)
+        check_pool_options(queue_size, retry, rate, initializer)
+        if budget is not None and not isinstance(budget, AsyncSemaphore):
+            raise TypeError("budget must be a wp.AsyncSemaphore or None (an AsyncPool "
+                            f"waits for its tokens in the event loop), got {budget!r}")
+        self._budget = budget
         self._name = name or f"AsyncPool-{next(_COUNTER)}"
         self._engine = AsyncEngine(
             workers=count, queue_size=queue_size, timeout=check_timeout(timeout),
@@ -194,6 +215,10 @@ class AsyncPool:
         engine = self._engine
         if engine.state != OPEN:
             engine.check_open()
+        if self._budget is not None:
+            spec = engine.last_spec if fn is engine.last_fn else engine.spec_for(fn)
+            return await self._put_with_budget(
+                new_future(fn, args, kwargs, spec, engine.stamp()), 1, True)
         job: AsyncFuture[Any] = _new(AsyncFuture)
         job._fn = fn
         job._args = args
@@ -234,7 +259,55 @@ class AsyncPool:
         engine = self._engine
         engine.check_open()
         spec = engine.last_spec if fn is engine.last_fn else engine.spec_for(fn)
-        return self._put_nowait(new_future(fn, args, kwargs, spec, engine.stamp()))
+        job = new_future(fn, args, kwargs, spec, engine.stamp())
+        if self._budget is not None:
+            self._take_nowait(1)
+            return self._charge(self._put_or_return(job, 1), 1)
+        return self._put_nowait(job)
+
+    def _take_nowait(self, cost: int) -> None:
+        budget = self._budget
+        assert budget is not None
+        if not budget.try_acquire(cost):
+            raise WouldBlock(f"budget has {budget.statistics().available} of the {cost} "
+                             "tokens this task costs")
+
+    def _put_or_return(self, job: AsyncFuture[Any], cost: int) -> AsyncFuture[Any]:
+        """``_put_nowait``, giving the *cost* tokens taken for *job* back if it fails."""
+        try:
+            return self._put_nowait(job)
+        except BaseException:
+            assert self._budget is not None
+            self._budget.release(cost)
+            raise
+
+    def _charge(self, job: AsyncFuture[Any], cost: int) -> AsyncFuture[Any]:
+        """*job*, queued holding *cost* tokens: they go back when it ends."""
+        budget = self._budget
+        assert budget is not None
+        job.add_done_callback(lambda _: budget.release(cost))
+        return job
+
+    async def _put_with_budget(self, job: AsyncFuture[Any], cost: int,
+                               block: bool) -> AsyncFuture[Any]:
+        """Queue *job* once *cost* tokens of the budget are free (waiting for them and
+        for room in the queue if *block*, else raising ``wp.WouldBlock`` or
+        ``wp.QueueFull``); they return to the budget when the task ends."""
+        budget = self._budget
+        assert budget is not None
+        if not block:
+            self._take_nowait(cost)
+            return self._charge(self._put_or_return(job, cost), cost)
+        await budget.acquire(cost)
+        engine = self._engine
+        try:
+            await engine.wait_room()  # raises PoolClosed if it closed meanwhile
+        except BaseException:
+            budget.release(cost)
+            raise
+        engine.stats.submitted += 1
+        engine.push(job)
+        return self._charge(job, cost)
 
     def _put_nowait(self, job: AsyncFuture[Any]) -> AsyncFuture[Any]:
         engine = self._engine
@@ -249,17 +322,19 @@ class AsyncPool:
                        args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
                        priority: int = 0, timeout: float | None = None,
                        retry: Retry | None = None, key: Any = None,
-                       block: bool = True) -> AsyncFuture[T]: ...
+                       block: bool = True, cost: int = 1) -> AsyncFuture[T]: ...
     @overload
     async def schedule(self, fn: Callable[..., T], args: Iterable[Any] = (),
                        kwargs: dict[str, Any] | None = None, *, priority: int = 0,
                        timeout: float | None = None, retry: Retry | None = None,
-                       key: Any = None, block: bool = True) -> AsyncFuture[T]: ...
+                       key: Any = None, block: bool = True,
+                       cost: int = 1) -> AsyncFuture[T]: ...
 
     async def schedule(self, fn: Callable[..., Any], args: Iterable[Any] = (),
                        kwargs: dict[str, Any] | None = None, *, priority: int = 0,
                        timeout: float | None = None, retry: Retry | None = None,
-                       key: Any = None, block: bool = True) -> AsyncFuture[Any]:
+                       key: Any = None, block: bool = True,
+                       cost: int = 1) -> AsyncFuture[Any]:
         """Submit with per-task options.
 
         Args:
@@ -269,7 +344,10 @@ class AsyncPool:
             timeout: seconds this task may run (overrides the pool's).
             retry: this task's retry policy (overrides the pool's).
             key: a caller's identifier for the task, kept as ``future.key``.
-            block: False raises ``wp.QueueFull`` instead of waiting for room.
+            block: False raises ``wp.QueueFull`` instead of waiting for room (or
+                ``wp.WouldBlock`` when the budget lacks the tokens).
+            cost: tokens of the pool's ``budget`` the task holds from admission to its
+                end (bytes, say), so the budget bounds what is in flight.
 
         Example::
 
@@ -277,13 +355,15 @@ class AsyncPool:
         """
         engine = self._engine
         engine.check_open()
-        check_schedule_args(priority, retry, kwargs)
+        check_schedule_args(priority, retry, kwargs, cost)
         base = engine.spec_for(fn)
         spec = Spec(engine, base.kind,
                     base.timeout if timeout is None else check_timeout(timeout),
                     base.retry if retry is None else retry, priority, key,
                     rated=engine.bucket is not None)
         job = new_future(fn, tuple(args), kwargs or {}, spec, engine.stamp())
+        if self._budget is not None:
+            return await self._put_with_budget(job, cost, block)
         if not block:
             return self._put_nowait(job)
         if not engine.has_room():
@@ -329,7 +409,8 @@ class AsyncPool:
         it while items are quick (1 with a timeout, retry or rate limit, or a sync
         function), and items batch up only while workers are behind. ``timeout`` is
         the stdlib's: ``TimeoutError`` if a result is not ready that many seconds
-        after the call. Leaving the loop early (``aclose()``, ``async with``, or
+        after the call. With a ``budget``, each item holds one token from before it is
+        read until it ends. Leaving the loop early (``aclose()``, ``async with``, or
         ``break`` and dropping the iterator) cancels what is queued and running;
         an async generator input is closed.
 
@@ -345,13 +426,14 @@ class AsyncPool:
                     if done(page):
                         break       # the rest is cancelled
         """
-        check_map_args(chunksize, window, on_error, timeout)
+        check_map_args(chunksize, window, on_error, timeout, ON_ERROR)
         if not iterables:
             raise TypeError("map() must have at least one iterable")
         engine = self._engine
         engine.check_open()
         run = MapRun(engine, fn, engine.spec_for(fn), iterables, ordered=ordered,
-                     window=window, chunksize=chunksize, on_error=on_error, timeout=timeout)
+                     window=window, chunksize=chunksize, on_error=on_error, timeout=timeout,
+                     budget=self._budget)
         return MapResults(run, collect=on_error != "raise")
 
     # -- what is going on -----------------------------------------------------------------

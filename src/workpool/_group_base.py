@@ -23,8 +23,9 @@ from typing import Any, Final
 
 from ._core.context import TaskContext, WorkerSlot, current, install_slot
 from ._core.exceptions import Cancelled, WouldBlock
+from ._core.options import check_timeout
 from ._core.timer import Timer
-from ._pool import ThreadPool, check_timeout
+from ._pool import ThreadPool
 
 NEW: Final = 0
 OPEN: Final = 1

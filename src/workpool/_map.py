@@ -26,7 +26,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
 from itertools import islice
 from queue import Empty, SimpleQueue
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from ._chunk import Chunk
 from ._core.outcome import Error, Value
@@ -34,28 +34,12 @@ from ._core.retry import Retry
 from ._engine import Engine
 from ._sync import Semaphore
 
-__all__ = ["MapIterator", "MapRun", "check_map_args", "results"]
+__all__ = ["ON_ERROR", "MapIterator", "MapRun", "results"]
 
 T = TypeVar("T")
 
 OnError = Literal["raise", "return"]
-
-
-def check_map_args(chunksize: int | str, window: int | None, on_error: str,
-                   timeout: float | None) -> None:
-    """Validate ``map`` keywords at the call, with messages that state the rule."""
-    if chunksize != "auto" and (not isinstance(chunksize, int) or isinstance(chunksize, bool)
-                                or chunksize < 1):
-        raise ValueError(f"chunksize must be >= 1 or 'auto', got {chunksize!r}")
-    if window is not None and (not isinstance(window, int) or window < 1):
-        raise ValueError(f"window must be >= 1, got {window!r}")
-    if on_error not in ("raise", "return"):
-        raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
-        if not timeout >= 0:  # false for nan too
-            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+ON_ERROR: Final = ("raise", "return")
 
 
 class MapRun:

@@ -19,17 +19,24 @@ from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, final, overload
 
 from ._chunk import Chunk, ChunkRun
 from ._core.exceptions import Cancelled, WouldBlock
-from ._core.options import check_grace, check_timeout
+from ._core.options import (
+    check_grace,
+    check_map_args,
+    check_pool_options,
+    check_schedule_args,
+    check_timeout,
+    pool_workers,
+)
 from ._core.outcome import Error, Value
 from ._core.ratelimit import RateLimit
 from ._core.retry import Retry
 from ._core.stats import PoolStatistics
 from ._engine import Engine, Task
 from ._engine_intake import RUNNING
-from ._map import MapIterator, MapRun, check_map_args, results
+from ._map import ON_ERROR, MapIterator, MapRun, results
 from ._sync import Semaphore
 
-__all__ = ["ExecutorPool", "ThreadPool", "check_timeout"]
+__all__ = ["ExecutorPool", "ThreadPool"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -66,49 +73,6 @@ threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def check_options(queue_size: int, retry: Retry | None, rate: RateLimit | None,
-                  initializer: Callable[..., Any] | None) -> None:
-    """Validate the options every pool shares, with messages that state the rule."""
-    if isinstance(queue_size, bool) or not isinstance(queue_size, int):
-        raise TypeError(f"queue_size must be an int, got {queue_size!r}")
-    if queue_size < 0:
-        raise ValueError(f"queue_size must be >= 0, got {queue_size}")
-    if retry is not None and not isinstance(retry, Retry):
-        raise TypeError(f"retry must be a wp.Retry or None, got {retry!r}")
-    if rate is not None and not isinstance(rate, RateLimit):
-        raise TypeError(f"rate must be a wp.RateLimit or None, got {rate!r}")
-    if initializer is not None and not callable(initializer):
-        raise TypeError("initializer must be a callable")  # the stdlib's message
-
-
-def check_schedule_args(priority: int, retry: Retry | None,
-                        kwargs: dict[str, Any] | None) -> None:
-    """Validate what every pool's ``schedule`` takes beyond the call."""
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise TypeError(f"priority must be an int, got {priority!r}")
-    if retry is not None and not isinstance(retry, Retry):
-        raise TypeError(f"retry must be a wp.Retry or None, got {retry!r}")
-    if kwargs is not None and not isinstance(kwargs, dict):
-        raise TypeError(f"kwargs must be a dict or None, got {kwargs!r}")
-
-
-def resolve_workers(workers: int | None, max_workers: int | None, default: int) -> int:
-    """``workers`` or its stdlib alias ``max_workers``, checked; *default* if neither."""
-    if workers is not None and max_workers is not None and workers != max_workers:
-        raise TypeError("pass workers or max_workers, not both")
-    if max_workers is not None:
-        if max_workers <= 0:
-            raise ValueError("max_workers must be greater than 0")  # the stdlib's message
-        return max_workers
-    if workers is None:
-        return default
-    if isinstance(workers, bool) or not isinstance(workers, int):
-        raise TypeError(f"workers must be an int, got {workers!r}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    return workers
-
-
 class ExecutorPool(Executor):
     """What every ``concurrent.futures``-compatible workpool pool shares."""
 
@@ -122,8 +86,8 @@ class ExecutorPool(Executor):
                  initializer: Callable[..., Any] | None = None,
                  initargs: tuple[Any, ...] = (), name: str | None = None,
                  budget: Semaphore | None = None, thread_name_prefix: str = "") -> None:
-        count = resolve_workers(workers, max_workers, self._default_workers())
-        check_options(queue_size, retry, rate, initializer)
+        count = pool_workers(workers, max_workers, self._default_workers())
+        check_pool_options(queue_size, retry, rate, initializer)
         if budget is not None and not isinstance(budget, Semaphore):
             raise TypeError(f"budget must be a wp.Semaphore or None, got {budget!r}")
         self._budget = budget
@@ -269,9 +233,7 @@ class ExecutorPool(Executor):
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
-        check_schedule_args(priority, retry, kwargs)
-        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
-            raise ValueError(f"cost must be an int >= 1, got {cost!r}")
+        check_schedule_args(priority, retry, kwargs, cost)
         task_timeout = self._timeout if timeout is None else check_timeout(timeout)
         future: Future[T] = Future()
         task = self._task(fn, tuple(args), kwargs or {}, future, priority, task_timeout,
@@ -323,7 +285,7 @@ class ExecutorPool(Executor):
             raise TypeError(f"fn must be callable, got {fn!r}")
         if not iterables:
             raise TypeError("map() must have at least one iterable")
-        check_map_args(chunksize, window, on_error, timeout)
+        check_map_args(chunksize, window, on_error, timeout, ON_ERROR)
         if self._engine.state != RUNNING:
             self._engine.put(Task(fn, (), {}, Future()))  # raises as submit would
         policies = (self._timeout is not None or self._retry is not None

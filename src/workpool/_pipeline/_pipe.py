@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Generic, Literal, Never, TypeVar, final, overload
 
+from .._core.options import stage_workers
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.sizing import cpus
@@ -29,7 +30,6 @@ from ._spec import (
     check_buffer,
     check_stage,
     check_timeout,
-    resolve_workers,
     stage_name,
 )
 
@@ -137,7 +137,7 @@ class Pipeline(Generic[T_co]):
                rate: RateLimit | None, on_error: str, name: str | None,
                transactional: bool = False) -> Pipeline[Any]:
         check_stage(fn, kind, on_error, retry, rate)
-        count = resolve_workers(workers, cpus)
+        count = stage_workers(workers, cpus)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {name!r}")
         return self._then(StageSpec(

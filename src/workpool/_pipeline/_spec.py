@@ -9,19 +9,18 @@ stage can pickle them.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, Literal
 
-from .._core.options import check_timeout
+from .._core.options import check_choice, check_rate, check_retry, check_timeout
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 
 __all__ = [
     "BATCH", "EACH", "FILTER", "FLAT", "KINDS", "MAP", "ON_ERROR", "UNBATCH",
-    "StageSpec", "Workers", "check_buffer", "check_timeout", "resolve_workers",
+    "StageSpec", "Workers", "check_buffer", "check_timeout",
     "worker_function",
 ]
 
@@ -69,27 +68,6 @@ class StageSpec:
         return self.timeout is not None or self.retry is not None or self.rate is not None
 
 
-def resolve_workers(workers: Workers, cpus: Callable[[], int]) -> int:
-    """The worker count for *workers*: an int as it is (>= 1); a float as that
-    multiple of ``wp.cpus()``, rounded half up, at least 1 (``0.5`` on 4 CPUs: 2;
-    ``0.1`` on 2 CPUs: 1; ``1.5`` on 2 CPUs: 3).
-
-    Raises:
-        TypeError: *workers* is not an int or a float.
-        ValueError: an int below 1, or a float that is not finite and > 0.
-    """
-    if isinstance(workers, bool) or not isinstance(workers, int | float):
-        raise TypeError(f"workers must be an int or a float multiple of wp.cpus(), "
-                        f"got {workers!r}")
-    if isinstance(workers, int):
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
-        return workers
-    if not math.isfinite(workers) or workers <= 0:
-        raise ValueError(f"workers as a multiple of wp.cpus() must be > 0, got {workers!r}")
-    return max(1, math.floor(workers * cpus() + 0.5))
-
-
 def check_buffer(buffer: int | None, workers: int) -> int:
     """The capacity of a stage's output channel: *buffer*, or ``max(64, 2 * workers)``."""
     if buffer is None:
@@ -108,14 +86,10 @@ def check_stage(fn: Any, kind: str, on_error: str, retry: Any, rate: Any) -> Non
     if kind == "dask":
         raise ValueError("kind 'dask' needs wp.DaskPool, which this version does not have; "
                          "kind must be 'thread', 'process' or 'async'")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be 'thread', 'process' or 'async', got {kind!r}")
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be 'raise', 'skip' or 'collect', got {on_error!r}")
-    if retry is not None and not isinstance(retry, Retry):
-        raise TypeError(f"retry must be a wp.Retry or None, got {retry!r}")
-    if rate is not None and not isinstance(rate, RateLimit):
-        raise TypeError(f"rate must be a wp.RateLimit or None, got {rate!r}")
+    check_choice(kind, "kind", KINDS)
+    check_choice(on_error, "on_error", ON_ERROR)
+    check_retry(retry)
+    check_rate(rate)
 
 
 def stage_name(op: str, fn: Any) -> str:
