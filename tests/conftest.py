@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-_FOREIGN = ("AnyIO worker", "Trio thread", "asyncio_")
+_FOREIGN = ("AnyIO worker", "Trio thread", "asyncio_", "workpool-async-thread")
 
 
 def _threads() -> set[threading.Thread]:
@@ -44,7 +44,8 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if request.node.get_closest_marker("allow_leaks"):
         return
-    # anyio and trio keep a process-wide cache of idle worker threads: not ours.
+    # anyio, trio and AsyncPool (on asyncio) keep process-wide caches of idle daemon
+    # threads for sync calls, which leave after idling: not a leak of the test.
     def leaked() -> set[threading.Thread]:
         return {t for t in _threads() - before
                 if t.is_alive() and not t.name.startswith(_FOREIGN)}

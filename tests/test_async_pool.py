@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import inspect
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -1587,3 +1589,28 @@ async def test_budget_and_cost_are_checked() -> None:
     async with wp.AsyncPool(2) as pool:  # checked with or without a budget
         with pytest.raises(ValueError, match="cost must be an int >= 1, got 0"):
             await pool.schedule(echo, (1,), cost=0)
+
+
+ASYNC_STUCK_EXIT = """
+import sys, time
+import anyio
+import workpool as wp
+
+async def main():
+    async with wp.AsyncPool(1, timeout=0.2) as pool:
+        future = await pool.submit(time.sleep, 60)
+        try:
+            await future
+        except wp.TaskTimeout:
+            print("TaskTimeout")
+
+anyio.run(main, backend=sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_sync_call_given_up_on_does_not_hold_the_interpreter(backend: str) -> None:
+    # Its thread is a daemon, as ThreadPool's: the script exits without waiting 60 s.
+    out = subprocess.run([sys.executable, "-c", ASYNC_STUCK_EXIT, backend],
+                         capture_output=True, text=True, timeout=30)
+    assert (out.stdout, out.stderr, out.returncode) == ("TaskTimeout\n", "", 0)

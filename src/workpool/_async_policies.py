@@ -26,7 +26,6 @@ from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 import anyio
-import anyio.to_thread
 
 from ._async_task import (
     CANCELLED,
@@ -41,7 +40,7 @@ from ._async_task import (
     Job,
     Spec,
 )
-from ._async_worker import StuckThreads, ThreadCall, Worker
+from ._async_worker import StuckThreads, ThreadCall, Worker, run_in_thread
 from ._backends.aio import Lot
 from ._core.context import TaskContext
 from ._core.exceptions import Cancelled, TaskTimeout
@@ -255,8 +254,7 @@ async def _call_sync(engine: PolicyHost, w: Worker, fn: Callable[..., Any],
         w.call = call
         call.scope = scope
         try:
-            return await anyio.to_thread.run_sync(call.run, limiter=engine.limiter,
-                                                  abandon_on_cancel=True)
+            return await run_in_thread(call.run, engine.limiter)
         finally:
             w.call = None
     ctx.cancel()

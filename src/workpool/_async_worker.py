@@ -12,17 +12,25 @@ on until the call returns::
 
 from __future__ import annotations
 
+import contextvars
 import inspect
+import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
+from functools import partial
+from queue import Empty, SimpleQueue
 from typing import Any, Final
 
 import anyio
+import anyio.to_thread
 
+from ._aio import current_library
 from ._async_task import Job, fn_name
 from ._core.context import TaskContext, WorkerSlot, install_slot
 
-__all__ = ["StuckThreads", "ThreadCall", "Worker"]
+__all__ = ["DAEMON_THREADS", "DaemonThreads", "StuckThreads", "ThreadCall", "Worker",
+           "run_in_thread"]
 
 
 class Worker:
@@ -49,6 +57,79 @@ def _in_thread(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
         raise TypeError(f"{fn_name(fn)} is not a coroutine function but returned a "
                         f"coroutine: declare it with 'async def'")
     return value
+
+
+class DaemonThreads:
+    """Daemon threads for the sync tasks of AsyncPools on asyncio, kept for reuse.
+
+    anyio's worker threads on asyncio are not daemons, so a call the pool gave up on
+    (stuck past its timeout) would hold the interpreter open at exit until it returns;
+    ThreadPool's workers do not, and neither do trio's threads. A thread waits for its
+    next call for ``IDLE`` seconds, then leaves; a call finds an idle thread or starts
+    one (never waits for one: a stuck thread does not shrink any pool).
+    """
+
+    IDLE: Final = 10.0
+    NAME: Final = "workpool-async-thread"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._calls: SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = SimpleQueue()
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run *fn* on a daemon thread; its future."""
+        future: Future[Any] = Future()
+        with self._lock:
+            start = not self._idle
+            if not start:
+                self._idle -= 1
+        self._calls.put((future, fn))
+        if start:
+            threading.Thread(target=self._work, name=self.NAME, daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        calls = self._calls
+        while True:
+            try:
+                future, fn = calls.get(timeout=self.IDLE)
+            except Empty:
+                with self._lock:
+                    if self._idle:  # nobody counted on this thread: leave
+                        self._idle -= 1
+                        return
+                continue  # a call is on its way to it
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # the call's error is its future's
+                    future.set_exception(exc)
+            del future, fn
+            with self._lock:
+                self._idle += 1
+
+    def after_fork_in_child(self) -> None:
+        """The threads are the parent's: start over."""
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._calls = SimpleQueue()
+
+
+DAEMON_THREADS: Final = DaemonThreads()
+os.register_at_fork(after_in_child=DAEMON_THREADS.after_fork_in_child)
+
+
+async def run_in_thread(fn: Callable[[], Any], limiter: anyio.CapacityLimiter | None) -> Any:
+    """Run *fn* in a daemon thread; cancelling the wait gives up on the thread (it runs
+    on until *fn* returns). On asyncio the threads are ``DAEMON_THREADS``; on trio,
+    trio's own (daemons too)."""
+    if current_library() == "asyncio":
+        import asyncio
+
+        context = contextvars.copy_context()  # as asyncio.to_thread does
+        return await asyncio.wrap_future(DAEMON_THREADS.submit(partial(context.run, fn)))
+    return await anyio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=True)
 
 
 class StuckThreads:
