@@ -53,8 +53,8 @@ def test_threads_load_only_what_they_need() -> None:
 
 
 def test_lazy_names_are_the_same_objects_as_their_modules() -> None:
-    from workpool._async_pool import AsyncPool
     from workpool._pipeline import Pipeline
+    from workpool._pools.async_pool import AsyncPool
 
     assert wp.AsyncPool is AsyncPool
     assert wp.Pipeline is Pipeline

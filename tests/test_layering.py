@@ -35,13 +35,23 @@ class Rule(NamedTuple):
 RULES = [
     Rule("_core is the ground floor: it imports nothing of workpool above it",
          "_core", "* !_core"),
+    Rule("the engine schedules; it knows no pool, group, synchronisation primitive, "
+         "pipeline or CLI", "_engine", "_pools _groups _sync _pipeline _cli _bench _demo"),
     Rule("backends run one unit of work: they know no pool, group, pipeline or CLI",
-         "_backends", "_pool _process_pool _async_pool _group* _async_group* _pipeline _cli"),
+         "_backends", "_pools _groups _sync _pipeline _cli _bench _demo"),
+    Rule("synchronisation primitives stand beside the pools, not on them",
+         "_sync", "_engine _pools _groups _pipeline _cli _bench _demo"),
+    Rule("pools are front ends over engine and backend: no group, pipeline or CLI",
+         "_pools", "_groups _pipeline _cli _bench _demo"),
+    Rule("groups are a limit and an error policy over a pool: no pipeline or CLI",
+         "_groups", "_pipeline _cli _bench _demo"),
     Rule("the CLI is an extra: only the CLI (and python -m workpool) imports it",
          "* !_cli !__main__", "_cli"),
     Rule("pipelines are built from pools, not beside them: only the public front, the "
          "CLI, the benchmarks and the demo import them",
          f"* !_pipeline !_cli !_bench !_demo !{TOP}", "_pipeline"),
+    Rule("the pipeline reaches pools through their API, never the engine's insides",
+         "_pipeline", "_engine.engine _engine.intake _backends.thread _backends.process"),
 ]
 
 
@@ -199,8 +209,8 @@ def test_the_import_graph_is_read() -> None:
     # Relative imports at one and two levels, a function-level import, and one under
     # TYPE_CHECKING: the graph sees each, so the rules above do not pass vacuously.
     pairs = {(imp.importer, imp.imported) for imp in IMPORTS}
-    assert ("_async_pool", "_async_engine") in pairs
-    assert ("_pipeline._channel", "_aio") in pairs
-    assert ("_pipeline._async_stage", "_async_pool") in pairs  # inside a method
+    assert ("_pools.async_pool", "_engine.async_engine") in pairs
+    assert ("_pipeline._channel", "_core.aio") in pairs
+    assert ("_pipeline._async_stage", "_pools.async_pool") in pairs  # inside a method
     assert (TOP, "_pipeline") in pairs  # under TYPE_CHECKING
-    assert ("_backends.aio", "_aio") in pairs
+    assert ("_backends.aio", "_core.aio") in pairs

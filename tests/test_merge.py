@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 import workpool as wp
-from workpool._merge import AsyncMerge, Merge
+from workpool._sync.merge import AsyncMerge, Merge
 
 WAIT = 10.0  # the bound on every wait below; a correct run never comes near it
 

@@ -31,22 +31,22 @@ from ._core.sizing import io_workers as io_workers
 from ._core.stats import PoolStatistics as PoolStatistics
 
 if _typing.TYPE_CHECKING:
-    from ._async_group import AsyncGroup as AsyncGroup
-    from ._async_pool import AsyncPool as AsyncPool
-    from ._async_sync import AsyncSemaphore as AsyncSemaphore
-    from ._async_task import AsyncFuture as AsyncFuture
     from ._core.process_errors import WorkerCrashed as WorkerCrashed
-    from ._group import Group as Group
-    from ._merge import amerge as amerge
-    from ._merge import merge as merge
+    from ._engine.async_task import AsyncFuture as AsyncFuture
+    from ._groups.async_group import AsyncGroup as AsyncGroup
+    from ._groups.group import Group as Group
     from ._pipeline import CollectedError as CollectedError
     from ._pipeline import Pipeline as Pipeline
     from ._pipeline import PipelineReport as PipelineReport
     from ._pipeline import StageReport as StageReport
-    from ._pool import ThreadPool as ThreadPool
-    from ._process_pool import ProcessPool as ProcessPool
-    from ._sync import Semaphore as Semaphore
-    from ._sync import SemaphoreStatistics as SemaphoreStatistics
+    from ._pools.async_pool import AsyncPool as AsyncPool
+    from ._pools.executor import ThreadPool as ThreadPool
+    from ._pools.process import ProcessPool as ProcessPool
+    from ._sync.async_semaphore import AsyncSemaphore as AsyncSemaphore
+    from ._sync.merge import amerge as amerge
+    from ._sync.merge import merge as merge
+    from ._sync.semaphore import Semaphore as Semaphore
+    from ._sync.semaphore import SemaphoreStatistics as SemaphoreStatistics
 
 __version__ = "0.1.0"
 
@@ -90,13 +90,13 @@ __all__ = [
 # too: it subclasses BrokenProcessPool), pipelines sqlite3. Names of one family load
 # together. {family: {name: module}}
 _LAZY: dict[str, dict[str, str]] = {
-    "threads": {"ThreadPool": "._pool", "Group": "._group", "Semaphore": "._sync",
-                "SemaphoreStatistics": "._sync"},
-    "processes": {"ProcessPool": "._process_pool"},
+    "threads": {"ThreadPool": "._pools.executor", "Group": "._groups.group",
+                "Semaphore": "._sync.semaphore", "SemaphoreStatistics": "._sync.semaphore"},
+    "processes": {"ProcessPool": "._pools.process"},
     "crashes": {"WorkerCrashed": "._core.process_errors"},
-    "async": {"AsyncPool": "._async_pool", "AsyncFuture": "._async_task",
-              "AsyncGroup": "._async_group", "AsyncSemaphore": "._async_sync",
-              "merge": "._merge", "amerge": "._merge"},
+    "async": {"AsyncPool": "._pools.async_pool", "AsyncFuture": "._engine.async_task",
+              "AsyncGroup": "._groups.async_group", "AsyncSemaphore": "._sync.async_semaphore",
+              "merge": "._sync.merge", "amerge": "._sync.merge"},
     "pipelines": {"Pipeline": "._pipeline", "PipelineReport": "._pipeline",
                   "StageReport": "._pipeline", "CollectedError": "._pipeline"},
 }

@@ -17,7 +17,7 @@ import contextlib
 from collections import deque
 from typing import Any, Protocol
 
-from .._aio import TRIO, require_library
+from .._core.aio import TRIO, require_library
 
 __all__ = ["NO_LOT", "Lot", "lot_type", "no_lot"]
 

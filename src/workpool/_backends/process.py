@@ -47,12 +47,12 @@ from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, NoReturn
 
-from .._chunk import Chunk
+from .._core.chunk import Chunk
 from .._core.exceptions import Cancelled, TaskTimeout
 from .._core.process_errors import WorkerCrashed
 from .._core.retry import Retry
-from .._engine import TASK_FAILED, TASK_OK, Engine, Task, Worker
-from .._engine_intake import CLOSING
+from .._engine.engine import TASK_FAILED, TASK_OK, Engine, Task, Worker
+from .._engine.intake import CLOSING
 from . import _child
 
 __all__ = ["ProcessEngine", "can_send", "default_context", "dumps_call"]
@@ -272,7 +272,7 @@ class ProcessEngine(Engine):
         try:
             return self._try_start_child(worker)
         except Exception as exc:  # e.g. spawn refusing a main module without its guard
-            from .._engine import LOGGER
+            from .._engine.engine import LOGGER
 
             LOGGER.critical("A worker process could not be started:", exc_info=True)
             with self._lock:  # the pool is broken: say why, not only that
@@ -309,7 +309,7 @@ class ProcessEngine(Engine):
             status, error = _child.ERR, _unpicklable("initializer's exception", exc)
         if status == _child.OK:
             return True
-        from .._engine import LOGGER
+        from .._engine.engine import LOGGER
 
         LOGGER.critical("Exception in initializer:", exc_info=error)
         self._reap(worker)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._chunk import Chunk, run_chunk
+from .._core.chunk import Chunk, run_chunk
 from .._core.exceptions import Cancelled
-from .._engine import TASK_FAILED, TASK_OK, Engine, Task, Worker
+from .._engine.engine import TASK_FAILED, TASK_OK, Engine, Task, Worker
 
 __all__ = ["ThreadEngine"]
 

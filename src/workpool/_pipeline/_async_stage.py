@@ -62,7 +62,7 @@ class AsyncStage(StageRuntime):
             await self._work()
 
     async def _work(self) -> None:
-        from .._async_pool import AsyncPool
+        from .._pools.async_pool import AsyncPool
 
         spec = self.spec
         limit = anyio.Semaphore(2 * spec.workers)

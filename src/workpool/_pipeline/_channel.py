@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import anyio
 
-from .._aio import ASYNCIO, TRIO, Library, require_library
+from .._core.aio import ASYNCIO, TRIO, Library, require_library
 
 __all__ = ["Aborted", "Channel", "LoopScope", "Slots", "aget_many", "aput_many",
            "loop_waker"]

@@ -33,7 +33,7 @@ from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 from typing import Any, Final
 
-from .._chunk import Chunk
+from .._core.chunk import Chunk
 from .._core.exceptions import Cancelled
 from .._core.ratelimit import TokenBucket
 from .._core.retry import Retry

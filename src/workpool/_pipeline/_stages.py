@@ -32,14 +32,14 @@ from functools import partial
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from .._chunk import Chunk
+from .._core.chunk import Chunk
 from ._channel import Aborted, Channel, Slots
 from ._journal import Book, Journal, Tag
 from ._report import CollectedError, Counters
 from ._spec import EACH, FILTER, FLAT, MAP, StageSpec, worker_function
 
 if TYPE_CHECKING:
-    from .._pool import ExecutorPool
+    from .._pools.executor import ExecutorPool
 
 __all__ = ["BatchStage", "PoolStage", "RunContext", "StageRuntime", "UnbatchStage"]
 
@@ -218,10 +218,10 @@ class PoolStage(StageRuntime):
         spec = self.spec
         name = f"pipeline-{spec.name}"
         if spec.kind == "process":
-            from .._process_pool import ProcessPool
+            from .._pools.process import ProcessPool
 
             return ProcessPool(spec.workers, rate=spec.rate, name=name)
-        from .._pool import ThreadPool
+        from .._pools.executor import ThreadPool
 
         return ThreadPool(spec.workers, rate=spec.rate, name=name)
 

@@ -28,11 +28,11 @@ from itertools import islice
 from queue import Empty, SimpleQueue
 from typing import Any, Final, Literal, TypeVar
 
-from ._chunk import Chunk
-from ._core.outcome import Error, Value
-from ._core.retry import Retry
-from ._engine import Engine
-from ._sync import Semaphore
+from .._core.chunk import Chunk
+from .._core.outcome import Error, Value
+from .._core.retry import Retry
+from .._engine.engine import Engine
+from .._sync.semaphore import Semaphore
 
 __all__ = ["ON_ERROR", "MapIterator", "MapRun", "results"]
 

@@ -37,12 +37,12 @@ from functools import partial
 from queue import SimpleQueue
 from typing import Any, Final
 
-from ._core.context import TaskContext
-from ._core.exceptions import Cancelled, PoolClosed, TaskTimeout
-from ._core.retry import Retry
-from ._core.stats import PoolStatistics
-from ._core.timer import Timer
-from ._engine_intake import CLOSING, RUNNING, EngineIntake, Task, Worker
+from .._core.context import TaskContext
+from .._core.exceptions import Cancelled, PoolClosed, TaskTimeout
+from .._core.retry import Retry
+from .._core.stats import PoolStatistics
+from .._core.timer import Timer
+from .intake import CLOSING, RUNNING, EngineIntake, Task, Worker
 
 __all__ = ["Engine", "Task", "Worker"]
 
@@ -100,7 +100,7 @@ class Engine(EngineIntake):
 
     def start_worker(self, worker: Worker) -> bool:
         """Per-worker set-up in the worker's thread; False if the initializer failed."""
-        from ._core.context import install_slot
+        from .._core.context import install_slot
 
         install_slot(worker.slot)
         if self.initializer is None:

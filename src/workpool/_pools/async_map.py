@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 import anyio
 
-from ._async_task import Chunk, Failure, Spec
-from ._core.exceptions import Cancelled
-from ._core.outcome import Error, Value
+from .._core.exceptions import Cancelled
+from .._core.outcome import Error, Value
+from .._engine.async_task import Chunk, Failure, Spec
 
 if TYPE_CHECKING:
-    from ._async_engine import AsyncEngine
-    from ._async_sync import AsyncSemaphore
+    from .._engine.async_engine import AsyncEngine
+    from .._sync.async_semaphore import AsyncSemaphore
 
 __all__ = ["ON_ERROR", "MapResults", "MapRun", "OnError"]
 

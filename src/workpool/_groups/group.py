@@ -18,9 +18,10 @@ from concurrent.futures import CancelledError, Future
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, final
 
-from ._core.exceptions import Cancelled
-from ._core.timer import Timer
-from ._group_base import (
+from .._core.exceptions import Cancelled
+from .._core.timer import Timer
+from .._pools.executor import ThreadPool
+from .base import (
     CLOSED,
     EXITING,
     LOCAL,
@@ -32,8 +33,7 @@ from ._group_base import (
     Task,
     check_limit,
 )
-from ._group_runners import OwnThreads
-from ._pool import ThreadPool
+from .runners import OwnThreads
 
 __all__ = ["Group", "check_limit"]
 

@@ -15,12 +15,12 @@ from typing import Any, ParamSpec, TypeVar, final
 
 import anyio.lowlevel
 
-from ._async_group_engine import CLOSED, OPEN, GroupEngine
-from ._async_pool import AsyncPool
-from ._async_task import AsyncFuture, new_future
-from ._core.exceptions import WouldBlock
-from ._core.options import check_timeout
-from ._group import check_limit
+from .._core.exceptions import WouldBlock
+from .._core.options import check_timeout
+from .._engine.async_task import AsyncFuture, new_future
+from .._pools.async_pool import AsyncPool
+from .async_engine import CLOSED, OPEN, GroupEngine
+from .group import check_limit
 
 __all__ = ["AsyncGroup"]
 

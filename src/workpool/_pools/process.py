@@ -9,12 +9,12 @@ from multiprocessing.context import BaseContext
 from typing import Any, final
 
 # Imported with the module, not at the first pool: a pool starts as fast as the stdlib's.
-from ._backends.process import ProcessEngine, can_send, dumps_call
-from ._core.ratelimit import RateLimit
-from ._core.retry import Retry
-from ._engine import Engine, Task
-from ._pool import ExecutorPool
-from ._sync import Semaphore
+from .._backends.process import ProcessEngine, can_send, dumps_call
+from .._core.ratelimit import RateLimit
+from .._core.retry import Retry
+from .._engine.engine import Engine, Task
+from .._sync.semaphore import Semaphore
+from .executor import ExecutorPool
 
 __all__ = ["ProcessPool"]
 
@@ -148,7 +148,7 @@ class ProcessPool(ExecutorPool):
                          initargs=initargs, name=name, budget=budget)
 
     def _default_workers(self) -> int:
-        from ._core.sizing import cpus
+        from .._core.sizing import cpus
 
         return cpus()
 

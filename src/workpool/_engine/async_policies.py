@@ -27,7 +27,12 @@ from typing import Any, Final, Protocol
 
 import anyio
 
-from ._async_task import (
+from .._backends.aio import Lot
+from .._core.context import TaskContext
+from .._core.exceptions import Cancelled, TaskTimeout
+from .._core.ratelimit import TokenBucket
+from .._core.stats import StatsRecorder
+from .async_task import (
     CANCELLED,
     ERROR,
     QUEUED,
@@ -40,12 +45,7 @@ from ._async_task import (
     Job,
     Spec,
 )
-from ._async_worker import StuckThreads, ThreadCall, Worker, run_in_thread
-from ._backends.aio import Lot
-from ._core.context import TaskContext
-from ._core.exceptions import Cancelled, TaskTimeout
-from ._core.ratelimit import TokenBucket
-from ._core.stats import StatsRecorder
+from .async_worker import StuckThreads, ThreadCall, Worker, run_in_thread
 
 __all__ = ["PolicyHost", "RetryTimer", "call_with_policies", "failed", "interrupted",
            "is_cancellation", "run_chunk", "run_one"]

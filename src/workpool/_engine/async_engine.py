@@ -36,16 +36,16 @@ from typing import Any, Final
 
 import anyio
 
-from . import _async_task as task
-from ._async_policies import RetryTimer, failed, interrupted, is_cancellation, run_chunk, run_one
-from ._async_task import RUNNING, VALUE, AsyncFuture, Chunk, Job
-from ._async_worker import StuckThreads, Worker
-from ._backends.aio import NO_LOT, Lot, lot_type, no_lot
-from ._core.context import TaskContext, current, install_slot
-from ._core.exceptions import PoolClosed
-from ._core.ratelimit import RateLimit
-from ._core.retry import Retry
-from ._core.stats import PoolStatistics, StatsRecorder
+from .._backends.aio import NO_LOT, Lot, lot_type, no_lot
+from .._core.context import TaskContext, current, install_slot
+from .._core.exceptions import PoolClosed
+from .._core.ratelimit import RateLimit
+from .._core.retry import Retry
+from .._core.stats import PoolStatistics, StatsRecorder
+from . import async_task as task
+from .async_policies import RetryTimer, failed, interrupted, is_cancellation, run_chunk, run_one
+from .async_task import RUNNING, VALUE, AsyncFuture, Chunk, Job
+from .async_worker import StuckThreads, Worker
 
 __all__ = ["AsyncEngine"]
 

@@ -25,9 +25,9 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
-from ._aio import current_library
-from ._async_task import Job, fn_name
-from ._core.context import TaskContext, WorkerSlot, install_slot
+from .._core.aio import current_library
+from .._core.context import TaskContext, WorkerSlot, install_slot
+from .async_task import Job, fn_name
 
 __all__ = ["DAEMON_THREADS", "DaemonThreads", "StuckThreads", "ThreadCall", "Worker",
            "run_in_thread"]

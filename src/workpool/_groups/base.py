@@ -21,11 +21,11 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
 from typing import Any, Final
 
-from ._core.context import TaskContext, WorkerSlot, current, install_slot
-from ._core.exceptions import Cancelled, WouldBlock
-from ._core.options import check_timeout
-from ._core.timer import Timer
-from ._pool import ThreadPool
+from .._core.context import TaskContext, WorkerSlot, current, install_slot
+from .._core.exceptions import Cancelled, WouldBlock
+from .._core.options import check_timeout
+from .._core.timer import Timer
+from .._pools.executor import ThreadPool
 
 NEW: Final = 0
 OPEN: Final = 1

@@ -17,9 +17,9 @@ from concurrent.futures.thread import BrokenThreadPool
 from types import TracebackType
 from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, final, overload
 
-from ._chunk import Chunk, ChunkRun
-from ._core.exceptions import Cancelled, WouldBlock
-from ._core.options import (
+from .._core.chunk import Chunk, ChunkRun
+from .._core.exceptions import Cancelled, WouldBlock
+from .._core.options import (
     check_grace,
     check_map_args,
     check_pool_options,
@@ -27,14 +27,14 @@ from ._core.options import (
     check_timeout,
     pool_workers,
 )
-from ._core.outcome import Error, Value
-from ._core.ratelimit import RateLimit
-from ._core.retry import Retry
-from ._core.stats import PoolStatistics
-from ._engine import Engine, Task
-from ._engine_intake import RUNNING
-from ._map import ON_ERROR, MapIterator, MapRun, results
-from ._sync import Semaphore
+from .._core.outcome import Error, Value
+from .._core.ratelimit import RateLimit
+from .._core.retry import Retry
+from .._core.stats import PoolStatistics
+from .._engine.engine import Engine, Task
+from .._engine.intake import RUNNING
+from .._sync.semaphore import Semaphore
+from .map import ON_ERROR, MapIterator, MapRun, results
 
 __all__ = ["ExecutorPool", "ThreadPool"]
 
@@ -397,7 +397,7 @@ def _was_cancelled(future: Future[Any]) -> bool:
 
 
 def _thread_engine() -> type[Engine]:
-    from ._backends.thread import ThreadEngine
+    from .._backends.thread import ThreadEngine
 
     return ThreadEngine
 
@@ -445,7 +445,7 @@ class ThreadPool(ExecutorPool, ThreadPoolExecutor):
     _max_chunk = 512
 
     def _default_workers(self) -> int:
-        from ._core.sizing import cpus
+        from .._core.sizing import cpus
 
         return min(32, cpus() + 4)
 

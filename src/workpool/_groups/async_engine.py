@@ -36,8 +36,9 @@ from typing import Any, Final, cast
 
 import anyio
 
-from ._async_pool import AsyncPool
-from ._async_task import (
+from .._backends.aio import NO_LOT, Lot, lot_type, no_lot
+from .._core.context import TaskContext, WorkerSlot, install_slot
+from .._engine.async_task import (
     ASYNC,
     CANCELLED,
     ERROR,
@@ -48,8 +49,7 @@ from ._async_task import (
     Spec,
     new_future,
 )
-from ._backends.aio import NO_LOT, Lot, lot_type, no_lot
-from ._core.context import TaskContext, WorkerSlot, install_slot
+from .._pools.async_pool import AsyncPool
 
 __all__ = ["CLOSED", "EXITING", "NEW", "OPEN", "GroupEngine"]
 

@@ -27,12 +27,12 @@ from concurrent.futures import Future
 from queue import SimpleQueue
 from typing import Any, Final
 
-from ._core.context import WorkerSlot
-from ._core.exceptions import PoolClosed, QueueFull
-from ._core.ratelimit import TokenBucket
-from ._core.retry import Retry
-from ._core.stats import StatsRecorder
-from ._core.timer import Timer, TimerHandle
+from .._core.context import WorkerSlot
+from .._core.exceptions import PoolClosed, QueueFull
+from .._core.ratelimit import TokenBucket
+from .._core.retry import Retry
+from .._core.stats import StatsRecorder
+from .._core.timer import Timer, TimerHandle
 
 __all__ = ["CLOSING", "RUNNING", "SHUTDOWN_MESSAGE", "EngineIntake", "Task", "Worker"]
 

@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ._core.context import TaskContext
-from ._core.exceptions import Cancelled
-from ._core.ratelimit import TokenBucket
+from .context import TaskContext
+from .exceptions import Cancelled
+from .ratelimit import TokenBucket
 
 __all__ = ["Chunk", "ChunkRun", "run_chunk"]
 

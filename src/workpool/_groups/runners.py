@@ -28,9 +28,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ._core.context import TaskContext, current_slot
-from ._core.exceptions import Cancelled, WouldBlock
-from ._group_base import (
+from .._core.context import TaskContext, current_slot
+from .._core.exceptions import Cancelled, WouldBlock
+from .base import (
     CANCELLED_ERROR,
     CLOSED,
     EXITING,

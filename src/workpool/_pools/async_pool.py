@@ -12,22 +12,22 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, final, overload
 
-from ._async_engine import NEW, OPEN, SHUTDOWN_MESSAGE, AsyncEngine
-from ._async_map import ON_ERROR, MapResults, MapRun, OnError
-from ._async_sync import AsyncSemaphore
-from ._async_task import QUEUED, AsyncFuture, Spec, new_future
-from ._core.exceptions import PoolClosed, QueueFull, WouldBlock
-from ._core.options import (
+from .._core.exceptions import PoolClosed, QueueFull, WouldBlock
+from .._core.options import (
     check_map_args,
     check_pool_options,
     check_schedule_args,
     check_timeout,
     pool_workers,
 )
-from ._core.outcome import Outcome
-from ._core.ratelimit import RateLimit
-from ._core.retry import Retry
-from ._core.stats import PoolStatistics
+from .._core.outcome import Outcome
+from .._core.ratelimit import RateLimit
+from .._core.retry import Retry
+from .._core.stats import PoolStatistics
+from .._engine.async_engine import NEW, OPEN, SHUTDOWN_MESSAGE, AsyncEngine
+from .._engine.async_task import QUEUED, AsyncFuture, Spec, new_future
+from .._sync.async_semaphore import AsyncSemaphore
+from .async_map import ON_ERROR, MapResults, MapRun, OnError
 
 __all__ = ["AsyncPool"]
 

@@ -18,11 +18,11 @@ from concurrent.futures import InvalidStateError
 from types import FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, final
 
-from ._core.exceptions import Cancelled
-from ._core.retry import Retry
+from .._core.exceptions import Cancelled
+from .._core.retry import Retry
 
 if TYPE_CHECKING:
-    from ._backends.aio import Lot
+    from .._backends.aio import Lot
 
 __all__ = ["ASYNC", "SYNC", "AsyncFuture", "Chunk", "ChunkOwner", "Failure", "Job", "Spec",
            "TaskOwner", "fn_name", "kind_of", "new_future"]

@@ -12,8 +12,8 @@ from typing import Any, final
 
 import anyio
 
-from ._aio import ASYNCIO, current_library
-from ._sync import SemaphoreStatistics, check_capacity, check_count, check_weight
+from .._core.aio import ASYNCIO, current_library
+from .semaphore import SemaphoreStatistics, check_capacity, check_count, check_weight
 
 __all__ = ["AsyncSemaphore"]
 
