@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError
 from functools import partial
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import anyio
 
@@ -50,13 +50,9 @@ from .._engine.async_task import (
     new_future,
 )
 from .._pools.async_pool import AsyncPool
+from .policy import CLOSED, EXITING, NEW, OPEN, verdict
 
 __all__ = ["CLOSED", "EXITING", "NEW", "OPEN", "GroupEngine"]
-
-NEW: Final = 0
-OPEN: Final = 1
-EXITING: Final = 2  # the block has ended; running jobs may still call go()
-CLOSED: Final = 3
 
 MESSAGE: Final = "unhandled errors in an AsyncGroup"
 NOT_STARTED: Final = "the group was cancelled before the task started"
@@ -169,18 +165,9 @@ class GroupEngine:
 
     def verdict(self, exc: BaseException | None, caught: BaseException | None,
                 propagate: BaseException | None) -> bool:
-        if self.base_error is not None:
-            if self.base_error is exc:
-                return False
-            raise self.base_error
-        errors = list(self.errors)
-        body_failed = isinstance(exc, Exception) and caught is None
-        if body_failed:
-            errors.append(cast(Exception, exc))
-        if len(errors) == 1 and self.timed_out and not body_failed:
-            raise errors[0]  # only the deadline: a plain TimeoutError
-        if errors:
-            raise ExceptionGroup(MESSAGE, errors) from None
+        body_error = exc if isinstance(exc, Exception) and caught is None else None
+        if verdict(MESSAGE, self.errors, self.base_error, self.timed_out, exc, body_error):
+            return False
         if propagate is None:
             return exc is not None  # the group's own cancellation: swallowed
         if propagate is exc:

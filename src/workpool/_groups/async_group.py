@@ -20,7 +20,7 @@ from .._core.options import check_timeout
 from .._engine.async_task import AsyncFuture, new_future
 from .._pools.async_pool import AsyncPool
 from .async_engine import CLOSED, OPEN, GroupEngine
-from .group import check_limit
+from .policy import check_limit
 
 __all__ = ["AsyncGroup"]
 

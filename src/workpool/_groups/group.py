@@ -1,48 +1,112 @@
-"""``Group``: Go's errgroup with ``SetLimit``, for threads.
+"""``Group``: Go's errgroup with ``SetLimit``, for threads: a pool, a limit and a
+fail-fast error policy. May import ``_core`` and ``_pools``.
 
-A group runs its tasks on threads of its own (``_group_runners``, where a diagram
-shows how go() hands tasks to them) or on an executor passed as ``pool``
-(``_group_base``, with the state and bookkeeping both paths share). This module holds
-the public class: its life cycle (``with``), ``go``, ``cancel`` and ``results``.
+A group runs its tasks on a pool, and schedules nothing itself::
 
-Cancelling the group cancels the futures of tasks that have not started and the
-contexts (``wp.current()``) of those that run, and cancels the groups that those
-tasks opened in turn.
+    go(fn) ── block over? ── limit reached? wait for a task's end ── group cancelled?
+                                  │ no                                ──▶ a cancelled future
+                                  ▼
+       the group's own ThreadPool(limit) ── or ── the executor passed as pool=
+         task = _run(fn): counts its end             task = _call(fn): publishes its
+         before its worker takes the next one        context; the future's done
+         (a failure cancels the group first)         callback counts its end
+                                  │
+                                  ▼
+    the first failure: futures not started are cancelled, running tasks' contexts
+    (wp.current()) and the groups they opened are cancelled, waiting go() calls
+    return cancelled futures
+    __exit__: wait until no task is in flight, then raise the verdict (``policy.py``)
+
+On its own pool a task costs the group a future of its own (whose ``cancel()`` tells
+the group that the task will never run), a lock round when it is admitted and one when
+it ends. The pool's workers publish, once each (the pool's initializer), their slot,
+through which a cancellation reaches the running tasks' contexts, and the group, which
+a group opened in one of its tasks is cancelled with.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
+import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, final
+from typing import Any, Final, ParamSpec, TypeVar, final
 
-from .._core.exceptions import Cancelled
+from .._core.context import TaskContext, WorkerSlot, current, current_slot, install_slot
+from .._core.exceptions import Cancelled, WouldBlock
+from .._core.options import check_timeout
 from .._core.timer import Timer
 from .._pools.executor import ThreadPool
-from .base import (
-    CLOSED,
-    EXITING,
-    LOCAL,
-    MESSAGE,
-    NEW,
-    NOT_STARTED,
-    OPEN,
-    UNLIMITED,
-    Task,
-    check_limit,
-)
-from .runners import OwnThreads
+from .policy import CLOSED, EXITING, NEW, OPEN, check_limit, verdict
 
-__all__ = ["Group", "check_limit"]
+__all__ = ["Group"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
+MESSAGE: Final = "unhandled errors in a Group"
+# A group without a limit starts every task at once: its pool may grow to as many
+# threads as tasks run at the same time (idle threads are reused).
+UNLIMITED: Final = 1 << 16
+NOT_STARTED: Final = object()  # the result of a go() whose submit raised
+_COUNTER = itertools.count(1)
+_CANCELLED_ERROR: Final = CancelledError()  # stands for "the future was cancelled"
+# .group: the group whose task this thread runs (set once per thread of a group's own
+# pool, around each task on another executor): a group opened there is its child.
+_LOCAL = threading.local()
+
+
+class _OwnFuture(Future[Any]):
+    """The future of a task on the group's own pool: cancelling it before it runs
+    tells the group that the task left."""
+
+    _group: Group
+    _index: int
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        self._group._dropped(self._index)
+        return True
+
+
+class _Task:
+    """A task on an executor passed as ``pool``: its future, the context it runs
+    with (in-process executors), and its place in ``go`` order. It is also its
+    future's done callback."""
+
+    __slots__ = ("ctx", "future", "group", "index")
+
+    def __init__(self, group: Group, index: int) -> None:
+        self.group = group
+        self.index = index
+        self.future: Future[Any] | None = None
+        self.ctx: TaskContext | None = None
+
+    def __call__(self, future: Future[Any]) -> None:
+        self.group._ended(self, future)
+
+    def cancel(self) -> None:
+        future = self.future
+        if future is None or future.cancel():  # not started: it never will
+            return
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.cancel()
+
+
+def _cancelled_future() -> Future[Any]:
+    future: Future[Any] = Future()
+    future.cancel()
+    future.set_running_or_notify_cancel()  # done for wait() and as_completed() too
+    return future
+
 
 @final
-class Group(OwnThreads):
+class Group:
     """Run tasks in threads, at most ``limit`` at once, and stop them all at the
     first failure: Go's ``errgroup`` with ``SetLimit``.
 
@@ -68,22 +132,22 @@ class Group(OwnThreads):
         limit: the most tasks in flight at once (None: no limit, every ``go``
             starts its task at once).
         pool: a ``concurrent.futures.Executor`` (``wp.ThreadPool``, a process pool,
-            a ``ThreadPoolExecutor``...) to run the tasks on, instead of threads of
-            the group's own; the group still applies its limit and cancellation and
-            does not shut the pool down. Tasks on another process cannot see the
-            group's cancellation while they run. A group nested in a task of a
-            group should not share its pool: outer tasks waiting for inner ones
-            can fill it.
+            a ``ThreadPoolExecutor``...) to run the tasks on, instead of a
+            ``wp.ThreadPool`` of the group's own; the group still applies its limit
+            and cancellation and does not shut the pool down. Tasks on another
+            process cannot see the group's cancellation while they run. A group
+            nested in a task of a group should not share its pool: outer tasks
+            waiting for inner ones can fill it.
         timeout: seconds for the whole group, from entering the block; then the
             group is cancelled and leaving the block raises ``TimeoutError``
             (inside the ``ExceptionGroup`` if tasks failed too).
         name: names the group's threads (default ``workpool-group-N``, threads
             ``workpool-group-N_0``, ``_1``...).
 
-    Cost: about what ``ThreadPoolExecutor.submit`` costs, limit or not: tasks go to
-    the group's own threads without a trip through a pool, and a task that ends
-    hands its slot to a waiting ``go``. The group keeps each task's result (not its
-    future) for ``results()``.
+    Cost: about what ``ThreadPoolExecutor.submit`` costs, limit or not: a task goes
+    straight to the group's own ``wp.ThreadPool`` of ``limit`` threads, and the
+    group adds two lock rounds. It keeps each task's result (not its future) for
+    ``results()``.
 
     Raises:
         ValueError: *limit* < 1 or *timeout* <= 0.
@@ -97,6 +161,53 @@ class Group(OwnThreads):
         pages = g.results()                 # in go order
     """
 
+    def __init__(self, limit: int | None = None, *, pool: Executor | None = None,
+                 timeout: float | None = None, name: str | None = None) -> None:
+        self._limit = check_limit(limit)
+        if pool is not None and not isinstance(pool, Executor):
+            raise TypeError(f"pool must be a concurrent.futures.Executor (such as "
+                            f"wp.ThreadPool) or None, got {pool!r}")
+        self._timeout = check_timeout(timeout)
+        self._name = name or f"workpool-group-{next(_COUNTER)}"
+        self._pool: Executor | None = pool
+        # In-process threads run tasks through _call, which learns their context.
+        self._wrap = isinstance(pool, ThreadPool | ThreadPoolExecutor)
+        self._own: ThreadPool | None = None  # the group's own pool, while it has one
+        self._lock = threading.Lock()
+        self._all_done = threading.Condition(self._lock)
+        self._state = NEW
+        self._active = 0  # tasks admitted by go() and not ended
+        # go() calls waiting for a slot, each on a lock held until a task's end (or a
+        # cancellation) releases it: lighter than a Condition.
+        self._waiters: deque[threading.Lock] = deque()
+        # Tasks not known to have started, by index: _OwnFuture (own pool) or _Task.
+        self._inflight: dict[int, Any] = {}
+        self._slots: list[WorkerSlot] = []  # of the own pool's workers
+        self._children: set[Group] = set()  # groups opened by running tasks
+        self._parent: Group | None = None
+        # Results, not futures, are kept for results(): holding every future (and its
+        # condition variable) alive doubles the cost of a go() through the collector.
+        self._values: list[Any] = []
+        self._errors: list[Exception] = []
+        self._base_error: BaseException | None = None
+        self._failed = 0
+        self._cancelled_tasks = 0
+        self._cancelled = False
+        self._by_parent = False
+        self._timed_out = False
+        self._timer: Timer | None = None
+        self._last_fn: Any = None
+
+    @property
+    def limit(self) -> int | None:
+        """The most tasks in flight at once (None: no limit)."""
+        return self._limit
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the group was cancelled (a failure, the deadline, ``cancel()``)."""
+        return self._cancelled
+
     # -- life cycle ---------------------------------------------------------------------
 
     def __enter__(self) -> Group:
@@ -105,24 +216,23 @@ class Group(OwnThreads):
                 raise RuntimeError("a Group can be entered only once")
             self._state = OPEN
         if self._pool is None:
-            self._own = ThreadPool(self._limit or UNLIMITED, name=self._name)
-            self._pool = self._own
+            self._own = ThreadPool(self._limit or UNLIMITED, name=self._name,
+                                   initializer=self._worker_started)
         if self._timeout is not None:
             self._timer = Timer(f"{self._name}_timer")
             self._timer.call_later(self._timeout, self._expire)
-        parent: Task | None = getattr(LOCAL, "task", None)
+        parent: Group | None = getattr(_LOCAL, "group", None)
         if parent is not None:  # opened in a task of another group: cancelled with it
             self._parent = parent
-            with parent.group._lock:
-                if parent.children is None:
-                    parent.children = []
-                parent.children.append(self)
-            if parent.group._cancelled:
+            with parent._lock:
+                parent._children.add(self)
+                cancelled = parent._cancelled
+            if cancelled:
                 self._cancel(by_parent=True)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> None:
         if exc is not None:
             if not isinstance(exc, Exception) and self._base_error is None:
                 self._base_error = exc
@@ -131,7 +241,20 @@ class Group(OwnThreads):
             self._wait_all()
         finally:
             self._close()
-        return self._raise(exc)
+        body_error = exc if isinstance(exc, Exception) and not isinstance(
+            exc, CancelledError) else None
+        # Unless the verdict raises, the block's own exception, if any (a
+        # KeyboardInterrupt, a cancellation), propagates as it is.
+        if (not verdict(MESSAGE, self._errors, self._base_error, self._timed_out, exc,
+                        body_error)
+                and exc is None and self._by_parent):
+            raise Cancelled("the group was cancelled with the task that opened it")
+
+    def _worker_started(self) -> None:
+        """The own pool's initializer, once in each of its threads."""
+        _LOCAL.group = self
+        with self._lock:
+            self._slots.append(current_slot())
 
     def _wait_all(self) -> None:
         try:
@@ -144,8 +267,6 @@ class Group(OwnThreads):
                 self._wait()
             except BaseException:  # a second one: give up on tasks that do not stop
                 if self._own is not None:
-                    with self._lock:
-                        self._unpark()
                     self._own.shutdown(wait=False, cancel_futures=True)
                     self._own = None
                 raise
@@ -160,35 +281,14 @@ class Group(OwnThreads):
     def _close(self) -> None:
         with self._lock:
             self._state = CLOSED
-            self._unpark()
         if self._timer is not None:
             self._timer.close()
         if self._own is not None:
             self._own.shutdown(wait=True)
         parent = self._parent
         if parent is not None:
-            with parent.group._lock:
-                if parent.children is not None and self in parent.children:
-                    parent.children.remove(self)
-
-    def _raise(self, exc: BaseException | None) -> bool:
-        """Raise what leaving the block raises; False lets *exc* propagate as it is."""
-        if self._base_error is not None:
-            if self._base_error is exc:
-                return False
-            raise self._base_error
-        errors = list(self._errors)
-        body_failed = False
-        if isinstance(exc, Exception) and not isinstance(exc, CancelledError):
-            errors.append(exc)
-            body_failed = True
-        if len(errors) == 1 and self._timed_out and not body_failed:
-            raise errors[0]  # only the deadline: a plain TimeoutError
-        if errors:
-            raise ExceptionGroup(MESSAGE, errors) from None
-        if exc is None and self._by_parent:
-            raise Cancelled("the group was cancelled with the task that opened it")
-        return False  # no error, or the block's own cancellation, raised as it is
+            with parent._lock:
+                parent._children.discard(self)
 
     # -- starting tasks -----------------------------------------------------------------
 
@@ -224,9 +324,247 @@ class Group(OwnThreads):
         if fn is not self._last_fn:
             _check_fn(fn)
             self._last_fn = fn
-        if self._own is None:
+        own = self._own
+        if own is None:
             return self._go_executor(fn, args, kwargs, block)
-        return self._go_own(fn, args, kwargs, block)
+        # The hot path: admit the task, hand it to the own pool.
+        future = _OwnFuture()
+        future._group = self
+        with self._lock:
+            if self._state != OPEN:
+                self._check_state()
+            index = self._admit(block)
+            if index < 0:
+                return _cancelled_future()
+            future._index = index
+            self._inflight[index] = future
+        try:
+            own._put_future(future, self._run, (index, fn, args, kwargs))
+        except BaseException:  # not started after all (the pool was given up on)
+            self._dropped(index, NOT_STARTED)
+            raise
+        return future
+
+    def _admit(self, block: bool) -> int:
+        """Wait for a slot (unless cancelled); return the task's index, or -1 once
+        the group is cancelled. Caller holds the lock."""
+        limit = self._limit
+        while limit is not None and self._active >= limit and not self._cancelled:
+            if not block:
+                raise WouldBlock(f"the group is at its limit ({limit} tasks in flight)")
+            self._wait_turn()
+        if self._cancelled:
+            self._cancelled_tasks += 1
+            return -1
+        self._active += 1
+        self._values.append(None)
+        return len(self._values) - 1
+
+    def _wait_turn(self) -> None:
+        """Wait until a task ends or the group is cancelled; the caller looks again.
+
+        Called and returns with the lock held.
+        """
+        signal = threading.Lock()
+        signal.acquire()
+        self._waiters.append(signal)
+        self._lock.release()
+        try:
+            signal.acquire()
+        except BaseException:  # Ctrl-C while waiting
+            self._lock.acquire()
+            if signal in self._waiters:
+                self._waiters.remove(signal)
+            elif self._waiters:  # its turn had come: pass it on
+                self._waiters.popleft().release()
+            raise
+        self._lock.acquire()
+
+    def _check_state(self) -> None:
+        if self._state == NEW:
+            raise RuntimeError("Group.go() called before the group was entered: use "
+                               "'with wp.Group() as g:'")
+        if self._state == CLOSED or (self._state == EXITING and not self._active):
+            raise RuntimeError("Group.go() called after the group's block exited: a "
+                               "group takes no new tasks once all of its tasks ended")
+
+    # -- a task on the group's own pool ---------------------------------------------------
+
+    def _run(self, index: int, fn: Callable[..., Any], args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> Any:
+        """Run a task on a thread of the own pool, and count its end before the
+        thread takes another task: a failure cancels the group before its slot frees.
+        The pool published the task's context before: a cancellation from now on
+        reaches it."""
+        self._inflight.pop(index, None)
+        if self._cancelled:
+            error = Cancelled("the group was cancelled before the task started")
+            self._end(error)
+            raise error
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._end(exc)
+            raise
+        self._values[index] = value
+        with self._lock:
+            self._active -= 1
+            if self._waiters:
+                self._waiters.popleft().release()
+            if not self._active and self._state == EXITING:
+                self._all_done.notify_all()
+        return value
+
+    def _dropped(self, index: int, value: Any = None) -> None:
+        """The task at *index* on the own pool will never run (its future was
+        cancelled, or the pool refused it: *value* is NOT_STARTED)."""
+        with self._lock:
+            if self._inflight.pop(index, None) is None:
+                return
+            if value is NOT_STARTED:
+                self._values[index] = value
+            else:
+                self._cancelled_tasks += 1
+            self._release()
+
+    # -- a task on an executor passed as pool ---------------------------------------------
+
+    def _go_executor(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any], block: bool) -> Future[Any]:
+        with self._lock:
+            if self._state != OPEN:
+                self._check_state()
+            index = self._admit(block)
+            if index < 0:
+                return _cancelled_future()
+            task = _Task(self, index)
+            self._inflight[index] = task
+        try:
+            future = self._submit(task, fn, args, kwargs, block)
+        except BaseException:  # not started after all (a full queue, a closed pool)
+            with self._lock:
+                del self._inflight[index]
+                self._values[index] = NOT_STARTED
+                self._release()
+            raise
+        task.future = future
+        future.add_done_callback(task)
+        if self._cancelled:  # meanwhile, when _cancel() could not see the future yet
+            task.cancel()
+        return future
+
+    def _submit(self, task: _Task, fn: Callable[..., Any], args: tuple[Any, ...],
+                kwargs: dict[str, Any], block: bool) -> Future[Any]:
+        pool = self._pool
+        assert pool is not None
+        submit = pool.submit if block else getattr(pool, "submit_nowait", pool.submit)
+        if self._wrap:
+            return submit(self._call, task, fn, args, kwargs)
+        return submit(fn, *args, **kwargs)
+
+    def _call(self, task: _Task, fn: Callable[..., Any], args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> Any:
+        """Run *fn* in a thread of the executor, publishing its context for
+        cancellation and the group for the groups it opens."""
+        slot: WorkerSlot | None = None
+        try:
+            ctx = current()
+        except RuntimeError:  # a thread of a foreign executor: give it a context
+            slot = WorkerSlot(-1)
+            install_slot(slot)
+            ctx = slot.ctx = TaskContext(slot)
+        task.ctx = ctx
+        if self._cancelled:  # after publishing ctx: _cancel() sees one or the other
+            raise Cancelled("the group was cancelled before the task started")
+        outer = getattr(_LOCAL, "group", None)
+        _LOCAL.group = self
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _LOCAL.group = outer
+            if slot is not None:
+                slot.ctx = None
+
+    def _ended(self, task: _Task, future: Future[Any]) -> None:
+        """The done callback of every task's future (in whichever thread settles it)."""
+        error: BaseException | None = None
+        if future.cancelled():
+            error = _CANCELLED_ERROR
+        else:
+            error = future.exception()
+            if error is None:
+                self._values[task.index] = future.result()
+        self._inflight.pop(task.index, None)
+        self._end(error)
+
+    # -- the end of a task, cancellation ----------------------------------------------------
+
+    def _end(self, error: BaseException | None) -> None:
+        """Count the end of a task; the first failure (a cancellation is none)
+        cancels the group, before a waiting go() can take the slot."""
+        tasks = None
+        with self._lock:
+            if error is not None:
+                if isinstance(error, CancelledError):
+                    self._cancelled_tasks += 1
+                else:
+                    self._failed += 1
+                    if isinstance(error, Exception):
+                        self._errors.append(error)
+                    elif self._base_error is None:
+                        self._base_error = error
+                    tasks = self._stop(False)
+            self._release()
+        if tasks is not None:
+            self._cancel_tasks(tasks)
+
+    def _release(self) -> None:
+        # Caller holds the lock: a task left the group.
+        self._active -= 1
+        if self._waiters:
+            self._waiters.popleft().release()
+        if not self._active and self._state == EXITING:
+            self._all_done.notify_all()
+
+    def _cancel(self, *, by_parent: bool = False) -> None:
+        with self._lock:
+            tasks = self._stop(by_parent)
+        if tasks is not None:
+            self._cancel_tasks(tasks)
+
+    def _stop(self, by_parent: bool) -> list[Any] | None:
+        """Mark the group cancelled and wake every waiting go(); return the tasks to
+        cancel (None if it was cancelled already). Caller holds the lock."""
+        if self._cancelled:
+            return None
+        self._cancelled = True
+        self._by_parent = by_parent
+        while self._waiters:
+            self._waiters.popleft().release()
+        return list(self._inflight.values())
+
+    def _cancel_tasks(self, tasks: list[Any]) -> None:
+        """Cancel the tasks not started, the contexts of those running, and the
+        groups they opened."""
+        for task in tasks:
+            task.cancel()
+        for slot in list(self._slots):
+            ctx = slot.ctx
+            if ctx is not None:
+                ctx.cancel()
+        with self._lock:
+            children = list(self._children)
+        for child in children:
+            child._cancel(by_parent=True)
+
+    def _expire(self) -> None:
+        """The group's deadline passed (on the timer thread)."""
+        with self._lock:
+            if self._cancelled or self._state == CLOSED:
+                return
+            self._errors.append(TimeoutError(f"group timed out after {self._timeout:g} s"))
+            self._timed_out = True
+        self._cancel()
 
     def cancel(self) -> None:
         """Cancel the group: tasks not started never start, running ones see

@@ -455,3 +455,13 @@ class ThreadPool(ExecutorPool, ThreadPoolExecutor):
     def __enter__(self) -> ThreadPool:
         return self
 
+    # -- the hook of a wp.Group over its own pool --------------------------------------
+
+    def _put_future(self, future: Future[Any], fn: Callable[..., Any],
+                    args: tuple[Any, ...]) -> None:
+        """Run ``fn(*args)`` and settle *future*, which the caller made (a ``wp.Group``
+        makes its own, which tells the group when it is cancelled); the pool's
+        options (timeout, retry, budget) do not apply. Blocks while the queue is full.
+        """
+        self._engine.put(Task(fn, args, {}, future))
+

@@ -1,0 +1,54 @@
+"""What ``Group`` and ``AsyncGroup`` share: the life-cycle states, the ``limit`` check
+and the verdict (what leaving a group's block raises). May import ``_core`` only.
+
+The verdict, as the docstrings of both groups state it: a ``KeyboardInterrupt`` or
+``SystemExit`` (of a task or of the block) is raised as it is; otherwise every real
+failure of a task, in the order they happened, then the block's own exception, in an
+``ExceptionGroup``; the deadline alone is a plain ``TimeoutError``. Cancellations are
+no failures: what happens to them is the caller's part (a sync group lets the block's
+own through, an async group swallows its own cancel scope's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+__all__ = ["CLOSED", "EXITING", "NEW", "OPEN", "check_limit", "verdict"]
+
+NEW: Final = 0
+OPEN: Final = 1
+EXITING: Final = 2  # the block has ended; running tasks may still call go()
+CLOSED: Final = 3
+
+
+def check_limit(limit: int | None) -> int | None:
+    """Validate a group's ``limit`` (None: no limit)."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int or None, got {limit!r}")
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    return limit
+
+
+def verdict(message: str, errors: Sequence[Exception], base_error: BaseException | None,
+            timed_out: bool, exc: BaseException | None, body_error: Exception | None) -> bool:
+    """Raise what the tasks' ends and the block's *body_error* make leaving the block
+    raise. Return True when *exc* (the block's exception) is the group's
+    ``KeyboardInterrupt``/``SystemExit`` and propagates as it is; False when there is
+    nothing to raise, and the caller decides about *exc* (a cancellation, or None).
+    """
+    if base_error is not None:
+        if base_error is exc:
+            return True
+        raise base_error
+    failures = list(errors)
+    if body_error is not None:
+        failures.append(body_error)
+    if len(failures) == 1 and timed_out and body_error is None:
+        raise failures[0]  # only the deadline: a plain TimeoutError
+    if failures:
+        raise ExceptionGroup(message, failures) from None
+    return False
