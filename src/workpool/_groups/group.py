@@ -333,9 +333,14 @@ class Group:
         with self._lock:
             if self._state != OPEN:
                 self._check_state()
-            index = self._admit(block)
-            if index < 0:
-                return _cancelled_future()
+            if self._cancelled or (self._limit is not None and self._active >= self._limit):
+                index = self._admit(block)
+                if index < 0:
+                    return _cancelled_future()
+            else:
+                self._active += 1
+                index = len(self._values)
+                self._values.append(None)
             future._index = index
             self._inflight[index] = future
         try:
