@@ -570,6 +570,27 @@ def test_ctrl_c_while_go_waits_for_a_slot() -> None:
     assert len(g._waiters) == 0
 
 
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
+def test_a_second_ctrl_c_gives_up_on_tasks_that_ignore_cancellation() -> None:
+    release = threading.Event()
+
+    def stubborn() -> str:
+        assert release.wait(WAIT)  # never looks at wp.current().cancelled
+        return "done"
+
+    g = wp.Group()
+
+    def waiting_again() -> bool:  # cancelled by the first Ctrl-C, waiting again
+        return g.cancelled and bool(g._all_done._waiters)  # type: ignore[attr-defined]
+
+    with ctrl_c_when(lambda: "exiting" in repr(g)), ctrl_c_when(waiting_again), \
+            pytest.raises(KeyboardInterrupt), g:
+        running = g.go(stubborn)
+    assert not running.done()  # given up on: the block did not wait for it
+    release.set()
+    assert running.result(WAIT) == "done"
+
+
 def test_a_cancellation_of_the_block_propagates_as_it_is() -> None:
     with pytest.raises(wp.Cancelled, match=exact("outer")), wp.Group() as g:  # noqa: PT012
         running = g.go(wait_for_cancel)

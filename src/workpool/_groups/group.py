@@ -172,7 +172,8 @@ class Group:
         self._pool: Executor | None = pool
         # In-process threads run tasks through _call, which learns their context.
         self._wrap = isinstance(pool, ThreadPool | ThreadPoolExecutor)
-        self._own: ThreadPool | None = None  # the group's own pool, while it has one
+        self._own: ThreadPool | None = None  # the group's own pool
+        self._given_up = False  # on its threads, at a second Ctrl-C
         self._lock = threading.Lock()
         self._all_done = threading.Condition(self._lock)
         self._state = NEW
@@ -267,8 +268,8 @@ class Group:
                 self._wait()
             except BaseException:  # a second one: give up on tasks that do not stop
                 if self._own is not None:
+                    self._given_up = True
                     self._own.shutdown(wait=False, cancel_futures=True)
-                    self._own = None
                 raise
 
     def _wait(self) -> None:
@@ -283,7 +284,7 @@ class Group:
             self._state = CLOSED
         if self._timer is not None:
             self._timer.close()
-        if self._own is not None:
+        if self._own is not None and not self._given_up:
             self._own.shutdown(wait=True)
         parent = self._parent
         if parent is not None:
