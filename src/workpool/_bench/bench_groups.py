@@ -71,6 +71,15 @@ def _tpe_semaphore(n: int) -> float:
     return time.perf_counter() - t0
 
 
+def _pool_submit(n: int) -> float:
+    """What a group stands on: its own ``wp.ThreadPool`` of ``limit`` threads."""
+    t0 = time.perf_counter()
+    with wp.ThreadPool(LIMIT) as pool:
+        for i in range(n):
+            pool.submit(_tiny, i)
+    return time.perf_counter() - t0
+
+
 def _group_go(n: int) -> float:
     t0 = time.perf_counter()
     with Group(limit=LIMIT) as g:
@@ -87,6 +96,7 @@ def go_threads(quick: bool) -> dict[str, float]:
         [
             (f"{TPE}({LIMIT}).submit", lambda: _tpe_submit(n)),
             (f"{TPE}({LIMIT}).submit + Semaphore({LIMIT})", lambda: _tpe_semaphore(n)),
+            (f"ThreadPool({LIMIT}).submit", lambda: _pool_submit(n)),
             (f"Group(limit={LIMIT}).go", _option(Group, lambda: _group_go(n))),
         ],
         unit="us/task", scale=1e6 / n, baseline=f"{TPE}({LIMIT}).submit",
