@@ -2,7 +2,7 @@
 
 The front end: argument checks, ``go`` and the ``async with`` life cycle. The queue,
 the worker tasks and the group's end are the ``GroupEngine``'s
-(``_async_group_engine.py``).
+(``async_engine.py``); the verdict is ``policy.py``'s, shared with ``Group``.
 """
 
 from __future__ import annotations
