@@ -33,7 +33,7 @@ from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
 from .._engine.engine import Engine, Task
-from .._engine.intake import RUNNING
+from .._engine.intake import OPEN
 from .._sync.semaphore import Semaphore
 from .map import MapIterator, MapRun, results
 
@@ -290,7 +290,7 @@ class ExecutorPool(Executor):
         if not iterables:
             raise TypeError("map() must have at least one iterable")
         check_map_args(chunksize, window, on_error, timeout)
-        if self._engine.state != RUNNING:
+        if self._engine.state != OPEN:
             self._engine.put(Task(fn, (), {}, Future()))  # raises as submit would
         policies = (self._timeout is not None or self._retry is not None
                     or self._rate is not None)
