@@ -404,7 +404,44 @@ class MapResults(Generic[T]):
                     self._cur, self._count, self._chunk = _EMPTY, 0, None
                 elif not run.started:
                     run.start()
-                await self._take(run)
+                sync = not run.is_async
+                while True:  # until a chunk that ran, or the end
+                    if run.failure is not None:
+                        failure, run.failure = run.failure, None
+                        raise failure
+                    if run.closed:
+                        raise StopAsyncIteration
+                    if sync and run.outstanding <= run.refill_at:
+                        run.fill()
+                    got = run.take()
+                    if got is not None:
+                        chunk, cur = got
+                        self._chunk, self._cur, self._count = chunk, cur, chunk.count
+                        self._pos = 0
+                        if cur:
+                            head = cur[0]
+                            if type(head) is Failure:
+                                break  # the loop above applies on_error
+                            self._pos = 1
+                            first: T = Value(head) if self._outcomes else head  # type: ignore[assignment]
+                            return first
+                        # cancelled before it ran
+                        run.failure = run.failure or Cancelled("map item cancelled")
+                        continue
+                    if run.at_end():
+                        ended, run.input_error = run.input_error, None
+                        if ended is not None:
+                            raise ended
+                        if self._failures:
+                            failures, self._failures = self._failures, []
+                            raise ItemsFailed(CollectedErrors(failures))
+                        raise StopAsyncIteration
+                    if sync:
+                        run.fill()  # top the window up before waiting
+                    if run.starved and not run.held:
+                        await run.wait_token()  # nothing of ours is out to return one
+                    else:
+                        await run.wait()
         except BaseException:
             run.close()
             raise
@@ -423,41 +460,6 @@ class MapResults(Generic[T]):
             self._failures.append(
                 collected(self._run.where, self._chunk.items[pos], failure.error))
         return False
-
-    async def _take(self, run: MapRun) -> None:
-        """Make the next finished chunk the current one, at its first item, or raise
-        what ends the map: its error, the failures collected, or the end."""
-        sync = not run.is_async
-        while True:
-            if run.failure is not None:
-                failure, run.failure = run.failure, None
-                raise failure
-            if run.closed:
-                raise StopAsyncIteration
-            if sync and run.outstanding <= run.refill_at:
-                run.fill()
-            got = run.take()
-            if got is not None:
-                chunk, cur = got
-                self._chunk, self._cur, self._count, self._pos = chunk, cur, chunk.count, 0
-                if not cur:  # cancelled before it ran
-                    run.failure = run.failure or Cancelled("map item cancelled")
-                    continue
-                return
-            if run.at_end():
-                error, run.input_error = run.input_error, None
-                if error is not None:
-                    raise error
-                if self._failures:
-                    failures, self._failures = self._failures, []
-                    raise ItemsFailed(CollectedErrors(failures))
-                raise StopAsyncIteration
-            if sync:
-                run.fill()  # top the window up before waiting
-            if run.starved and not run.held:
-                await run.wait_token()  # nothing of ours is out to return one
-            else:
-                await run.wait()
 
     async def aclose(self) -> None:
         """Cancel what is queued and running, and wait until it has stopped."""
