@@ -7,14 +7,14 @@ Where each keyword is accepted (``-``: not accepted, and why)::
     keyword   pools' ctor   submit/schedule   map                Group/AsyncGroup  stage
     --------  ------------  ----------------  -----------------  ----------------  -----------
     on_error  -             -                 all four values    - (1)             all four (2)
-    timeout   per task      schedule: per     the stdlib's (3)   whole group (4)   per item
+    timeout   per task      schedule: per     the stdlib's (3)   whole group (4)   per item (4)
                             task
-    retry     per task      schedule: per     - (the pool's)     -                 per item
+    retry     per task      schedule: per     - (the pool's)     - (the pool's)    per item
                             task
-    rate      the pool's    -                 - (the pool's)     -                 per stage
+    rate      the pool's    -                 - (the pool's)     - (the pool's)    per stage
     priority  -             schedule          - (5)              -                 - (6)
-    budget    every task    (the pool's)      every item (7)     -                 per item (8)
-    cost      -             schedule          - (1 per item)     -                 per item (8)
+    budget    every task    (the pool's)      every item (7)     - (9)             per item (8)
+    cost      -             schedule          - (1 per item)     - (9)             per item (8)
 
 ``on_error``, the same four values everywhere (``check_on_error``):
 
@@ -31,14 +31,16 @@ Where each keyword is accepted (``-``: not accepted, and why)::
 Notes: (1) a group fails fast by design (the first failure cancels it) and has no
 ``on_error``. (2) ``each()`` has no output for ``"return"`` to put a failure in: it
 refuses it. (3) ``map(timeout=)`` is the stdlib's: seconds after the call by which each
-result must be ready, so that code written for ``concurrent.futures`` keeps working;
-the per-item limit is the pool's ``timeout``. (4) a group's ``timeout`` bounds the
-block. (5) a map's items have one priority, the default. (6) a stage's items run on
-a pool of the stage's own, so there is nothing to order them against. (7) one token
-per item. (8) ``budget=`` a ``wp.Semaphore`` (shared with anything else), ``cost=``
-tokens per item, held while it is handed to the workers and until it ends; thread
-and process stages (an async stage runs in an event loop of its own, which a
-blocking ``wp.Semaphore`` would stall).
+result must be ready, so that code written for ``concurrent.futures`` keeps working; the
+per-item limit is the pool's ``timeout``. (4) a group's ``timeout`` bounds the block;
+``batch(timeout=)`` is how long a partial batch waits. (5) a map's items have one
+priority, the default. (6) a stage's items run on a pool of the stage's own, so there is
+nothing to order them against. (7) one token per item. (8) ``budget=`` a
+``wp.Semaphore`` (shared with anything else), ``cost=`` tokens per item, held while it
+is handed to the workers and until it ends; thread and process stages (an async stage
+runs in an event loop of its own, which a blocking ``wp.Semaphore`` would stall). (9) a
+group's tasks hold the budget of the pool it runs on (``pool=``), if any; the group
+itself takes none.
 """
 
 from __future__ import annotations
