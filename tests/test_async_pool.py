@@ -534,7 +534,7 @@ async def test_map_raises_the_first_error_and_cancels_the_rest() -> None:
         with pytest.raises(ZeroDivisionError):
             await _collect(pool.map(invert, [1, 2, 0, 4, 5]), got)
         assert got == [1.0, 0.5]
-        outcomes = [o async for o in pool.map(invert, [1, 0, 4], on_error="collect")]
+        outcomes = [o async for o in pool.map(invert, [1, 0, 4], on_error="return")]
         assert outcomes[0] == wp.Value(1.0)
         assert outcomes[2] == wp.Value(0.25)
         error = outcomes[1]
@@ -607,8 +607,9 @@ async def test_map_timeout_and_bad_arguments() -> None:
             pool.map(echo, [1], chunksize=0)
         with pytest.raises(ValueError, match=r"^window must be >= 1, got 0$"):
             pool.map(echo, [1], window=0)
-        with pytest.raises(ValueError, match=r"^on_error must be 'raise', 'collect' or "):
-            pool.map(echo, [1], on_error="skip")  # type: ignore[call-overload]
+        with pytest.raises(ValueError, match=r"^on_error must be one of 'raise', 'return', "
+                                             r"'collect', 'skip', not 'ignore'$"):
+            pool.map(echo, [1], on_error="ignore")  # type: ignore[call-overload]
         with pytest.raises(TypeError, match=r"^map\(\) must have at least one iterable$"):
             pool.map(echo)
         with pytest.raises(ValueError, match=r"^timeout must be >= 0, got nan$"):
@@ -1207,7 +1208,7 @@ async def _run_map_plan(failures: set[int], stop_at: int | None, ordered: bool,
         async with wp.AsyncPool(3) as pool:
             try:
                 async with pool.map(task, range(40), ordered=ordered, window=8,
-                                    on_error="collect" if mode == "collect" else "raise"
+                                    on_error="return" if mode == "return" else "raise"
                                     ) as results:
                     async for r in results:
                         got.append(r)
@@ -1219,7 +1220,7 @@ async def _run_map_plan(failures: set[int], stop_at: int | None, ordered: bool,
     stats = pool.statistics()
     assert stats.submitted == stats.completed + stats.failed + stats.cancelled
     assert (stats.running, stats.queued) == (0, 0)
-    if mode == "collect" and stop_at is None:
+    if mode == "return" and stop_at is None:
         assert len(got) == 40
         assert {i for i, o in enumerate(sorted(got, key=_index)) if isinstance(o, wp.Error)
                 } == failures
@@ -1232,7 +1233,7 @@ def _index(outcome: Any) -> int:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(failures=st.sets(st.integers(0, 39), max_size=4),
        stop_at=st.one_of(st.none(), st.integers(0, 39)), ordered=st.booleans(),
-       mode=st.sampled_from(["raise", "collect"]), backend=st.sampled_from(["asyncio", "trio"]))
+       mode=st.sampled_from(["raise", "return"]), backend=st.sampled_from(["asyncio", "trio"]))
 def test_every_map_item_ends_exactly_once(failures: set[int], stop_at: int | None,
                                           ordered: bool, mode: str, backend: str) -> None:
     anyio.run(_run_map_plan, failures, stop_at, ordered, mode, backend=backend)
@@ -1572,7 +1573,7 @@ async def test_budget_tokens_return_when_a_map_stops_early() -> None:
                     assert x == 0
                     break
             assert budget.statistics().held == 0
-            got = [o async for o in pool.map(fail, ["a", "b"], on_error="collect")]
+            got = [o async for o in pool.map(fail, ["a", "b"], on_error="return")]
             assert [type(o) for o in got] == [wp.Error, wp.Error]
             assert budget.statistics().held == 0
 

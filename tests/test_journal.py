@@ -121,9 +121,10 @@ def test_transactional_sink_writes_with_the_journal(tmp_path: Path) -> None:
         if 13 in rows:
             raise ValueError("rows with 13 are rejected")
 
-    report = (wp.Pipeline(range(40), journal=db, key=int).map(t.same, workers=2).batch(5)
-              .each(save, transactional=True, on_error="collect").run())
-    assert [e.item for e in report.errors] == [[10, 11, 12, 13, 14]]
+    with pytest.raises(wp.ItemsFailed) as failed:
+        (wp.Pipeline(range(40), journal=db, key=int).map(t.same, workers=2).batch(5)
+         .each(save, transactional=True, on_error="collect").run())
+    assert [e.item for e in failed.value.errors] == [[10, 11, 12, 13, 14]]
     conn = sqlite3.connect(db)
     written = sorted(x for (x,) in conn.execute("SELECT x FROM out"))
     conn.close()

@@ -198,11 +198,23 @@ def test_skip_drops_and_counts(kind: Any) -> None:
     assert report.errors == ()
 
 
+def _run_collecting(pipe: wp.Pipeline[Any]) -> wp.PipelineReport:
+    """``pipe.run()``, which must end in ``wp.ItemsFailed``: its report."""
+    with pytest.raises(wp.ItemsFailed) as failed:
+        pipe.run()
+    report = failed.value.report
+    assert isinstance(report, wp.PipelineReport)
+    assert failed.value.errors == report.errors
+    assert str(failed.value) == str(report.errors)
+    return report
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_collect_keeps_item_exception_and_traceback(kind: Any) -> None:
-    report = (wp.Pipeline(range(10))
-              .map(FAIL[kind], workers=2, kind=kind, on_error="collect", name="risky")
-              .run())
+    report = _run_collecting(
+        wp.Pipeline(range(10))
+        .map(FAIL[kind], workers=2, kind=kind, on_error="collect", name="risky"))
+    assert report.status == "finished"
     assert [e.item for e in sorted(report.errors, key=lambda e: e.item)] == [3, 8]
     first = report.errors[0]
     assert first.stage == "risky"
@@ -214,8 +226,8 @@ def test_collect_keeps_item_exception_and_traceback(kind: Any) -> None:
 
 
 def test_collected_errors_print_as_a_short_summary() -> None:
-    report = (wp.Pipeline(range(125))
-              .map(t.fail_on_3, workers=2, on_error="collect", name="risky").run())
+    report = _run_collecting(
+        wp.Pipeline(range(125)).map(t.fail_on_3, workers=2, on_error="collect", name="risky"))
     errors = report.errors
     assert isinstance(errors, tuple)  # iterated, indexed and counted as before
     assert len(errors) == 25
@@ -281,8 +293,8 @@ def test_a_sink_reports_what_it_took_in() -> None:
 
 
 def test_a_worker_process_crash_fails_only_its_item() -> None:
-    report = (wp.Pipeline(range(6))
-              .map(t.crash_on_3, workers=2, kind="process", on_error="collect").run())
+    report = _run_collecting(
+        wp.Pipeline(range(6)).map(t.crash_on_3, workers=2, kind="process", on_error="collect"))
     assert [e.item for e in report.errors] == [3]
     assert isinstance(report.errors[0].error, wp.WorkerCrashed)
     assert report.stages[0].items_out == 5
@@ -290,9 +302,12 @@ def test_a_worker_process_crash_fails_only_its_item() -> None:
 
 def test_timeout_retry_and_rate_apply_per_item() -> None:
     pipe = wp.Pipeline(range(6)).map(t.nap_on_3, workers=2, timeout=0.2, on_error="collect")
-    with iter(pipe) as items:
-        assert list(items) == [0, 1, 2, 4, 5]
-        errors = items.report().errors
+    got: list[int] = []
+    with iter(pipe) as items, pytest.raises(wp.ItemsFailed) as failed:
+        got.extend(items)
+    assert got == [0, 1, 2, 4, 5]
+    errors = failed.value.errors
+    assert errors == items.report().errors
     assert [e.item for e in errors] == [3]
     assert isinstance(errors[0].error, wp.TaskTimeout)
 
@@ -595,7 +610,7 @@ def test_workers_as_a_multiple_of_cpus() -> None:
     (lambda p: p.map(t.square, kind="fiber"), ValueError,
      "kind must be 'thread', 'process' or 'async', got 'fiber'"),
     (lambda p: p.map(t.square, on_error="ignore"), ValueError,
-     "on_error must be 'raise', 'skip' or 'collect', got 'ignore'"),
+     "on_error must be one of 'raise', 'return', 'collect', 'skip', not 'ignore'"),
     (lambda p: p.map(t.square, buffer=0), ValueError, "buffer must be >= 1, got 0"),
     (lambda p: p.map(t.square, timeout=0), ValueError, "timeout must be > 0, got 0"),
     (lambda p: p.map(t.square, retry=3), TypeError, "retry must be a wp.Retry or None"),

@@ -17,6 +17,7 @@ import typing as _typing
 from ._core.context import TaskContext as TaskContext
 from ._core.context import current as current
 from ._core.exceptions import Cancelled as Cancelled
+from ._core.exceptions import ItemsFailed as ItemsFailed
 from ._core.exceptions import PoolClosed as PoolClosed
 from ._core.exceptions import QueueFull as QueueFull
 from ._core.exceptions import TaskTimeout as TaskTimeout
@@ -31,11 +32,11 @@ from ._core.sizing import io_workers as io_workers
 from ._core.stats import PoolStatistics as PoolStatistics
 
 if _typing.TYPE_CHECKING:
+    from ._core.failures import CollectedError as CollectedError
     from ._core.process_errors import WorkerCrashed as WorkerCrashed
     from ._engine.async_task import AsyncFuture as AsyncFuture
     from ._groups.async_group import AsyncGroup as AsyncGroup
     from ._groups.group import Group as Group
-    from ._pipeline import CollectedError as CollectedError
     from ._pipeline import Pipeline as Pipeline
     from ._pipeline import PipelineReport as PipelineReport
     from ._pipeline import StageReport as StageReport
@@ -59,6 +60,7 @@ __all__ = [
     "CollectedError",
     "Error",
     "Group",
+    "ItemsFailed",
     "Pipeline",
     "PipelineReport",
     "PoolClosed",
@@ -94,11 +96,12 @@ _LAZY: dict[str, dict[str, str]] = {
                 "Semaphore": "._sync.semaphore", "SemaphoreStatistics": "._sync.semaphore"},
     "processes": {"ProcessPool": "._pools.process"},
     "crashes": {"WorkerCrashed": "._core.process_errors"},
+    "failures": {"CollectedError": "._core.failures"},
     "async": {"AsyncPool": "._pools.async_pool", "AsyncFuture": "._engine.async_task",
               "AsyncGroup": "._groups.async_group", "AsyncSemaphore": "._sync.async_semaphore",
               "merge": "._sync.merge", "amerge": "._sync.merge"},
     "pipelines": {"Pipeline": "._pipeline", "PipelineReport": "._pipeline",
-                  "StageReport": "._pipeline", "CollectedError": "._pipeline"},
+                  "StageReport": "._pipeline"},
 }
 _FAMILY = {name: family for family, names in _LAZY.items() for name in names}
 

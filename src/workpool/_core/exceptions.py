@@ -8,6 +8,8 @@
     ├── PoolClosed                     also a RuntimeError: the pool takes no more work
     ├── WouldBlock                     an ``X_nowait`` call would have had to wait
     │   └── QueueFull                  ... because the pool's queue is full
+    ├── ItemsFailed                    items failed under on_error="collect": all of
+    │                                  them, raised once the rest came out
     └── WorkerCrashed                  also BrokenProcessPool: a worker process died,
                                        or a task could not cross to or from it
 
@@ -20,9 +22,14 @@ its base, ``BrokenProcessPool``, imports ``multiprocessing``, which nothing else
 from __future__ import annotations
 
 import concurrent.futures
+from typing import TYPE_CHECKING, Any, final
+
+if TYPE_CHECKING:
+    from .failures import CollectedErrors
 
 __all__ = [
     "Cancelled",
+    "ItemsFailed",
     "PoolClosed",
     "QueueFull",
     "TaskTimeout",
@@ -62,3 +69,29 @@ class WouldBlock(WorkpoolError):
 
 class QueueFull(WouldBlock):
     """``submit_nowait`` found the pool's queue full."""
+
+
+@final
+class ItemsFailed(WorkpoolError):
+    """Items failed under ``on_error="collect"``: raised once every other item came
+    out of the ``map`` or the pipeline, with every failure in ``errors`` (a tuple of
+    ``wp.CollectedError``: where, the item, the exception and its traceback).
+    ``str()`` is the count and the exception types, then a line per failure for the
+    first ten. A pipeline's run also leaves its ``PipelineReport`` in ``report``
+    (None for a ``map``).
+
+    Example::
+
+        try:
+            results = list(pool.map(parse, paths, on_error="collect"))
+        except wp.ItemsFailed as failed:
+            retry_later([failure.item for failure in failed.errors])
+    """
+
+    def __init__(self, errors: CollectedErrors, report: Any = None) -> None:
+        super().__init__(errors, report)
+        self.errors = errors
+        self.report = report
+
+    def __str__(self) -> str:
+        return str(self.errors)

@@ -1,21 +1,67 @@
 """Checks of the options that pools, groups and stages share, with errors that state
-the rule. Imports nothing above ``_core``."""
+the rule: one vocabulary, each keyword meaning the same wherever it is accepted. Imports
+nothing above ``_core``.
+
+Where each keyword is accepted (``-``: not accepted, and why)::
+
+    keyword   pools' ctor   submit/schedule   map                Group/AsyncGroup  stage
+    --------  ------------  ----------------  -----------------  ----------------  -----------
+    on_error  -             -                 all four values    - (1)             all four (2)
+    timeout   per task      schedule: per     the stdlib's (3)   whole group (4)   per item (4)
+                            task
+    retry     per task      schedule: per     - (the pool's)     - (the pool's)    per item
+                            task
+    rate      the pool's    -                 - (the pool's)     - (the pool's)    per stage
+    priority  -             schedule          - (5)              -                 - (6)
+    budget    every task    (the pool's)      every item (7)     - (9)             per item (8)
+    cost      -             schedule          - (1 per item)     - (9)             per item (8)
+
+``on_error``, the same four values everywhere (``check_on_error``):
+
+- ``"raise"``: the first failure (in output order) is raised after the items before
+  it, and stops the rest.
+- ``"return"``: every item comes out as a ``wp.Value`` or a ``wp.Error``: the failure
+  takes the failed item's place.
+- ``"collect"``: go on past failures; each is kept (a ``wp.CollectedError``: where,
+  the item, the exception, its traceback), and once the rest came out one
+  ``wp.ItemsFailed`` listing them all is raised.
+- ``"skip"``: failed items are dropped (counted: ``failed`` in the pool's statistics,
+  ``skipped`` in a pipeline's report).
+
+Notes: (1) a group fails fast by design (the first failure cancels it) and has no
+``on_error``. (2) ``each()`` has no output for ``"return"`` to put a failure in: it
+refuses it. (3) ``map(timeout=)`` is the stdlib's: seconds after the call by which each
+result must be ready, so that code written for ``concurrent.futures`` keeps working; the
+per-item limit is the pool's ``timeout``. (4) a group's ``timeout`` bounds the block;
+``batch(timeout=)`` is how long a partial batch waits. (5) a map's items have one
+priority, the default. (6) a stage's items run on a pool of the stage's own, so there is
+nothing to order them against. (7) one token per item. (8) ``budget=`` a
+``wp.Semaphore`` (shared with anything else), ``cost=`` tokens per item, held while it
+is handed to the workers and until it ends; thread and process stages (an async stage
+runs in an event loop of its own, which a blocking ``wp.Semaphore`` would stall). (9) a
+group's tasks hold the budget of the pool it runs on (``pool=``), if any; the group
+itself takes none.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final, Literal
 
 from .ratelimit import RateLimit
 from .retry import Retry
 
 __all__ = [
-    "check_choice", "check_chunksize", "check_cost", "check_grace", "check_map_args",
-    "check_map_timeout",
+    "ON_ERROR", "OnError",
+    "check_budget", "check_choice", "check_chunksize", "check_cost", "check_grace",
+    "check_map_args", "check_map_timeout", "check_on_error",
     "check_pool_options", "check_rate", "check_retry", "check_schedule_args",
     "check_timeout", "check_window", "pool_workers", "stage_workers",
 ]
+
+OnError = Literal["raise", "return", "collect", "skip"]
+ON_ERROR: Final = ("raise", "return", "collect", "skip")
 
 
 def check_timeout(timeout: float | None, name: str = "timeout") -> float | None:
@@ -87,6 +133,20 @@ def check_window(window: int | None) -> None:
         raise ValueError(f"window must be >= 1, got {window!r}")
 
 
+def check_on_error(on_error: object, refused: dict[str, str] | None = None) -> None:
+    """``on_error=``: one of ``ON_ERROR`` (the module docstring says what each means),
+    and not one of *refused*, a place's values it cannot honour, each with the rule.
+
+    Raises:
+        ValueError: an unknown value, or a refused one.
+    """
+    if not isinstance(on_error, str) or on_error not in ON_ERROR:
+        raise ValueError("on_error must be one of 'raise', 'return', 'collect', 'skip', "
+                         f"not {on_error!r}")
+    if refused is not None and on_error in refused:
+        raise ValueError(refused[on_error])
+
+
 def check_choice(value: object, name: str, choices: tuple[str, ...]) -> None:
     """*value* is one of *choices*: ``on_error must be 'raise' or 'return', got 'x'``."""
     if value not in choices:
@@ -113,6 +173,27 @@ def check_cost(cost: int) -> int:
     if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
         raise ValueError(f"cost must be an int >= 1, got {cost!r}")
     return cost
+
+
+def check_budget(budget: object, kind: type[Any], cost: int = 1) -> None:
+    """``budget=``: None, or a semaphore of *kind* (named ``wp.<kind>`` in the error)
+    whose capacity is at least *cost*, which is checked too (a task that costs more
+    than the whole budget would wait for ever).
+
+    Raises:
+        TypeError: *budget* is not a *kind*.
+        ValueError: a bad *cost*, or more than the budget's capacity.
+    """
+    check_cost(cost)
+    if budget is None:
+        if cost != 1:
+            raise ValueError(f"cost is tokens of a budget: pass budget= too (cost={cost})")
+        return
+    if not isinstance(budget, kind):
+        raise TypeError(f"budget must be a wp.{kind.__name__} or None, got {budget!r}")
+    capacity = budget.capacity
+    if cost > capacity:
+        raise ValueError(f"cost must be <= the budget's capacity ({capacity}), got {cost}")
 
 
 def check_pool_options(queue_size: int, retry: Retry | None, rate: RateLimit | None,
@@ -184,10 +265,9 @@ def stage_workers(workers: int | float, cpus: Callable[[], int]) -> int:
 
 
 def check_map_args(chunksize: int | str, window: int | None, on_error: str,
-                   timeout: float | None, on_errors: tuple[str, ...]) -> None:
-    """A ``map``'s keywords, at the call; *on_errors* are the pool's ``on_error``
-    choices (the async pool also takes ``"collect"``)."""
+                   timeout: float | None) -> None:
+    """A ``map``'s keywords, at the call (the same on every pool)."""
     check_chunksize(chunksize)
     check_window(window)
-    check_choice(on_error, "on_error", on_errors)
+    check_on_error(on_error)
     check_map_timeout(timeout)

@@ -42,7 +42,7 @@ from .._core.exceptions import Cancelled, PoolClosed, TaskTimeout
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
 from .._core.timer import Timer
-from .intake import CLOSING, RUNNING, EngineIntake, Task, Worker
+from .intake import CLOSING, OPEN, EngineIntake, Task, Worker
 
 __all__ = ["Engine", "Task", "Worker"]
 
@@ -134,7 +134,7 @@ class Engine(EngineIntake):
                         self._left = [t for t in self._left if t.is_alive()]
                     self._left.append(worker.thread)
                 self._workers_changed.notify_all()
-                last = self.state != RUNNING and self._alive == 0 and not self._retrying
+                last = self.state != OPEN and self._alive == 0 and not self._retrying
             if last and self._timer is not None:
                 self._timer.close()  # nothing can need it any more
 
@@ -147,7 +147,7 @@ class Engine(EngineIntake):
             with self._lock:
                 task = self._pop()
                 if task is None:
-                    if self.state != RUNNING and not self._retrying:
+                    if self.state != OPEN and not self._retrying:
                         self._retire(worker)
                         return
                     self._went_idle()
@@ -202,7 +202,7 @@ class Engine(EngineIntake):
                         stats.failed += task.count
                 nxt = self._pop()
                 if nxt is None:
-                    if self.state != RUNNING and not self._retrying:
+                    if self.state != OPEN and not self._retrying:
                         self._retire(worker)
                         stop = True
                     else:
@@ -295,7 +295,7 @@ class Engine(EngineIntake):
                     self.stats.cancelled += task.count
             else:
                 self._retrying[task] = None
-            replace = self.state == RUNNING or self._size > 0 or bool(self._retrying)
+            replace = self.state == OPEN or self._size > 0 or bool(self._retrying)
             if replace:
                 self._alive += 1
             else:  # nothing is left to do: idle workers leave (nobody else retires)
@@ -368,7 +368,7 @@ class Engine(EngineIntake):
         ``PoolClosed`` with the stdlib's message.
         """
         with self._lock:
-            if self.state == RUNNING:
+            if self.state == OPEN:
                 self.state = CLOSING
                 if error is not None:
                     self.closed_error = error

@@ -34,12 +34,13 @@ from .._core.retry import Retry
 from .._core.stats import StatsRecorder
 from .._core.timer import Timer, TimerHandle
 
-__all__ = ["CLOSING", "RUNNING", "SHUTDOWN_MESSAGE", "EngineIntake", "Task", "Worker"]
+__all__ = ["CLOSING", "OPEN", "SHUTDOWN_MESSAGE", "EngineIntake", "Task", "Worker"]
 
-# The engine's states. Plain ints, not an IntEnum: put() compares the state on every
-# task, and an IntEnum member compares 3.5 to 5.5 ns slower than an int (20 to 45 ns
-# more read as EngineState.RUNNING; python -m timeit, CPython 3.11 and 3.13).
-RUNNING: Final = 0
+# The engine's states, named as the async engine's (RUNNING is a task's state there).
+# Plain ints, not an IntEnum: put() compares the state on every task, and an IntEnum
+# member compares 3.5 to 5.5 ns slower than an int (20 to 45 ns more read as
+# EngineState.OPEN; python -m timeit, CPython 3.11 and 3.13).
+OPEN: Final = 0  # taking work
 CLOSING: Final = 1  # no intake; workers drain what is queued and exit
 SHUTDOWN_MESSAGE: Final = "cannot schedule new futures after shutdown"
 
@@ -103,7 +104,7 @@ class EngineIntake:
         self.broken: str | None = None
         # Why intake is closed, once it is: the error put() raises then.
         self.closed_error: tuple[type[Exception], str] = (PoolClosed, SHUTDOWN_MESSAGE)
-        self.state = RUNNING
+        self.state = OPEN
         self.stop = threading.Event()  # set on cancel: interrupts rate-limit waits
         # Set by the hard stop (abandon_running): a task handed to a worker that has
         # not started it yet is cancelled, not run. (A cancel alone lets such a task
@@ -140,7 +141,7 @@ class EngineIntake:
         spawn = queued = False
         with self._lock:
             while True:
-                if self.state != RUNNING:
+                if self.state != OPEN:
                     self._raise_closed()
                 if self._idle:
                     self._idle -= 1

@@ -12,10 +12,12 @@ import sqlite3
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Generic, Literal, Never, TypeVar, final, overload
 
-from .._core.options import stage_workers
+from .._core.options import OnError, stage_workers
+from .._core.outcome import Outcome
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.sizing import cpus
+from .._sync.semaphore import Semaphore
 from ._report import PipelineReport
 from ._run import AsyncPipelineIterator, PipelineIterator, Run
 from ._spec import (
@@ -38,7 +40,7 @@ __all__ = ["Pipeline"]
 T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
 Key = str | int | bytes
-OnError = Literal["raise", "skip", "collect"]
+Dropping = Literal["raise", "collect", "skip"]  # on_error values that pass values on as they are
 SyncKind = Literal["thread", "process"]
 
 
@@ -64,8 +66,10 @@ class Pipeline(Generic[T_co]):
     float: that multiple of ``wp.cpus()``, rounded half up, at least 1, so ``1.0`` is
     one per CPU and ``0.5`` on 2 CPUs is 1), ``kind`` ("thread", "process", "async"),
     ``buffer`` (the bounded queue to the next stage, default ``max(64, 2 * workers)``),
-    ``ordered``, ``timeout``, ``retry``, ``rate``, ``on_error`` ("raise", "skip" or
-    "collect") and ``name`` (in the report, default ``"map(fn)"``).
+    ``ordered``, ``timeout``, ``retry``, ``rate``, ``on_error`` ("raise", "return",
+    "collect" or "skip", as on every pool's ``map``), ``budget`` and ``cost`` (a
+    ``wp.Semaphore`` each item holds ``cost`` tokens of while it is out, thread and
+    process stages) and ``name`` (in the report, default ``"map(fn)"``).
 
     Run it by iterating (``for x in pipe``, ``async for x in pipe``) or with
     ``run()``, which returns a ``PipelineReport``. Leaving the loop early, Ctrl-C, or
@@ -135,8 +139,9 @@ class Pipeline(Generic[T_co]):
     def _stage(self, op: str, fn: Any, *, workers: Workers, kind: str, buffer: int | None,
                ordered: bool, timeout: float | None, retry: Retry | None,
                rate: RateLimit | None, on_error: str, name: str | None,
+               budget: Semaphore | None, cost: int,
                transactional: bool = False) -> Pipeline[Any]:
-        check_stage(fn, kind, on_error, retry, rate)
+        check_stage(op, fn, kind, on_error, retry, rate, budget, cost)
         count = stage_workers(workers, cpus)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {name!r}")
@@ -144,7 +149,7 @@ class Pipeline(Generic[T_co]):
             op=op, name=name or stage_name(op, fn), fn=fn, kind=kind, workers=count,
             buffer=check_buffer(buffer, count), ordered=bool(ordered),
             timeout=check_timeout(timeout), retry=retry, rate=rate, on_error=on_error,
-            transactional=transactional))
+            budget=budget, cost=cost, transactional=transactional))
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -152,19 +157,36 @@ class Pipeline(Generic[T_co]):
     def map(self, fn: Callable[[T_co], Awaitable[U]], *, workers: Workers = 1,
             kind: Literal["async"], buffer: int | None = None, ordered: bool = True,
             timeout: float | None = None, retry: Retry | None = None,
-            rate: RateLimit | None = None, on_error: OnError = "raise",
+            rate: RateLimit | None = None, on_error: Dropping = "raise",
+            budget: Semaphore | None = None, cost: int = 1,
             name: str | None = None) -> Pipeline[U]: ...
     @overload
     def map(self, fn: Callable[[T_co], U], *, workers: Workers = 1,
             kind: SyncKind = "thread", buffer: int | None = None, ordered: bool = True,
             timeout: float | None = None, retry: Retry | None = None,
-            rate: RateLimit | None = None, on_error: OnError = "raise",
+            rate: RateLimit | None = None, on_error: Dropping = "raise",
+            budget: Semaphore | None = None, cost: int = 1,
             name: str | None = None) -> Pipeline[U]: ...
+    @overload
+    def map(self, fn: Callable[[T_co], Awaitable[U]], *, workers: Workers = 1,
+            kind: Literal["async"], buffer: int | None = None, ordered: bool = True,
+            timeout: float | None = None, retry: Retry | None = None,
+            rate: RateLimit | None = None, on_error: Literal["return"],
+            budget: Semaphore | None = None, cost: int = 1,
+            name: str | None = None) -> Pipeline[Outcome[U]]: ...
+    @overload
+    def map(self, fn: Callable[[T_co], U], *, workers: Workers = 1,
+            kind: SyncKind = "thread", buffer: int | None = None, ordered: bool = True,
+            timeout: float | None = None, retry: Retry | None = None,
+            rate: RateLimit | None = None, on_error: Literal["return"],
+            budget: Semaphore | None = None, cost: int = 1,
+            name: str | None = None) -> Pipeline[Outcome[U]]: ...
 
     def map(self, fn: Callable[[T_co], Any], *, workers: Workers = 1, kind: str = "thread",
             buffer: int | None = None, ordered: bool = True, timeout: float | None = None,
             retry: Retry | None = None, rate: RateLimit | None = None,
-            on_error: OnError = "raise", name: str | None = None) -> Pipeline[Any]:
+            on_error: OnError = "raise", budget: Semaphore | None = None,
+            cost: int = 1, name: str | None = None) -> Pipeline[Any]:
         """Apply *fn* to every item, on *workers* workers of *kind*.
 
         A thread stage suits I/O and code that releases the GIL, a process stage
@@ -172,16 +194,22 @@ class Pipeline(Generic[T_co]):
         stage coroutines (awaited on an ``wp.AsyncPool`` in the stage's own loop).
         ``timeout`` (seconds per item), ``retry`` (a ``wp.Retry``) and ``rate`` (a
         ``wp.RateLimit`` shared by the stage's workers) apply per item, as on the
-        pools. ``ordered=False`` passes results on as they finish. ``on_error``: an
-        item that raises stops the pipeline with its exception ("raise"), or is
-        dropped and counted ("skip"), or dropped and kept with its traceback in the
-        report ("collect": every failure is kept until the run ends).
+        pools. ``ordered=False`` passes results on as they finish. ``on_error``, as
+        on every pool's ``map``: an item that raises stops the pipeline with its
+        exception ("raise"); or every output is a ``wp.Value`` and a ``wp.Error``
+        takes a failed item's place ("return"); or failed items are dropped and
+        counted ("skip"), or dropped, kept with their tracebacks, and raised together
+        as ``wp.ItemsFailed`` once everything else came out ("collect"). With
+        ``budget`` (a ``wp.Semaphore``, shared with anything), each item holds
+        ``cost`` tokens of it from its hand-off to the workers to its end (thread
+        and process stages).
 
         Costs a few microseconds per item on threads; items are handed to the
         workers in chunks while they are quick.
 
         Raises:
-            ValueError: an option breaks its rule (``workers >= 1``, a known kind...).
+            ValueError: an option breaks its rule (``workers >= 1``, a known kind,
+                ``cost`` within the budget...).
 
         Example::
 
@@ -189,14 +217,33 @@ class Pipeline(Generic[T_co]):
         """
         return self._stage(MAP, fn, workers=workers, kind=kind, buffer=buffer,
                            ordered=ordered, timeout=timeout, retry=retry, rate=rate,
-                           on_error=on_error, name=name)
+                           on_error=on_error, name=name, budget=budget,
+                           cost=cost)
+
+    @overload
+    def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
+               kind: Literal["thread", "process", "async"] = "thread",
+               buffer: int | None = None, ordered: bool = True,
+               timeout: float | None = None, retry: Retry | None = None,
+               rate: RateLimit | None = None, on_error: Dropping = "raise",
+               budget: Semaphore | None = None, cost: int = 1,
+               name: str | None = None) -> Pipeline[T_co]: ...
+    @overload
+    def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
+               kind: Literal["thread", "process", "async"] = "thread",
+               buffer: int | None = None, ordered: bool = True,
+               timeout: float | None = None, retry: Retry | None = None,
+               rate: RateLimit | None = None, on_error: Literal["return"],
+               budget: Semaphore | None = None, cost: int = 1,
+               name: str | None = None) -> Pipeline[Outcome[T_co]]: ...
 
     def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
                kind: Literal["thread", "process", "async"] = "thread",
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: OnError = "raise",
-               name: str | None = None) -> Pipeline[T_co]:
+               budget: Semaphore | None = None, cost: int = 1,
+               name: str | None = None) -> Pipeline[Any]:
         """Keep the items for which *pred* is true (awaited when ``kind="async"``).
 
         Only the predicate's truth travels back from a worker process; the item
@@ -208,31 +255,43 @@ class Pipeline(Generic[T_co]):
         """
         return self._stage(FILTER, pred, workers=workers, kind=kind, buffer=buffer,
                            ordered=ordered, timeout=timeout, retry=retry, rate=rate,
-                           on_error=on_error, name=name)
+                           on_error=on_error, name=name, budget=budget,
+                           cost=cost)
 
     @overload
     def flat_map(self, fn: Callable[[T_co], Awaitable[Iterable[U]]], *,
                  workers: Workers = 1, kind: Literal["async"], buffer: int | None = None,
                  ordered: bool = True, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
-                 on_error: OnError = "raise", name: str | None = None) -> Pipeline[U]: ...
+                 on_error: Dropping = "raise", budget: Semaphore | None = None,
+                 cost: int = 1, name: str | None = None) -> Pipeline[U]: ...
     @overload
     def flat_map(self, fn: Callable[[T_co], AsyncIterable[U]], *,
                  workers: Workers = 1, kind: Literal["async"], buffer: int | None = None,
                  ordered: bool = True, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
-                 on_error: OnError = "raise", name: str | None = None) -> Pipeline[U]: ...
+                 on_error: Dropping = "raise", budget: Semaphore | None = None,
+                 cost: int = 1, name: str | None = None) -> Pipeline[U]: ...
     @overload
     def flat_map(self, fn: Callable[[T_co], Iterable[U]], *, workers: Workers = 1,
                  kind: SyncKind = "thread", buffer: int | None = None,
                  ordered: bool = True, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
-                 on_error: OnError = "raise", name: str | None = None) -> Pipeline[U]: ...
+                 on_error: Dropping = "raise", budget: Semaphore | None = None,
+                 cost: int = 1, name: str | None = None) -> Pipeline[U]: ...
+    @overload
+    def flat_map(self, fn: Callable[[T_co], Any], *, workers: Workers = 1,
+                 kind: str = "thread", buffer: int | None = None, ordered: bool = True,
+                 timeout: float | None = None, retry: Retry | None = None,
+                 rate: RateLimit | None = None, on_error: Literal["return"],
+                 budget: Semaphore | None = None, cost: int = 1,
+                 name: str | None = None) -> Pipeline[Outcome[Any]]: ...
 
     def flat_map(self, fn: Callable[[T_co], Any], *, workers: Workers = 1,
                  kind: str = "thread", buffer: int | None = None, ordered: bool = True,
                  timeout: float | None = None, retry: Retry | None = None,
                  rate: RateLimit | None = None, on_error: OnError = "raise",
+                 budget: Semaphore | None = None, cost: int = 1,
                  name: str | None = None) -> Pipeline[Any]:
         """Replace every item by the items of the iterable *fn* returns (for an async
         stage: an async iterable, or an awaitable of an iterable).
@@ -247,28 +306,32 @@ class Pipeline(Generic[T_co]):
         """
         return self._stage(FLAT, fn, workers=workers, kind=kind, buffer=buffer,
                            ordered=ordered, timeout=timeout, retry=retry, rate=rate,
-                           on_error=on_error, name=name)
+                           on_error=on_error, name=name, budget=budget,
+                           cost=cost)
 
     @overload
     def each(self, fn: Callable[[sqlite3.Connection, T_co], object], *,
              transactional: Literal[True], workers: Workers = 1,
              kind: Literal["thread"] = "thread", buffer: int | None = None,
              ordered: bool = True, timeout: None = None, retry: Retry | None = None,
-             rate: RateLimit | None = None, on_error: OnError = "raise",
+             rate: RateLimit | None = None, on_error: Dropping = "raise",
+             budget: Semaphore | None = None, cost: int = 1,
              name: str | None = None) -> Pipeline[Never]: ...
     @overload
     def each(self, fn: Callable[[T_co], object], *, transactional: Literal[False] = False,
              workers: Workers = 1, kind: Literal["thread", "process", "async"] = "thread",
              buffer: int | None = None, ordered: bool = True,
              timeout: float | None = None, retry: Retry | None = None,
-             rate: RateLimit | None = None, on_error: OnError = "raise",
+             rate: RateLimit | None = None, on_error: Dropping = "raise",
+             budget: Semaphore | None = None, cost: int = 1,
              name: str | None = None) -> Pipeline[Never]: ...
 
     def each(self, fn: Callable[..., object], *, transactional: bool = False,
              workers: Workers = 1, kind: str = "thread", buffer: int | None = None,
              ordered: bool = True, timeout: float | None = None,
              retry: Retry | None = None, rate: RateLimit | None = None,
-             on_error: OnError = "raise", name: str | None = None) -> Pipeline[Never]:
+             on_error: OnError = "raise", budget: Semaphore | None = None,
+             cost: int = 1, name: str | None = None) -> Pipeline[Never]:
         """A sink: call *fn* on every item for its effect; nothing comes out.
 
         With ``transactional=True`` (a pipeline with a journal), ``fn(connection,
@@ -299,7 +362,8 @@ class Pipeline(Generic[T_co]):
             self._check_transactional(workers, kind, timeout)
         return self._stage(EACH, fn, workers=workers, kind=kind, buffer=buffer,
                            ordered=ordered, timeout=timeout, retry=retry, rate=rate,
-                           on_error=on_error, name=name, transactional=bool(transactional))
+                           on_error=on_error, name=name, budget=budget, cost=cost,
+                           transactional=bool(transactional))
 
     def _check_transactional(self, workers: Workers, kind: str, timeout: float | None) -> None:
         if self._journal is None:
@@ -381,6 +445,9 @@ class Pipeline(Generic[T_co]):
         in a terminal, a plain line every few seconds otherwise).
 
         Raises:
+            ItemsFailed: stages with ``on_error="collect"`` kept failures: all of them
+                (``.errors``), once everything else went through, and the report
+                (``.report``).
             Exception: the first unhandled error of a stage or of the source (after
                 every stage stopped).
 

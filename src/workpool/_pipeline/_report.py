@@ -7,31 +7,29 @@ report and the live view read them as they are.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Final, final
+from dataclasses import dataclass
+from typing import Final, final
+
+from .._core.failures import CollectedError, CollectedErrors
 
 __all__ = ["CollectedError", "CollectedErrors", "Counters", "PipelineReport", "StageReport"]
 
 _RING: Final = 1024  # latency samples kept per stage
 _MASK: Final = _RING - 1
-_SHOWN: Final = 10  # failures listed by str(report.errors)
-_TYPES: Final = 5  # exception types named in its first line
-_ITEM: Final = 60  # characters of an item's repr in that listing
-_MESSAGE: Final = 120  # characters of an exception's message
 
 
 class Counters:
     """One stage's live numbers."""
 
     __slots__ = ("_n", "_ring", "busy_seconds", "collected", "failed", "items_in",
-                 "items_out", "skipped")
+                 "items_out", "returned", "skipped")
 
     def __init__(self) -> None:
         self.items_in = 0
         self.items_out = 0
         self.failed = 0  # items whose error stopped the run (on_error="raise")
+        self.returned = 0  # passed on as a wp.Error (on_error="return")
         self.skipped = 0
         self.collected = 0
         self.busy_seconds = 0.0
@@ -58,91 +56,7 @@ class Counters:
     @property
     def errors(self) -> int:
         """Items that failed in this stage, whatever the policy did with them."""
-        return self.failed + self.skipped + self.collected
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class CollectedError:
-    """An item that a stage with ``on_error="collect"`` dropped: the stage's name, the
-    item it was given, the exception and its formatted traceback (the exception's own
-    ``__traceback__`` is dropped, so that its frames are not kept alive).
-
-    ``str()`` is one line (stage, item, exception type and message); ``repr()`` leaves
-    the traceback out, which is in ``.traceback`` in full.
-
-    Example::
-
-        report = pipe.run()
-        for failure in report.errors:
-            print(failure)              # map(parse), item 'a.json': ValueError: bad
-            print(failure.traceback)    # the whole traceback, from the worker
-    """
-
-    stage: str
-    item: Any
-    error: BaseException
-    traceback: str = field(repr=False)
-
-    def __str__(self) -> str:
-        return f"{self.stage}, item {_clip(repr(self.item), _ITEM)}: {_describe(self.error)}"
-
-
-@final
-class CollectedErrors(tuple[CollectedError, ...]):
-    """The items that stages with ``on_error="collect"`` dropped, in the order they
-    failed: a tuple of ``CollectedError`` (iterate it, index it, ``len()`` it).
-
-    ``str()`` is a short summary, however many failed: the count and the exception
-    types on one line, then one line per failure (stage, item, exception type and
-    message) for the first ten. ``repr()`` is the first line alone. The tracebacks,
-    often kilobytes each, are on request: ``tracebacks()`` returns all of them, and
-    each failure keeps its own in ``.traceback``.
-
-    Example::
-
-        report = pipe.run()
-        print(report.errors)               # "2 errors collected (2 ValueError)" + a line each
-        print(report.errors.tracebacks())  # each failure's line and full traceback
-        retry_later([failure.item for failure in report.errors])
-    """
-
-    __slots__ = ()
-
-    def __str__(self) -> str:
-        lines = [self._headline()]
-        lines += [f"  {failure}" for failure in self[:_SHOWN]]
-        if len(self) > _SHOWN:
-            lines.append(f"  ... and {len(self) - _SHOWN:,} more (all of them: .tracebacks())")
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return f"<CollectedErrors: {self._headline()}>"
-
-    def tracebacks(self) -> str:
-        """Every failure's one-line description followed by its full traceback, with a
-        blank line between failures ("" when there is none)."""
-        return "\n\n".join(f"{failure}\n{failure.traceback.rstrip()}" for failure in self)
-
-    def _headline(self) -> str:
-        if not self:
-            return "no errors collected"
-        types = Counter(type(failure.error).__name__ for failure in self).most_common()
-        named = ", ".join(f"{count:,} {name}" for name, count in types[:_TYPES])
-        if len(types) > _TYPES:
-            named += f", {sum(count for _, count in types[_TYPES:]):,} of other types"
-        return f"{len(self):,} error{'s' if len(self) != 1 else ''} collected ({named})"
-
-
-def _describe(error: BaseException) -> str:
-    """``Type: first line of the message``, clipped."""
-    lines = str(error).strip().splitlines()
-    name = type(error).__name__
-    return f"{name}: {_clip(lines[0], _MESSAGE)}" if lines else name
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+        return self.failed + self.returned + self.skipped + self.collected
 
 
 @final

@@ -19,10 +19,11 @@ from typing import Any, Final, Generic, TypeVar, final
 
 import anyio
 
+from .._core.exceptions import ItemsFailed
 from ._async_stage import AsyncStage, leaf
 from ._channel import Aborted, Channel, LoopScope, aget_many, aput_many
 from ._journal import Book, Journal, Tag
-from ._report import CollectedError, PipelineReport, elapsed, stage_report
+from ._report import CollectedError, CollectedErrors, PipelineReport, elapsed, stage_report
 from ._spec import BATCH, EACH, UNBATCH, StageSpec
 from ._stages import BatchStage, PoolStage, StageRuntime, UnbatchStage
 
@@ -229,6 +230,12 @@ class Run:
         with self._lock:
             self.collected.append(failure)
 
+    def raise_collected(self) -> None:
+        """At the end of the run: ``wp.ItemsFailed`` if ``on_error="collect"`` kept
+        failures (with the report)."""
+        if self.collected:
+            raise ItemsFailed(CollectedErrors(self.collected), self.report())
+
     def report(self) -> PipelineReport:
         """The run's numbers so far (or in the end)."""
         seconds = elapsed(self.started, self.ended)
@@ -313,6 +320,7 @@ class PipelineIterator(Generic[T]):
         run.close(finished=run.error is None and not run.stopping)
         if run.error is not None:
             raise run.error
+        run.raise_collected()
         raise StopIteration
 
     def close(self) -> None:
@@ -400,6 +408,7 @@ class AsyncPipelineIterator(Generic[T]):
             await anyio.to_thread.run_sync(lambda: run.close(finished))
         if run.error is not None:
             raise run.error
+        run.raise_collected()
         raise StopAsyncIteration
 
     async def aclose(self) -> None:

@@ -1,7 +1,8 @@
 """What a stage is: its frozen description, checked when the pipeline is built.
 
 A ``StageSpec`` says what a stage does (``op``), with which function, on which kind of
-workers and how many, and what it does with errors. The functions that workers call
+workers and how many, what it does with errors (``on_error``, as everywhere: see
+``_core.options``) and what budget its items hold. The functions that workers call
 are plain module-level wrappers (``call_filter``, ``call_flat``...), so that a process
 stage can pickle them.
 """
@@ -12,19 +13,26 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-from .._core.options import check_choice, check_rate, check_retry, check_timeout
+from .._core.options import (
+    check_budget,
+    check_choice,
+    check_on_error,
+    check_rate,
+    check_retry,
+    check_timeout,
+)
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
+from .._sync.semaphore import Semaphore
 
 __all__ = [
-    "BATCH", "EACH", "FILTER", "FLAT", "KINDS", "MAP", "ON_ERROR", "UNBATCH",
+    "BATCH", "EACH", "FILTER", "FLAT", "KINDS", "MAP", "UNBATCH",
     "StageSpec", "Workers", "check_buffer", "check_timeout",
     "worker_function",
 ]
 
-OnError = Literal["raise", "skip", "collect"]
 Workers = int | float
 
 MAP: Final = "map"
@@ -35,7 +43,10 @@ BATCH: Final = "batch"
 UNBATCH: Final = "unbatch"
 
 KINDS: Final = ("thread", "process", "async")
-ON_ERROR: Final = ("raise", "skip", "collect")
+# The on_error values each op cannot honour, with the rule.
+_REFUSED: Final = {EACH: {"return": "on_error='return' puts a failure in its item's place "
+                                    "in the output, and each() has none: on_error must "
+                                    "be 'raise', 'collect' or 'skip' for a sink"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +64,8 @@ class StageSpec:
     retry: Retry | None = None
     rate: RateLimit | None = None
     on_error: str = "raise"
+    budget: Semaphore | None = None
+    cost: int = 1  # tokens of the budget per item
     size: int = 0  # batch
     transactional: bool = False  # each
 
@@ -79,7 +92,8 @@ def check_buffer(buffer: int | None, workers: int) -> int:
     return buffer
 
 
-def check_stage(fn: Any, kind: str, on_error: str, retry: Any, rate: Any) -> None:
+def check_stage(op: str, fn: Any, kind: str, on_error: str, retry: Any, rate: Any,
+                budget: Any, cost: int) -> None:
     """Check the options every function stage shares."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {fn!r}")
@@ -87,9 +101,13 @@ def check_stage(fn: Any, kind: str, on_error: str, retry: Any, rate: Any) -> Non
         raise ValueError("kind 'dask' needs wp.DaskPool, which this version does not have; "
                          "kind must be 'thread', 'process' or 'async'")
     check_choice(kind, "kind", KINDS)
-    check_choice(on_error, "on_error", ON_ERROR)
+    check_on_error(on_error, _REFUSED.get(op))
     check_retry(retry)
     check_rate(rate)
+    check_budget(budget, Semaphore, cost)
+    if budget is not None and kind == "async":
+        raise ValueError("budget= is a wp.Semaphore, which would block an async stage's "
+                         "event loop: kind must be 'thread' or 'process' with a budget")
 
 
 def stage_name(op: str, fn: Any) -> str:

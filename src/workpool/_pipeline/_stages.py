@@ -16,7 +16,10 @@ A pooled stage is two threads around a pool::
 The dispatcher takes the items already in the input channel, up to the chunk size, so a
 slow source never waits for a chunk to fill; the chunk size grows while items are quick
 (a chunk should take about 2 ms on threads, 20 ms on processes) and stays 1 under a
-timeout, retry or rate policy, which then apply per item. The emitter frees a slot only
+timeout, retry or rate policy, which then apply per item. With a ``budget``, the
+dispatcher takes ``cost`` tokens per item of a chunk before handing it to the pool, and
+they go back when the chunk ends (a chunk is never larger than the budget allows, and
+a cancelled stage stops waiting for tokens within 50 ms). The emitter frees a slot only
 once the output channel took the chunk's results, so a slow stage downstream holds
 everything upstream within its buffers.
 """
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
@@ -33,18 +35,22 @@ from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .._core.chunk import Chunk
+from .._core.failures import CollectedError, collected
+from .._core.outcome import Error, Value
 from ._channel import Aborted, Channel, Slots
 from ._journal import Book, Journal, Tag
-from ._report import CollectedError, Counters
+from ._report import Counters
 from ._spec import EACH, FILTER, FLAT, MAP, StageSpec, worker_function
 
 if TYPE_CHECKING:
     from .._pools.executor import ExecutorPool
+    from .._sync.semaphore import Semaphore
 
 __all__ = ["BatchStage", "PoolStage", "RunContext", "StageRuntime", "UnbatchStage"]
 
 MAX_CHUNK: Final = 256
 _ABORT: Final = object()
+_TOKEN_WAIT: Final = 0.05  # seconds between looks at `closed` while waiting for a budget
 
 
 class RunContext(Protocol):
@@ -71,6 +77,7 @@ class StageRuntime:
         self.input = source
         self.output = sink
         self.book = run.book
+        self.outcomes = spec.on_error == "return"
         self.counters = Counters()
         self.threads: list[threading.Thread] = []
 
@@ -114,27 +121,38 @@ class StageRuntime:
     def settle(self, envs: list[Any], values: list[Any],
                errors: dict[int, BaseException] | None) -> list[Any]:
         """The outputs of *envs* given their *values* and *errors*; applies the error
-        policy (``raise`` raises the item's exception) and releases journal tags."""
+        policy (``raise`` raises the item's exception; ``return`` makes every output
+        a ``wp.Value`` and puts a ``wp.Error`` in a failed item's place) and releases
+        journal tags."""
         op = self.spec.op
         book = self.book
-        if errors is None and book is None and op == MAP:
+        wrap = self.outcomes
+        if errors is None and book is None and op == MAP and not wrap:
             return values  # the hot path
         out: list[Any] = []
         drop: list[Tag] = []
         for index, env in enumerate(envs):
             error = errors.get(index) if errors else None
             if error is not None:
-                self.failed(env, error)
+                if self.failed(env, error):
+                    out.append(Error(error) if book is None else (Error(error), env[1]))
                 continue
             value = values[index]
             if op == MAP:
+                if wrap:
+                    value = Value(value)
                 out.append(value if book is None else (value, env[1]))
             elif op == FILTER:
-                if value:
+                if not value:
+                    if book is not None:
+                        drop.append(env[1])
+                elif not wrap:
                     out.append(env)
-                elif book is not None:
-                    drop.append(env[1])
+                else:
+                    out.append(Value(env) if book is None else (Value(env[0]), env[1]))
             elif op == FLAT:
+                if wrap:
+                    value = [Value(v) for v in value]
                 if book is None:
                     out.extend(value)
                 else:
@@ -146,26 +164,29 @@ class StageRuntime:
             book.release(drop)
         return out
 
-    def failed(self, env: Any, error: BaseException) -> None:
-        """Apply the stage's ``on_error`` to an item that raised *error*."""
+    def failed(self, env: Any, error: BaseException) -> bool:
+        """Apply the stage's ``on_error`` to an item that raised *error*: raise it,
+        return True to pass a ``wp.Error`` on in its place, or drop it (False)."""
         if self.run.stopping:
-            return
+            return False
         policy = self.spec.on_error
         book = self.book
         counters = self.counters
         if policy == "raise":
             counters.failed += 1
             raise error
+        if policy == "return":
+            counters.returned += 1
+            return True
         if policy == "skip":
             counters.skipped += 1
         else:
             counters.collected += 1
             item = env if book is None else env[0]
-            text = "".join(traceback.format_exception(error))
-            error.__traceback__ = None
-            self.run.collect(CollectedError(self.spec.name, item, error, text))
+            self.run.collect(collected(self.spec.name, item, error))
         if book is not None:
             book.release([env[1]], failed=True)
+        return False
 
 
 class _Pending:
@@ -181,6 +202,10 @@ class _Pending:
 
 def _finished(done: SimpleQueue[Any], pending: _Pending, _: Future[Chunk]) -> None:
     done.put(pending)
+
+
+def _give_back(budget: Semaphore, tokens: int, _: Future[Chunk]) -> None:
+    budget.release(tokens)
 
 
 class _End:
@@ -201,6 +226,9 @@ class PoolStage(StageRuntime):
         self.closed = False  # read by running thread chunks: stop between items
         self.fn_bytes: bytes | None = None  # a process pool caches the pickled fn here
         self.chunk = 1
+        # With a budget, a chunk's tokens must all be free at once: never more than it has.
+        self.max_chunk = (MAX_CHUNK if spec.budget is None
+                          else max(1, min(MAX_CHUNK, spec.budget.capacity // spec.cost)))
         self.inflight = 0  # chunks handed to the pool and not yet passed on
         self.fixed = spec.policies or spec.transactional
         self.target = 0.02 if spec.kind == "process" else 0.002
@@ -240,10 +268,18 @@ class PoolStage(StageRuntime):
         return self.pool._submit_chunk(self.fn, values, flag=self, timeout=spec.timeout,
                                        retry=spec.retry)
 
+    def _take_tokens(self, budget: Semaphore, n: int) -> None:
+        """Wait for *n* tokens of *budget* (the stage's items' cost), looking at
+        ``closed`` every ``_TOKEN_WAIT`` seconds: the budget may be held elsewhere."""
+        while not budget.acquire(n, _TOKEN_WAIT):
+            if self.closed:
+                raise Aborted
+
     def _dispatch(self) -> None:
         seq = 0
         source, slots, done, counters = self.input, self.slots, self.done, self.counters
         tagged = self.book is not None
+        budget, cost = self.spec.budget, self.spec.cost
         try:
             while True:
                 slots.acquire()
@@ -252,7 +288,18 @@ class PoolStage(StageRuntime):
                     return
                 values = [env[0] for env in envs] if tagged else envs
                 counters.items_in += len(envs)
-                pending = _Pending(seq, envs, self._submit(values, envs))
+                if budget is None:
+                    future = self._submit(values, envs)
+                else:
+                    tokens = cost * len(envs)
+                    self._take_tokens(budget, tokens)
+                    try:
+                        future = self._submit(values, envs)
+                    except BaseException:
+                        budget.release(tokens)
+                        raise
+                    future.add_done_callback(partial(_give_back, budget, tokens))
+                pending = _Pending(seq, envs, future)
                 self.inflight += 1
                 seq += 1
                 pending.future.add_done_callback(partial(_finished, done, pending))
@@ -306,9 +353,9 @@ class PoolStage(StageRuntime):
             counters.sample(seconds / n)
             if not self.fixed:
                 ideal = int(self.target * n / seconds)
-                self.chunk = max(1, min(ideal, 2 * self.chunk, MAX_CHUNK))
+                self.chunk = max(1, min(ideal, 2 * self.chunk, self.max_chunk))
         elif not self.fixed and chunk.errors is None:
-            self.chunk = min(2 * self.chunk, MAX_CHUNK)
+            self.chunk = min(2 * self.chunk, self.max_chunk)
         out = self.settle(envs, chunk.values, chunk.errors)
         if out:
             counters.items_out += len(out)

@@ -25,11 +25,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import anyio
 
-from .._core.exceptions import Cancelled
+from .._core.exceptions import Cancelled, ItemsFailed
+from .._core.failures import CollectedError, CollectedErrors, collected
+from .._core.options import OnError
 from .._core.outcome import Error, Value
 from .._engine.async_task import Chunk, Failure, Spec
 
@@ -37,11 +39,9 @@ if TYPE_CHECKING:
     from .._engine.async_engine import AsyncEngine
     from .._sync.async_semaphore import AsyncSemaphore
 
-__all__ = ["ON_ERROR", "MapResults", "MapRun", "OnError"]
+__all__ = ["MapResults", "MapRun"]
 
 T = TypeVar("T")
-OnError = Literal["raise", "collect", "return"]
-ON_ERROR: Final = ("raise", "collect", "return")
 _TARGET: Final = 0.0005  # seconds an auto-sized chunk should take
 _EMPTY: Final[list[Any]] = []
 
@@ -83,6 +83,7 @@ class MapRun:
         self.spare = 0  # a token the consumer waited for, for the next item read
         self.starved = False  # the last fill stopped for want of a token
         self.fn = fn
+        self.where = f"map({getattr(fn, '__name__', type(fn).__name__)})"  # "collect"
         self.spec = spec
         self.star = len(iterables) != 1
         self.is_async = any(_is_async(x) for x in iterables)
@@ -344,11 +345,15 @@ class MapResults(Generic[T]):
     collected (at once, in CPython).
     """
 
-    __slots__ = ("__weakref__", "_collect", "_count", "_cur", "_pos", "_run")
+    __slots__ = ("__weakref__", "_chunk", "_count", "_cur", "_failures", "_mode",
+                 "_outcomes", "_pos", "_run")
 
-    def __init__(self, run: MapRun, collect: bool) -> None:
+    def __init__(self, run: MapRun, on_error: OnError) -> None:
         self._run = run
-        self._collect = collect
+        self._mode = on_error
+        self._outcomes = on_error == "return"
+        self._failures: list[CollectedError] = []  # on_error="collect"
+        self._chunk: Chunk | None = None  # the chunk being consumed
         self._cur: list[Any] = _EMPTY
         self._pos = 0
         self._count = 0  # items in the chunk being consumed
@@ -358,72 +363,103 @@ class MapResults(Generic[T]):
 
     async def __anext__(self) -> T:
         # The hot path: one list index per item while a chunk lasts. The rest runs
-        # once per chunk, which with slow items (chunks of one) is once per item:
-        # hence inline, reading the input in steps of an eighth of the window.
+        # once per chunk (and per failed item), which with slow items (chunks of one)
+        # is once per item: hence inline, reading the input in steps of an eighth of
+        # the window.
         pos = self._pos
         cur = self._cur
         if pos < len(cur):
-            self._pos = pos + 1
             value = cur[pos]
-            if type(value) is Failure or self._collect:
-                outcome: T = self._outcome(value)
-                return outcome
-            result: T = value
-            return result
+            if type(value) is not Failure:
+                self._pos = pos + 1
+                if self._outcomes:
+                    outcome: T = Value(value)  # type: ignore[assignment]
+                    return outcome
+                result: T = value
+                return result
         run = self._run
         try:
-            if self._count:
-                if len(cur) < self._count and not run.closed:  # cut short
-                    run.failure = run.failure or Cancelled("map item cancelled")
-                run.outstanding -= self._count
-                if run.room.waiters:
-                    run.room.unpark()
-                self._cur, self._count = _EMPTY, 0
-            elif not run.started:
-                run.start()
-            sync = not run.is_async
             while True:
-                if run.failure is not None:
-                    failure, run.failure = run.failure, None
-                    raise failure
-                if run.closed:
-                    raise StopAsyncIteration
-                if sync and run.outstanding <= run.refill_at:
-                    run.fill()
-                got = run.take()
-                if got is not None:
-                    chunk, cur = got
-                    self._cur, self._count = cur, chunk.count
-                    if not cur:  # cancelled before it ran
+                cur, pos = self._cur, self._pos
+                while pos < len(cur):  # the rest of the chunk, from a failed item
+                    value = cur[pos]
+                    pos += 1
+                    if type(value) is Failure:
+                        if not self._failed(value, pos - 1):
+                            continue  # dropped: skip or collect
+                        self._pos = pos
+                        error: T = Error(value.error)  # type: ignore[assignment]
+                        return error
+                    self._pos = pos
+                    item: T = Value(value) if self._outcomes else value  # type: ignore[assignment]
+                    return item
+                self._pos = pos
+                # The chunk is done: take the next finished one.
+                if self._count:
+                    if len(cur) < self._count and not run.closed:  # cut short
+                        run.failure = run.failure or Cancelled("map item cancelled")
+                    run.outstanding -= self._count
+                    if run.room.waiters:
+                        run.room.unpark()
+                    self._cur, self._count, self._chunk = _EMPTY, 0, None
+                elif not run.started:
+                    run.start()
+                sync = not run.is_async
+                while True:  # until a chunk that ran, or the end
+                    if run.failure is not None:
+                        failure, run.failure = run.failure, None
+                        raise failure
+                    if run.closed:
+                        raise StopAsyncIteration
+                    if sync and run.outstanding <= run.refill_at:
+                        run.fill()
+                    got = run.take()
+                    if got is not None:
+                        chunk, cur = got
+                        self._chunk, self._cur, self._count = chunk, cur, chunk.count
+                        self._pos = 0
+                        if cur:
+                            head = cur[0]
+                            if type(head) is Failure:
+                                break  # the loop above applies on_error
+                            self._pos = 1
+                            first: T = Value(head) if self._outcomes else head  # type: ignore[assignment]
+                            return first
+                        # cancelled before it ran
                         run.failure = run.failure or Cancelled("map item cancelled")
                         continue
-                    self._pos = 1
-                    value = cur[0]
-                    if type(value) is Failure or self._collect:
-                        first: T = self._outcome(value)
-                        return first
-                    head: T = value
-                    return head
-                if run.at_end():
-                    error, run.input_error = run.input_error, None
-                    if error is not None:
-                        raise error
-                    raise StopAsyncIteration
-                if sync:
-                    run.fill()  # top the window up before waiting
-                if run.starved and not run.held:
-                    await run.wait_token()  # nothing of ours is out to return one
-                else:
-                    await run.wait()
+                    if run.at_end():
+                        ended, run.input_error = run.input_error, None
+                        if ended is not None:
+                            raise ended
+                        if self._failures:
+                            failures, self._failures = self._failures, []
+                            raise ItemsFailed(CollectedErrors(failures))
+                        raise StopAsyncIteration
+                    if sync:
+                        run.fill()  # top the window up before waiting
+                    if run.starved and not run.held:
+                        await run.wait_token()  # nothing of ours is out to return one
+                    else:
+                        await run.wait()
         except BaseException:
             run.close()
             raise
 
-    def _outcome(self, value: Any) -> Any:
-        if not self._collect:
-            self._run.close()
-            raise value.error
-        return Error(value.error) if type(value) is Failure else Value(value)
+    def _failed(self, failure: Failure, pos: int) -> bool:
+        """A failed item under ``on_error``: raise it, return True to yield it as a
+        ``wp.Error``, or drop it (False), kept to be raised at the end if collecting."""
+        mode = self._mode
+        if mode == "raise":
+            self._cur, self._pos = _EMPTY, 0  # the error ends the map
+            raise failure.error
+        if mode == "return":
+            return True
+        if mode == "collect":
+            assert self._chunk is not None
+            self._failures.append(
+                collected(self._run.where, self._chunk.items[pos], failure.error))
+        return False
 
     async def aclose(self) -> None:
         """Cancel what is queued and running, and wait until it has stopped."""

@@ -14,6 +14,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, final, overload
 
 from .._core.exceptions import PoolClosed, QueueFull, WouldBlock
 from .._core.options import (
+    OnError,
     check_map_args,
     check_pool_options,
     check_schedule_args,
@@ -27,7 +28,7 @@ from .._core.stats import PoolStatistics
 from .._engine.async_engine import NEW, OPEN, SHUTDOWN_MESSAGE, AsyncEngine
 from .._engine.async_task import QUEUED, AsyncFuture, Spec, new_future
 from .._sync.async_semaphore import AsyncSemaphore
-from .async_map import ON_ERROR, MapResults, MapRun, OnError
+from .async_map import MapResults, MapRun
 
 __all__ = ["AsyncPool"]
 
@@ -375,22 +376,22 @@ class AsyncPool:
     @overload
     def map(self, fn: Callable[..., Awaitable[T]], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
-            timeout: float | None = None, on_error: Literal["raise"] = "raise",
-            ) -> MapResults[T]: ...
+            timeout: float | None = None,
+            on_error: Literal["raise", "collect", "skip"] = "raise") -> MapResults[T]: ...
     @overload
     def map(self, fn: Callable[..., T], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
-            timeout: float | None = None, on_error: Literal["raise"] = "raise",
-            ) -> MapResults[T]: ...
+            timeout: float | None = None,
+            on_error: Literal["raise", "collect", "skip"] = "raise") -> MapResults[T]: ...
     @overload
     def map(self, fn: Callable[..., Awaitable[T]], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
-            timeout: float | None = None, on_error: Literal["collect", "return"],
+            timeout: float | None = None, on_error: Literal["return"],
             ) -> MapResults[Outcome[T]]: ...
     @overload
     def map(self, fn: Callable[..., T], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
-            timeout: float | None = None, on_error: Literal["collect", "return"],
+            timeout: float | None = None, on_error: Literal["return"],
             ) -> MapResults[Outcome[T]]: ...
 
     def map(self, fn: Callable[..., Any], *iterables: Any, ordered: bool = True,
@@ -403,8 +404,10 @@ class AsyncPool:
         of what you consumed (default four per worker), so an endless source maps in
         flat memory; reading starts at the first ``__anext__``. ``ordered=False``
         yields in completion order. On the first error (in yield order) the rest is
-        cancelled and the error raised, unless ``on_error="collect"`` (or "return",
-        the sync pools' name), which yields a ``wp.Value`` or ``wp.Error`` per item.
+        cancelled and the error raised (``on_error="raise"``); "return" yields a
+        ``wp.Value`` or ``wp.Error`` per item; "skip" drops failed items; "collect"
+        drops them too and, after the last item, raises ``wp.ItemsFailed`` listing
+        them all (the same on every pool and pipeline stage).
         ``chunksize`` is the most items one hand-off to a worker carries: "auto" grows
         it while items are quick (1 with a timeout, retry or rate limit, or a sync
         function), and items batch up only while workers are behind. ``timeout`` is
@@ -426,7 +429,7 @@ class AsyncPool:
                     if done(page):
                         break       # the rest is cancelled
         """
-        check_map_args(chunksize, window, on_error, timeout, ON_ERROR)
+        check_map_args(chunksize, window, on_error, timeout)
         if not iterables:
             raise TypeError("map() must have at least one iterable")
         engine = self._engine
@@ -434,7 +437,7 @@ class AsyncPool:
         run = MapRun(engine, fn, engine.spec_for(fn), iterables, ordered=ordered,
                      window=window, chunksize=chunksize, on_error=on_error, timeout=timeout,
                      budget=self._budget)
-        return MapResults(run, collect=on_error != "raise")
+        return MapResults(run, on_error)
 
     # -- what is going on -----------------------------------------------------------------
 

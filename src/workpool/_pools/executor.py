@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, final, overload
 from .._core.chunk import Chunk, ChunkRun
 from .._core.exceptions import Cancelled, WouldBlock
 from .._core.options import (
+    OnError,
     check_grace,
     check_map_args,
     check_pool_options,
@@ -32,9 +33,9 @@ from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
 from .._engine.engine import Engine, Task
-from .._engine.intake import RUNNING
+from .._engine.intake import OPEN
 from .._sync.semaphore import Semaphore
-from .map import ON_ERROR, MapIterator, MapRun, results
+from .map import MapIterator, MapRun, results
 
 __all__ = ["ExecutorPool", "ThreadPool"]
 
@@ -250,7 +251,7 @@ class ExecutorPool(Executor):
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
-            on_error: Literal["raise"] = "raise") -> MapIterator[T]: ...
+            on_error: Literal["raise", "collect", "skip"] = "raise") -> MapIterator[T]: ...
 
     @overload
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
@@ -261,7 +262,7 @@ class ExecutorPool(Executor):
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
-            on_error: Literal["raise", "return"] = "raise") -> MapIterator[Any]:
+            on_error: OnError = "raise") -> MapIterator[Any]:
         """Lazily apply *fn* to the items of *iterables* (zipped, as ``map``).
 
         Reads the input only ``window`` items ahead of what you consumed, so an endless
@@ -269,9 +270,12 @@ class ExecutorPool(Executor):
         measured run time (1 when the pool has a timeout, retry or rate policy:
         with a larger chunksize those apply per chunk). ``ordered=False`` yields in
         completion order.
-        ``on_error="return"`` yields ``wp.Value``/``wp.Error`` per item instead of
-        raising the first error. ``timeout`` is the stdlib's: ``TimeoutError`` if a
-        result is not ready that many seconds after the call.
+        ``on_error``: "raise" raises the first error after the items before it;
+        "return" yields ``wp.Value``/``wp.Error`` per item; "skip" drops failed items;
+        "collect" drops them too and, after the last item, raises ``wp.ItemsFailed``
+        listing them all (the same on every pool and pipeline stage). ``timeout`` is
+        the stdlib's: ``TimeoutError`` if a result is not ready that many seconds
+        after the call.
 
         Closing the iterator early cancels what is queued. An iterator nobody
         iterates still runs all its items by the pool's shutdown, as the stdlib's.
@@ -285,8 +289,8 @@ class ExecutorPool(Executor):
             raise TypeError(f"fn must be callable, got {fn!r}")
         if not iterables:
             raise TypeError("map() must have at least one iterable")
-        check_map_args(chunksize, window, on_error, timeout, ON_ERROR)
-        if self._engine.state != RUNNING:
+        check_map_args(chunksize, window, on_error, timeout)
+        if self._engine.state != OPEN:
             self._engine.put(Task(fn, (), {}, Future()))  # raises as submit would
         policies = (self._timeout is not None or self._retry is not None
                     or self._rate is not None)

@@ -26,20 +26,20 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
 from itertools import islice
 from queue import Empty, SimpleQueue
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, TypeVar
 
 from .._core.chunk import Chunk
+from .._core.exceptions import ItemsFailed
+from .._core.failures import CollectedError, CollectedErrors, collected
+from .._core.options import OnError
 from .._core.outcome import Error, Value
 from .._core.retry import Retry
 from .._engine.engine import Engine
 from .._sync.semaphore import Semaphore
 
-__all__ = ["ON_ERROR", "MapIterator", "MapRun", "results"]
+__all__ = ["MapIterator", "MapRun", "results"]
 
 T = TypeVar("T")
-
-OnError = Literal["raise", "return"]
-ON_ERROR: Final = ("raise", "return")
 
 
 class MapRun:
@@ -75,6 +75,13 @@ class MapRun:
         self.task_timeout = task_timeout
         self.task_retry = task_retry
         self.on_error = on_error
+        # on_error="collect": the items of the chunks out (to name a failed one), and
+        # the failures so far.
+        self.keep = on_error == "collect"
+        self.sent: dict[Future[Chunk], list[Any]] = {}
+        self.items: list[Any] = []  # the chunk next_chunk returned last
+        self.failures: list[CollectedError] = []
+        self.where = f"map({getattr(fn, '__name__', type(fn).__name__)})"
         self.closed = False
         self.fn_bytes: bytes | None = None  # the function, pickled once for processes
         self.exhausted = False
@@ -118,6 +125,8 @@ class MapRun:
             future = self.submit(self.fn, items, star=self.star, flag=self,
                                  timeout=self.task_timeout, retry=self.task_retry)
             self.outstanding += len(items)
+            if self.keep:
+                self.sent[future] = items
             if self.ordered:
                 self.inflight.append((future, len(items)))
             else:
@@ -137,7 +146,8 @@ class MapRun:
     # -- the consumer side --------------------------------------------------------------
 
     def next_chunk(self) -> tuple[Chunk, int] | None:
-        """The next finished chunk (in order, or as they finish), or None at the end."""
+        """The next finished chunk (in order, or as they finish), or None at the end.
+        When collecting, ``self.items`` are then its items."""
         self.fill()
         remaining = None if self.end_time is None else self.end_time - time.monotonic()
         if self.ordered:
@@ -147,6 +157,8 @@ class MapRun:
             future, size = self.inflight[0]
             error = future.exception(remaining)  # TimeoutError, as the stdlib's map
             self.inflight.popleft()
+            if self.keep:
+                self.items = self.sent.pop(future)
             if error is not None:
                 return _failed(error, size), size
             return future.result(), size
@@ -158,15 +170,20 @@ class MapRun:
         except Empty:
             raise TimeoutError() from None
         size = self.live.pop(future)
+        if self.keep:
+            self.items = self.sent.pop(future)
         error = future.exception()
         return (future.result() if error is None else _failed(error, size)), size
 
     def _end(self) -> None:
-        """Every item read came out: the end, or the error that ended the input."""
+        """Every item read came out: the end, the error that ended the input, or the
+        failures collected."""
         error, self.input_error = self.input_error, None
         if error is not None:
             raise error
-        return None
+        if self.failures:
+            failures, self.failures = self.failures, []
+            raise ItemsFailed(CollectedErrors(failures))
 
     def close(self) -> None:
         """Stop: cancel chunks not started, ask running ones to stop."""
@@ -178,6 +195,7 @@ class MapRun:
         for future in list(self.live):
             future.cancel()
         self.live.clear()
+        self.sent.clear()
 
     def drain(self) -> None:
         """Run everything to the end, dropping the results (an unconsumed map at
@@ -226,11 +244,14 @@ def _handing_out(values: list[Any]) -> Iterator[Any]:
 
 
 def _chunks(run: MapRun, started: bool) -> Generator[Iterator[Any], None, None]:
-    """*run*'s results, a list per chunk; the first error (with ``on_error="raise"``)
-    is raised after the items before it, and ends the map."""
+    """*run*'s results, a list per chunk, under its ``on_error`` (see ``_core.options``):
+    the first error raised after the items before it, ending the map ("raise"); an
+    outcome per item ("return"); failed items dropped ("skip"), and kept to be raised
+    at the end ("collect")."""
     if not started:
         run.engine.forget_map(run)
-    raise_errors = run.on_error == "raise"
+    mode = run.on_error
+    outcomes = mode == "return"
     try:
         while True:
             got = run.next_chunk()
@@ -241,19 +262,24 @@ def _chunks(run: MapRun, started: bool) -> Generator[Iterator[Any], None, None]:
             errors = chunk.errors
             # Results are held only by the list handed out, which lets go of each.
             values, chunk.values = chunk.values, []
-            if not raise_errors:
+            if outcomes:
                 values = ([Value(v) for v in values] if not errors else
                           [Value(v) if i not in errors else Error(errors[i])
                            for i, v in enumerate(values)])
                 yield _handing_out(values)
             elif not errors:
                 yield _handing_out(values)
-            else:
+            elif mode == "raise":
                 first = min(errors)
                 if first:
                     del values[first:]
                     yield _handing_out(values)
                 raise errors[first]
+            else:
+                if run.keep:
+                    run.failures += [collected(run.where, run.items[i], errors[i])
+                                     for i in sorted(errors)]
+                yield _handing_out([v for i, v in enumerate(values) if i not in errors])
             # Resumed once the chain took every item of the chunk: consumed.
             run.outstanding -= size
     finally:
