@@ -3,8 +3,15 @@ it, and it is gone once the run is, however the run ends."""
 
 from __future__ import annotations
 
+import select
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -143,3 +150,59 @@ def _one_loop_thread_besides_the_consumer_s(threads: Threads) -> threading.Threa
     (loop,) = loops
     assert loop is not threading.current_thread()
     return loop
+
+
+CTRL_C = """
+import itertools, signal, sys, threading
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
+import anyio
+import workpool as wp
+
+async def numbers():
+    for i in itertools.count():
+        await anyio.sleep(0.001)
+        yield i
+
+async def nap(x):
+    await anyio.sleep(0.005)
+    return x
+
+def main():
+    pipe = (wp.Pipeline(numbers())
+            .map(nap, workers=4, kind="async")
+            .map(nap, workers=2, kind="async")
+            .map(nap, workers=3, kind="async"))
+    try:
+        for i, _ in enumerate(pipe):
+            if i == 0:
+                print("ready", [t.name for t in threading.enumerate()
+                                if t is not threading.main_thread()], flush=True)
+    except KeyboardInterrupt:
+        left = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+        print("interrupted", left, flush=True)
+        sys.exit(3)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_ctrl_c_ends_the_loop_thread_in_a_real_process(tmp_path: Path) -> None:
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(textwrap.dedent(CTRL_C))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "the pipeline never started"
+        assert proc.stdout.readline() == "ready ['pipeline-loop']\n"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()  # closes the pipes
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 3, err
+    assert out.strip() == "interrupted []"

@@ -186,20 +186,22 @@ class TrioLot:
             self._token.run_sync_soon(self.unpark)
 
 
-def lot_type() -> type[AsyncioLot] | type[TrioLot]:
+def lot_type(message: str | None = None) -> type[AsyncioLot] | type[TrioLot]:
     """The lot class for the async library running the calling task.
 
     Raises:
-        RuntimeError: no asyncio loop or trio run is active in this thread.
+        RuntimeError: (with *message*, if given) no asyncio loop or trio run is active
+            in this thread.
     """
-    if require_library(_NO_LOOP) == TRIO:
+    if require_library(message or _NO_LOOP) == TRIO:
         return TrioLot
     return AsyncioLot
 
 
-def new_lot(on_lost: OnLost | None = None) -> Lot:
-    """A lot for the calling task's event loop (see ``lot_type``)."""
-    return lot_type()(on_lost)
+def new_lot(on_lost: OnLost | None = None, message: str | None = None) -> Lot:
+    """A lot for the calling task's event loop, *on_lost* its owner's hook (see the
+    module docstring) and *message* the error where no loop runs (see ``lot_type``)."""
+    return lot_type(message)(on_lost)
 
 
 def call_soon_threadsafe(message: str | None = None) -> Callable[[Callable[[], object]], None]:

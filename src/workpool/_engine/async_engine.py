@@ -37,7 +37,7 @@ from typing import Any, Final
 
 import anyio
 
-from .._backends.aio import NO_LOT, Lot, lot_type, no_lot
+from .._backends.aio import NO_LOT, AsyncioLot, Lot, lot_type, no_lot
 from .._core.context import TaskContext, current, install_slot
 from .._core.exceptions import PoolClosed
 from .._core.ratelimit import RateLimit
@@ -96,6 +96,7 @@ class AsyncEngine:
         self.tg: Any = None
         self.lifetime = AsyncExitStack()  # holds the task group from start() to exit()
         self.limiter: anyio.CapacityLimiter | None = None
+        self.on_asyncio = False  # learnt at the start, with the lots' library
         self.stuck = StuckThreads()  # threads the pool gave up on, still running
         self.new_lot: Callable[[], Lot] = no_lot
         self.idle = self.space = self.drain_lot = self.exit_lot = NO_LOT
@@ -105,6 +106,7 @@ class AsyncEngine:
     async def start(self) -> None:
         """Start the workers in a task group owned by the calling task."""
         self.new_lot = lot_type()
+        self.on_asyncio = self.new_lot is AsyncioLot
         for attr in ("idle", "space", "drain_lot", "exit_lot"):
             setattr(self, attr, self.new_lot())
         # Sync tasks run in threads: one per busy worker, plus those given up on (at

@@ -21,13 +21,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
 from .._backends.aio import Lot, call_soon_threadsafe, new_lot
 
 __all__ = ["Aborted", "Channel", "LoopScope", "Slots", "aget_many", "aput_many"]
+
+_NOT_RUNNING: Final = "a pipeline's async iterator must run inside an asyncio or trio loop"
 
 Waker = Callable[[], object]
 
@@ -256,7 +258,7 @@ class Slots:
                     return
                 lot = self._lot
                 if lot is None:
-                    lot = self._lot = new_lot()
+                    lot = self._lot = new_lot(message=_NOT_RUNNING)
                 self._parked += 1
             try:
                 await lot.park()
@@ -297,7 +299,7 @@ async def aget_many(channel: Channel, limit: int) -> list[Any]:
         if got is not None:
             return got
         if lot is None:
-            lot = new_lot()
+            lot = new_lot(message=_NOT_RUNNING)
         if channel.when_readable(lot.unpark_soon):
             await lot.park()
 
@@ -311,7 +313,7 @@ async def aput_many(channel: Channel, batch: list[Any]) -> None:
         if start >= len(batch):
             return
         if lot is None:
-            lot = new_lot()
+            lot = new_lot(message=_NOT_RUNNING)
         if channel.when_writable(lot.unpark_soon):
             await lot.park()
 
@@ -337,7 +339,7 @@ class LoopScope:
     @contextlib.contextmanager
     def open(self) -> Iterator[anyio.CancelScope]:
         """Enter the scope in the running loop's current task."""
-        soon = call_soon_threadsafe()
+        soon = call_soon_threadsafe(_NOT_RUNNING)
         with anyio.CancelScope() as scope:
             with self._lock:
                 self._cancel = lambda: soon(scope.cancel)

@@ -9,7 +9,7 @@ wait, in the event loop that waits. Imports the lot and ``Semaphore``'s checks.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import final
+from typing import Final, final
 
 import anyio
 
@@ -17,6 +17,8 @@ from .._backends.aio import NO_LOT, Lot, new_lot
 from .semaphore import SemaphoreStatistics, check_capacity, check_count, check_weight
 
 __all__ = ["AsyncSemaphore"]
+
+_NO_LOOP: Final = "AsyncSemaphore must be used inside an asyncio or trio event loop"
 
 
 @final
@@ -114,7 +116,7 @@ class AsyncSemaphore:
             return False
         lot = self._lot
         if not self._waiters:
-            lot = self._lot = new_lot(self._lost)
+            lot = self._lot = new_lot(self._lost, _NO_LOOP)
             self._waiters = lot.waiters
         try:
             if timeout is None:
