@@ -201,3 +201,35 @@ def test_unpark_soon_after_the_loop_ended_does_nothing(backend: str) -> None:
     thread.start()
     thread.join(BOUND)
     assert not thread.is_alive()
+
+
+def test_semaphore_tokens_of_a_waiter_cancelled_once_served_go_to_the_next() -> None:
+    """``AsyncSemaphore`` parks in a lot: a waiter served and cancelled in the same
+    turn (asyncio) hands its tokens on to the waiters behind it that now fit."""
+    import asyncio
+
+    import workpool as wp
+
+    async def main() -> None:
+        sem = wp.AsyncSemaphore(3)
+        await sem.acquire(3)
+        served: list[str] = []
+
+        async def take(name: str, n: int) -> None:
+            await sem.acquire(n)
+            served.append(name)
+
+        big = asyncio.ensure_future(take("big", 2))
+        await _until(lambda: sem.statistics().waiters == 1)
+        small = [asyncio.ensure_future(take(f"small{i}", 1)) for i in range(2)]
+        await _until(lambda: sem.statistics().waiters == 3)
+        sem.release(2)  # the big one is served: the small ones behind it wait
+        assert (sem.statistics().held, sem.statistics().waiters) == (3, 2)
+        big.cancel()  # before it ran again: its 2 tokens go to both small ones
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(big, BOUND)
+        await asyncio.wait_for(asyncio.gather(*small), BOUND)
+        assert sorted(served) == ["small0", "small1"]
+        assert (sem.statistics().held, sem.statistics().waiters) == (3, 0)
+
+    asyncio.run(main())

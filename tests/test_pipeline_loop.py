@@ -101,6 +101,20 @@ def test_an_error_ends_the_loop_thread() -> None:
     assert threads.left() == set()
 
 
+def test_an_async_source_s_error_ends_the_loop_thread() -> None:
+    async def broken() -> AsyncIterator[int]:
+        yield 1
+        raise LookupError("source broke")
+
+    async def plus_one(x: int) -> int:
+        return x + 1
+
+    before = set(threading.enumerate())
+    with pytest.raises(LookupError, match=r"^source broke$"):
+        list(wp.Pipeline(broken()).map(plus_one, kind="async"))
+    assert {t for t in set(threading.enumerate()) - before if t.is_alive()} == set()
+
+
 def test_a_consumer_leaving_early_ends_the_loop_thread() -> None:
     threads = Threads()
     with iter(_pipe(threads, None)) as items:

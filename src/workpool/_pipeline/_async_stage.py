@@ -70,9 +70,7 @@ class LoopThread:
     async def _guard(self, job: Callable[[], Awaitable[None]]) -> None:
         try:
             await job()
-        except anyio.get_cancelled_exc_class():
-            raise
-        except BaseException as exc:  # the job's error: the run's
+        except BaseException as exc:  # the job's error, whatever it is: the run's
             self._report(exc)
 
     def _report(self, error: BaseException) -> None:
