@@ -236,8 +236,8 @@ class _NoLot:
     def __init__(self) -> None:
         self.waiters: deque[Any] = deque()
 
-    async def park(self, weight: int = 1) -> None:  # pragma: no cover - nothing parks
-        raise RuntimeError(_NOT_RUNNING)                # before the start
+    async def park(self, weight: int = 1) -> None:  # pragma: no cover - never called
+        raise RuntimeError(_NOT_RUNNING)
 
     def unpark(self) -> bool:
         return False
