@@ -1,10 +1,13 @@
 """Which async library runs the calling task: the one place workpool asks.
 
 The async side runs on asyncio (uvloop included) and on trio, through anyio, and most
-of it never needs to know which. The few pieces that go below anyio, for speed or to
-be woken from other threads, ask ``current_library()`` here, once per object and never
-per task: the parking lots of ``AsyncPool`` and ``AsyncGroup`` (``_backends/aio.py``)
-when they start, ``AsyncSemaphore`` at its first wait, a pipeline channel's async wait.
+of it never needs to know which. What goes below anyio, for speed or to be woken from
+other threads, is the parking primitive of ``_backends/aio.py`` (``Lot``, and its
+thread-safe ``call_soon_threadsafe``): it asks ``current_library()`` here when a lot is
+made, once per object and never per task, for ``AsyncPool`` and ``AsyncGroup`` when
+they start (the pool also keeps the answer for its sync tasks' threads),
+``AsyncSemaphore`` when a wait finds its line empty, and a pipeline's async channel
+ends and slots. Nothing else in workpool asks which library runs.
 
 Nothing is imported to answer: an asyncio loop can run only once asyncio is loaded, and
 a trio run only once trio is.

@@ -32,11 +32,12 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any, Final
 
 import anyio
 
-from .._backends.aio import NO_LOT, Lot, lot_type, no_lot
+from .._backends.aio import NO_LOT, AsyncioLot, Lot, lot_type, no_lot
 from .._core.context import TaskContext, current, install_slot
 from .._core.exceptions import PoolClosed
 from .._core.ratelimit import RateLimit
@@ -93,7 +94,9 @@ class AsyncEngine:
         self.tick = 0
         self.sample_mask = 0  # sample the latency of 1 task in (mask + 1)
         self.tg: Any = None
+        self.lifetime = AsyncExitStack()  # holds the task group from start() to exit()
         self.limiter: anyio.CapacityLimiter | None = None
+        self.on_asyncio = False  # learnt at the start, with the lots' library
         self.stuck = StuckThreads()  # threads the pool gave up on, still running
         self.new_lot: Callable[[], Lot] = no_lot
         self.idle = self.space = self.drain_lot = self.exit_lot = NO_LOT
@@ -103,6 +106,7 @@ class AsyncEngine:
     async def start(self) -> None:
         """Start the workers in a task group owned by the calling task."""
         self.new_lot = lot_type()
+        self.on_asyncio = self.new_lot is AsyncioLot
         for attr in ("idle", "space", "drain_lot", "exit_lot"):
             setattr(self, attr, self.new_lot())
         # Sync tasks run in threads: one per busy worker, plus those given up on (at
@@ -111,8 +115,7 @@ class AsyncEngine:
         # trio, which holds its token until the thread returns. (Without a limiter of
         # its own the pool would share anyio's default one: 40 threads in all.)
         self.limiter = anyio.CapacityLimiter(math.inf)
-        self.tg = anyio.create_task_group()
-        await self.tg.__aenter__()
+        self.tg = await self.lifetime.enter_async_context(anyio.create_task_group())
         self.retrying.bind(self.tg, self.new_lot())
         self.state = OPEN
         try:
@@ -124,7 +127,7 @@ class AsyncEngine:
                     await self.tg.start(self._work, w, name=f"{self.name}_{w.slot.worker_id}")
         except BaseException:
             self.cancel_all()
-            await self.tg.__aexit__(None, None, None)
+            await self.lifetime.aclose()
             self.state = CLOSED
             raise
 
@@ -154,7 +157,7 @@ class AsyncEngine:
 
     async def exit(self) -> None:
         """Leave the task group (from the task that started it), every worker gone."""
-        await self.tg.__aexit__(None, None, None)
+        await self.lifetime.aclose()
         self.state = CLOSED
 
     def cancel_all(self, give_up: bool = False) -> None:

@@ -64,6 +64,7 @@ class PolicyHost(Protocol):
     retrying: RetryTimer
     bucket: TokenBucket | None  # the pool's rate limit
     limiter: anyio.CapacityLimiter | None  # threads of sync tasks
+    on_asyncio: bool  # the library the pool runs on: asyncio, else trio
     stuck: StuckThreads
 
     def requeue(self, job: Job) -> None:
@@ -254,7 +255,7 @@ async def _call_sync(engine: PolicyHost, w: Worker, fn: Callable[..., Any],
         w.call = call
         call.scope = scope
         try:
-            return await run_in_thread(call.run, engine.limiter)
+            return await run_in_thread(call.run, engine.limiter, engine.on_asyncio)
         finally:
             w.call = None
     ctx.cancel()

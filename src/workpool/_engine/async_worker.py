@@ -25,7 +25,6 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
-from .._core.aio import current_library
 from .._core.context import TaskContext, WorkerSlot, install_slot
 from .async_task import Job, fn_name
 
@@ -120,11 +119,12 @@ DAEMON_THREADS: Final = DaemonThreads()
 os.register_at_fork(after_in_child=DAEMON_THREADS.after_fork_in_child)
 
 
-async def run_in_thread(fn: Callable[[], Any], limiter: anyio.CapacityLimiter | None) -> Any:
+async def run_in_thread(fn: Callable[[], Any], limiter: anyio.CapacityLimiter | None,
+                        on_asyncio: bool) -> Any:
     """Run *fn* in a daemon thread; cancelling the wait gives up on the thread (it runs
-    on until *fn* returns). On asyncio the threads are ``DAEMON_THREADS``; on trio,
-    trio's own (daemons too)."""
-    if current_library() == "asyncio":
+    on until *fn* returns). On asyncio (*on_asyncio*, as the pool learnt when it
+    started) the threads are ``DAEMON_THREADS``; on trio, trio's own (daemons too)."""
+    if on_asyncio:
         import asyncio
 
         context = contextvars.copy_context()  # as asyncio.to_thread does

@@ -4,11 +4,11 @@
 
     source ──▶ [source thread] ──ch0──▶ stage 1 ──ch1──▶ stage 2 ──ch2──▶ ... ──chN──▶ consumer
       any iterable, or async       │                                            for / async for
-      (its own event loop)         │ journal: skip finished keys                 / run()
+      (a task of the run's loop)   │ journal: skip finished keys                 / run()
                                    ▼
     a pooled stage (thread / process):                 an async stage:
       ch_in ─▶ dispatcher ─chunks─▶ ThreadPool|ProcessPool   ch_in ─▶ dispatcher task ─▶ AsyncPool
-                  ▲ slots: 2 x workers chunks   │               (anyio.run in the stage's thread)
+                  ▲ slots: 2 x workers chunks   │               (the run's one event-loop thread)
                   └──── freed after ch_out took them ◀─ emitter (order, error policy) ─▶ ch_out
     batch / unbatch: one thread, ch_in ─▶ lists (flushed by size, timeout or end) ─▶ ch_out
     each(transactional=True): the dispatcher hands chunks to the journal's writer thread

@@ -1,30 +1,82 @@
-"""An async stage: coroutines on a ``wp.AsyncPool``, in an event loop of its own.
+"""An async stage: coroutines on a ``wp.AsyncPool``, on the run's one event-loop thread.
 
 ::
 
     input channel ──aget_many──▶ dispatcher task ── pool.submit(fn, item) ──▶ AsyncPool
                                    │ at most 2 x workers items in flight     │ done callback
-                                   ▼                                          ▼
+                                   ▼ (slots)                                  ▼
     output channel ◀──aput_many── emitter task ◀── in input order, or as they finish
 
-The stage's thread runs ``anyio.run`` (asyncio); the channels wake its tasks from other
-threads through the loop's thread-safe callback. Stopping the run cancels the stage's
-cancel scope from outside, which cancels every task the pool runs.
+Every async stage of a run, and an async source, is a task of one ``LoopThread``: one
+thread running ``anyio.run`` (asyncio), started once per run and gone when the last of
+them ends. The channels wake those tasks from other threads through the loop's
+thread-safe callback, and directly from the loop's own thread. Stopping the run cancels
+each stage's cancel scope from outside, which cancels every task its pool runs.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 
-from ._channel import Aborted, Channel, LoopScope, aget_many, aput_many
+from .._backends.aio import NO_LOT, Lot, new_lot
+from ._channel import Aborted, Channel, LoopScope, Slots, aget_many, aput_many
 from ._spec import StageSpec, worker_function
 from ._stages import RunContext, StageRuntime
 
-__all__ = ["AsyncStage", "leaf"]
+__all__ = ["AsyncStage", "LoopThread", "leaf"]
+
+
+class LoopThread:
+    """The one event-loop thread of a pipeline run. Its jobs (coroutine functions)
+    are added before ``start()`` and run as tasks of one task group; the thread ends
+    when the last one does. A job's error (other than ``Aborted``) fails the run."""
+
+    def __init__(self, fail: Callable[[BaseException], None]) -> None:
+        self._fail = fail
+        self._jobs: list[tuple[Callable[[], Awaitable[None]], str]] = []
+        self.thread = threading.Thread(target=self._main, name="pipeline-loop")
+
+    def add(self, job: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run *job* in the loop once it starts."""
+        self._jobs.append((job, name))
+
+    def start(self) -> None:
+        """Start the thread, if there is a job to run."""
+        if self._jobs:
+            self.thread.start()
+
+    def join(self) -> None:
+        """Wait for the thread (and every task of its loop) to be gone."""
+        if self.thread.ident is not None:
+            self.thread.join()
+
+    def _main(self) -> None:
+        try:
+            anyio.run(self._serve)
+        except BaseException as exc:  # the loop itself failed
+            self._report(exc)
+
+    async def _serve(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for job, name in self._jobs:
+                tg.start_soon(self._guard, job, name=name)
+
+    async def _guard(self, job: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await job()
+        except BaseException as exc:  # the job's error, whatever it is: the run's
+            self._report(exc)
+
+    def _report(self, error: BaseException) -> None:
+        error = leaf(error)
+        if not isinstance(error, Aborted):
+            self._fail(error)
 
 
 class _Pending:
@@ -42,20 +94,14 @@ class AsyncStage(StageRuntime):
     kind = "async"
 
     def __init__(self, run: RunContext, spec: StageSpec, source: Channel,
-                 sink: Channel) -> None:
+                 sink: Channel, loop: LoopThread) -> None:
         super().__init__(run, spec, source, sink)
         self._scope = LoopScope()  # the stage's, cancelled from any thread
         self._done: deque[_Pending] = deque()
-        self._ready: anyio.Event | None = None
+        self._ready: Lot = NO_LOT  # where the emitter waits for a finished item
         self._expected: int | None = None
         self.running = 0
-        self.thread(self._main, "loop")
-
-    def _main(self) -> None:
-        try:
-            anyio.run(self._serve)
-        except BaseExceptionGroup as group:
-            raise leaf(group) from None
+        loop.add(self._serve, f"{spec.name}-stage")
 
     async def _serve(self) -> None:
         with self._scope.open():
@@ -65,7 +111,8 @@ class AsyncStage(StageRuntime):
         from .._pools.async_pool import AsyncPool
 
         spec = self.spec
-        limit = anyio.Semaphore(2 * spec.workers)
+        limit = Slots(2 * spec.workers)
+        self._ready = new_lot()
         pool = AsyncPool(spec.workers, timeout=spec.timeout, retry=spec.retry,
                          rate=spec.rate, name=f"pipeline-{spec.name}")
         async with pool, anyio.create_task_group() as tg:
@@ -90,19 +137,19 @@ class AsyncStage(StageRuntime):
 
         return timed
 
-    async def _dispatch(self, pool: Any, limit: anyio.Semaphore) -> None:
+    async def _dispatch(self, pool: Any, limit: Slots) -> None:
         fn = self._timed()
         tagged = self.book is not None
         counters = self.counters
         seq = 0
         try:
             while True:
-                envs = await aget_many(self.input, limit.value or 1)
+                envs = await aget_many(self.input, limit.free() or 1)
                 if not envs:
                     return
                 counters.items_in += len(envs)
                 for env in envs:
-                    await limit.acquire()
+                    await limit.aacquire()
                     future = await pool.submit(fn, env[0] if tagged else env)
                     pending = _Pending(seq, env, future)
                     seq += 1
@@ -116,18 +163,15 @@ class AsyncStage(StageRuntime):
         self._wake()
 
     def _wake(self) -> None:
-        if self._ready is not None:
-            self._ready.set()
+        self._ready.unpark()
 
-    async def _emit(self, limit: anyio.Semaphore) -> None:
+    async def _emit(self, limit: Slots) -> None:
         done, ordered = self._done, self.spec.ordered
         handled = 0
         held: dict[int, _Pending] = {}
         while self._expected is None or handled < self._expected:
             if not done:
-                self._ready = anyio.Event()
-                if not done and (self._expected is None or handled < self._expected):
-                    await self._ready.wait()
+                await self._ready.park()  # all on the loop's thread: no wake-up is lost
                 continue
             pending = done.popleft()
             if not ordered:
@@ -140,7 +184,7 @@ class AsyncStage(StageRuntime):
                 handled += 1
         self.output.close()
 
-    async def _handle(self, pending: _Pending, limit: anyio.Semaphore) -> None:
+    async def _handle(self, pending: _Pending, limit: Slots) -> None:
         future, env = pending.future, pending.env
         pending.future = pending.env = None  # no cycle through the future's callback
         try:

@@ -1,10 +1,13 @@
-"""Bounded channels between pipeline stages, for threads and for event loops.
+"""Bounded channels and slot counters between pipeline stages, for threads and for
+event loops.
 
 A ``Channel`` is a bounded FIFO with one writer and one reader. ``close()`` ends it
 (the reader drains what is left, then sees the end); ``abort()`` stops it at once:
-everyone blocked on it, now or later, gets ``Aborted``. Threads block on conditions;
-async code registers a one-shot *waker* (``when_readable`` / ``when_writable``) that
-the other side calls, from its own thread, once there is something to do.
+everyone blocked on it, now or later, gets ``Aborted``. ``Slots`` counts the work a
+stage has in flight, and its waits ``abort()`` breaks too. Threads block on conditions;
+a task parks in a ``Lot`` (``_backends/aio.py``, the async side's one parking
+primitive) after registering a one-shot *waker*, the lot's ``unpark_soon``, that the
+other side calls, from whichever thread it runs in, once there is something to do.
 
 A blocked writer is woken only once the reader has taken the channel down to half its
 capacity (and a blocked reader as soon as one item arrives): a full channel then
@@ -18,15 +21,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import Any, Final
 
 import anyio
 
-from .._core.aio import ASYNCIO, TRIO, Library, require_library
+from .._backends.aio import Lot, call_soon_threadsafe, new_lot
 
-__all__ = ["Aborted", "Channel", "LoopScope", "Slots", "aget_many", "aput_many",
-           "loop_waker"]
+__all__ = ["Aborted", "Channel", "LoopScope", "Slots", "aget_many", "aput_many"]
+
+_NOT_RUNNING: Final = "a pipeline's async iterator must run inside an asyncio or trio loop"
 
 Waker = Callable[[], object]
 
@@ -219,15 +222,20 @@ class Channel:
 
 
 class Slots:
-    """A counter of work in flight, at most *limit*, whose waits ``abort()`` breaks."""
+    """A counter of work in flight, at most *limit*, whose waits ``abort()`` breaks.
 
-    __slots__ = ("_aborted", "_cond", "limit", "used")
+    Threads take a slot with ``acquire``, tasks with ``aacquire`` (all of one event
+    loop); ``release`` may come from any thread."""
+
+    __slots__ = ("_aborted", "_cond", "_lot", "_parked", "limit", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
         self._aborted = False
         self._cond = threading.Condition(threading.Lock())
+        self._lot: Lot | None = None
+        self._parked = 0  # tasks parked, or about to park, in the lot
 
     def acquire(self) -> None:
         """Take a slot, waiting for one. Raises ``Aborted`` once aborted."""
@@ -238,78 +246,76 @@ class Slots:
                 raise Aborted
             self.used += 1
 
+    async def aacquire(self) -> None:
+        """``acquire`` for a task: park until a slot is free. Raises ``Aborted`` once
+        aborted."""
+        while True:
+            with self._cond:
+                if self._aborted:
+                    raise Aborted
+                if self.used < self.limit:
+                    self.used += 1
+                    return
+                lot = self._lot
+                if lot is None:
+                    lot = self._lot = new_lot(message=_NOT_RUNNING)
+                self._parked += 1
+            try:
+                await lot.park()
+            finally:
+                with self._cond:
+                    self._parked -= 1
+
+    def free(self) -> int:
+        """Slots free now."""
+        return self.limit - self.used
+
     def release(self) -> None:
         """Give a slot back."""
         with self._cond:
             self.used -= 1
             self._cond.notify()
+            if self._parked:
+                assert self._lot is not None
+                self._lot.unpark_soon()
 
     def abort(self) -> None:
         """Make every wait, now or later, raise ``Aborted``."""
         with self._cond:
             self._aborted = True
             self._cond.notify_all()
+            for _ in range(self._parked):
+                assert self._lot is not None
+                self._lot.unpark_soon()
 
 
 # -- async endpoints ---------------------------------------------------------------------
 
-_NOT_RUNNING: Final = "a pipeline's async iterator must run inside an asyncio or trio loop"
-
-
-def loop_waker() -> tuple[Callable[[Callable[[], object]], None], Library]:
-    """A function that runs a callback soon in the calling task's event loop, callable
-    from any thread and never blocking, and the loop's library name."""
-    if require_library(_NOT_RUNNING) == TRIO:
-        import trio
-
-        token = trio.lowlevel.current_trio_token()
-
-        def trio_soon(fn: Callable[[], object]) -> None:
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(fn)
-
-        return trio_soon, TRIO
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-
-    def asyncio_soon(fn: Callable[[], object]) -> None:
-        # A closed loop raises RuntimeError: nobody is left to wake.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(fn)
-
-    return asyncio_soon, ASYNCIO
-
-
 async def aget_many(channel: Channel, limit: int) -> list[Any]:
     """``get_many`` for async code: wait without blocking the event loop."""
-    import anyio
-
-    soon, _ = loop_waker()
+    lot: Lot | None = None
     while True:
         got = channel.try_get_many(limit)
         if got is not None:
             return got
-        event = anyio.Event()
-        if channel.when_readable(partial(soon, event.set)):
-            await event.wait()
+        if lot is None:
+            lot = new_lot(message=_NOT_RUNNING)
+        if channel.when_readable(lot.unpark_soon):
+            await lot.park()
 
 
 async def aput_many(channel: Channel, batch: list[Any]) -> None:
     """``put_many`` for async code: wait for room without blocking the event loop."""
-    import anyio
-
     start = 0
-    soon: Callable[[Callable[[], object]], None] | None = None
+    lot: Lot | None = None
     while True:
         start = channel.try_put_many(batch, start)
         if start >= len(batch):
             return
-        if soon is None:
-            soon, _ = loop_waker()
-        event = anyio.Event()
-        if channel.when_writable(partial(soon, event.set)):
-            await event.wait()
+        if lot is None:
+            lot = new_lot(message=_NOT_RUNNING)
+        if channel.when_writable(lot.unpark_soon):
+            await lot.park()
 
 
 class LoopScope:
@@ -333,7 +339,7 @@ class LoopScope:
     @contextlib.contextmanager
     def open(self) -> Iterator[anyio.CancelScope]:
         """Enter the scope in the running loop's current task."""
-        soon, _ = loop_waker()
+        soon = call_soon_threadsafe(_NOT_RUNNING)
         with anyio.CancelScope() as scope:
             with self._lock:
                 self._cancel = lambda: soon(scope.cancel)

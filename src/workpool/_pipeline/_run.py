@@ -1,4 +1,8 @@
-"""One run of a pipeline: its source thread, stages, channels, and how it stops.
+"""One run of a pipeline: its source, stages, channels, event-loop thread, and how it
+stops.
+
+The async stages and an async source all run on the run's one ``LoopThread``, started
+by ``start()`` (when there is any) and joined by ``close()``.
 
 Stopping has one path, whoever asks: the consumer leaving early, Ctrl-C, the first
 unhandled error of a stage or of the source. ``stop()`` aborts every channel (whoever
@@ -20,7 +24,7 @@ from typing import Any, Final, Generic, TypeVar, final
 import anyio
 
 from .._core.exceptions import ItemsFailed
-from ._async_stage import AsyncStage, leaf
+from ._async_stage import AsyncStage, LoopThread
 from ._channel import Aborted, Channel, LoopScope, aget_many, aput_many
 from ._journal import Book, Journal, Tag
 from ._report import CollectedError, CollectedErrors, PipelineReport, elapsed, stage_report
@@ -35,8 +39,8 @@ _TAKE: Final = 256  # items the consumer takes from the last channel at once
 
 
 class Source:
-    """The thread that reads the source (on an event loop of its own if it is async),
-    skips the keys the journal has as finished, and feeds the first channel."""
+    """Reads the source, skips the keys the journal has as finished, and feeds the
+    first channel: a thread of its own, or a task of the run's loop if it is async."""
 
     def __init__(self, run: Run, iterable: Any, key: Callable[[Any], Any] | None) -> None:
         self.run = run
@@ -46,23 +50,25 @@ class Source:
         self.items = 0
         self.resumed = 0
         self.is_async = hasattr(type(iterable), "__aiter__")
-        self._scope = LoopScope()  # an async source's loop, cancelled from any thread
-        self.thread = threading.Thread(target=self._main, name="pipeline-source")
+        self._scope = LoopScope()  # an async source's task, cancelled from any thread
+        self.thread: threading.Thread | None = None
+        if self.is_async:
+            run.loop.add(self._amain, "pipeline-source")
+        else:
+            self.thread = threading.Thread(target=self._main, name="pipeline-source")
 
     def _main(self) -> None:
         try:
-            if self.is_async:
-                try:
-                    anyio.run(self._afeed)
-                except BaseExceptionGroup as group:
-                    raise leaf(group) from None
-            else:
-                self._feed()
+            self._feed()
             self.output.close()
         except Aborted:
             pass
         except BaseException as exc:
             self.run.fail(exc)
+
+    async def _amain(self) -> None:
+        await self._afeed()
+        self.output.close()
 
     def _admit(self, finished: Callable[[Any], bool] | None, item: Any) -> Any:
         """The envelope for *item*, or *self* when the journal has it as finished."""
@@ -139,6 +145,7 @@ class Run:
         self.channels = [Channel(SOURCE_BUFFER, "source")]
         self.channels += [Channel(spec.buffer, spec.name) for spec in specs]
         self.output = self.channels[-1]
+        self.loop = LoopThread(self.fail)
         self.stages: list[StageRuntime] = []
         try:
             for index, spec in enumerate(specs):
@@ -160,7 +167,9 @@ class Run:
             self.journal.open()
         for stage in self.stages:
             stage.start()
-        self.source.thread.start()
+        self.loop.start()
+        if self.source.thread is not None:
+            self.source.thread.start()
 
     # -- the one way to stop -----------------------------------------------------------------
 
@@ -218,10 +227,11 @@ class Run:
                 self.ended = time.perf_counter()
 
     def _join(self) -> None:
-        if self.source.thread.ident is not None:
+        if self.source.thread is not None and self.source.thread.ident is not None:
             self.source.thread.join()
         for stage in self.stages:
             stage.join()
+        self.loop.join()
         if self.journal is not None:
             self.journal.close()
 
@@ -257,7 +267,7 @@ def _runtime(run: Run, spec: StageSpec, index: int) -> StageRuntime:
     if spec.op == UNBATCH:
         return UnbatchStage(run, spec, source, sink)
     if spec.kind == "async":
-        return AsyncStage(run, spec, source, sink)
+        return AsyncStage(run, spec, source, sink, run.loop)
     return PoolStage(run, spec, source, sink)
 
 

@@ -1,21 +1,24 @@
 """``AsyncSemaphore``: the async twin of ``Semaphore`` (see ``_sync`` for the rules
-they share), on asyncio or trio through anyio.
+they share), on asyncio or trio.
+
+Its waiters park in a ``Lot`` (``_backends/aio.py``, the async side's one parking
+primitive), each weighted by the tokens it asks for; the lot is made at the first
+wait, in the event loop that waits. Imports the lot and ``Semaphore``'s checks.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections import deque
 from types import TracebackType
-from typing import Any, final
+from typing import Final, final
 
 import anyio
 
-from .._core.aio import ASYNCIO, current_library
+from .._backends.aio import NO_LOT, Lot, new_lot
 from .semaphore import SemaphoreStatistics, check_capacity, check_count, check_weight
 
 __all__ = ["AsyncSemaphore"]
+
+_NO_LOOP: Final = "AsyncSemaphore must be used inside an asyncio or trio event loop"
 
 
 @final
@@ -51,16 +54,16 @@ class AsyncSemaphore:
             await send(batch)
     """
 
-    __slots__ = ("__weakref__", "_asyncio", "_capacity", "_free", "_waiters")
+    __slots__ = ("__weakref__", "_capacity", "_free", "_lot", "_waiters")
 
     def __init__(self, capacity: int) -> None:
         self._capacity = check_capacity(capacity)
         self._free = self._capacity
-        # (n, signal): the signal is set by the waker once the tokens are handed over.
-        # On asyncio the signal is a bare future (as asyncio.Semaphore's waiters: an
-        # anyio.Event costs several times more); on trio, an anyio.Event.
-        self._waiters: deque[tuple[int, Any]] = deque()
-        self._asyncio: bool | None = None  # learnt at the first wait
+        # The lot is made by a wait that finds the line empty, in the loop that waits
+        # (so one semaphore may serve one loop after another); `_waiters` is its line,
+        # for the fast paths' truth test. A waiter is woken holding its tokens.
+        self._lot: Lot = NO_LOT
+        self._waiters = NO_LOT.waiters
 
     @property
     def capacity(self) -> int:
@@ -94,15 +97,12 @@ class AsyncSemaphore:
         if n.__class__ is int and 0 < n <= self._free and not self._waiters:
             self._free -= n
             return True
-        if timeout is None and self._asyncio and n.__class__ is int and 0 < n <= self._capacity:
-            # Waiting on asyncio without a deadline, inline: no second coroutine.
-            signal = asyncio.get_running_loop().create_future()
-            entry = (n, signal)
-            self._waiters.append(entry)
-            try:
-                await signal
-            except BaseException:  # cancelled: even if served meanwhile, hold nothing
-                self._leave(entry)
+        if timeout is None and self._waiters and n.__class__ is int \
+                and 0 < n <= self._capacity:
+            try:  # joining a line without a deadline, inline: no second coroutine
+                await self._lot.park(n)
+            except BaseException:  # cancelled: the lot gave back what it was handed
+                self._wake()
                 raise
             return True
         return await self._acquire_slow(n, timeout)
@@ -114,32 +114,26 @@ class AsyncSemaphore:
             return True
         if timeout is not None and timeout <= 0:
             return False
-        if self._asyncio is None:
-            self._asyncio = current_library() == ASYNCIO
-        signal: Any = (asyncio.get_running_loop().create_future() if self._asyncio
-                       else anyio.Event())
-        entry = (n, signal)
-        self._waiters.append(entry)
+        lot = self._lot
+        if not self._waiters:
+            lot = self._lot = new_lot(self._lost, _NO_LOOP)
+            self._waiters = lot.waiters
         try:
             if timeout is None:
-                await (signal if self._asyncio else signal.wait())
-            else:
-                with anyio.move_on_after(timeout):
-                    await (signal if self._asyncio else signal.wait())
-        except BaseException:  # cancelled: even if served meanwhile, hold nothing
-            self._leave(entry)
+                await lot.park(n)
+                return True
+            with anyio.move_on_after(timeout):
+                await lot.park(n)
+                return True
+        except BaseException:  # cancelled: the lot gave back what it was handed
+            self._wake()
             raise
-        if _served(signal):  # served, perhaps just as the deadline passed: keep it
-            return True
-        self._leave(entry)
+        self._wake()  # timed out: the waiters behind it may fit now
         return False
 
-    def _leave(self, entry: tuple[int, Any]) -> None:
-        if _served(entry[1]):  # served after all: put the tokens back
-            self._free += entry[0]
-        else:
-            with contextlib.suppress(ValueError):  # the waker dropped it already
-                self._waiters.remove(entry)
+    def _lost(self, n: int) -> None:
+        """A waiter cancelled just after it was served: its tokens come back."""
+        self._free += n
         self._wake()
 
     def try_acquire(self, n: int = 1) -> bool:
@@ -180,19 +174,7 @@ class AsyncSemaphore:
         self._wake()
 
     def _wake(self) -> None:
-        waiters = self._waiters
-        free = self._free
-        on_asyncio = self._asyncio
-        while waiters and waiters[0][0] <= free:
-            n, signal = waiters.popleft()
-            if on_asyncio:
-                if signal.done():  # its task was cancelled: it leaves on its own
-                    continue
-                signal.set_result(None)
-            else:
-                signal.set()
-            free -= n
-        self._free = free
+        self._free -= self._lot.unpark_within(self._free)
 
     def hold(self, n: int = 1) -> _AsyncHold:
         """An async context manager that acquires *n* tokens on entry, releases on exit.
@@ -226,12 +208,6 @@ class AsyncSemaphore:
     def __repr__(self) -> str:
         s = self.statistics()
         return f"<AsyncSemaphore capacity={s.capacity} held={s.held} waiters={s.waiters}>"
-
-
-def _served(signal: Any) -> bool:
-    if isinstance(signal, asyncio.Future):
-        return signal.done() and not signal.cancelled()
-    return bool(signal.is_set())
 
 
 @final
