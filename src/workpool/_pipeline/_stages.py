@@ -199,7 +199,6 @@ class PoolStage(StageRuntime):
         super().__init__(run, spec, source, sink)
         self.kind = spec.kind
         self.closed = False  # read by running thread chunks: stop between items
-        self.fn_bytes: bytes | None = None  # a process pool caches the pickled fn here
         self.chunk = 1
         self.inflight = 0  # chunks handed to the pool and not yet passed on
         self.fixed = spec.policies or spec.transactional

@@ -76,7 +76,6 @@ class MapRun:
         self.task_retry = task_retry
         self.on_error = on_error
         self.closed = False
-        self.fn_bytes: bytes | None = None  # the function, pickled once for processes
         self.exhausted = False
         self.input_error: Exception | None = None  # what reading the input raised
         self.outstanding = 0  # items read and not yet handed to the caller
