@@ -80,6 +80,7 @@ KILL_GRACE = 0.5  # seconds between terminate and kill
 # How a call failed as a whole, beyond the child's own kinds (ERR, BADARGS).
 _DIED = -1  # the child died (or could not start): see _death_error
 _BADFN = -2  # the child could not unpickle a map's function: every item fails
+_NOSTART = -3  # no fresh child could be started for the rest: every item left fails
 
 # Ready the by-value pickler (and import cloudpickle) with the backend, not inside the
 # first submit of a lambda; so is what the first fork needs (as the stdlib's pool
@@ -180,12 +181,17 @@ def _bad_call(what: str, error: BaseException) -> WorkerCrashed:
 class ProcessWorker(Worker):
     """A worker: its child process, driven by the pool's reader thread."""
 
-    __slots__ = ("conn", "job", "kill_reason", "pending", "process", "ready", "started_once")
+    __slots__ = ("conn", "job", "kill_reason", "pending", "process", "ready", "sending",
+                 "started_once")
 
     def __init__(self, worker_id: int) -> None:
         super().__init__(worker_id)
         self.process: Any = None
         self.conn: Any = None
+        # Held to start and send a task from outside the reader, and by the reader to
+        # reap the child: a send never races a reap (nor writes to a descriptor
+        # closed and reused meanwhile).
+        self.sending = threading.Lock()
         self.ready = False  # the child said it is ready (its initializer ran)
         self.started_once = False  # a child of this worker was ready once
         self.pending: Task | None = None  # the first task, while the first child starts
@@ -294,7 +300,36 @@ class ProcessBackend(Backend):
         self._post(_SPAWN, worker, None)
 
     def resume(self, worker: Worker, task: Task) -> None:
+        """Send *task* to the parked worker's child from this thread when the child is
+        ready (a round trip costs about 4 us less than waking the reader to send it:
+        ``processes`` round trips, 26 against 30 us); else the reader starts a child
+        (or waits out the rate limit) first."""
         assert isinstance(worker, ProcessWorker)
+        engine = self.engine
+        while engine.bucket is None:
+            started = time.perf_counter()
+            # Begun and sent under the lock the reader takes to reap a child: a child
+            # that died idle is either reaped first (then the reader starts one) or
+            # seen dying with this task (which then fails, as a crash).
+            with worker.sending:
+                if worker.process is None or not worker.ready:
+                    break
+                outcome = engine.begin(worker, task)
+                if outcome is None:
+                    job = _Job(task, started)
+                    with self._lock:
+                        worker.job = job
+                        worker.kill_reason = None
+                    # A child that died meanwhile shows as EOF to the reader.
+                    with contextlib.suppress(OSError):
+                        worker.conn.send_bytes(self._message(worker, job))
+                    return
+            nxt = engine.end(worker, task, *outcome, started)
+            if nxt is None:
+                if worker.leaving:
+                    self._post(_RELEASE, worker, None)
+                return
+            task = nxt
         self._post(_RUN, worker, task)
 
     def release(self, worker: Worker) -> None:
@@ -559,7 +594,7 @@ class ProcessBackend(Backend):
         job = worker.job
         if job is not None:
             job.task.crashes += 1
-            self._failed(worker, job, _DIED, self._crashed(job.task, str(error)))
+            self._failed(worker, job, _NOSTART, self._crashed(job.task, str(error)))
 
     def _reap(self, worker: ProcessWorker, kill: bool = False) -> int | None:
         """Wait for the child to exit (killing it if it lingers); return its exit code."""
@@ -572,10 +607,11 @@ class ProcessBackend(Backend):
             selector.unregister(conn)
             selector.unregister(process.sentinel)
         code = _join(process, 0 if kill else 2.0)
-        with self._lock:
-            worker.process = worker.conn = None
-        worker.ready = False
-        conn.close()
+        with worker.sending:
+            with self._lock:
+                worker.process = worker.conn = None
+            worker.ready = False
+            conn.close()
         process.close()
         return code
 
@@ -695,13 +731,16 @@ class ProcessBackend(Backend):
             return  # sent once the child is ready
         if not worker.ready:
             return
-        ctx = worker.slot.ctx
-        message = pickle.dumps(
-            (_child.CALL, job.task.attempt, None if ctx is None else ctx.deadline,
-             job.fn_bytes, job.payload), protocol=_child.PROTOCOL)
+        message = self._message(worker, job)
         # A child that died meanwhile shows as EOF to the reader.
         with contextlib.suppress(OSError):
             worker.conn.send_bytes(message)
+
+    def _message(self, worker: ProcessWorker, job: _Job) -> bytes:
+        ctx = worker.slot.ctx
+        return pickle.dumps(
+            (_child.CALL, job.task.attempt, None if ctx is None else ctx.deadline,
+             job.fn_bytes, job.payload), protocol=_child.PROTOCOL)
 
     def _end(self, worker: ProcessWorker, job: _Job, kind: int, value: Any) -> None:
         """The job ended: the engine counts and settles it, and gives the next task."""
@@ -805,16 +844,16 @@ class ProcessBackend(Backend):
     def _failed(self, worker: ProcessWorker, job: _Job, kind: int,
                 error: BaseException) -> None:
         """The job's last call failed as a whole with *error* (*kind*: the child's
-        ERR or BADARGS, _BADFN, or _DIED)."""
+        ERR or BADARGS, _BADFN, _DIED or _NOSTART)."""
         task = job.task
         items = task.items
         if items is None or (len(items) == 1 and task.retry is not None):
             self._end(worker, job, TASK_FAILED, error)  # the engine retries a lone item
             return
-        if job.single:
+        if job.single and kind != _NOSTART:
             job.errors[job.start] = error
             job.start += 1
-        elif len(items) - job.start > 1 and (
+        elif not job.single and len(items) - job.start > 1 and (
                 kind == _child.BADARGS
                 or (kind == _DIED and not isinstance(error, Cancelled | TaskTimeout))):
             # The chunk's arguments did not unpickle, or its worker died somewhere in it:
