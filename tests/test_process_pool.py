@@ -941,3 +941,26 @@ def test_sixteen_workers_with_random_kills_end_every_task_once() -> None:
     stats = pool.statistics()
     assert stats.failed == len(kills) + 1
     assert stats.completed == 400 - len(kills) + 199
+
+
+def test_a_callback_may_shut_the_pool_down(tmp_path: Path) -> None:
+    # Callbacks run on the reader (as on the stdlib's manager thread): a shutdown
+    # there does not wait for the reader's own workers.
+    gate = FileGate(tmp_path / "gate")
+    pool = wp.ProcessPool(2)
+    stopped = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def stop(_: cf.Future[Any]) -> None:
+        threads.append(threading.current_thread())
+        pool.shutdown(wait=True)
+        stopped.set()
+
+    future = pool.submit(_tasks.wait_gate, gate)
+    future.add_done_callback(stop)
+    gate.open()
+    assert stopped.wait(WAIT)
+    assert threads[0] is not threading.current_thread()
+    pool.shutdown()
+    assert future.result() is True
+    assert worker_pids(pool) == []

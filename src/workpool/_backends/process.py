@@ -357,6 +357,11 @@ class ProcessBackend(Backend):
                 assert self._wake_fds is not None
                 with contextlib.suppress(BlockingIOError):
                     os.write(self._wake_fds[1], b"\0")
+            if op == _SPAWN:
+                # The reader drives it (and ends only once no worker is left): a
+                # shutdown called on the reader (by a future's callback) does not wait
+                # for it (Engine.join). Set before the reader can read the command.
+                worker.thread = self._reader
 
     def _start_reader(self) -> None:
         """Under the lock: a fresh reader thread, with its selector and wake-up pipe."""
@@ -483,9 +488,6 @@ class ProcessBackend(Backend):
             elif op == _SEND:
                 self._send_after_wait(worker, task)
             elif op == _SPAWN:
-                # The reader drives it: a shutdown from the reader (a future's
-                # callback) does not wait for it (Engine.join).
-                worker.thread = threading.current_thread()
                 self._workers.add(worker)
                 worker.pending, worker.first = worker.first, None
                 self._start_child(worker)
