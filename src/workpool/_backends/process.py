@@ -371,8 +371,7 @@ class ProcessBackend(Backend):
         self._wake_fds = (read_fd, write_fd)
         self._selector = selectors.DefaultSelector()
         self._selector.register(read_fd, selectors.EVENT_READ, None)
-        self._signalled = True  # the command that starts it waits already
-        os.write(write_fd, b"\0")
+        self._signalled = True  # it runs the commands first: no wake-up needed
         # A daemon, as the stdlib's executor manager thread; the pools' exit hook
         # joins it (it ends once every worker left, after shutdown).
         self._reader = threading.Thread(target=self._read, daemon=True,
@@ -444,6 +443,7 @@ class ProcessBackend(Backend):
         and intake is over."""
         selector = self._selector
         assert selector is not None
+        self._run_commands()  # the one that started it, at least
         while True:
             touched = self._touched
             for key, _ in selector.select():
