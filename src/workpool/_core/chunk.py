@@ -1,4 +1,7 @@
-"""Chunks of ``map`` items: how a worker runs one, and what it sends back."""
+"""Chunks of ``map`` items: how a worker runs one, and what it sends back.
+
+May import ``_core`` only.
+"""
 
 from __future__ import annotations
 

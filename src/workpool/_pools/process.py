@@ -1,4 +1,8 @@
-"""``ProcessPool``: every core, a real kill for a task that hangs, and no broken pool."""
+"""``ProcessPool``: every core, a real kill for a task that hangs, and no broken pool.
+
+The front end over the engine and the process backend (``_backends.process``). May
+import ``_core``, ``_engine``, ``_backends``, ``_sync`` and ``executor``.
+"""
 
 from __future__ import annotations
 
