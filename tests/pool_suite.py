@@ -426,9 +426,10 @@ class ExecutorPoolBehaviour(PoolBehaviour):
         future: cf.Future[Any] = cf.Future()
         task = pool._task(pow, (2, 3), {}, future, 0, None, None, None)
         with engine._lock:  # put(), up to the hand-off
-            engine._idle -= 1
+            worker = engine._parked.pop()
         pool._cancel_all()
-        engine._wake.put(task)  # the rest of put()
+        assert task is not None
+        engine.backend.resume(worker, task)  # the rest of put()
         pool.shutdown()
         assert future.cancelled()
 

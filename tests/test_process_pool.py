@@ -860,3 +860,107 @@ def test_a_default_pool_takes_a_queue_in_initargs(tmp_path: Path) -> None:
                          timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": root})
     assert (out.returncode, out.stderr) == (0, "")
     assert out.stdout.splitlines() == ["True", "['hello', 'initialized', 'initialized']"]
+
+
+# -- one reader for every child ------------------------------------------------------------
+
+def test_a_child_killed_while_others_are_busy_fails_only_its_task(tmp_path: Path) -> None:
+    gate = FileGate(tmp_path / "gate")
+    with wp.ProcessPool(3) as pool:
+        busy = [pool.submit(_tasks.wait_gate, gate) for _ in range(2)]
+        deadline = time.monotonic() + WAIT
+        while pool.statistics().running < 2:
+            assert time.monotonic() < deadline, "the busy tasks never started"
+            time.sleep(0.005)
+        killed = pool.submit(_tasks.kill_self, signal.SIGKILL)
+        assert isinstance(killed.exception(WAIT), wp.WorkerCrashed)
+        assert "signal SIGKILL" in str(killed.exception())
+        assert not any(f.done() for f in busy)  # the reader still waits on them
+        gate.open()
+        assert [f.result(WAIT) for f in busy] == [True, True]
+        assert pool.submit(_tasks.square, 5).result(WAIT) == 25
+    stats = pool.statistics()
+    assert (stats.completed, stats.failed) == (3, 1)
+
+
+def test_a_child_that_dies_while_idle_is_replaced_for_the_next_task() -> None:
+    with wp.ProcessPool(1) as pool:
+        first = pool.submit(_tasks.getpid).result(WAIT)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + WAIT
+        while first in worker_pids(pool):  # the reader sees the sentinel and reaps it
+            assert time.monotonic() < deadline, "the dead idle child was never reaped"
+            time.sleep(0.005)
+        second = pool.submit(_tasks.getpid).result(WAIT)
+        # Killed, and handed a task at once: the task either finds the child dead
+        # (and fails as a crash) or a fresh one; it ends once either way.
+        os.kill(second, signal.SIGKILL)
+        racing = pool.submit(_tasks.getpid)
+        error = racing.exception(WAIT)
+        assert error is None or isinstance(error, wp.WorkerCrashed), error
+        third = pool.submit(_tasks.getpid).result(WAIT)
+    assert len({first, second, third}) == 3
+    assert pool.statistics().failed == (error is not None)
+
+
+@pytest.mark.timeout(120)
+def test_sixteen_workers_with_random_kills_end_every_task_once() -> None:
+    rng = random.Random(16)
+    kills = {i for i in range(400) if rng.random() < 0.1}
+    ends: list[int] = [0] * 400
+    lock = threading.Lock()
+
+    def ended(i: int) -> None:
+        with lock:
+            ends[i] += 1
+
+    with wp.ProcessPool(16) as pool:
+        futures: list[cf.Future[Any]] = []
+        for i in range(400):
+            future: cf.Future[Any]
+            if i in kills:
+                future = pool.submit(_tasks.kill_self, signal.SIGKILL)
+            else:
+                future = pool.submit(_tasks.spin_square, i)
+            future.add_done_callback(lambda _, i=i: ended(i))  # type: ignore[misc]
+            futures.append(future)
+        # Whole chunks too: a child killed in one reruns the rest one by one.
+        mapped = list(pool.map(_tasks.crash_on, range(200), [7] * 200, chunksize=25,
+                               on_error="return"))
+        outcomes: list[Any] = [f.exception(60) or f.result() for f in futures]
+    assert ends == [1] * 400
+    for i, outcome in enumerate(outcomes):
+        if i in kills:
+            assert isinstance(outcome, wp.WorkerCrashed)
+        else:
+            assert outcome == i * i
+    assert [type(m) for m in mapped] == [wp.Error if i == 7 else wp.Value
+                                         for i in range(200)]
+    assert [m.value for m in mapped if isinstance(m, wp.Value)] == [
+        i * i for i in range(200) if i != 7]
+    stats = pool.statistics()
+    assert stats.failed == len(kills) + 1
+    assert stats.completed == 400 - len(kills) + 199
+
+
+def test_a_callback_may_shut_the_pool_down(tmp_path: Path) -> None:
+    # Callbacks run on the reader (as on the stdlib's manager thread): a shutdown
+    # there does not wait for the reader's own workers.
+    gate = FileGate(tmp_path / "gate")
+    pool = wp.ProcessPool(2)
+    stopped = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def stop(_: cf.Future[Any]) -> None:
+        threads.append(threading.current_thread())
+        pool.shutdown(wait=True)
+        stopped.set()
+
+    future = pool.submit(_tasks.wait_gate, gate)
+    future.add_done_callback(stop)
+    gate.open()
+    assert stopped.wait(WAIT)
+    assert threads[0] is not threading.current_thread()
+    pool.shutdown()
+    assert future.result() is True
+    assert worker_pids(pool) == []

@@ -1,1 +1,2 @@
-"""Ways of running work, one module each, behind the contract of ``_engine.Engine``."""
+"""Ways of running work, one module each, behind one contract: ``_engine.contract``
+(``Backend``) for the sync engine."""

@@ -1,7 +1,8 @@
 """The loop a worker process runs, and how both sides pickle what crosses the pipe.
 
 Kept small and light to import: it is what every worker process loads first
-(cloudpickle is imported only when something must travel by value).
+(cloudpickle is imported only when something must travel by value). May import
+``_core.context`` only (in the worker, lazily).
 
 Messages are pickled tuples over a ``multiprocessing`` pipe; whatever holds user
 objects travels as bytes inside them (``body``), pickled and unpickled on its own, so

@@ -1,21 +1,36 @@
-"""Running work in worker processes.
+"""Running work in worker processes: the process backend.
+
+Owns ``ProcessBackend`` (the ``Backend`` contract of ``_engine.contract`` for child
+processes) and the pickling done in the caller. May import ``_core``, ``_engine`` and
+``_child``.
 
 ::
 
     caller ── pickle (fn, args) at submit: errors surface here ──▶ Engine queue
                                                                        │
-    proxy thread (one per worker, in this process) ◀───────────────────┘
+        resume / spawn / release: a command, and a byte on the wake-up pipe
+                                                                       ▼
+    reader thread (one per pool) ── waits on every child's pipe and sentinel and on
+        │                           the wake-up pipe at once (one selector)
         │ send_bytes(task)                      ▲ recv_bytes(reply)
-        ▼                                       │   EOF = the child died
+        ▼                                       │   EOF or sentinel = the child died
     child process: _child.main ── run ── reply ─┘
 
-A worker is a proxy thread paired with one child. The proxy blocks on the pipe, so
-a child that dies (signal, ``os._exit``, OOM kill) shows up as EOF in the proxy: only
-the task it ran fails, with ``WorkerCrashed``, and the proxy starts a fresh child.
-A deadline kills the child the same way (terminate, then kill after a grace), and the
-proxy turns that EOF into ``TaskTimeout``. So do the hard stop of a shutdown
-(``abandon_running``) and a cancelled pipeline stage (``cancel_all``), into
-``Cancelled``; ``shutdown(cancel_futures=True)`` lets running tasks finish.
+A worker is a child process with its bookkeeping; no thread is its own. The reader
+reacts to a reply by settling the task through the engine's step (``Engine.end``)
+and sending the worker's next task at once; to a child that dies (signal,
+``os._exit``, OOM kill) by failing only the task it ran, with ``WorkerCrashed`` (a
+fresh child is started for the worker's next task). A deadline kills the child
+(terminate, then kill after a grace), and the reader turns that death into
+``TaskTimeout``. So do the hard stop of a shutdown (``abandon_running``) and a
+cancelled pipeline stage (``cancel_all``), into ``Cancelled``;
+``shutdown(cancel_futures=True)`` lets running tasks finish. Only the reader touches
+a child's pipe and its process object (other threads kill a child, under the
+backend's lock), so a worker is never raced over.
+
+Tasks are sent from the reader, also to a parked worker: a command costs a byte on
+the wake-up pipe, which beats the submitting thread sending while the reader may be
+reaping that child.
 
 What crosses the pipe, and how it is pickled (by reference, as the stdlib, with
 cloudpickle only for what must travel by value), is ``_child``'s. Whatever cannot be
@@ -39,30 +54,33 @@ from __future__ import annotations
 import contextlib
 import importlib
 import multiprocessing
+import os
 import pickle
+import selectors
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from functools import partial
 from multiprocessing.context import BaseContext
+from queue import SimpleQueue
 from typing import Any, NoReturn
 
 from .._core.chunk import Chunk
 from .._core.exceptions import Cancelled, TaskTimeout
 from .._core.process_errors import WorkerCrashed
-from .._core.retry import Retry
-from .._engine.engine import TASK_FAILED, TASK_OK, Engine, Task, Worker
-from .._engine.intake import CLOSING
+from .._engine.contract import TASK_FAILED, TASK_OK, Backend, Task, Worker
+from .._engine.engine import LOGGER, OPEN
 from . import _child
 
-__all__ = ["ProcessEngine", "can_send", "default_context", "dumps_call"]
+__all__ = ["ProcessBackend", "can_send", "default_context", "dumps_call"]
 
 KILL_GRACE = 0.5  # seconds between terminate and kill
 
-# What _call() reports beyond the child's own kinds (OK, ERR, CHUNK, BADARGS).
+# How a call failed as a whole, beyond the child's own kinds (ERR, BADARGS).
 _DIED = -1  # the child died (or could not start): see _death_error
 _BADFN = -2  # the child could not unpickle a map's function: every item fails
-_STOPPED = -3  # a shutdown gave up on running tasks: nothing more is sent
+_NOSTART = -3  # no fresh child could be started for the rest: every item left fails
 
 # Ready the by-value pickler (and import cloudpickle) with the backend, not inside the
 # first submit of a lambda; so is what the first fork needs (as the stdlib's pool
@@ -161,28 +179,64 @@ def _bad_call(what: str, error: BaseException) -> WorkerCrashed:
 
 
 class ProcessWorker(Worker):
-    """A worker: a proxy thread and its child process."""
+    """A worker: its child process, driven by the pool's reader thread."""
 
-    __slots__ = ("busy", "conn", "kill_reason", "process")
+    __slots__ = ("conn", "job", "kill_reason", "pending", "process", "ready", "sending",
+                 "started_once")
 
     def __init__(self, worker_id: int) -> None:
         super().__init__(worker_id)
         self.process: Any = None
         self.conn: Any = None
+        # Held to start and send a task from outside the reader, and by the reader to
+        # reap the child: a send never races a reap (nor writes to a descriptor
+        # closed and reused meanwhile).
+        self.sending = threading.Lock()
+        self.ready = False  # the child said it is ready (its initializer ran)
+        self.started_once = False  # a child of this worker was ready once
+        self.pending: Task | None = None  # the first task, while the first child starts
+        self.job: _Job | None = None  # the task in progress (under the backend's lock)
         self.kill_reason: str | None = None
-        self.busy: Task | None = None  # the task the child runs now (under the lock)
 
 
-class ProcessEngine(Engine):
-    """Workers are proxy threads, each driving one child process."""
+class _Job:
+    """A task in progress on a worker: what is sent, and a chunk's results so far
+    (``start``: the items before it have ended; ``single``: the rest run one by one,
+    after the worker died in the chunk; ``resend``: waiting for the values of a
+    chunk resent one by one)."""
+
+    __slots__ = ("errors", "fn_bytes", "payload", "resend", "seconds", "single", "start",
+                 "started", "task", "values")
+
+    def __init__(self, task: Task, started: float) -> None:
+        self.task = task
+        self.started = started
+        self.fn_bytes: bytes | None = None if task.run is None else task.run.prepared
+        self.payload: bytes = task.payload
+        count = 0 if task.items is None else len(task.items)
+        self.values: list[Any] = [None] * count
+        self.errors: dict[int, BaseException] = {}
+        self.seconds = 0.0
+        self.start = 0
+        self.single = False
+        self.resend: tuple[int, BaseException, bool, bool] | None = None
+
+
+# What the reader is asked to do (commands, from any thread).
+_SPAWN = 0  # start a worker: its first child, then its first task
+_RUN = 1  # a parked worker runs a task
+_SEND = 2  # a task waited for the rate limit: send it now
+_RELEASE = 3  # a parked worker leaves
+
+
+class ProcessBackend(Backend):
+    """Workers are child processes, all driven by one reader thread."""
 
     broken_message = "A child process terminated abruptly, the process pool is not usable anymore"
 
-    def __init__(self, *, mp_context: BaseContext | None, max_tasks: int | None,
-                 max_memory: int | None, max_crashes: int, **options: Any) -> None:
-        initializer = options.pop("initializer")
-        initargs = tuple(options.pop("initargs"))
-        super().__init__(initializer=None, initargs=(), **options)
+    def __init__(self, *, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...],
+                 mp_context: BaseContext | None, max_tasks: int | None,
+                 max_memory: int | None, max_crashes: int) -> None:
         self.fork_first = mp_context is None
         self.mp_context = mp_context  # None: default_context(), resolved when first needed
         self.max_tasks = max_tasks
@@ -200,13 +254,131 @@ class ProcessEngine(Engine):
                 _raise_send_error(exc, [("the initializer", initializer)], "")
         self._spares: list[tuple[Any, Any]] = []
         self._unstarted = True  # no worker yet: the first one forks them (_first_spawn)
+        # Guards the reader's start and end, the commands' wake-up, and the kill
+        # decisions (against a job's end).
+        self._lock = threading.Lock()
+        self._commands: SimpleQueue[tuple[int, ProcessWorker, Task | None]] = SimpleQueue()
+        self._reader: threading.Thread | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_fds: tuple[int, int] | None = None
+        self._signalled = False
+        # The reader's own: the workers it drives, the children reaped in this round.
+        self._workers: set[ProcessWorker] = set()
+        self._touched: set[ProcessWorker] = set()
 
-    # -- starting: at the first task ------------------------------------------------------
+    # -- in the caller --------------------------------------------------------------------
 
-    def _spawn(self, first: Task | None) -> None:
+    def prepare_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> bytes:
+        return dumps_call(fn, args, kwargs)
+
+    def prepare_run(self, fn: Callable[..., Any]) -> bytes:
+        # Pickled in the caller's thread, so that what cannot be pickled fails in the
+        # caller's map() call or loop, naming the culprit; once per run.
+        try:
+            return _child.dumps(fn)
+        except Exception as exc:
+            _raise_send_error(exc, [("the function", fn)], f" of {_name(fn)}")
+
+    def prepare_chunk(self, fn: Callable[..., Any], prepared: Any, star: bool,
+                      items: list[Any]) -> bytes:
+        try:
+            return _dumps_items(star, items)
+        except Exception as exc:
+            _raise_send_error(exc, [("an item", item) for item in items],
+                              f" of the map of {_name(fn)}")
+
+    # -- the contract's worker half: commands to the reader ------------------------------
+
+    def new_worker(self, worker_id: int) -> Worker:
+        return ProcessWorker(worker_id)
+
+    def spawn(self, worker: Worker) -> None:
+        assert isinstance(worker, ProcessWorker)
         if self._unstarted:
             self._first_spawn()
-        super()._spawn(first)
+        self._post(_SPAWN, worker, None)
+
+    def resume(self, worker: Worker, task: Task) -> None:
+        """Send *task* to the parked worker's child from this thread when the child is
+        ready (a round trip costs about 4 us less than waking the reader to send it:
+        ``processes`` round trips, 26 against 30 us); else the reader starts a child
+        (or waits out the rate limit) first."""
+        assert isinstance(worker, ProcessWorker)
+        engine = self.engine
+        while engine.bucket is None:
+            started = time.perf_counter()
+            # Begun and sent under the lock the reader takes to reap a child: a child
+            # that died idle is either reaped first (then the reader starts one) or
+            # seen dying with this task (which then fails, as a crash).
+            with worker.sending:
+                if worker.process is None or not worker.ready:
+                    break
+                outcome = engine.begin(worker, task)
+                if outcome is None:
+                    job = _Job(task, started)
+                    with self._lock:
+                        worker.job = job
+                        worker.kill_reason = None
+                    # A child that died meanwhile shows as EOF to the reader.
+                    with contextlib.suppress(OSError):
+                        worker.conn.send_bytes(self._message(worker, job))
+                    return
+            nxt = engine.end(worker, task, *outcome, started)
+            if nxt is None:
+                if worker.leaving:
+                    self._post(_RELEASE, worker, None)
+                return
+            task = nxt
+        self._post(_RUN, worker, task)
+
+    def release(self, worker: Worker) -> None:
+        assert isinstance(worker, ProcessWorker)
+        self._post(_RELEASE, worker, None)
+
+    def interrupt(self, worker: Worker, task: Task) -> None:
+        """Stop the task *worker* runs: a process cannot be asked, so its child is
+        killed and the task fails with ``Cancelled``."""
+        assert isinstance(worker, ProcessWorker)
+        self._kill(worker, "cancel", task)
+
+    def give_up(self, worker: Worker, task: Task, error: BaseException) -> None:
+        assert isinstance(worker, ProcessWorker)
+        self._kill(worker, "timeout" if isinstance(error, TaskTimeout) else "cancel", task)
+
+    def _post(self, op: int, worker: ProcessWorker, task: Task | None) -> None:
+        """Ask the reader to do *op*, starting it if none runs."""
+        with self._lock:
+            self._commands.put((op, worker, task))
+            if self._reader is None:
+                self._start_reader()
+            elif not self._signalled:
+                self._signalled = True
+                assert self._wake_fds is not None
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_fds[1], b"\0")
+            if op == _SPAWN:
+                # The reader drives it (and ends only once no worker is left): a
+                # shutdown called on the reader (by a future's callback) does not wait
+                # for it (Engine.join). Set before the reader can read the command.
+                worker.thread = self._reader
+
+    def _start_reader(self) -> None:
+        """Under the lock: a fresh reader thread, with its selector and wake-up pipe."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self._wake_fds = (read_fd, write_fd)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(read_fd, selectors.EVENT_READ, None)
+        self._signalled = True  # it runs the commands first: no wake-up needed
+        # A daemon, as the stdlib's executor manager thread; the pools' exit hook
+        # joins it (it ends once every worker left, after shutdown).
+        self._reader = threading.Thread(target=self._read, daemon=True,
+                                        name=f"{self.engine.name}_reader")
+        self._reader.start()
+
+    # -- starting: at the first task ------------------------------------------------------
 
     def _first_spawn(self) -> None:
         with self._lock:
@@ -217,35 +389,33 @@ class ProcessEngine(Engine):
                 self._prefork()
 
     def _prefork(self) -> None:
-        """Fork every worker now, before the first proxy thread starts, while this
-        process has a single thread.
+        """Fork every worker now, before the reader thread starts, while this process
+        has a single thread.
 
         Forking is what makes the stdlib's pool start fast, and it is safe while no
         other thread can hold a lock; workers started later (replacements) come from
-        the forkserver instead, since by then the proxy threads run.
+        the forkserver instead, since by then the reader runs.
         """
         ctx = multiprocessing.get_context("fork")
-        for worker_id in range(self.target):
+        for worker_id in range(self.engine.target):
             parent_conn, child_conn = ctx.Pipe()
             process = ctx.Process(
-                target=_child.main, name=f"{self.name}_{worker_id}", daemon=False,
+                target=_child.main, name=f"{self.engine.name}_{worker_id}", daemon=False,
                 args=(child_conn, worker_id, self.init_bytes, self.initargs, self.max_tasks,
                       self.max_memory))
             process.start()
             child_conn.close()
             self._spares.append((process, parent_conn))
 
-    def new_worker(self, worker_id: int) -> Worker:
-        return ProcessWorker(worker_id)
-
-    def close_intake(self, error: tuple[type[Exception], str] | None = None) -> None:
-        super().close_intake(error)
-        with self._lock:  # forked workers no proxy took: intake is over, let them go
+    def close(self) -> None:
+        with self._lock:  # forked workers no worker took: intake is over, let them go
             spares, self._spares = self._spares, []
         for process, conn in spares:
-            spare = ProcessWorker(-1)
-            spare.process, spare.conn = process, conn
-            self.stop_worker(spare)
+            with contextlib.suppress(OSError):
+                conn.send_bytes(_STOP)
+            _join(process)
+            conn.close()
+            process.close()
 
     def after_fork_in_child(self) -> None:
         # The workers are the parent's: multiprocessing must not terminate them (as
@@ -254,35 +424,116 @@ class ProcessEngine(Engine):
 
         children = mp_process._children  # type: ignore[attr-defined]
         for worker in self._workers:
-            if isinstance(worker, ProcessWorker) and worker.process is not None:
+            if worker.process is not None:
                 children.discard(worker.process)
         for process, _ in self._spares:
             children.discard(process)
         self._spares = []
-        super().after_fork_in_child()
+        self._lock = threading.Lock()
+        self._commands = SimpleQueue()
+        self._reader = self._selector = self._wake_fds = None
+        self._workers = set()
+        self._touched = set()
+
+    # -- the reader ---------------------------------------------------------------------
+
+    def _read(self) -> None:
+        """The reader's loop: wait on every child's pipe and sentinel and on the
+        commands' wake-up at once; act on what is ready; leave once no worker is left
+        and intake is over."""
+        selector = self._selector
+        assert selector is not None
+        self._run_commands()  # the one that started it, at least
+        while True:
+            touched = self._touched
+            for key, _ in selector.select():
+                worker = key.data
+                if worker is None:
+                    self._run_commands()
+                elif worker not in touched and worker.process is not None:
+                    if key.fileobj is worker.conn:
+                        self._on_readable(worker)
+                    else:
+                        self._on_exit(worker)
+            touched.clear()
+            if not self._workers and self._done():
+                return
+
+    def _done(self) -> bool:
+        """No worker left: end the reader if intake is over and no command waits."""
+        with self._lock:
+            if not self._commands.empty() or self.engine.state == OPEN:
+                return False
+            selector, self._selector = self._selector, None
+            fds, self._wake_fds = self._wake_fds, None
+            self._reader = None
+        assert selector is not None
+        assert fds is not None
+        selector.close()
+        os.close(fds[0])
+        os.close(fds[1])
+        return True
+
+    def _run_commands(self) -> None:
+        with self._lock:
+            self._signalled = False
+            assert self._wake_fds is not None
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_fds[0], 4096)
+        leaving: list[ProcessWorker] = []
+        while not self._commands.empty():
+            op, worker, task = self._commands.get()
+            if op == _RUN:
+                self._start_task(worker, task)
+            elif op == _SEND:
+                self._send_after_wait(worker, task)
+            elif op == _SPAWN:
+                self._workers.add(worker)
+                worker.pending, worker.first = worker.first, None
+                self._start_child(worker)
+            else:
+                leaving.append(worker)
+        # Every leaving child is told to stop before any is waited for.
+        for worker in leaving:
+            if worker.conn is not None:
+                with contextlib.suppress(OSError):
+                    worker.conn.send_bytes(_STOP)
+        for worker in leaving:
+            self._leave(worker)
+
+    def _on_readable(self, worker: ProcessWorker) -> None:
+        try:
+            data = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            self._on_death(worker)
+            return
+        self._on_message(worker, data)
+
+    def _on_exit(self, worker: ProcessWorker) -> None:
+        """The child's sentinel is ready: read what it sent before it exited, then
+        report its death."""
+        process = worker.process
+        with contextlib.suppress(EOFError, OSError):
+            while worker.process is process and worker.conn.poll():
+                self._on_message(worker, worker.conn.recv_bytes())
+        if worker.process is process and worker not in self._touched:
+            self._on_death(worker)
 
     # -- the child's life ---------------------------------------------------------------
 
-    def start_worker(self, worker: Worker) -> bool:
-        assert isinstance(worker, ProcessWorker)
-        return self._start_child(worker)
-
-    def _start_child(self, worker: ProcessWorker) -> bool:
-        """Start (or adopt a forked) child for *worker*; False if it cannot run."""
+    def _start_child(self, worker: ProcessWorker) -> None:
+        """Start (or adopt a forked) child for *worker*; it is ready when its first
+        message says so (``_on_ready``)."""
         try:
-            return self._try_start_child(worker)
+            self._try_start_child(worker)
         except Exception as exc:  # e.g. spawn refusing a main module without its guard
-            from .._engine.engine import LOGGER
-
             LOGGER.critical("A worker process could not be started:", exc_info=True)
-            with self._lock:  # the pool is broken: say why, not only that
-                if self.broken is None:
-                    self.broken = (f"A worker process could not be started "
-                                   f"({type(exc).__name__}: {exc}), the process pool is "
-                                   "not usable anymore")
-            return False
+            self._start_failed(worker, WorkerCrashed(
+                f"the worker process could not be started ({type(exc).__name__}: {exc})"),
+                f"A worker process could not be started ({type(exc).__name__}: {exc}), "
+                "the process pool is not usable anymore")
 
-    def _try_start_child(self, worker: ProcessWorker) -> bool:
+    def _try_start_child(self, worker: ProcessWorker) -> None:
         with self._lock:
             spare = self._spares.pop() if self._spares else None
         if spare is not None:
@@ -293,61 +544,95 @@ class ProcessEngine(Engine):
                 ctx = self.mp_context = default_context()
             parent_conn, child_conn = ctx.Pipe()
             process = ctx.Process(  # type: ignore[attr-defined]
-                target=_child.main, name=f"{self.name}_{worker.slot.worker_id}", daemon=False,
+                target=_child.main, name=f"{self.engine.name}_{worker.slot.worker_id}",
+                daemon=False,
                 args=(child_conn, worker.slot.worker_id, self.init_bytes, self.initargs,
                       self.max_tasks, self.max_memory))
-            process.start()
-            child_conn.close()
-        worker.process, worker.conn = process, parent_conn
-        worker.kill_reason = None
+            try:
+                process.start()
+            finally:
+                child_conn.close()
+        with self._lock:
+            worker.process, worker.conn = process, parent_conn
+        worker.ready = False
+        selector = self._selector
+        assert selector is not None
+        selector.register(parent_conn, selectors.EVENT_READ, worker)
+        selector.register(process.sentinel, selectors.EVENT_READ, worker)
+
+    def _on_ready(self, worker: ProcessWorker, data: bytes) -> None:
+        """The first message of a child: ready, or its initializer failed."""
         error: BaseException | None
         try:
-            status, error, _ = pickle.loads(parent_conn.recv_bytes())
-        except (EOFError, OSError):
-            status, error = _child.ERR, WorkerCrashed(self._describe_death(worker))
+            status, error, _ = pickle.loads(data)
         except BaseException as exc:  # the initializer's error did not unpickle
             status, error = _child.ERR, _unpicklable("initializer's exception", exc)
-        if status == _child.OK:
-            return True
-        from .._engine.engine import LOGGER
-
-        LOGGER.critical("Exception in initializer:", exc_info=error)
-        self._reap(worker)
-        return False
-
-    def stop_worker(self, worker: Worker) -> None:
-        assert isinstance(worker, ProcessWorker)
-        if worker.process is None:
+        if status != _child.OK:
+            LOGGER.critical("Exception in initializer:", exc_info=error)
+            code = self._reap(worker)
+            self._start_failed(worker, WorkerCrashed(_death_description(code)))
             return
-        with contextlib.suppress(OSError):
-            worker.conn.send_bytes(pickle.dumps((_child.STOP,)))
-        self._reap(worker)
+        worker.ready = True
+        worker.started_once = True
+        job = worker.job
+        if job is not None:
+            self._send(worker, job)
+            return
+        task, worker.pending = worker.pending, None
+        if task is None:
+            task = self.engine.next_task(worker)
+        self._start_task(worker, task)
+
+    def _start_failed(self, worker: ProcessWorker, error: BaseException,
+                      reason: str | None = None) -> None:
+        """A child of *worker* could not start, or its initializer failed. The first
+        one: the pool is broken (the stdlib's state). A replacement: the task it was
+        started for fails, as a crash."""
+        if not worker.started_once:
+            task, worker.pending = worker.pending, None
+            self.engine.failed_to_start(worker, task, reason)
+            self._leave(worker)
+            return
+        job = worker.job
+        if job is not None:
+            job.task.crashes += 1
+            self._failed(worker, job, _NOSTART, self._crashed(job.task, str(error)))
 
     def _reap(self, worker: ProcessWorker, kill: bool = False) -> int | None:
         """Wait for the child to exit (killing it if it lingers); return its exit code."""
-        process = worker.process
+        process, conn = worker.process, worker.conn
         if process is None:
             return None
-        process.join(0 if kill else 2.0)
-        if process.exitcode is None:
-            process.terminate()
-            process.join(KILL_GRACE)
-        if process.exitcode is None:
-            process.kill()
-            process.join()
-        code = process.exitcode
-        worker.conn.close()
+        self._touched.add(worker)
+        selector = self._selector
+        if selector is not None:
+            selector.unregister(conn)
+            selector.unregister(process.sentinel)
+        code = _join(process, 0 if kill else 2.0)
+        with worker.sending:
+            with self._lock:
+                worker.process = worker.conn = None
+            worker.ready = False
+            conn.close()
         process.close()
-        worker.process = worker.conn = None
-        return code  # type: ignore[no-any-return]
+        return code
 
-    def _kill(self, worker: ProcessWorker, reason: str, task: Task | None = None) -> None:
-        """Kill the child of *worker* from another thread, if it still runs *task* (or
-        any task); its proxy sees EOF. Decided under the lock, against the proxy's
-        marking the end of each task, so a kill never hits the next task."""
+    def _leave(self, worker: ProcessWorker) -> None:
+        """*worker* leaves the pool: its child stops (if it still has one)."""
+        if worker.conn is not None:
+            with contextlib.suppress(OSError):
+                worker.conn.send_bytes(_STOP)
+        self._reap(worker)
+        self._workers.discard(worker)
+        self.engine.left(worker)
+
+    def _kill(self, worker: ProcessWorker, reason: str, task: Task) -> None:
+        """Kill the child of *worker* from another thread, if it still runs *task*; the
+        reader sees it die. Decided under the lock, against the reader's ending the
+        job, so a kill never hits the next task."""
         with self._lock:
-            busy = worker.busy
-            if busy is None or (task is not None and busy is not task):
+            job = worker.job
+            if job is None or job.task is not task:
                 return
             worker.kill_reason = reason
             process = worker.process
@@ -358,87 +643,182 @@ class ProcessEngine(Engine):
         except (OSError, ValueError):  # already gone, or already closed
             return
         try:
-            self._get_timer().call_later(KILL_GRACE, lambda: _hard_kill(process))
+            self.engine.timer().call_later(KILL_GRACE, lambda: _hard_kill(process))
         except RuntimeError:  # the timer closed as the pool finished: no grace then
             _hard_kill(process)
 
-    def _describe_death(self, worker: ProcessWorker) -> str:
+    def _on_death(self, worker: ProcessWorker) -> None:
+        """The child died (signal, ``os._exit``, a kill of ours, ...)."""
+        if not worker.started_once:  # the first child, before it was ready
+            code = self._reap(worker)
+            self._start_failed(worker, WorkerCrashed(_death_description(code)))
+            return
         code = self._reap(worker)
-        if code is not None and code < 0:
-            try:
-                how = f"signal {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"signal {-code}"
-        else:
-            how = f"exit code {code}"
-        return f"the worker process running the task died ({how})"
+        job = worker.job
+        if job is None:
+            return  # an idle child died: the next task starts a fresh one
+        if job.resend is not None:  # the values it was resending died with it
+            ran, failure, _, _ = job.resend
+            job.resend = None
+            self._merge(worker, job, _lost(ran, failure), ran)
+            return
+        self._failed(worker, job, _DIED, self._death_error(worker, job.task, code))
 
-    def _death_error(self, worker: ProcessWorker, task: Task) -> BaseException:
+    def _death_error(self, worker: ProcessWorker, task: Task,
+                     code: int | None) -> BaseException:
+        """What a task whose child died (exit *code*) fails with."""
         reason = worker.kill_reason
-        description = self._describe_death(worker)
         if reason == "timeout":
-            return self.timed_out(task)
+            return self.engine.timed_out(task)
         if reason == "cancel":
             return Cancelled("cancelled by shutdown: its worker process was killed")
         task.crashes += 1
+        return self._crashed(task, _death_description(code))
+
+    def _crashed(self, task: Task, description: str) -> WorkerCrashed:
         if task.crashes >= self.max_crashes:
+            task.quarantined = True  # a poison pill never loops forever
             return WorkerCrashed(f"{description}; the task crashed {task.crashes} workers "
                                  f"and is quarantined (max_crashes={self.max_crashes})")
         return WorkerCrashed(description)
 
-    # -- running tasks ----------------------------------------------------------------------
+    # -- running tasks ------------------------------------------------------------------
 
-    def execute(self, worker: Worker, task: Task) -> tuple[int, Any]:
-        assert isinstance(worker, ProcessWorker)
-        if task.items is not None:
-            return self._execute_chunk(worker, task)
-        bucket = self.bucket
-        if bucket is not None and not bucket.acquire(self.stop):
-            return TASK_FAILED, Cancelled("cancelled by shutdown while waiting for the rate limit")
-        kind, value, _ = self._call(worker, task, None, task.args[0])
-        if kind == _child.OK:
-            return TASK_OK, value
-        if kind == _DIED:
-            return TASK_FAILED, self._death_error(worker, task)
-        return TASK_FAILED, value
+    def _start_task(self, worker: ProcessWorker, task: Task | None) -> None:
+        """Run *task* on *worker* (the reader's now), or what the engine gives next."""
+        engine = self.engine
+        while task is not None:
+            started = time.perf_counter()
+            outcome = engine.begin(worker, task)
+            if outcome is None:
+                job = _Job(task, started)
+                with self._lock:
+                    worker.job = job
+                    worker.kill_reason = None
+                bucket = engine.bucket
+                if bucket is not None:
+                    wait = bucket.reserve()
+                    if wait > 0.0:
+                        engine.timer().call_later(
+                            wait, partial(self._post, _SEND, worker, task))
+                        return
+                self._send(worker, job)
+                return
+            task = engine.end(worker, task, *outcome, started)
+        if worker.leaving:
+            self._leave(worker)
 
-    def _call(self, worker: ProcessWorker, task: Task, fn_bytes: bytes | None,
-              payload: bytes) -> tuple[int, Any, int]:
-        """Send one call, wait for its reply and decode it: (kind, value, items run).
+    def _send_after_wait(self, worker: ProcessWorker, task: Task | None) -> None:
+        """The rate limit let *task* start: send it, unless a shutdown came first."""
+        job = worker.job
+        if job is None or job.task is not task:
+            return  # ended meanwhile (its child was killed)
+        if self.engine.stop.is_set():
+            if job.task.items is not None:  # under a rate limit, map chunks hold one item
+                self._end(worker, job, TASK_OK,
+                          Chunk([None], {0: Cancelled("cancelled by shutdown")}, 0.0))
+            else:
+                self._end(worker, job, TASK_FAILED, Cancelled(
+                    "cancelled by shutdown while waiting for the rate limit"))
+            return
+        self._send(worker, job)
 
-        kind is OK (value: what the call returned), ERR (value: the error it fails
-        with), CHUNK (value: a ``Chunk`` of the items the child ran), BADARGS or
-        _BADFN (value: the ``WorkerCrashed`` to fail with), _STOPPED (value: the
-        ``Cancelled``) or _DIED (see ``_death_error``).
-        """
-        if worker.process is None and not self._start_child(worker):
-            return _DIED, None, 0
-        ctx = worker.slot.ctx
-        deadline = None if ctx is None else ctx.deadline
-        message = pickle.dumps((_child.CALL, task.attempt, deadline, fn_bytes, payload),
-                               protocol=_child.PROTOCOL)
-        with self._lock:
-            if self.halted:
-                return _STOPPED, Cancelled("cancelled by shutdown"), 0
-            worker.busy = task
-        try:
+    def _send(self, worker: ProcessWorker, job: _Job) -> None:
+        """Send the job's next call to the worker's child, starting one if needed."""
+        if worker.process is None:
+            if worker.kill_reason is not None:  # killed while it had no child
+                self._failed(worker, job, _DIED, self._death_error(worker, job.task, None))
+                return
+            self._start_child(worker)
+            return  # sent once the child is ready
+        if not worker.ready:
+            return
+        message = self._message(worker, job)
+        # A child that died meanwhile shows as EOF to the reader.
+        with contextlib.suppress(OSError):
             worker.conn.send_bytes(message)
-            del message
-            kind, body, ran, retire = pickle.loads(worker.conn.recv_bytes())
-        except (EOFError, OSError):
-            with self._lock:
-                worker.busy = None
-            return _DIED, None, 0
+
+    def _message(self, worker: ProcessWorker, job: _Job) -> bytes:
+        ctx = worker.slot.ctx
+        return pickle.dumps(
+            (_child.CALL, job.task.attempt, None if ctx is None else ctx.deadline,
+             job.fn_bytes, job.payload), protocol=_child.PROTOCOL)
+
+    def _end(self, worker: ProcessWorker, job: _Job, kind: int, value: Any) -> None:
+        """The job ended: the engine counts and settles it, and gives the next task."""
         with self._lock:
-            worker.busy = None
+            worker.job = None
+        task = self.engine.end(worker, job.task, kind, value, job.started)
+        if task is not None:
+            self._start_task(worker, task)
+        elif worker.leaving:
+            self._leave(worker)
+
+    def _on_message(self, worker: ProcessWorker, data: bytes) -> None:
+        if not worker.ready:
+            self._on_ready(worker, data)
+            return
+        job = worker.job
+        if job is None:
+            return  # nothing expected (a stray reply after a kill)
+        kind, body, ran, retire = pickle.loads(data)
+        if kind == _child.PARTS:
+            self._on_parts(worker, job, body)
+            return
+        with self._lock:
             killed = worker.kill_reason is not None
-        try:
-            if kind == _child.CHUNK:
-                return kind, self._decode_chunk(worker, body, ran, killed), ran
-            return (*self._decode(kind, body), ran)
-        finally:
+        if job.task.items is None:
+            kind, value = self._decode(kind, body)
             if retire or killed:  # the child retires, or a kill raced with the reply
                 self._reap(worker, kill=killed)
+            self._end(worker, job, TASK_OK if kind == _child.OK else TASK_FAILED, value)
+            return
+        if kind != _child.CHUNK:
+            kind, error = self._decode(kind, body)
+            if retire or killed:
+                self._reap(worker, kill=killed)
+            self._failed(worker, job, kind, error)
+            return
+        try:
+            values, errors, seconds = pickle.loads(body)
+        except BaseException as exc:  # even a SystemExit while unpickling
+            if ran > 1 and not killed:
+                # After several, the child waits for a verdict: it resends them one by
+                # one, so that only the items whose value cannot be unpickled fail.
+                job.resend = (ran, exc, retire, killed)
+                with contextlib.suppress(OSError):
+                    worker.conn.send_bytes(_RESEND)
+                return
+            chunk = _lost(ran, exc)
+        else:
+            chunk = Chunk(values, errors, seconds)
+            if ran > 1 and not killed:
+                with contextlib.suppress(OSError):
+                    worker.conn.send_bytes(_DROP)
+        if retire or killed:
+            self._reap(worker, kill=killed)
+        self._merge(worker, job, chunk, ran)
+
+    def _on_parts(self, worker: ProcessWorker, job: _Job, parts_seconds: Any) -> None:
+        assert job.resend is not None
+        ran, _, retire, killed = job.resend
+        job.resend = None
+        parts, seconds = parts_seconds
+        values: list[Any] = [None] * ran
+        errors: dict[int, BaseException] = {}
+        for i, part in enumerate(parts):
+            try:
+                value = pickle.loads(part)
+            except BaseException as exc:
+                errors[i] = _unpicklable("result", exc)
+                continue
+            if isinstance(value, _child.Failed):
+                errors[i] = value.error
+            else:
+                values[i] = value
+        if retire or killed:
+            self._reap(worker, kill=killed)
+        self._merge(worker, job, Chunk(values, errors or None, seconds), ran)
 
     def _decode(self, kind: int, body: bytes) -> tuple[int, Any]:
         """Unpickle the body of a call's reply (user code may run, and fail, here)."""
@@ -451,155 +831,99 @@ class ProcessEngine(Engine):
         error, what = obj
         return (_BADFN if what == "function" else _child.BADARGS), _bad_call(what, error)
 
-    def _decode_chunk(self, worker: ProcessWorker, body: bytes, ran: int,
-                      killed: bool) -> Chunk:
-        """Unpickle a chunk's values. After several, the child waits for a verdict: if
-        they cannot be unpickled together, it resends them one by one, so that only
-        the items whose value cannot be unpickled fail."""
-        try:
-            values, errors, seconds = pickle.loads(body)
-        except BaseException as exc:  # even a SystemExit while unpickling
-            if ran > 1 and not killed:
-                return self._resend(worker, ran, exc)
-            return Chunk([None] * ran, dict.fromkeys(range(ran), _unpicklable("result", exc)),
-                         0.0)
-        if ran > 1 and not killed:
-            with contextlib.suppress(OSError):
-                worker.conn.send_bytes(_DROP)
-        return Chunk(values, errors, seconds)
+    # -- a chunk's progress ---------------------------------------------------------------
 
-    def _resend(self, worker: ProcessWorker, ran: int, failure: BaseException) -> Chunk:
-        values: list[Any] = [None] * ran
-        errors: dict[int, BaseException] = {}
-        try:
-            worker.conn.send_bytes(_RESEND)
-            _, (parts, seconds), _, _ = pickle.loads(worker.conn.recv_bytes())
-        except (EOFError, OSError):  # the child died meanwhile: the values are lost
-            return Chunk(values, dict.fromkeys(range(ran), _unpicklable("result", failure)),
-                         0.0)
-        for i, part in enumerate(parts):
-            try:
-                value = pickle.loads(part)
-            except BaseException as exc:
-                errors[i] = _unpicklable("result", exc)
-                continue
-            if isinstance(value, _child.Failed):
-                errors[i] = value.error
-            else:
-                values[i] = value
-        return Chunk(values, errors or None, seconds)
+    def _merge(self, worker: ProcessWorker, job: _Job, chunk: Chunk, ran: int) -> None:
+        """*ran* items of the job's chunk ended with *chunk*; go on with the rest."""
+        start = job.start
+        job.values[start:start + ran] = chunk.values
+        if chunk.errors:
+            job.errors.update((start + i, e) for i, e in chunk.errors.items())
+        job.seconds += chunk.seconds
+        job.start = start + ran
+        self._next_piece(worker, job)
 
-    def _execute_chunk(self, worker: ProcessWorker, task: Task) -> tuple[int, Any]:
-        bucket = self.bucket  # under a rate limit, map chunks hold one item
-        if bucket is not None and not bucket.acquire(self.stop):
-            return TASK_OK, Chunk([None], {0: Cancelled("cancelled by shutdown")}, 0.0)
-        fn_bytes, star, payload = task.args
+    def _failed(self, worker: ProcessWorker, job: _Job, kind: int,
+                error: BaseException) -> None:
+        """The job's last call failed as a whole with *error* (*kind*: the child's
+        ERR or BADARGS, _BADFN, _DIED or _NOSTART)."""
+        task = job.task
+        items = task.items
+        if items is None or (len(items) == 1 and task.retry is not None):
+            self._end(worker, job, TASK_FAILED, error)  # the engine retries a lone item
+            return
+        if job.single and kind != _NOSTART:
+            job.errors[job.start] = error
+            job.start += 1
+        elif not job.single and len(items) - job.start > 1 and (
+                kind == _child.BADARGS
+                or (kind == _DIED and not isinstance(error, Cancelled | TaskTimeout))):
+            # The chunk's arguments did not unpickle, or its worker died somewhere in it:
+            # run the rest one by one on fresh workers, so that only the item at fault
+            # fails (the others run again: their results died with the worker).
+            job.single = True
+        else:
+            job.errors.update((i, error) for i in range(job.start, len(items)))
+            job.start = len(items)
+        self._next_piece(worker, job)
+
+    def _next_piece(self, worker: ProcessWorker, job: _Job) -> None:
+        """Send what is left of the job's chunk (the rest after a worker used up
+        max_tasks; one item at a time after a crash), or end the job."""
+        task = job.task
         items = task.items
         assert items is not None
-        values: list[Any] = [None] * len(items)
-        errors: dict[int, BaseException] = {}
-        seconds = 0.0
-        start = 0  # items before it have ended
-        while start < len(items):
-            kind, value, ran = self._call(worker, task, fn_bytes, payload)
-            if kind == _child.CHUNK:
-                values[start:start + ran] = value.values
-                errors.update((start + i, e) for i, e in (value.errors or {}).items())
-                seconds += value.seconds
-                start += ran
-                if start < len(items):  # the child used up max_tasks: a fresh one goes on
-                    try:
-                        payload = _dumps_items(star, items[start:])
-                    except Exception as exc:  # pickled fine with the others: unlikely
-                        errors.update((i, exc) for i in range(start, len(items)))
-                        break
-                continue
-            error = value if kind != _DIED else self._death_error(worker, task)
-            if len(items) == 1 and task.retry is not None:
-                return TASK_FAILED, error  # the engine retries a lone item
-            if len(items) - start > 1 and (
-                    kind == _child.BADARGS
-                    or (kind == _DIED and not isinstance(error, Cancelled | TaskTimeout))):
-                # The chunk's arguments did not unpickle, or its worker died somewhere in
-                # it: run the rest one by one on fresh workers, so that only the item at
-                # fault fails (the others run again: their results died with the worker).
-                self._one_by_one(worker, task, start, values, errors)
-            else:
-                errors.update((i, error) for i in range(start, len(items)))
-            break
-        return TASK_OK, Chunk(values, errors or None, seconds)
-
-    def _one_by_one(self, worker: ProcessWorker, task: Task, start: int, values: list[Any],
-                    errors: dict[int, BaseException]) -> None:
-        fn_bytes, star, _ = task.args
-        items = task.items
-        assert items is not None
-        for i in range(start, len(items)):
+        while job.start < len(items):
+            start = job.start
+            if self.engine.halted:
+                stopped = Cancelled("cancelled by shutdown")
+                job.errors.update((i, stopped) for i in range(start, len(items)))
+                break
+            rest = items[start:start + 1] if job.single else items[start:]
             try:
-                payload = _dumps_items(star, [items[i]])
+                job.payload = _dumps_items(task.star, rest)
             except Exception as exc:  # pickled fine with the others: unlikely
-                errors[i] = exc
+                if not job.single:
+                    job.errors.update((i, exc) for i in range(start, len(items)))
+                    break
+                job.errors[start] = exc
+                job.start += 1
                 continue
-            kind, value, _ = self._call(worker, task, fn_bytes, payload)
-            if kind == _child.CHUNK:
-                values[i] = value.values[0]
-                if value.errors:
-                    errors[i] = value.errors[0]
-            else:
-                errors[i] = value if kind != _DIED else self._death_error(worker, task)
+            self._send(worker, job)
+            return
+        self._end(worker, job, TASK_OK, Chunk(job.values, job.errors or None, job.seconds))
 
-    def expire(self, worker: Worker, task: Task) -> None:
-        assert isinstance(worker, ProcessWorker)
-        self._kill(worker, "timeout", task)
 
-    def cancel_running(self, worker: Worker) -> None:
-        """Stop the task *worker* runs: a process cannot be asked, so its child is
-        killed and the task fails with ``Cancelled``. No shutdown flavour calls this
-        but the hard stop (``abandon_running``); a cancelled pipeline stage's
-        ``cancel_all`` does."""
-        assert isinstance(worker, ProcessWorker)
-        self._kill(worker, "cancel")
+def _lost(ran: int, failure: BaseException) -> Chunk:
+    """*ran* values that came back but cannot be unpickled."""
+    return Chunk([None] * ran, dict.fromkeys(range(ran), _unpicklable("result", failure)), 0.0)
 
-    def abandon_running(self) -> list[Future[Any]]:
-        """Kill the children of running tasks (the hard stop of a shutdown): their
-        futures fail with ``Cancelled``, and nothing more is sent to any child."""
-        with self._lock:
-            self.halted = True
-            self.state = CLOSING
-            running = [(w, w.task) for w in self._workers if w.task is not None]
-        for worker, _ in running:
-            self.cancel_running(worker)
-        return [task.future for _, task in running if task is not None]
 
-    def _retry_delay(self, task: Task, error: BaseException) -> float | None:
-        if isinstance(error, WorkerCrashed) and task.crashes >= self.max_crashes:
-            return None  # quarantined: a poison pill never loops forever
-        return super()._retry_delay(task, error)
-
-    def make_chunk_task(self, fn: Callable[..., Any], star: bool, run: Any, items: list[Any],
-                        timeout: float | None, retry: Retry | None) -> Task:
-        # Pickled here, in the caller's thread, so that what cannot be pickled fails
-        # in the caller's map() call or loop, naming the culprit. The function once
-        # per run: *run* caches it.
-        fn_bytes = None if run is None else run.fn_bytes
-        if fn_bytes is None:
-            try:
-                fn_bytes = _child.dumps(fn)
-            except Exception as exc:
-                _raise_send_error(exc, [("the function", fn)], f" of {_name(fn)}")
-            if run is not None:
-                run.fn_bytes = fn_bytes
+def _death_description(code: int | None) -> str:
+    if code is not None and code < 0:
         try:
-            payload = _dumps_items(star, items)
-        except Exception as exc:
-            _raise_send_error(exc, [("an item", item) for item in items],
-                              f" of the map of {_name(fn)}")
-        return Task(fn, (fn_bytes, star, payload), {}, Future(), timeout=timeout, retry=retry,
-                    items=items)
+            how = f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"signal {-code}"
+    else:
+        how = f"exit code {code}"
+    return f"the worker process running the task died ({how})"
 
+
+def _join(process: Any, wait: float = 2.0) -> int | None:
+    """Wait for *process* to exit (killing it if it lingers); return its exit code."""
+    process.join(wait)
+    if process.exitcode is None:
+        process.terminate()
+        process.join(KILL_GRACE)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
+    return process.exitcode  # type: ignore[no-any-return]
 
 _DROP = pickle.dumps((_child.DROP,))
 _RESEND = pickle.dumps((_child.RESEND,))
+_STOP = pickle.dumps((_child.STOP,))
 
 
 def _hard_kill(process: Any) -> None:

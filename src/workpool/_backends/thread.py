@@ -1,18 +1,26 @@
-"""Running work in threads of this process."""
+"""Running work in threads of this process: the thread backend.
+
+Owns ``ThreadBackend``: a worker is a thread (``_engine.threaded``) that calls the
+task directly. May import ``_core`` and ``_engine``.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .._core.chunk import Chunk, run_chunk
+from .._core.context import install_slot
 from .._core.exceptions import Cancelled
-from .._engine.engine import TASK_FAILED, TASK_OK, Engine, Task, Worker
+from .._engine.contract import TASK_FAILED, TASK_OK, Task, Worker
+from .._engine.engine import LOGGER
+from .._engine.threaded import ThreadedBackend
 
-__all__ = ["ThreadEngine"]
+__all__ = ["ThreadBackend"]
 
 
-class ThreadEngine(Engine):
+class ThreadBackend(ThreadedBackend):
     """Workers are threads that call the task directly.
 
     A task past its deadline cannot be stopped from outside: its context is
@@ -20,20 +28,38 @@ class ThreadEngine(Engine):
     (counted as stuck until the call returns) while a new one takes its place.
     """
 
+    broken_message = "A thread initializer failed, the thread pool is not usable anymore"
+
+    def __init__(self, initializer: Callable[..., Any] | None,
+                 initargs: tuple[Any, ...]) -> None:
+        self.initializer = initializer
+        self.initargs = initargs
+
+    def initialize(self, worker: Worker) -> bool:
+        install_slot(worker.slot)
+        if self.initializer is None:
+            return True
+        try:
+            worker.slot.state = self.initializer(*self.initargs)
+        except BaseException:
+            LOGGER.critical("Exception in initializer:", exc_info=True)
+            return False
+        return True
+
     def execute(self, worker: Worker, task: Task) -> tuple[int, Any]:
-        bucket = self.bucket
+        engine = self.engine
+        bucket = engine.bucket
         items = task.items
         if items is not None:
-            star, flag = task.args
             if task.retry is None or len(items) != 1:
-                return TASK_OK, run_chunk(task.fn, items, star, worker.slot.ctx, flag,
-                                     bucket, self.stop)
+                return TASK_OK, run_chunk(task.fn, items, task.star, worker.slot.ctx,
+                                          task.flag, bucket, engine.stop)
             # One item under a retry policy runs as a plain task, so the engine's
             # retry machinery sees its error.
-            fn, args, kwargs = task.fn, items[0] if star else (items[0],), {}
+            fn, args, kwargs = task.fn, items[0] if task.star else (items[0],), {}
         else:
             fn, args, kwargs = task.fn, task.args, task.kwargs
-        if bucket is not None and not bucket.acquire(self.stop):
+        if bucket is not None and not bucket.acquire(engine.stop):
             return TASK_FAILED, Cancelled("cancelled by shutdown while waiting for the rate limit")
         started = time.perf_counter()
         try:
@@ -43,6 +69,3 @@ class ThreadEngine(Engine):
         if items is not None:
             return TASK_OK, Chunk([value], None, time.perf_counter() - started)
         return TASK_OK, value
-
-    def expire(self, worker: Worker, task: Task) -> None:
-        self.abandon(worker, task, self.timed_out(task))

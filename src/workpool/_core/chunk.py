@@ -1,4 +1,7 @@
-"""Chunks of ``map`` items: how a worker runs one, and what it sends back."""
+"""Chunks of ``map`` items: how a worker runs one, and what it sends back.
+
+May import ``_core`` only.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +18,12 @@ __all__ = ["Chunk", "ChunkRun", "run_chunk"]
 
 class ChunkRun(Protocol):
     """The run a chunk belongs to (a ``map`` call, a pipeline stage), as the pools'
-    chunk API (``ExecutorPool._submit_chunk``) reads it."""
+    chunk API (``ExecutorPool._submit_chunk``) reads it: the pool keeps what it
+    prepares once per run (the pickled function) itself, keyed by the run."""
 
     #: Read between items of a running thread chunk: once true, the rest fail with
     #: ``Cancelled`` (the consumer went away).
     closed: bool
-    #: The run's function pickled once, by the process backend, for all its chunks.
-    fn_bytes: bytes | None
 
 
 class Chunk:

@@ -1,8 +1,10 @@
 """The scheduler: one bounded priority intake, workers, deadlines and retries, the
 shutdown steps and the statistics, for every pool.
 
-``intake`` holds the records (``Task``, ``Worker``) and the way in (``put``), ``engine``
-the workers and the shutdown state machine that threads drive; ``async_*`` is the same
+``engine`` is the sync state machine (intake, queue, counts, deadlines, retries,
+shutdown, statistics); ``contract`` its records (``Task``, ``Run``, ``Worker``) and the
+``Backend`` contract composed into it; ``threaded`` the thread-per-worker driver of
+its step; ``async_*`` is the same
 scheduler's event-loop side (``AsyncPool``'s queue, worker tasks and policies). How one
 unit of work runs (a thread, a child process, a coroutine) is a backend's
 (``workpool._backends``). May import ``_core`` and ``_backends``' leaf helpers; never a

@@ -1,277 +1,345 @@
 """The scheduling engine every synchronous pool is built on.
 
+Owns intake, the bounded priority queue, the worker counts, deadlines, retries,
+shutdown and statistics; how a unit of work runs is the ``Backend``'s
+(``contract.py``), composed into it. May import ``_core`` and ``contract``.
+
 ::
 
-    submit/schedule/map ──put()──┬─ an idle worker? ── hand-off (SimpleQueue) ──┐
-                                 ├─ fewer workers than the target? ── spawn ────┤
-                                 └─ else: priority queue (bounded: put() waits) │
-                                                                                ▼
-        timer thread ── retry re-queue, per-task deadline ──▶ worker: execute(task)
-                                                                  │ settle future
-                                                                  ▼
-                                        under the lock: count, pop next or go idle
+    submit/schedule/map ──put()──┬─ a parked worker? ── backend.resume(worker, task)
+                                 ├─ fewer workers than the target? ── backend.spawn
+                                 └─ else: priority queue (bounded: put() waits)
 
-One lock guards the queue, the worker counts and the statistics: a worker takes it
+    timer thread ── retry re-queue, per-task deadline (backend.give_up)
+
+    a worker (a thread, or the process backend's reader for a child):
+        begin(worker, task) ── run it ── end(worker, task, outcome) ──┬─ next task
+                                                                       ├─ parked
+                                                                       └─ leaving
+
+One lock guards the queue, the worker counts and the statistics: ``end`` takes it
 once per task, to record the task's end and pick the next one, so statistics cost no
-extra synchronisation. Idle workers block on a ``SimpleQueue`` (a C primitive) instead
-of a ``Condition``: while any worker is idle the queue is empty, so handing a task
-straight to whichever idle worker wakes first keeps priority order.
+extra synchronisation. While any worker is parked the queue is empty, so handing a
+task straight to a parked worker keeps priority order.
 
-The top row, ``put()`` and the queue, is ``EngineIntake`` (``_engine_intake.py``), the
-base class that also holds ``Task``, ``Worker`` and the engine's state. This module
-adds the rest: workers, deadlines and retries, shutdown and statistics.
-
-A backend subclasses ``Engine`` and provides ``execute`` (run one task or chunk) and
-``expire`` (what a missed deadline does: threads abandon the stuck thread and start a
-replacement; processes kill the child).
+The priority queue is a ``deque`` per priority, with the priorities present kept
+sorted, so pushing and popping cost O(1) in the common case of few distinct
+priorities. ``_requeue`` is the timer's way in: a retried task skips the bound, as it
+was admitted once already.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from functools import partial
-from queue import SimpleQueue
 from typing import Any, Final
 
 from .._core.context import TaskContext
-from .._core.exceptions import Cancelled, PoolClosed, TaskTimeout
+from .._core.exceptions import Cancelled, PoolClosed, QueueFull, TaskTimeout
+from .._core.ratelimit import TokenBucket
 from .._core.retry import Retry
-from .._core.stats import PoolStatistics
-from .._core.timer import Timer
-from .intake import CLOSING, OPEN, EngineIntake, Task, Worker
+from .._core.stats import PoolStatistics, StatsRecorder
+from .._core.timer import Timer, TimerHandle
+from .contract import TASK_CANCELLED, TASK_FAILED, TASK_OK, Backend, Task, Worker
 
-__all__ = ["Engine", "Task", "Worker"]
+__all__ = ["CLOSING", "LOGGER", "OPEN", "SHUTDOWN_MESSAGE", "Engine", "settle"]
 
 # The stdlib's executors' logger: code written for them configures this one.
 LOGGER: Final = logging.getLogger("concurrent.futures")
 
-# How a task ended, as execute() reports it (named apart from the child protocol's OK
-# and from the AsyncFuture states).
-TASK_OK: Final = 0  # it returned: settle its future with the value
-TASK_FAILED: Final = 1  # it raised, or was stopped: retry it or settle with the error
-TASK_CANCELLED: Final = 2  # its future was cancelled before it started: nothing to settle
+# The engine's states, named as the async engine's (RUNNING is a task's state there).
+# Plain ints, not an IntEnum: put() compares the state on every task, and an IntEnum
+# member compares 3.5 to 5.5 ns slower than an int (20 to 45 ns more read as
+# EngineState.OPEN; python -m timeit, CPython 3.11 and 3.13).
+OPEN: Final = 0  # taking work
+CLOSING: Final = 1  # no intake; workers drain what is queued and exit
+SHUTDOWN_MESSAGE: Final = "cannot schedule new futures after shutdown"
 
 
-class Engine(EngineIntake):
-    """Workers, timer, shutdown and statistics of one pool. See the module docstring."""
+class Engine:
+    """Intake, queue, workers' counts, timer, shutdown and statistics of one pool,
+    running its work through *backend*. See the module docstring."""
 
-    # -- workers ------------------------------------------------------------------
+    def __init__(self, backend: Backend, *, workers: int, queue_size: int,
+                 timeout: float | None, retry: Retry | None, bucket: TokenBucket | None,
+                 name: str, broken_type: type[Exception]) -> None:
+        self.backend = backend
+        self.target = workers
+        self.capacity = queue_size
+        self.timeout = timeout
+        self.retry = retry
+        self.bucket = bucket
+        self.name = name
+        self.broken_type = broken_type
+        self.broken: str | None = None
+        # Why intake is closed, once it is: the error put() raises then.
+        self.closed_error: tuple[type[Exception], str] = (PoolClosed, SHUTDOWN_MESSAGE)
+        self.state = OPEN
+        self.stop = threading.Event()  # set on cancel: interrupts rate-limit waits
+        # Set by the hard stop (abandon_running): a task handed to a worker that has
+        # not started it yet is cancelled, not run. (A cancel alone lets such a task
+        # run, as the stdlib runs the calls already in its call queue.)
+        self.halted = False
+        self.stats = StatsRecorder()
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._put_waiters = 0
+        self._queues: dict[int, deque[Task]] = {}
+        self._prios: list[int] = []  # negated priorities present, ascending
+        self._size = 0
+        self._parked: list[Worker] = []
+        self._workers: set[Worker] = set()
+        # Notified when a worker leaves the set or is given up on: what join() waits
+        # for. Threads that left are joined (they are ending) by join().
+        self._workers_changed = threading.Condition(self._lock)
+        self._left: list[threading.Thread] = []
+        self._alive = 0  # workers not abandoned
+        self._stuck = 0
+        self._ids = itertools.count()
+        self._retrying: dict[Task, TimerHandle | None] = {}
+        self._maps: set[Any] = set()  # map runs not yet iterated: drained at shutdown
+        self._timer: Timer | None = None
+        # Closes intake when the pool is collected; detached in a forked child.
+        self.finalizer: weakref.finalize[Any, Any] | None = None
+        backend.attach(self)
 
-    broken_message = "A thread initializer failed, the thread pool is not usable anymore"
+    # -- intake -------------------------------------------------------------------------
 
-    def new_worker(self, worker_id: int) -> Worker:
-        """A fresh worker record (backends may add fields)."""
-        return Worker(worker_id)
+    def put(self, task: Task, block: bool = True) -> None:
+        """Admit *task*: hand it to a parked worker, start a worker, or queue it,
+        waiting while the queue is full (``QueueFull`` when not *block*)."""
+        worker: Worker | None = None
+        with self._lock:
+            while True:
+                if self.state != OPEN:
+                    self._raise_closed()
+                if self._parked:
+                    worker = self._parked.pop()
+                    break
+                if self._alive < self.target:
+                    self._alive += 1
+                    break
+                if self._size < self.capacity:
+                    task.enqueued = time.perf_counter()
+                    self._push(task)
+                    self.stats.submitted += task.count
+                    return
+                if not block:
+                    raise QueueFull(f"queue is full ({self.capacity} tasks)")
+                self._put_waiters += 1
+                try:
+                    self._not_full.wait()
+                finally:
+                    self._put_waiters -= 1
+            self.stats.submitted += task.count
+        task.enqueued = time.perf_counter()
+        if worker is not None:
+            self.backend.resume(worker, task)
+        else:
+            self._spawn(task)
 
-    def stop_worker(self, worker: Worker) -> None:
-        """Release what *worker* holds as it leaves (its process, for processes)."""
+    def _raise_closed(self) -> None:
+        if self.broken is not None:
+            raise self.broken_type(self.broken)
+        error_type, message = self.closed_error
+        raise error_type(message)
 
-    def make_chunk_task(self, fn: Callable[..., Any], star: bool, run: Any, items: list[Any],
-                        timeout: float | None, retry: Retry | None) -> Task:
-        """The task that runs a chunk of items (``ExecutorPool._submit_chunk``): *run*,
-        if not None, is read between items (``run.closed``) and caches what backends
-        prepare once per run (``run.fn_bytes``)."""
-        return Task(fn, (star, run), {}, Future(), timeout=timeout, retry=retry, items=items)
+    def _push(self, task: Task) -> None:
+        prio = -task.priority
+        queue = self._queues.get(prio)
+        if queue is None:
+            queue = self._queues[prio] = deque()
+            bisect.insort(self._prios, prio)
+        queue.append(task)
+        self._size += 1
+
+    def _pop(self) -> Task | None:
+        if not self._size:
+            return None
+        prio = self._prios[0]
+        queue = self._queues[prio]
+        task = queue.popleft()
+        if not queue:
+            del self._queues[prio]
+            del self._prios[0]
+        self._size -= 1
+        if self._put_waiters:
+            self._not_full.notify()
+        return task
+
+    def _requeue(self, task: Task) -> None:
+        """Put a retried task back, past the queue bound: it was admitted already."""
+        worker: Worker | None = None
+        with self._lock:
+            if self._retrying.pop(task, None) is None:
+                return  # cancelled by shutdown meanwhile
+            if self._parked:
+                worker = self._parked.pop()
+            elif self._alive < self.target:
+                self._alive += 1
+            else:
+                task.enqueued = time.perf_counter()
+                self._push(task)
+                return
+        task.enqueued = time.perf_counter()
+        if worker is not None:
+            self.backend.resume(worker, task)
+        else:
+            self._spawn(task)
 
     def _spawn(self, first: Task | None) -> None:
-        worker = self.new_worker(next(self._ids))
+        """Start a worker (counted alive already) whose first task is *first*."""
+        worker = self.backend.new_worker(next(self._ids))
         worker.first = first
-        # A daemon thread: one the pool gave up on (stuck past its timeout) must not
-        # keep the interpreter alive. The others are joined at exit by the pools' exit
-        # hook (``_pool._python_exit``), as the stdlib joins its workers.
-        thread = threading.Thread(target=self._work, args=(worker,), daemon=True,
-                                  name=f"{self.name}_{worker.slot.worker_id}")
-        worker.thread = thread
         with self._lock:
             self._workers.add(worker)
-        # Started outside the lock: a thread start costs ~100 us, which would stall
-        # every worker picking its next task. join() waits for threads not yet started.
         try:
-            thread.start()
+            self.backend.spawn(worker)
         except BaseException:
             with self._lock:
                 self._workers.discard(worker)
                 self._alive -= 1
+                self._workers_changed.notify_all()
             raise
 
-    def start_worker(self, worker: Worker) -> bool:
-        """Per-worker set-up in the worker's thread; False if the initializer failed."""
-        from .._core.context import install_slot
+    # -- the step that drives every worker -----------------------------------------------
 
-        install_slot(worker.slot)
-        if self.initializer is None:
-            return True
-        try:
-            worker.slot.state = self.initializer(*self.initargs)
-        except BaseException:
-            LOGGER.critical("Exception in initializer:", exc_info=True)
-            return False
-        return True
-
-    def execute(self, worker: Worker, task: Task) -> tuple[int, Any]:
-        """Run *task* in *worker*; return (TASK_OK | TASK_FAILED, value or error)."""
-        raise NotImplementedError
-
-    def expire(self, worker: Worker, task: Task) -> None:
-        """*task* missed its deadline while *worker* ran it."""
-        raise NotImplementedError
-
-    def _work(self, worker: Worker) -> None:
-        try:
-            self._loop(worker)
-        finally:
-            # The worker leaves the set join() waits on only once its resources (its
-            # process, for processes) are released.
-            self.stop_worker(worker)
-            with self._lock:
-                self._workers.discard(worker)
-                if worker.thread is not None and not worker.abandoned:
-                    if len(self._left) >= 64:  # workers recycled in a long-lived pool
-                        self._left = [t for t in self._left if t.is_alive()]
-                    self._left.append(worker.thread)
-                self._workers_changed.notify_all()
-                last = self.state != OPEN and self._alive == 0 and not self._retrying
-            if last and self._timer is not None:
-                self._timer.close()  # nothing can need it any more
-
-    def _loop(self, worker: Worker) -> None:
-        task, worker.first = worker.first, None
-        if not self.start_worker(worker):
-            self._initializer_failed(worker, task)
-            return
-        if task is None:  # a replacement: take queued work or wait as an idle worker
-            with self._lock:
-                task = self._pop()
-                if task is None:
-                    if self.state != OPEN and not self._retrying:
-                        self._retire(worker)
-                        return
-                    self._went_idle()
-        wake = self._wake
-        lock = self._lock
-        stats = self.stats
-        perf = time.perf_counter
-        # The hot loop: one lock round per task, in which the task's end is counted
-        # and the next task picked (see the module docstring).
-        while True:
-            if task is None:
-                task = wake.get()
-                if task is None:
-                    break
-            future = task.future
-            started = perf()
-            value: Any
-            if task.attempt == 1:
-                if self.halted:  # stopped while handed straight to this worker
-                    future.cancel()
-                if future.set_running_or_notify_cancel():
-                    kind, value = self._run(worker, task)
-                else:
-                    kind, value = TASK_CANCELLED, None
-            elif self.stop.is_set():
-                kind, value = TASK_FAILED, Cancelled("cancelled by shutdown")
-            else:
-                kind, value = self._run(worker, task)
-            ended = perf()
-            retry_delay = None
-            with lock:
-                if worker.abandoned:
-                    self._stuck -= 1
-                    return
-                worker.task = None
-                if kind == TASK_OK:
-                    failed = value.failed if task.items is not None else 0
-                    stats.completed += task.count - failed
-                    stats.failed += failed
-                    stats.sample(started - task.enqueued, ended - started, ended, task.count)
-                elif kind == TASK_CANCELLED:
-                    stats.cancelled += task.count
-                else:
-                    retry_delay = self._retry_delay(task, value)
-                    if retry_delay is not None:
-                        self._retrying[task] = None
-                    elif isinstance(value, Cancelled):
-                        stats.cancelled += task.count
-                    elif isinstance(value, TaskTimeout):
-                        stats.timed_out += task.count
-                    else:
-                        stats.failed += task.count
-                nxt = self._pop()
-                if nxt is None:
-                    if self.state != OPEN and not self._retrying:
-                        self._retire(worker)
-                        stop = True
-                    else:
-                        self._went_idle()
-                        stop = False
-                else:
-                    stop = False
-            if retry_delay is not None:
-                self._schedule_retry(task, retry_delay)
-            elif kind == TASK_OK:
-                _settle(future, value, None)
-            elif kind == TASK_FAILED:
-                _settle(future, None, value)
-            task = value = None
-            del future  # an idle worker keeps no result alive
-            if stop:
-                break
-            task = nxt
-
-    def _retire(self, worker: Worker) -> None:
-        """Under the lock: *worker* leaves a closing pool; idle ones leave with it."""
-        self._alive -= 1
-        self._release_idle()
-
-    def _went_idle(self) -> None:
-        """Under the lock: a worker waits for work; a blocked put() can hand it some
-        (the only way in with ``queue_size=0``)."""
-        self._idle += 1
-        if self._put_waiters:
-            self._not_full.notify()
-
-    def _release_idle(self) -> None:
-        """Under the lock: every idle worker leaves."""
-        for _ in range(self._idle):
-            self._wake.put(None)
-            self._alive -= 1
-        self._idle = 0
-
-    def _run(self, worker: Worker, task: Task) -> tuple[int, Any]:
+    def begin(self, worker: Worker, task: Task) -> tuple[int, Any] | None:
+        """*task* is about to run on *worker*: None to run it now (it shows as
+        running, with its context and deadline), or the outcome it ends with
+        without running (its future was cancelled; a shutdown stopped it), for
+        ``end``."""
+        if task.attempt == 1:
+            if self.halted:  # stopped while handed straight to this worker
+                task.future.cancel()
+            if not task.future.set_running_or_notify_cancel():
+                return TASK_CANCELLED, None
+        elif self.stop.is_set():
+            return TASK_FAILED, Cancelled("cancelled by shutdown")
         slot = worker.slot
         timeout = task.timeout
         if timeout is None:
             slot.ctx = TaskContext(slot, task.attempt)
             worker.task = task
-            try:
-                # Checked once the task shows as running: a halt either sees it there
-                # (and stops it) or is seen here (see cancel_all).
-                if self.halted:
-                    return TASK_FAILED, Cancelled("cancelled by shutdown")
-                return self.execute(worker, task)
-            finally:
-                slot.ctx = None
-        deadline = time.monotonic() + timeout
-        slot.ctx = TaskContext(slot, task.attempt, deadline)
-        worker.task = task
+        else:
+            deadline = time.monotonic() + timeout
+            slot.ctx = TaskContext(slot, task.attempt, deadline)
+            worker.task = task
+            if not self.halted:
+                worker.deadline = self.timer().call_at(
+                    deadline, partial(self._deadline, worker, task))
+        # Checked once the task shows as running: a halt either sees it there (and
+        # stops it) or is seen here (see cancel_all).
         if self.halted:
-            slot.ctx = None
             return TASK_FAILED, Cancelled("cancelled by shutdown")
-        handle = self._get_timer().call_at(deadline, partial(self._deadline, worker, task))
-        try:
-            return self.execute(worker, task)
-        finally:
+        return None
+
+    def end(self, worker: Worker, task: Task, kind: int, value: Any,
+            started: float) -> Task | None:
+        """*task* ended on *worker* with (*kind*, *value*) (``TASK_OK`` and the value
+        or ``Chunk``, ``TASK_FAILED`` and the error, ``TASK_CANCELLED``), after
+        starting at *started* (``perf_counter``): count it, settle or retry it, and
+        return the worker's next task; None when the worker is parked now
+        (``Backend.resume`` wakes it) or leaving (``worker.leaving``)."""
+        ended = time.perf_counter()
+        handle = worker.deadline
+        if handle is not None:
             handle.cancel()
-            if not worker.abandoned:
-                slot.ctx = None
+            worker.deadline = None
+        future = task.future
+        retry_delay = None
+        stats = self.stats
+        with self._lock:
+            if worker.abandoned:  # given up on: its task was settled then
+                self._stuck -= 1
+                worker.leaving = True
+                return None
+            worker.task = None
+            worker.slot.ctx = None
+            if kind == TASK_OK:
+                failed = value.failed if task.items is not None else 0
+                stats.completed += task.count - failed
+                stats.failed += failed
+                stats.sample(started - task.enqueued, ended - started, ended, task.count)
+            elif kind == TASK_CANCELLED:
+                stats.cancelled += task.count
+            else:
+                retry_delay = self._retry_delay(task, value)
+                if retry_delay is not None:
+                    self._retrying[task] = None
+                elif isinstance(value, Cancelled):
+                    stats.cancelled += task.count
+                elif isinstance(value, TaskTimeout):
+                    stats.timed_out += task.count
+                else:
+                    stats.failed += task.count
+            nxt = self._pop()
+            if nxt is None:
+                self._park_or_retire(worker)
+        if retry_delay is not None:
+            self._schedule_retry(task, retry_delay)
+        elif kind == TASK_OK:
+            settle(future, value, None)
+        elif kind == TASK_FAILED:
+            settle(future, None, value)
+        return nxt
+
+    def next_task(self, worker: Worker) -> Task | None:
+        """A worker with nothing to run (a replacement): its next task, as ``end``
+        returns it."""
+        with self._lock:
+            task = self._pop()
+            if task is None:
+                self._park_or_retire(worker)
+            return task
+
+    def _park_or_retire(self, worker: Worker) -> None:
+        """Under the lock: *worker* has nothing to run; it leaves a closing pool
+        (idle ones leave with it) or waits for work, which a blocked put() can hand
+        it (the only way in with ``queue_size=0``)."""
+        if self.state != OPEN and not self._retrying:
+            self._alive -= 1
+            worker.leaving = True
+            self._release_idle()
+        else:
+            self._parked.append(worker)
+            if self._put_waiters:
+                self._not_full.notify()
+
+    def _release_idle(self) -> None:
+        """Under the lock: every parked worker leaves."""
+        parked, self._parked = self._parked, []
+        for worker in parked:
+            self._alive -= 1
+            worker.leaving = True
+            self.backend.release(worker)
+
+    def left(self, worker: Worker) -> None:
+        """*worker* left, its resources released (its thread ending, or its process
+        reaped): join() stops waiting for it."""
+        with self._lock:
+            self._workers.discard(worker)
+            thread = worker.thread
+            if (thread is not None and not worker.abandoned
+                    and thread is threading.current_thread() and thread not in self._left):
+                if len(self._left) >= 64:  # workers recycled in a long-lived pool
+                    self._left = [t for t in self._left if t.is_alive()]
+                self._left.append(thread)
+            self._workers_changed.notify_all()
+            last = self.state != OPEN and self._alive == 0 and not self._retrying
+        if last and self._timer is not None:
+            self._timer.close()  # nothing can need it any more
 
     def _deadline(self, worker: Worker, task: Task) -> None:
         if worker.task is task and not worker.abandoned:
-            self.expire(worker, task)
+            self.backend.give_up(worker, task, self.timed_out(task))
 
     def timed_out(self, task: Task) -> TaskTimeout:
         """The error a task that ran past its deadline fails with."""
@@ -279,7 +347,7 @@ class Engine(EngineIntake):
 
     def abandon(self, worker: Worker, task: Task, error: BaseException) -> None:
         """Give up on *worker* (stuck in *task*): settle the task with *error* (or
-        retry it), count the thread as stuck and start a replacement."""
+        retry it), count the worker as stuck and start a replacement."""
         with self._lock:
             if worker.task is not task or worker.abandoned:
                 return
@@ -307,16 +375,16 @@ class Engine(EngineIntake):
         if delay is not None:
             self._schedule_retry(task, delay)
         else:
-            _settle(task.future, None, error)
+            settle(task.future, None, error)
         if replace:
             self._spawn(None)
 
-    # -- retries --------------------------------------------------------------------
+    # -- retries ------------------------------------------------------------------------
 
     def _retry_delay(self, task: Task, error: BaseException) -> float | None:
         """Under the lock: the delay before *task* runs again, or None for no retry."""
         policy = task.retry
-        if policy is None or task.count != 1 or self.stop.is_set():
+        if policy is None or task.count != 1 or task.quarantined or self.stop.is_set():
             return None
         if not policy.should_retry(error, task.attempt):
             return None
@@ -325,12 +393,13 @@ class Engine(EngineIntake):
         return policy.delay(task.attempt - 1)
 
     def _schedule_retry(self, task: Task, delay: float) -> None:
-        handle = self._get_timer().call_later(delay, partial(self._requeue, task))
+        handle = self.timer().call_later(delay, partial(self._requeue, task))
         with self._lock:
             if task in self._retrying:
                 self._retrying[task] = handle
 
-    def _get_timer(self) -> Timer:
+    def timer(self) -> Timer:
+        """The pool's timer thread (started on first use)."""
         timer = self._timer
         if timer is None or timer.closed:
             with self._lock:
@@ -339,15 +408,18 @@ class Engine(EngineIntake):
                 timer = self._timer
         return timer
 
-    # -- failure of the initializer (the stdlib's "broken" state) -------------------
+    # -- failure of the initializer (the stdlib's "broken" state) ---------------------
 
-    def _initializer_failed(self, worker: Worker, first: Task | None) -> None:
+    def failed_to_start(self, worker: Worker, first: Task | None,
+                        reason: str | None = None) -> None:
+        """*worker* could not start (its initializer failed): the pool is broken,
+        and what is queued fails. The backend calls ``left`` once the worker released
+        what it holds. *reason* says why, when more is known than the stdlib says."""
         with self._lock:
-            # The worker stays in the set join() waits on until _work() released its
-            # process: it leaves there, as every worker does.
             self._alive -= 1
+            worker.leaving = True
             if self.broken is None:
-                self.broken = self.broken_message
+                self.broken = reason or self.backend.broken_message
             self.state = CLOSING
             victims = [first] if first is not None else []
             while (task := self._pop()) is not None:
@@ -357,7 +429,7 @@ class Engine(EngineIntake):
             for task in victims:
                 self.stats.failed += task.count
         for task in victims:
-            _settle(task.future, None, self.broken_type(self.broken))
+            settle(task.future, None, self.broken_type(self.broken))
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -375,6 +447,7 @@ class Engine(EngineIntake):
             self._not_full.notify_all()
             if not self._size and not self._retrying:
                 self._release_idle()
+        self.backend.close()
 
     def cancel_pending(self) -> list[Future[Any]]:
         """Cancel queued tasks and tasks waiting for a retry; running ones go on (as
@@ -399,22 +472,22 @@ class Engine(EngineIntake):
             if task.future.cancel():
                 cancelled.append(task.future)
             else:  # a retried task: its future is already running
-                _settle(task.future, None, Cancelled("cancelled by shutdown"))
+                settle(task.future, None, Cancelled("cancelled by shutdown"))
                 cancelled.append(task.future)
         for task, handle in retrying:
             if handle is not None:
                 handle.cancel()
-            _settle(task.future, None, Cancelled("cancelled by shutdown while waiting to retry"))
+            settle(task.future, None, Cancelled("cancelled by shutdown while waiting to retry"))
             cancelled.append(task.future)
         return cancelled
 
     def cancel_all(self) -> list[Future[Any]]:
         """Stop everything now, in one call: cancel queued tasks and tasks waiting for
-        a retry, and stop running ones, cooperatively for threads (their context is
-        cancelled), by a kill for processes. A task handed to a worker that has not
-        started it yet is stopped too: the engine is halted first, and a worker checks
-        that once the task shows as running (``_run``; for processes, ``_call`` under
-        the lock), so either it sees the halt or the halt sees the task.
+        a retry, and stop running ones (``Backend.interrupt``: cooperatively for
+        threads, by a kill for processes). A task handed to a worker that has not
+        started it yet is stopped too: the engine is halted first, and ``begin``
+        checks that once the task shows as running, so either it sees the halt or the
+        halt sees the task.
 
         Stronger than ``shutdown(cancel_futures=True)``, whose running tasks and
         hand-offs finish as the stdlib's; a cancelled pipeline stage uses it. Close
@@ -423,43 +496,36 @@ class Engine(EngineIntake):
         with self._lock:
             self.halted = True
         cancelled = self.cancel_pending()
-        with self._lock:
-            running = [w for w in self._workers if w.task is not None and not w.abandoned]
-        for worker in running:
-            self.cancel_running(worker)
+        for worker, task in self._running():
+            self.backend.interrupt(worker, task)
         return cancelled
 
-    def cancel_running(self, worker: Worker) -> None:
-        """Ask the task *worker* runs to stop (cooperatively, for threads)."""
-        ctx = worker.slot.ctx
-        if ctx is not None:
-            ctx.cancel()
+    def _running(self) -> list[tuple[Worker, Task]]:
+        with self._lock:
+            return [(w, w.task) for w in self._workers
+                    if w.task is not None and not w.abandoned]
 
     def running_futures(self) -> list[Future[Any]]:
         """The futures of the tasks running now."""
-        with self._lock:
-            return [w.task.future for w in self._workers
-                    if w.task is not None and not w.abandoned]
+        return [task.future for _, task in self._running()]
 
     def abandon_running(self) -> list[Future[Any]]:
-        """Give up on every running task: its future fails with ``Cancelled``."""
+        """Give up on every running task (``Backend.give_up``: a thread is abandoned,
+        a process killed): its future fails with ``Cancelled``."""
         with self._lock:
             self.halted = True
-            running = [(w, w.task) for w in self._workers if w.task is not None
-                       and not w.abandoned]
             self.state = CLOSING
-        left = []
+        running = self._running()
         for worker, task in running:
-            if task is not None:
-                self.abandon(worker, task, Cancelled("abandoned by shutdown"))
-                left.append(task.future)
-        return left
+            self.backend.give_up(worker, task, Cancelled("abandoned by shutdown"))
+        return [task.future for _, task in running]
 
     def join(self, deadline: float | None) -> bool:
         """Wait for every worker that is not stuck to leave; False at the deadline.
 
         A worker given up on while join() waits is not waited for (hence a wait on
-        ``_workers_changed``, not on each thread in turn).
+        ``_workers_changed``, not on each thread in turn); nor is the calling
+        thread's own worker.
         """
         me = threading.current_thread()
         with self._lock:
@@ -486,14 +552,15 @@ class Engine(EngineIntake):
         held at the fork belong to the parent. Start over with fresh locks, no
         workers and closed intake, so that nothing here waits for or stops the
         parent's workers, and a submit says why it fails."""
+        self.backend.after_fork_in_child()
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
         self._workers_changed = threading.Condition(self._lock)
         self.stop = threading.Event()
-        self._put_waiters = self._size = self._idle = self._alive = self._stuck = 0
+        self._put_waiters = self._size = self._alive = self._stuck = 0
         self._queues = {}
         self._prios = []
-        self._wake = SimpleQueue()
+        self._parked = []
         self._workers = set()
         self._left = []
         self._retrying = {}
@@ -504,23 +571,26 @@ class Engine(EngineIntake):
         self.closed_error = (PoolClosed, "cannot schedule new futures in a forked child "
                                          "process: the pool belongs to its parent")
 
-    # -- maps that nobody iterated ------------------------------------------------------
+    # -- maps that nobody iterated ----------------------------------------------------
 
     def remember_map(self, run: Any) -> None:
+        """Remember a map run, drained at shutdown if nobody iterates it."""
         with self._lock:
             self._maps.add(run)
 
     def forget_map(self, run: Any) -> None:
+        """The map run is iterated (or over): shutdown need not drain it."""
         with self._lock:
             self._maps.discard(run)
 
     def take_maps(self) -> list[Any]:
+        """The map runs nobody iterated, forgotten from now on."""
         with self._lock:
             runs = list(self._maps)
             self._maps.clear()
         return runs
 
-    # -- statistics -----------------------------------------------------------------
+    # -- statistics ---------------------------------------------------------------------
 
     def count_failed_at_intake(self) -> None:
         """A call whose future failed before it reached the queue (its arguments could
@@ -530,18 +600,21 @@ class Engine(EngineIntake):
             self.stats.failed += 1
 
     def statistics(self) -> PoolStatistics:
+        """A snapshot of the counters, and of the queue and workers now."""
         with self._lock:
             running = sum(1 for w in self._workers if w.task is not None and not w.abandoned)
             return self.stats.snapshot(
                 queued=self._size + len(self._retrying), running=running,
-                workers=self._alive, busy=max(0, self._alive - self._idle), stuck=self._stuck)
+                workers=self._alive, busy=max(0, self._alive - len(self._parked)),
+                stuck=self._stuck)
 
     def live_workers(self) -> list[Worker]:
+        """The workers now in the pool (tests read their processes)."""
         with self._lock:
             return list(self._workers)
 
 
-def _settle(future: Future[Any], value: Any, error: BaseException | None) -> None:
+def settle(future: Future[Any], value: Any, error: BaseException | None) -> None:
     """Resolve *future*; a future that someone else resolved first stays as it is."""
     try:
         if error is None:

@@ -224,7 +224,6 @@ class PoolStage(StageRuntime):
         super().__init__(run, spec, source, sink)
         self.kind = spec.kind
         self.closed = False  # read by running thread chunks: stop between items
-        self.fn_bytes: bytes | None = None  # a process pool caches the pickled fn here
         self.chunk = 1
         # With a budget, a chunk's tokens must all be free at once: never more than it has.
         self.max_chunk = (MAX_CHUNK if spec.budget is None

@@ -1,8 +1,10 @@
 """The executor pools: ``ThreadPool`` here, and the shared front end for the others.
 
 ``ExecutorPool`` is what a user touches: argument checks, ``submit``/``schedule``/
-``map``, shutdown and Ctrl-C escalation. The work itself is done by an ``Engine``
-(``_engine.py``) of the pool's kind (``_backends/``).
+``map``, shutdown and Ctrl-C escalation. The work itself is scheduled by an
+``Engine`` (``_engine/engine.py``) and run by the pool kind's backend
+(``_backends/``), composed into it. May import ``_core``, ``_engine``, ``_backends``,
+``_sync`` and ``map``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from .._core.outcome import Error, Value
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
-from .._engine.engine import Engine, Task
-from .._engine.intake import OPEN
+from .._engine.contract import Backend, Run, Task
+from .._engine.engine import OPEN, Engine
 from .._sync.semaphore import Semaphore
 from .map import MapIterator, MapRun, results
 
@@ -99,11 +101,14 @@ class ExecutorPool(Executor):
         if not isinstance(thread_name_prefix, str):
             raise TypeError(f"thread_name_prefix must be a str, got {thread_name_prefix!r}")
         self._name = name or thread_name_prefix or f"{type(self).__name__}-{next(_COUNTER)}"
-        self._engine = self._make_engine(
-            workers=count, queue_size=queue_size, timeout=self._timeout, retry=retry,
-            bucket=None if rate is None else rate.bucket(), name=self._name,
-            initializer=initializer, initargs=tuple(initargs),
+        self._backend = self._make_backend(initializer, tuple(initargs))
+        self._engine = Engine(
+            self._backend, workers=count, queue_size=queue_size, timeout=self._timeout,
+            retry=retry, bucket=None if rate is None else rate.bucket(), name=self._name,
             broken_type=self._broken_type)
+        # What the backend prepared once per run of chunks (a map, a pipeline stage),
+        # kept while the run lives.
+        self._runs: weakref.WeakKeyDictionary[ChunkRun, Run] = weakref.WeakKeyDictionary()
         self._max_workers = count  # read by code written for the stdlib (dask, ...)
         self._unfinished: list[Future[Any]] = []
         _LIVE.add(self._engine)
@@ -114,7 +119,8 @@ class ExecutorPool(Executor):
     def _default_workers(self) -> int:
         raise NotImplementedError
 
-    def _make_engine(self, **options: Any) -> Engine:
+    def _make_backend(self, initializer: Callable[..., Any] | None,
+                      initargs: tuple[Any, ...]) -> Backend:
         raise NotImplementedError
 
     @property
@@ -172,16 +178,25 @@ class ExecutorPool(Executor):
         *timeout* or once *retry* is spent, which apply to the chunk as a whole).
 
         *flag* is the run the chunk belongs to: a running thread chunk stops between
-        items once ``flag.closed`` is true, and the process backend pickles *fn* once
-        per *flag* (``flag.fn_bytes``). A rate limit applies per item; the budget, if
-        any, is held for ``len(items)`` tokens. Blocks while the queue is full, unless
-        not *block* (``wp.QueueFull``, or ``wp.WouldBlock`` for the budget).
+        items once ``flag.closed`` is true, and what the backend prepares once per run
+        (the pickled *fn*, for processes) is kept per *flag*. A rate limit applies per
+        item; the budget, if any, is held for ``len(items)`` tokens. Blocks while the
+        queue is full, unless not *block* (``wp.QueueFull``, or ``wp.WouldBlock`` for
+        the budget).
 
         Raises:
             PoolClosed: the pool was shut down.
             The pickling error (processes) when *fn* or an item cannot be sent.
         """
-        task = self._engine.make_chunk_task(fn, star, flag, items, timeout, retry)
+        backend = self._backend
+        run = None if flag is None else self._runs.get(flag)
+        if run is None:
+            run = Run(backend.prepare_run(fn))
+            if flag is not None:
+                self._runs[flag] = run
+        payload = backend.prepare_chunk(fn, run.prepared, star, items)
+        task = Task(fn, (), {}, Future(), timeout=timeout, retry=retry, payload=payload,
+                    items=items, star=star, flag=flag, run=run)
         if self._budget is None:
             self._engine.put(task, block=block)
         else:
@@ -400,12 +415,6 @@ def _was_cancelled(future: Future[Any]) -> bool:
     return future.cancelled() or isinstance(future.exception(0), Cancelled)
 
 
-def _thread_engine() -> type[Engine]:
-    from .._backends.thread import ThreadEngine
-
-    return ThreadEngine
-
-
 @final
 class ThreadPool(ExecutorPool, ThreadPoolExecutor):
     """A bounded pool of worker threads; a drop-in ``ThreadPoolExecutor``.
@@ -453,8 +462,11 @@ class ThreadPool(ExecutorPool, ThreadPoolExecutor):
 
         return min(32, cpus() + 4)
 
-    def _make_engine(self, **options: Any) -> Engine:
-        return _thread_engine()(**options)
+    def _make_backend(self, initializer: Callable[..., Any] | None,
+                      initargs: tuple[Any, ...]) -> Backend:
+        from .._backends.thread import ThreadBackend
+
+        return ThreadBackend(initializer, initargs)
 
     def __enter__(self) -> ThreadPool:
         return self

@@ -83,7 +83,6 @@ class MapRun:
         self.failures: list[CollectedError] = []
         self.where = f"map({getattr(fn, '__name__', type(fn).__name__)})"
         self.closed = False
-        self.fn_bytes: bytes | None = None  # the function, pickled once for processes
         self.exhausted = False
         self.input_error: Exception | None = None  # what reading the input raised
         self.outstanding = 0  # items read and not yet handed to the caller

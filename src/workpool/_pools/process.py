@@ -1,4 +1,8 @@
-"""``ProcessPool``: every core, a real kill for a task that hangs, and no broken pool."""
+"""``ProcessPool``: every core, a real kill for a task that hangs, and no broken pool.
+
+The front end over the engine and the process backend (``_backends.process``). May
+import ``_core``, ``_engine``, ``_backends``, ``_sync`` and ``executor``.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,10 @@ from multiprocessing.context import BaseContext
 from typing import Any, final
 
 # Imported with the module, not at the first pool: a pool starts as fast as the stdlib's.
-from .._backends.process import ProcessEngine, can_send, dumps_call
+from .._backends.process import ProcessBackend, can_send
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
-from .._engine.engine import Engine, Task
+from .._engine.contract import Backend, Task
 from .._sync.semaphore import Semaphore
 from .executor import ExecutorPool
 
@@ -152,14 +156,15 @@ class ProcessPool(ExecutorPool):
 
         return cpus()
 
-    def _make_engine(self, **options: Any) -> Engine:
-        return ProcessEngine(**options, **self._options)
+    def _make_backend(self, initializer: Callable[..., Any] | None,
+                      initargs: tuple[Any, ...]) -> Backend:
+        return ProcessBackend(initializer=initializer, initargs=initargs, **self._options)
 
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               future: Future[Any], priority: int, timeout: float | None, retry: Retry | None,
               key: Any) -> Task | None:
         try:
-            payload = dumps_call(fn, args, kwargs)
+            payload = self._backend.prepare_call(fn, args, kwargs)
         except Exception as exc:
             if not can_send(fn):
                 raise  # a function no worker can be sent: an error at the call
@@ -167,7 +172,7 @@ class ProcessPool(ExecutorPool):
             future.set_exception(exc)
             self._engine.count_failed_at_intake()
             return None
-        return Task(fn, (payload,), {}, future, priority, timeout, retry, key)
+        return Task(fn, (), {}, future, priority, timeout, retry, key, payload=payload)
 
     def __enter__(self) -> ProcessPool:
         return self

@@ -1,0 +1,227 @@
+"""The records the sync engine schedules and the contract a backend implements.
+
+Owns ``Task`` (a call or a chunk of ``map`` items), ``Run`` (what a pool prepares
+once for all the chunks of one run), ``Worker`` (a worker's bookkeeping) and
+``Backend``, the one typed contract between ``Engine`` (``engine.py``) and the ways
+of running work (``_backends/``). May import ``_core`` only.
+
+A backend is composed into the engine, which owns intake, queue, counts, deadlines,
+retries, shutdown and statistics. The backend says how a unit of work runs::
+
+    in the caller      prepare_call / prepare_run / prepare_chunk   (pickling, for
+                                                                     processes)
+    the workers        spawn (start one), resume (hand a parked one a task),
+                       release (a parked one leaves)
+    stopping           interrupt (cancel_all), give_up (deadline passed, hard stop)
+    its resources      close (intake is over), after_fork_in_child
+
+Whatever drives a worker (a thread per worker: ``threaded.ThreadedBackend``; one
+reader thread for every child process: ``_backends.process``) reports each task's end
+through one step, ``Engine.end``: "this task ended with this outcome on this worker",
+which counts it, settles or retries it, and returns the worker's next task, or None
+when the worker is parked (``Engine.resume`` hands it the next one) or leaving
+(``worker.leaving``).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+
+from .._core.context import WorkerSlot
+from .._core.exceptions import TaskTimeout
+from .._core.ratelimit import TokenBucket
+from .._core.retry import Retry
+from .._core.timer import Timer, TimerHandle
+
+if TYPE_CHECKING:
+    from .._core.chunk import ChunkRun
+
+__all__ = ["TASK_CANCELLED", "TASK_FAILED", "TASK_OK", "Backend", "Run", "Scheduler", "Task",
+           "Worker"]
+
+# How a task ended, as a backend reports it to Engine.end (named apart from the child
+# protocol's OK and from the AsyncFuture states).
+TASK_OK: Final = 0  # it returned: settle its future with the value
+TASK_FAILED: Final = 1  # it raised, or was stopped: retry it or settle with the error
+TASK_CANCELLED: Final = 2  # its future was cancelled before it started: nothing to settle
+
+
+class Run:
+    """What a backend prepared once for every chunk of one run (a ``map`` call, a
+    pipeline stage): the pickled function, for processes. The pool keeps it per run
+    (``ExecutorPool._submit_chunk``)."""
+
+    __slots__ = ("prepared",)
+
+    def __init__(self, prepared: Any) -> None:
+        self.prepared = prepared
+
+
+class Task:
+    """One unit of work: a call (``fn(*args, **kwargs)``), or a chunk of ``map``
+    items (``items`` is a list; ``fn(*item)`` when ``star``; ``flag`` is the caller's
+    run, whose ``closed`` a thread chunk reads between items, and ``run`` what the
+    backend prepared for all its chunks). ``payload`` is what the backend prepared in
+    the caller for this task alone (``None`` for threads)."""
+
+    __slots__ = ("args", "attempt", "count", "crashes", "enqueued", "flag", "fn", "future",
+                 "items", "key", "kwargs", "payload", "priority", "quarantined", "retry",
+                 "run", "star", "timeout")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 future: Future[Any], priority: int = 0, timeout: float | None = None,
+                 retry: Retry | None = None, key: Any = None, *, payload: Any = None,
+                 items: list[Any] | None = None, star: bool = False,
+                 flag: ChunkRun | None = None, run: Run | None = None) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.future = future
+        self.priority = priority
+        self.timeout = timeout
+        self.retry = retry
+        self.key = key
+        self.payload = payload
+        self.items = items
+        self.star = star
+        self.flag = flag
+        self.run = run
+        self.count = 1 if items is None else len(items)
+        self.attempt = 1
+        self.crashes = 0  # workers it killed (processes)
+        self.quarantined = False  # never retried again (it crashed max_crashes workers)
+        self.enqueued = 0.0
+
+
+class Worker:
+    """A worker's bookkeeping, which backends extend: the task it runs (``task``,
+    under the engine's lock), its first task until it starts (``first``), whether the
+    engine gave up on it (``abandoned``) or it leaves (``leaving``), and the thread
+    that runs it, if one does."""
+
+    __slots__ = ("abandoned", "deadline", "first", "leaving", "slot", "task", "thread")
+
+    def __init__(self, worker_id: int) -> None:
+        self.slot = WorkerSlot(worker_id)
+        self.first: Task | None = None
+        self.task: Task | None = None
+        self.abandoned = False
+        self.leaving = False
+        self.thread: threading.Thread | None = None
+        self.deadline: TimerHandle | None = None  # the timer call of the task's deadline
+
+
+class Scheduler(Protocol):
+    """The engine as a backend sees it (``engine.Engine``): its settings, its state,
+    and the step that drives a worker."""
+
+    name: str  # the pool's name: workers' and threads' names start with it
+    target: int  # how many workers the pool keeps
+    bucket: TokenBucket | None  # the pool's rate limit
+    stop: threading.Event  # set once queued work is cancelled: rate-limit waits end
+    halted: bool  # set by the hard stop: nothing more may start
+    state: int  # OPEN, or CLOSING once intake is over
+
+    def begin(self, worker: Worker, task: Task) -> tuple[int, Any] | None:
+        """*task* is about to run on *worker*: None to run it, or its outcome."""
+
+    def end(self, worker: Worker, task: Task, kind: int, value: Any,
+            started: float) -> Task | None:
+        """*task* ended on *worker*: its next task, or None (parked or leaving)."""
+
+    def next_task(self, worker: Worker) -> Task | None:
+        """A worker with nothing to run: its next task, as ``end`` gives it."""
+
+    def left(self, worker: Worker) -> None:
+        """*worker* left, its resources released."""
+
+    def failed_to_start(self, worker: Worker, first: Task | None,
+                        reason: str | None = None) -> None:
+        """*worker* could not start: the pool is broken."""
+
+    def abandon(self, worker: Worker, task: Task, error: BaseException) -> None:
+        """Give up on *worker*, stuck in *task*: settle it, start a replacement."""
+
+    def timer(self) -> Timer:
+        """The pool's timer thread."""
+
+    def timed_out(self, task: Task) -> TaskTimeout:
+        """The error of a task past its deadline."""
+
+
+class Backend(ABC):
+    """How one unit of work runs, composed into an ``Engine`` (see the module
+    docstring). Methods named "under the lock" are called with the engine's lock
+    held and must not block."""
+
+    #: The message of the pool's broken state (the stdlib's, per executor kind).
+    broken_message: ClassVar[str]
+    engine: Scheduler
+
+    def attach(self, engine: Scheduler) -> None:
+        """Called once by the engine that this backend runs the work of."""
+        self.engine = engine
+
+    # -- in the caller ----------------------------------------------------------------
+
+    def prepare_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> Any:
+        """The payload of a call (``Task.payload``); raises what cannot be sent."""
+        return None
+
+    def prepare_run(self, fn: Callable[..., Any]) -> Any:
+        """What every chunk of a run of *fn* shares (``Run.prepared``)."""
+        return None
+
+    def prepare_chunk(self, fn: Callable[..., Any], prepared: Any, star: bool,
+                      items: list[Any]) -> Any:
+        """The payload of a chunk (``Task.payload``); raises what cannot be sent."""
+        return None
+
+    # -- the workers ------------------------------------------------------------------
+
+    def new_worker(self, worker_id: int) -> Worker:
+        """A fresh worker record."""
+        return Worker(worker_id)
+
+    @abstractmethod
+    def spawn(self, worker: Worker) -> None:
+        """Start *worker* (in the engine's set and counted alive already): it runs
+        ``worker.first``, if any, then goes on as ``Engine.end`` says. On a failed
+        start it calls ``Engine.failed_to_start``."""
+
+    @abstractmethod
+    def resume(self, worker: Worker, task: Task) -> None:
+        """Hand *task* to *worker*, parked until now."""
+
+    @abstractmethod
+    def release(self, worker: Worker) -> None:
+        """Under the lock: parked *worker* leaves (it calls ``Engine.left``)."""
+
+    # -- stopping ---------------------------------------------------------------------
+
+    @abstractmethod
+    def interrupt(self, worker: Worker, task: Task) -> None:
+        """Ask *task*, running on *worker*, to stop (``Engine.cancel_all``): its
+        context is cancelled (threads), or its process killed."""
+
+    @abstractmethod
+    def give_up(self, worker: Worker, task: Task, error: BaseException) -> None:
+        """*task* must end now with *error* (its deadline passed: ``TaskTimeout``;
+        the hard stop of a shutdown: ``Cancelled``): a thread is abandoned
+        (``Engine.abandon``), a process killed."""
+
+    # -- the backend's own resources --------------------------------------------------
+
+    @abstractmethod
+    def close(self) -> None:
+        """Intake is over: let go of what no worker will use (forked spares)."""
+
+    @abstractmethod
+    def after_fork_in_child(self) -> None:
+        """In a forked child (before the engine starts over): what the backend holds
+        is the parent's, to be neither waited for nor stopped."""

@@ -1,0 +1,194 @@
+"""The sync engine driven by a backend written against the contract alone.
+
+``QueueBackend`` is what a new backend looks like: no thread per worker, one driver
+thread that runs whatever worker has work, in turn, through the engine's step
+(``begin`` / ``end``), as the process backend's reader or an event loop would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from queue import SimpleQueue
+from typing import Any
+
+import pytest
+
+import workpool as wp
+from tests import _tasks
+from tests.pool_suite import WAIT
+from workpool._core.context import install_slot
+from workpool._engine.contract import (
+    TASK_FAILED,
+    TASK_OK,
+    Backend,
+    Scheduler,
+    Task,
+    Worker,
+)
+from workpool._engine.engine import Engine
+
+_RUN = 0  # run (worker, task): spawned with it, or resumed
+_RELEASE = 1  # the parked worker leaves
+
+
+class QueueBackend(Backend):
+    """Every worker's tasks run on one driver thread, from one command queue."""
+
+    broken_message = "the queue backend is broken"
+
+    def __init__(self) -> None:
+        self.commands: SimpleQueue[tuple[int, Worker, Task | None] | None] = SimpleQueue()
+        self.driver = threading.Thread(target=self._drive, name="queue-driver")
+        self.interrupted: list[Task] = []
+        self.closed = False
+
+    def attach(self, engine: Scheduler) -> None:
+        super().attach(engine)
+        self.driver.start()
+
+    def spawn(self, worker: Worker) -> None:
+        task, worker.first = worker.first, None
+        self.commands.put((_RUN, worker, task))
+
+    def resume(self, worker: Worker, task: Task) -> None:
+        self.commands.put((_RUN, worker, task))
+
+    def release(self, worker: Worker) -> None:
+        self.commands.put((_RELEASE, worker, None))
+
+    def interrupt(self, worker: Worker, task: Task) -> None:
+        self.interrupted.append(task)
+
+    def give_up(self, worker: Worker, task: Task, error: BaseException) -> None:
+        self.engine.abandon(worker, task, error)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def after_fork_in_child(self) -> None:
+        """Nothing of its own to forget."""
+
+    def stop(self) -> None:
+        if self.driver.is_alive():
+            self.commands.put(None)
+            self.driver.join(WAIT)
+
+    def _drive(self) -> None:
+        engine = self.engine
+        while (command := self.commands.get()) is not None:
+            op, worker, task = command
+            if op == _RELEASE:
+                engine.left(worker)
+                continue
+            if task is None:
+                task = engine.next_task(worker)
+            while task is not None:
+                started = time.perf_counter()
+                outcome = engine.begin(worker, task)
+                if outcome is None:
+                    install_slot(worker.slot)
+                    try:
+                        outcome = TASK_OK, task.fn(*task.args, **task.kwargs)
+                    except Exception as exc:
+                        outcome = TASK_FAILED, exc
+                kind, value = outcome
+                task = engine.end(worker, task, kind, value, started)
+            if worker.leaving:
+                engine.left(worker)
+
+
+def _engine(backend: Backend, workers: int = 2, **options: Any) -> Engine:
+    return Engine(backend, workers=workers, queue_size=options.pop("queue_size", 100),
+                  timeout=None, retry=options.pop("retry", None), bucket=None,
+                  name="queue", broken_type=RuntimeError)
+
+
+def _put(engine: Engine, fn: Any, *args: Any, retry: wp.Retry | None = None) -> Future[Any]:
+    future: Future[Any] = Future()
+    engine.put(Task(fn, args, {}, future, retry=retry))
+    return future
+
+
+@pytest.fixture
+def backend() -> Any:
+    backend = QueueBackend()
+    yield backend
+    backend.stop()
+
+
+def test_a_backend_written_against_the_contract_runs_through_the_engine(
+        backend: QueueBackend) -> None:
+    engine = _engine(backend)
+    futures = [_put(engine, _tasks.square, i) for i in range(50)]
+    failing = _put(engine, _tasks.fail, "no")
+    retried = _put(engine, _tasks.fail_until_attempt, 3,
+                   retry=wp.Retry(attempts=3, backoff=0.001, on=(ValueError,)))
+    assert [f.result(WAIT) for f in futures] == [i * i for i in range(50)]
+    assert retried.result(WAIT) == 3
+    with pytest.raises(ValueError, match=r"^no$"):
+        failing.result(WAIT)
+    engine.close_intake()
+    assert engine.join(time.monotonic() + WAIT)
+    assert backend.closed
+    stats = engine.statistics()
+    assert (stats.submitted, stats.completed, stats.failed, stats.retried) == (52, 51, 1, 2)
+    assert (stats.workers, stats.running, stats.queued) == (0, 0, 0)
+    with pytest.raises(wp.PoolClosed):
+        _put(engine, _tasks.square, 1)
+
+
+def test_a_parked_worker_is_resumed_by_the_next_put(backend: QueueBackend) -> None:
+    engine = _engine(backend, workers=1)
+    assert _put(engine, _tasks.square, 3).result(WAIT) == 9
+    # The worker's task ended with nothing queued: it is parked, not gone.
+    deadline = time.monotonic() + WAIT
+    while engine.statistics().idle != 1:
+        assert time.monotonic() < deadline, "the worker was never parked"
+        time.sleep(0.001)
+    assert _put(engine, _tasks.square, 4).result(WAIT) == 16
+    assert len(engine.live_workers()) == 1
+    engine.close_intake()
+    assert engine.join(time.monotonic() + WAIT)
+    assert engine.live_workers() == []
+
+
+def test_cancel_all_interrupts_what_runs_and_cancels_what_waits(
+        backend: QueueBackend) -> None:
+    engine = _engine(backend, workers=1)
+    gate = threading.Event()
+    started = threading.Event()
+
+    def hold() -> str:
+        started.set()
+        assert gate.wait(WAIT)
+        return "held"
+
+    running = _put(engine, hold)
+    queued = _put(engine, _tasks.square, 2)
+    assert started.wait(WAIT)
+    engine.close_intake()
+    assert engine.cancel_all() == [queued]
+    assert [t.future for t in backend.interrupted] == [running]
+    gate.set()
+    assert engine.join(time.monotonic() + WAIT)
+    assert queued.cancelled()
+    assert running.result(WAIT) == "held"  # this backend cannot stop a call
+    stats = engine.statistics()
+    assert (stats.completed, stats.cancelled) == (1, 1)
+
+
+def test_an_engine_with_a_full_queue_makes_put_wait_for_the_step(
+        backend: QueueBackend) -> None:
+    engine = _engine(backend, workers=1, queue_size=1)
+    gate = threading.Event()
+    first = _put(engine, gate.wait, WAIT)
+    second = _put(engine, _tasks.square, 5)  # queued: the queue is full now
+    with pytest.raises(wp.QueueFull):
+        engine.put(Task(_tasks.square, (6,), {}, Future()), block=False)
+    gate.set()
+    third = _put(engine, _tasks.square, 7)  # waits until end() pops the queued one
+    assert (first.result(WAIT), second.result(WAIT), third.result(WAIT)) == (True, 25, 49)
+    engine.close_intake()
+    assert engine.join(time.monotonic() + WAIT)
