@@ -18,8 +18,9 @@ A group runs its tasks on a pool, and schedules nothing itself::
     raise the verdict (``policy.py``, shared with ``Group``)
 
 The block runs in a cancel scope of the group's (with the ``timeout`` as its
-deadline), entered after the own pool on an ``AsyncExitStack``: cancelling the group
-cancels the block, not the pool's workers, which only the group's tasks are taken from.
+deadline), entered after the own pool on an ``AsyncExitStack``. Cancelling the group
+cancels that scope and the group's tasks one by one, never the pool's workers: a pool
+passed as ``pool=`` runs other tasks too.
 """
 
 from __future__ import annotations

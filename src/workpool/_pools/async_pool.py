@@ -1,7 +1,7 @@
 """``AsyncPool``: bounded async work on asyncio (with uvloop when installed) and trio.
 
 The front end: argument checks, the public methods and the ``async with`` life cycle.
-The queue and the workers are the ``AsyncEngine``'s (``_async_engine.py``); ``map``
+The queue and the workers are the ``AsyncEngine``'s (``_engine/async_engine.py``); ``map``
 lives in ``_async_map.py``.
 """
 
