@@ -21,6 +21,13 @@ ones. (``_bench/bench_async.py``: ``tiny_tasks`` and ``sleep_io`` measure both e
 A worker runs its loop inside a cancel scope of its own. Cancelling a running task
 cancels that scope, and the worker goes on in a fresh one, so tasks that are never
 cancelled never pay for a scope.
+
+Two features serve front ends built over a pool (``AsyncGroup``): a *lazy* pool starts
+no worker up front but one more whenever a task is queued while none is idle or on its
+way, up to ``size`` (as the sync engine does), so a pool sized for the most tasks that
+may ever run at once costs only the workers it used; and a spec's ``on_end`` hook
+(``async_task.Spec``) counts each task's end where the engine settles it.
+``cancel_owned`` cancels every task of one spec, queued or running.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import anyio
 
@@ -65,8 +72,10 @@ class AsyncEngine:
 
     def __init__(self, *, workers: int, queue_size: int, timeout: float | None,
                  retry: Retry | None, rate: RateLimit | None, name: str,
-                 initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
+                 initializer: Callable[..., Any] | None, initargs: tuple[Any, ...],
+                 lazy: bool = False) -> None:
         self.size = workers
+        self.lazy = lazy  # start workers on demand, up to size
         self.capacity = queue_size
         self.timeout = timeout
         self.retry = retry
@@ -84,7 +93,7 @@ class AsyncEngine:
         self.q: deque[Job] = deque()  # priority 0, FIFO
         self.heap: list[tuple[int, int, Job]] = []  # other priorities: (-priority, seq)
         self.woken = 0  # workers unparked and not yet running: work is on its way
-        self.workers = [Worker(i) for i in range(workers)]
+        self.workers: list[Worker] = []  # started ones, in order (all of them unless lazy)
         self.alive = 0
         self.retrying = RetryTimer(self.requeue, name)
         self.retrying.on_idle = self._maybe_drained
@@ -119,12 +128,15 @@ class AsyncEngine:
         self.retrying.bind(self.tg, self.new_lot())
         self.state = OPEN
         try:
-            for w in self.workers:
+            for _ in range(0 if self.lazy else self.size):
+                w = Worker(len(self.workers))
+                self.workers.append(w)
                 self.alive += 1
+                name = f"{self.name}_{w.slot.worker_id}"
                 if self.initializer is None:
-                    self.tg.start_soon(self._work, w, None, name=f"{self.name}_{w.slot.worker_id}")
+                    self.tg.start_soon(self._work, w, False, name=name)
                 else:  # wait for each initializer: a failing one fails the pool's start
-                    await self.tg.start(self._work, w, name=f"{self.name}_{w.slot.worker_id}")
+                    await self.tg.start(self._work, w, False, name=name)
         except BaseException:
             self.cancel_all()
             await self.lifetime.aclose()
@@ -238,21 +250,40 @@ class AsyncEngine:
             heapq.heappush(self.heap, (-priority, next(self.ids), job))
         else:
             self.q.append(job)
-        if not self.woken and self.idle.waiters:
-            self.wake()
+        if not self.woken:
+            if self.idle.waiters:
+                self.wake()
+            elif len(self.workers) < self.size:
+                self.grow()
 
     def wake(self) -> None:
         """Unpark one idle worker, if any."""
         if self.idle.unpark():
             self.woken += 1
 
+    def grow(self) -> None:
+        """Start one more worker (a lazy pool's, below its size): it is on its way to
+        the queue, as a woken one is."""
+        if self.stopping:
+            return
+        w = Worker(len(self.workers))
+        self.workers.append(w)
+        self.alive += 1
+        self.woken += 1
+        self.tg.start_soon(self._work, w, True, name=f"{self.name}_{w.slot.worker_id}")
+
     def wake_for_queue(self) -> None:
         """Unpark idle workers until one is on its way for each queued entry (a map
         chunk holds a batch of quick items, so this wakes few workers for them, and
         every worker at once for slow ones)."""
         waiters = self.idle.waiters
-        while waiters and len(self.q) + len(self.heap) > self.woken:
-            self.wake()
+        while len(self.q) + len(self.heap) > self.woken:
+            if waiters:
+                self.wake()
+            elif len(self.workers) < self.size and not self.stopping:
+                self.grow()
+            else:
+                return
 
     def cancel_job(self, job: AsyncFuture[Any]) -> None:
         """``AsyncFuture.cancel()`` of a task that has not finished."""
@@ -296,6 +327,37 @@ class AsyncEngine:
             self._maybe_drained()
         return removed
 
+    def cancel_owned(self, spec: task.Spec, not_started: str, running: str) -> None:
+        """Cancel every task of *spec* (one owner's, as an ``AsyncGroup``'s): queued
+        ones and those waiting to retry never start (cancelled with the message
+        *not_started*), running ones are interrupted (cancelled with *running*)."""
+        def owned(job: Job | None) -> TypeGuard[AsyncFuture[Any]]:
+            return type(job) is AsyncFuture and job._spec is spec
+
+        dropped: list[AsyncFuture[Any]] = [job for job in self.q if owned(job)]
+        if dropped:
+            keep = [job for job in self.q if not owned(job)]
+            self.q.clear()
+            self.q.extend(keep)
+        if any(owned(entry[2]) for entry in self.heap):
+            dropped += [entry[2] for entry in self.heap if owned(entry[2])]
+            self.heap[:] = [entry for entry in self.heap if not owned(entry[2])]
+            heapq.heapify(self.heap)
+        for job in [job for job in self.retrying.due if owned(job)]:
+            self.retrying.discard(job)
+            dropped.append(job)
+        for w in self.workers:
+            if owned(w.job) and w.job._state == RUNNING:
+                w.reason = running
+                self._interrupt(w)
+        self.stats.cancelled += len(dropped)
+        for job in dropped:
+            job._cancelled(not_started)
+        while self.space.waiters and self.has_room():
+            self.space.unpark()
+        if self.state >= CLOSING:
+            self._maybe_drained()
+
     def _unqueue(self, job: Job) -> bool:
         try:
             self.q.remove(job)
@@ -333,9 +395,12 @@ class AsyncEngine:
 
     # -- workers ----------------------------------------------------------------------
 
-    async def _work(self, w: Worker, task_status: Any = None) -> None:
+    async def _work(self, w: Worker, grown: bool,
+                    task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         install_slot(w.slot)
         w.slot.ctx = w.ctx
+        if grown and self.woken:  # grow() counted it as on its way
+            self.woken -= 1
         try:
             if self.initializer is not None:
                 await self._initialize(w)
@@ -348,6 +413,7 @@ class AsyncEngine:
                     if await self._loop(w):
                         return  # the pool stops
                 w.restart = False
+                w.reason = None
                 w.ctx = w.slot.ctx = TaskContext(w.slot)
         finally:
             w.job = None
@@ -398,8 +464,11 @@ class AsyncEngine:
                 continue
             if space_waiters:
                 space.unpark()
-            if q and not self.woken and idle_waiters:
-                self.wake()
+            if q and not self.woken:
+                if idle_waiters:
+                    self.wake()
+                elif len(self.workers) < self.size:
+                    self.grow()
             w.job = job
             if type(job) is Chunk:
                 run = job.run
@@ -434,7 +503,8 @@ class AsyncEngine:
                 continue
             t0 = job._t0
             started = _monotonic() if t0 else 0.0
-            if job._spec.fast:
+            spec = job._spec
+            if spec.fast:
                 job._state = RUNNING
                 try:
                     value = await job._fn(*job._args, **job._kwargs)
@@ -449,6 +519,9 @@ class AsyncEngine:
                     if job._notify is not None:
                         job._notify_all()
                     stats.completed += 1
+                    on_end = spec.on_end
+                    if on_end is not None:
+                        on_end(job)
             else:
                 await run_one(self, w, job)
             w.job = None

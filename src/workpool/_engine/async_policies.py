@@ -94,7 +94,7 @@ def interrupted(engine: PolicyHost, w: Worker, job: Job, done: int = 0) -> None:
         job._cancelled("cancelled by shutdown while running")
         engine.unfinished.append(job)
     else:
-        job._cancelled("cancelled while running")
+        job._cancelled(w.reason or "cancelled while running")
 
 
 async def run_chunk(engine: PolicyHost, w: Worker, chunk: Chunk) -> None:

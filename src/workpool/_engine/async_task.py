@@ -41,9 +41,9 @@ SYNC: Final = 1  # a plain callable: run in a worker thread
 
 
 class TaskOwner(Protocol):
-    """What an ``AsyncFuture`` asks of the engine that runs it (``AsyncEngine``, or an
-    ``AsyncGroup``'s engine): a lot to wait in, and to cancel it. The engines import
-    this module, so it names them by this contract, not by import."""
+    """What an ``AsyncFuture`` asks of the engine that runs it (``AsyncEngine``): a lot
+    to wait in, and to cancel it. The engine imports this module, so it names it by
+    this contract, not by import."""
 
     new_lot: Callable[[], Lot]  # a lot of the running event loop's library
 
@@ -54,14 +54,21 @@ class TaskOwner(Protocol):
 @final
 class Spec:
     """Where and how a task runs: shared by every task with the same options, so a
-    plain ``submit`` allocates nothing for it. ``fast`` tasks skip the policies."""
+    plain ``submit`` allocates nothing for it. ``fast`` tasks skip the policies.
 
-    __slots__ = ("fast", "key", "kind", "owner", "priority", "retry", "timeout")
+    ``on_end``, if given, is called with each task of this spec once it ended, however
+    it ended (value, error, cancellation; not between retries), right after its
+    waiters were woken: how a front end over the pool (``AsyncGroup``) counts its
+    tasks without a done callback each. It must not raise."""
+
+    __slots__ = ("fast", "key", "kind", "on_end", "owner", "priority", "retry", "timeout")
 
     def __init__(self, owner: TaskOwner, kind: int, timeout: float | None,
                  retry: Retry | None, priority: int = 0, key: Any = None,
-                 rated: bool = False) -> None:
+                 rated: bool = False,
+                 on_end: Callable[[AsyncFuture[Any]], None] | None = None) -> None:
         self.owner = owner
+        self.on_end = on_end
         self.kind = kind
         self.timeout = timeout
         self.retry = retry
@@ -98,8 +105,8 @@ class AsyncFuture(Generic[T]):
     """
 
     # Few slots: a program holding many futures pays the garbage collector per slot.
-    __slots__ = ("_args", "_attempt", "_fn", "_kwargs", "_notify", "_spec", "_state", "_t0",
-                 "_value")
+    __slots__ = ("_args", "_attempt", "_fn", "_index", "_kwargs", "_notify", "_spec",
+                 "_state", "_t0", "_value")
 
     _fn: Callable[..., Any]
     _args: tuple[Any, ...]
@@ -110,6 +117,7 @@ class AsyncFuture(Generic[T]):
     _notify: _Notify | None
     _attempt: int
     _t0: float  # when it was queued, if its latency is sampled; else 0.0
+    _index: int  # its place in its spec's owner's order (AsyncGroup: go order); or unset
 
     def __init__(self) -> None:
         raise TypeError("AsyncFuture has no public constructor: AsyncPool.submit() "
@@ -203,6 +211,9 @@ class AsyncFuture(Generic[T]):
         self._value = value
         if self._notify is not None:
             self._notify_all()
+        on_end = self._spec.on_end
+        if on_end is not None:
+            on_end(self)
 
     def _notify_all(self) -> None:
         notify = self._notify

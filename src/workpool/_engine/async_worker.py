@@ -34,9 +34,10 @@ __all__ = ["DAEMON_THREADS", "DaemonThreads", "StuckThreads", "ThreadCall", "Wor
 
 class Worker:
     """A worker task's bookkeeping. ``job`` is what it runs now (None when idle);
-    ``call`` the sync call it waits on in a thread, if any."""
+    ``call`` the sync call it waits on in a thread, if any; ``reason`` what a task
+    interrupted by its owner is cancelled with (None: "cancelled while running")."""
 
-    __slots__ = ("call", "ctx", "job", "restart", "scope", "slot")
+    __slots__ = ("call", "ctx", "job", "reason", "restart", "scope", "slot")
 
     def __init__(self, worker_id: int) -> None:
         self.slot = WorkerSlot(worker_id)
@@ -45,6 +46,7 @@ class Worker:
         self.ctx = TaskContext(self.slot)
         self.job: Job | None = None
         self.restart = False
+        self.reason: str | None = None
         self.scope: anyio.CancelScope | None = None
         self.call: ThreadCall | None = None
 

@@ -1,32 +1,70 @@
-"""``AsyncGroup``: Go's errgroup with ``SetLimit``, for coroutines, on asyncio and trio.
+"""``AsyncGroup``: Go's errgroup with ``SetLimit``, for coroutines, on asyncio and trio:
+an ``AsyncPool``, a limit and a fail-fast error policy. May import ``_core``,
+``_backends``, ``_engine`` and ``_pools``.
 
-The front end: argument checks, ``go`` and the ``async with`` life cycle. The queue,
-the worker tasks and the group's end are the ``GroupEngine``'s
-(``async_engine.py``); the verdict is ``policy.py``'s, shared with ``Group``.
+A group runs its tasks on a pool, and schedules nothing itself::
+
+    go(fn) ── limit reached? park ── group cancelled? ──▶ a cancelled AsyncFuture
+                   │ no                                   (fn never runs)
+                   ▼
+       the group's own lazy AsyncPool(limit) ── or ── the AsyncPool passed as pool=
+         (its queue, straight)                         (submit's path: room, budget)
+                   │  every task carries the group's Spec: its on_end hook counts the
+                   ▼  task's end where the engine settles it, no done callback each
+    the first failure: the pool cancels the group's tasks (cancel_owned: queued ones
+    never start, running ones are interrupted), the block's cancel scope is cancelled,
+    waiting go() calls return cancelled futures
+    __aexit__: wait until no task is in flight, leave the scope and the own pool,
+    raise the verdict (``policy.py``, shared with ``Group``)
+
+The block runs in a cancel scope of the group's (with the ``timeout`` as its
+deadline), entered after the own pool on an ``AsyncExitStack``. Cancelling the group
+cancels that scope and the group's tasks one by one, never the pool's workers: a pool
+passed as ``pool=`` runs other tasks too.
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
+import math
 from collections.abc import Awaitable, Callable
+from concurrent.futures import CancelledError
+from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, final
+from typing import Any, Final, ParamSpec, TypeVar, final
 
+import anyio
 import anyio.lowlevel
 
+from .._backends.aio import NO_LOT, Lot, lot_type
 from .._core.exceptions import WouldBlock
 from .._core.options import check_timeout
-from .._engine.async_task import AsyncFuture, new_future
+from .._engine.async_task import (
+    ASYNC,
+    CANCELLED,
+    QUEUED,
+    VALUE,
+    AsyncFuture,
+    Spec,
+    new_future,
+)
 from .._pools.async_pool import AsyncPool
-from .async_engine import CLOSED, OPEN, GroupEngine
-from .policy import check_limit
+from .policy import CLOSED, EXITING, NEW, OPEN, check_limit, verdict
 
 __all__ = ["AsyncGroup"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+MESSAGE: Final = "unhandled errors in an AsyncGroup"
+NOT_STARTED: Final = "the group was cancelled before the task started"
+WITH_GROUP: Final = "cancelled with its group while running"
+# A group without a limit starts every task at once: its pool may grow to as many
+# workers as tasks run at the same time (idle ones are reused).
+UNLIMITED: Final = 1 << 16
 _COUNTER = itertools.count(1)
+_new = object.__new__
 
 
 @final
@@ -58,18 +96,19 @@ class AsyncGroup:
     Args:
         limit: the most tasks in flight at once (None: no limit, every ``go``
             starts its task at once).
-        pool: a ``wp.AsyncPool`` to run the tasks on, instead of worker tasks of the
-            group's own; the group still applies its limit and cancellation and does
-            not close the pool.
+        pool: a ``wp.AsyncPool`` to run the tasks on (with its timeout, retry, rate
+            and budget), instead of an ``AsyncPool`` of the group's own; the group
+            still applies its limit and cancellation and does not close the pool.
         timeout: seconds for the whole group, from entering the block; then the
             group is cancelled and leaving the block raises ``TimeoutError``
             (inside the ``ExceptionGroup`` if tasks failed too).
         name: names the group's worker tasks (default ``workpool-agroup-N``).
 
     Cost: a ``go`` creates no task, a few microseconds, about a third of
-    ``asyncio.TaskGroup.create_task`` with a semaphore: the group keeps up to
-    ``limit`` worker tasks (as many as run at once without a limit), which take
-    queued jobs in turn. It keeps each task's result for ``results()``.
+    ``asyncio.TaskGroup.create_task`` with a semaphore: the group's own pool starts
+    worker tasks as they are needed, up to ``limit`` (as many as run at once without
+    a limit), which take queued tasks in turn. It keeps each task's result for
+    ``results()``.
 
     Raises:
         ValueError: *limit* < 1 or *timeout* <= 0.
@@ -83,31 +122,144 @@ class AsyncGroup:
         pages = g.results()                      # in go order
     """
 
+    __slots__ = ("_active", "_base_error", "_cancel_exc", "_cancelled", "_cancelled_tasks",
+                 "_direct", "_done", "_engine", "_errors", "_exiting", "_failed",
+                 "_idle_workers", "_last_fn", "_limit", "_name", "_own", "_pool", "_queue",
+                 "_scope", "_space", "_space_waiters", "_spec", "_stack", "_state",
+                 "_timed_out", "_timeout", "_values")
+
     def __init__(self, limit: int | None = None, *, pool: AsyncPool | None = None,
                  timeout: float | None = None, name: str | None = None) -> None:
         limit = check_limit(limit)
         if pool is not None and not isinstance(pool, AsyncPool):
             raise TypeError(f"pool must be a wp.AsyncPool or None, got {pool!r}")
-        self._r = GroupEngine(limit, pool, check_timeout(timeout),
-                              name or f"workpool-agroup-{next(_COUNTER)}")
+        self._limit = limit
+        self._timeout = check_timeout(timeout)
+        self._name = name or f"workpool-agroup-{next(_COUNTER)}"
+        self._own = pool is None
+        self._direct = self._own  # go() queues on the own pool itself: not cancelled
+        if pool is None:
+            size = limit or UNLIMITED  # the limit bounds the queue too: it never fills
+            pool = AsyncPool(size, queue_size=size, name=self._name)
+            pool._engine.lazy = True
+        self._pool = pool
+        engine = self._engine = pool._engine
+        # Every task of the group carries this spec (the pool's options); its end
+        # hook counts the task's end. A refused go() gets a future without the hook.
+        self._spec = Spec(engine, ASYNC, engine.timeout, engine.retry,
+                          rated=engine.bucket is not None, on_end=self._ended)
+        self._state = NEW
+        self._exiting = False  # the block has ended: __aexit__ waits for the last task
+        self._active = 0  # tasks started by go() and not ended
+        self._cancelled = False
+        self._timed_out = False
+        # Results, not futures, are kept for results(): holding every future alive
+        # costs a third more per go() through the garbage collector.
+        self._values: list[Any] = []
+        self._errors: list[Exception] = []
+        self._base_error: BaseException | None = None
+        self._failed = 0
+        self._cancelled_tasks = 0
+        self._last_fn: Any = None
+        self._space: Lot = NO_LOT  # go() calls waiting for the limit
+        self._space_waiters = NO_LOT.waiters  # its waiters, for the hot path
+        self._done: Lot = NO_LOT  # __aexit__ waiting for the last task
+        self._scope: anyio.CancelScope | None = None  # the block's
+        self._stack = AsyncExitStack()  # the own pool, then the block's scope
+        # The own pool's queue and idle workers (known once it started), for go().
+        self._queue = engine.q
+        self._idle_workers = NO_LOT.waiters
+        self._cancel_exc: type[BaseException] = BaseException
 
     @property
     def limit(self) -> int | None:
         """The most tasks in flight at once (None: no limit)."""
-        return self._r.limit
+        return self._limit
 
     @property
     def cancelled(self) -> bool:
         """True once the group was cancelled (a failure, the deadline, ``cancel()``)."""
-        return self._r.cancelled
+        return self._cancelled
+
+    # -- life cycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncGroup:
-        await self._r.open()
+        if self._state != NEW:
+            raise RuntimeError("an AsyncGroup can be entered only once")
+        self._cancel_exc = anyio.get_cancelled_exc_class()
+        new_lot = lot_type()
+        self._space, self._done = new_lot(), new_lot()
+        self._space_waiters = self._space.waiters
+        if self._own:
+            await self._stack.enter_async_context(self._pool)
+            self._idle_workers = self._engine.idle.waiters
+        deadline = math.inf if self._timeout is None else anyio.current_time() + self._timeout
+        self._scope = self._stack.enter_context(anyio.CancelScope(deadline=deadline))
+        self._state = OPEN
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> bool:
-        return await self._r.close(exc)
+        """Wait for every task, then raise what the block raises; True swallows
+        *exc*, False lets it propagate as it is."""
+        self._state = EXITING
+        self._exiting = True
+        caught: BaseException | None = None  # a cancellation of the block
+        if isinstance(exc, self._cancel_exc):
+            caught = exc
+        elif exc is not None:
+            if not isinstance(exc, Exception) and self._base_error is None:
+                self._base_error = exc
+            self.cancel()
+        if caught is None and not self._cancelled:
+            try:
+                await self._wait_tasks()
+            except self._cancel_exc as cancelled:
+                caught = cancelled
+        if caught is not None and not self._cancelled:
+            assert self._scope is not None
+            if self._scope.cancel_called:  # not cancel(): the deadline
+                self._errors.append(TimeoutError(
+                    f"group timed out after {self._timeout:g} s"))
+                self._timed_out = True
+            self._stop()  # whichever scope was cancelled, the tasks stop
+        if self._active:
+            with anyio.CancelScope(shield=True):  # cancelled: they end at their next await
+                await self._wait_tasks()
+        propagate = await self._leave(caught)
+        self._state = CLOSED
+        return self._verdict(exc, caught, propagate)
+
+    async def _wait_tasks(self) -> None:
+        while self._active:
+            await self._done.park()
+
+    async def _leave(self, caught: BaseException | None) -> BaseException | None:
+        """Leave the block's scope and the own pool; return the cancellation to
+        propagate (one from outside the group), if any."""
+        try:
+            if caught is None:
+                await self._stack.__aexit__(None, None, None)
+                return None
+            if await self._stack.__aexit__(type(caught), caught, caught.__traceback__):
+                return None
+            return caught
+        except self._cancel_exc as outer:
+            return outer
+
+    def _verdict(self, exc: BaseException | None, caught: BaseException | None,
+                 propagate: BaseException | None) -> bool:
+        body_error = exc if isinstance(exc, Exception) and caught is None else None
+        if verdict(MESSAGE, self._errors, self._base_error, self._timed_out, exc,
+                   body_error):
+            return False
+        if propagate is None:
+            return exc is not None  # the group's own cancellation: swallowed
+        if propagate is exc:
+            return False
+        raise propagate
+
+    # -- starting tasks -------------------------------------------------------------------
 
     async def go(self, fn: Callable[P, Awaitable[T]], /, *args: P.args,
                  **kwargs: P.kwargs) -> AsyncFuture[T]:
@@ -122,29 +274,42 @@ class AsyncGroup:
             RuntimeError: the group was not entered, or its block has exited.
             TypeError: *fn* is not a coroutine function.
         """
-        # The hot path, inline (a call costs as much as the rest): queue the job and
-        # make sure a worker is on its way (GroupEngine.queue).
-        r = self._r
-        if r.state != OPEN:
-            r.check_state()
-        if fn is not r.last_fn:
+        # The hot path, inline (a call costs as much as the rest): queue the task on
+        # the own pool and make sure a worker is on its way (AsyncEngine.push).
+        if self._state != OPEN:
+            self._check_state()
+        if fn is not self._last_fn:
             _check_coroutine_function(fn)
-            r.last_fn = fn
-        limit = r.limit
-        if limit is not None and r.active >= limit and not r.cancelled:
-            await r.wait_slot(limit)
-        if r.cancelled:
-            await anyio.lowlevel.checkpoint()  # the block's cancellation, if it is ours
-            return r.refused(fn, args, kwargs)
-        if r.pool is not None:
-            return await r.submit(fn, args, kwargs)
-        job: AsyncFuture[T] = new_future(fn, args, kwargs, r.spec, 0.0)
-        values = r.values
-        r.q.append((job, len(values)))
+            self._last_fn = fn
+        limit = self._limit
+        if limit is not None:
+            while self._active >= limit and not self._cancelled:
+                await self._space.park()
+        if not self._direct:
+            if self._cancelled:
+                await anyio.lowlevel.checkpoint()  # the block's cancellation, if ours
+                return self._refused(fn, args, kwargs)
+            return await self._submit(fn, args, kwargs)
+        job: AsyncFuture[T] = _new(AsyncFuture)  # new_future(), inline
+        job._fn = fn
+        job._args = args
+        job._kwargs = kwargs
+        job._spec = self._spec
+        job._state = QUEUED
+        job._notify = None
+        job._attempt = 1
+        job._t0 = 0.0
+        values = self._values
+        job._index = len(values)
         values.append(None)
-        r.active += 1
-        if not r.woken:
-            r.dispatch()
+        self._active += 1
+        self._queue.append(job)
+        engine = self._engine
+        if not engine.woken:
+            if self._idle_workers:
+                engine.wake()
+            elif len(engine.workers) < engine.size:
+                engine.grow()
         return job
 
     def go_nowait(self, fn: Callable[P, Awaitable[T]], /, *args: P.args,
@@ -156,27 +321,127 @@ class AsyncGroup:
             WouldBlock: ``limit`` tasks are in flight (or, with a pool, its queue is
                 full: ``wp.QueueFull``).
         """
-        r = self._r
-        if r.state != OPEN:
-            r.check_state()
-        if fn is not r.last_fn:
+        if self._state != OPEN:
+            self._check_state()
+        if fn is not self._last_fn:
             _check_coroutine_function(fn)
-            r.last_fn = fn
-        limit = r.limit
-        if limit is not None and r.active >= limit and not r.cancelled:
+            self._last_fn = fn
+        limit = self._limit
+        if limit is not None and self._active >= limit and not self._cancelled:
             raise WouldBlock(f"the group is at its limit ({limit} tasks in flight)")
-        if r.cancelled:
-            return r.refused(fn, args, kwargs)
-        if r.pool is not None:
-            return r.submit_nowait(fn, args, kwargs)
-        return r.queue(fn, args, kwargs)
+        if self._cancelled:
+            return self._refused(fn, args, kwargs)
+        if not self._direct:
+            self._engine.check_open()
+            job = self._new_job(fn, args, kwargs)
+            self._active += 1
+            try:
+                self._pool._put_now(job, 1)
+            except BaseException:
+                self._release()
+                raise
+            return self._admitted(job)
+        job = new_future(fn, args, kwargs, self._spec, 0.0)
+        job._index = len(self._values)
+        self._values.append(None)
+        self._active += 1
+        self._engine.push(job)
+        return job
+
+    def _check_state(self) -> None:
+        if self._state == NEW:
+            raise RuntimeError("AsyncGroup.go() called before the group was entered: use "
+                               "'async with wp.AsyncGroup() as g:'")
+        if self._state == CLOSED or (self._state == EXITING and not self._active):
+            raise RuntimeError("AsyncGroup.go() called after the group's block exited: a "
+                               "group takes no new tasks once all of its tasks ended")
+
+    def _refused(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> AsyncFuture[Any]:
+        """The handle ``go`` returns once the group is cancelled: cancelled already
+        (its spec has no end hook: it never was in flight)."""
+        job = new_future(fn, args, kwargs, self._engine.defaults[ASYNC], 0.0)
+        job._cancelled(NOT_STARTED)
+        self._cancelled_tasks += 1
+        return job
+
+    def _new_job(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> AsyncFuture[Any]:
+        return new_future(fn, args, kwargs, self._spec, self._engine.stamp())
+
+    async def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> AsyncFuture[Any]:
+        """Queue a task on the pool passed as ``pool`` (its room, its budget)."""
+        job = self._new_job(fn, args, kwargs)
+        self._active += 1
+        try:
+            await self._pool._put(job, 1, True)
+        except BaseException:
+            self._release()
+            raise
+        return self._admitted(job)
+
+    def _admitted(self, job: AsyncFuture[Any]) -> AsyncFuture[Any]:
+        """*job* is on the pool passed as ``pool`` (nothing ran since it was queued)."""
+        job._index = len(self._values)
+        self._values.append(None)
+        if self._cancelled:  # cancelled while go() waited for room
+            job.cancel()
+        return job
+
+    # -- the end of a task, cancellation --------------------------------------------------
+
+    def _ended(self, job: AsyncFuture[Any]) -> None:
+        """The spec's end hook: a task of the group ended, however it ended. The first
+        failure (a cancellation is none) cancels the group before its slot frees."""
+        state = job._state
+        if state == VALUE:  # the hot path: _release() inline
+            self._values[job._index] = job._value
+            active = self._active = self._active - 1
+            if self._space_waiters:
+                self._space.unpark()
+            if not active and self._exiting:
+                self._done.unpark()
+            return
+        if state == CANCELLED or isinstance(job._value, CancelledError):
+            self._cancelled_tasks += 1
+        else:
+            error = job._value
+            self._failed += 1
+            if isinstance(error, Exception):
+                self._errors.append(error)
+            elif self._base_error is None:
+                self._base_error = error
+            self.cancel()
+        self._release()
+
+    def _release(self) -> None:
+        """A task left the group."""
+        self._active -= 1
+        if self._space.waiters:
+            self._space.unpark()
+        if not self._active and self._exiting:
+            self._done.unpark()
 
     def cancel(self) -> None:
         """Cancel the group: queued tasks never start, running ones and the block are
         cancelled at their next ``await`` (as ``tg.cancel_scope.cancel()``), later
         ``go`` calls return cancelled futures. Leaving the block raises only for real
         failures, not for this cancellation."""
-        self._r.cancel()
+        if self._cancelled:
+            return
+        self._stop()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _stop(self) -> None:
+        """Refuse new tasks, cancel those queued and running, wake waiting go()s."""
+        self._cancelled = True
+        self._direct = False
+        self._engine.cancel_owned(self._spec, NOT_STARTED, WITH_GROUP)
+        self._space.unpark_all()
+
+    # -- results ------------------------------------------------------------------------
 
     def results(self) -> list[Any]:
         """The tasks' results, in ``go`` order, once the block exited and every task
@@ -186,20 +451,18 @@ class AsyncGroup:
             RuntimeError: called before the block exited, or a task failed or was
                 cancelled (the message counts them).
         """
-        r = self._r
-        if r.state != CLOSED:
+        if self._state != CLOSED:
             raise RuntimeError("AsyncGroup.results() called before the group's block "
                                "exited: call it after the 'async with' block")
-        if r.failed or r.cancelled_jobs:
+        if self._failed or self._cancelled_tasks:
             raise RuntimeError(f"AsyncGroup.results() needs every task to succeed: "
-                               f"{r.failed} failed, {r.cancelled_jobs} cancelled")
-        return list(r.values)
+                               f"{self._failed} failed, {self._cancelled_tasks} cancelled")
+        return list(self._values)
 
     def __repr__(self) -> str:
-        r = self._r
-        state = ("new", "open", "exiting", "closed")[r.state]
-        return (f"<AsyncGroup {r.name!r} {state} limit={r.limit} in_flight={r.active} "
-                f"cancelled={r.cancelled}>")
+        state = ("new", "open", "exiting", "closed")[self._state]
+        return (f"<AsyncGroup {self._name!r} {state} limit={self._limit} "
+                f"in_flight={self._active} cancelled={self._cancelled}>")
 
 
 def _check_coroutine_function(fn: Any) -> None:

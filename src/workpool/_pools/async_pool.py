@@ -1,7 +1,7 @@
 """``AsyncPool``: bounded async work on asyncio (with uvloop when installed) and trio.
 
 The front end: argument checks, the public methods and the ``async with`` life cycle.
-The queue and the workers are the ``AsyncEngine``'s (``_async_engine.py``); ``map``
+The queue and the workers are the ``AsyncEngine``'s (``_engine/async_engine.py``); ``map``
 lives in ``_async_map.py``.
 """
 
@@ -219,7 +219,7 @@ class AsyncPool:
         if self._budget is not None:
             spec = engine.last_spec if fn is engine.last_fn else engine.spec_for(fn)
             return await self._put_with_budget(
-                new_future(fn, args, kwargs, spec, engine.stamp()), 1, True)
+                new_future(fn, args, kwargs, spec, engine.stamp()), 1)
         job: AsyncFuture[Any] = _new(AsyncFuture)
         job._fn = fn
         job._args = args
@@ -239,8 +239,11 @@ class AsyncPool:
             engine.push(job)
         else:
             q.append(job)
-            if not engine.woken and engine.idle.waiters:
-                engine.wake()
+            if not engine.woken:
+                if engine.idle.waiters:
+                    engine.wake()
+                elif len(engine.workers) < engine.size:
+                    engine.grow()
         return job
 
     @overload
@@ -260,10 +263,34 @@ class AsyncPool:
         engine = self._engine
         engine.check_open()
         spec = engine.last_spec if fn is engine.last_fn else engine.spec_for(fn)
-        job = new_future(fn, args, kwargs, spec, engine.stamp())
+        return self._put_now(new_future(fn, args, kwargs, spec, engine.stamp()), 1)
+
+    async def _put(self, job: AsyncFuture[Any], cost: int, block: bool) -> AsyncFuture[Any]:
+        """Queue *job*, made by this pool or by a front end over it (``AsyncGroup``),
+        holding *cost* tokens of the budget: waiting for room and tokens if *block*,
+        else raising as ``submit_nowait`` does.
+
+        Raises:
+            PoolClosed: the pool was closed (RuntimeError before it was entered).
+        """
+        engine = self._engine
+        engine.check_open()
+        if not block:
+            return self._put_now(job, cost)
         if self._budget is not None:
-            self._take_nowait(1)
-            return self._charge(self._put_or_return(job, 1), 1)
+            return await self._put_with_budget(job, cost)
+        if not engine.has_room():
+            await engine.wait_room()
+        engine.stats.submitted += 1
+        engine.push(job)
+        return job
+
+    def _put_now(self, job: AsyncFuture[Any], cost: int) -> AsyncFuture[Any]:
+        """Queue *job* holding *cost* tokens of the budget, or raise ``wp.QueueFull``
+        (or ``wp.WouldBlock``: the budget lacks the tokens)."""
+        if self._budget is not None:
+            self._take_nowait(cost)
+            return self._charge(self._put_or_return(job, cost), cost)
         return self._put_nowait(job)
 
     def _take_nowait(self, cost: int) -> None:
@@ -289,16 +316,11 @@ class AsyncPool:
         job.add_done_callback(lambda _: budget.release(cost))
         return job
 
-    async def _put_with_budget(self, job: AsyncFuture[Any], cost: int,
-                               block: bool) -> AsyncFuture[Any]:
-        """Queue *job* once *cost* tokens of the budget are free (waiting for them and
-        for room in the queue if *block*, else raising ``wp.WouldBlock`` or
-        ``wp.QueueFull``); they return to the budget when the task ends."""
+    async def _put_with_budget(self, job: AsyncFuture[Any], cost: int) -> AsyncFuture[Any]:
+        """Queue *job* once *cost* tokens of the budget are free, waiting for them and
+        for room in the queue; they return to the budget when the task ends."""
         budget = self._budget
         assert budget is not None
-        if not block:
-            self._take_nowait(cost)
-            return self._charge(self._put_or_return(job, cost), cost)
         await budget.acquire(cost)
         engine = self._engine
         try:
@@ -362,16 +384,8 @@ class AsyncPool:
                     base.timeout if timeout is None else check_timeout(timeout),
                     base.retry if retry is None else retry, priority, key,
                     rated=engine.bucket is not None)
-        job = new_future(fn, tuple(args), kwargs or {}, spec, engine.stamp())
-        if self._budget is not None:
-            return await self._put_with_budget(job, cost, block)
-        if not block:
-            return self._put_nowait(job)
-        if not engine.has_room():
-            await engine.wait_room()
-        engine.stats.submitted += 1
-        engine.push(job)
-        return job
+        return await self._put(new_future(fn, tuple(args), kwargs or {}, spec,
+                                          engine.stamp()), cost, block)
 
     @overload
     def map(self, fn: Callable[..., Awaitable[T]], *iterables: Any, ordered: bool = True,

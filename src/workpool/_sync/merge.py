@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar, final
 
@@ -257,13 +258,14 @@ class AsyncMerge(Generic[T]):
     """The async iterator ``wp.amerge()`` returns, once entered with ``async with``.
     See ``amerge``."""
 
-    __slots__ = ("_buffer", "_closed", "_done", "_error", "_receive", "_scope", "_sources",
-                 "_tg")
+    __slots__ = ("_buffer", "_closed", "_done", "_error", "_lifetime", "_receive", "_scope",
+                 "_sources", "_tg")
 
     def __init__(self, sources: list[AsyncIterator[T]], buffer: int) -> None:
         self._sources = sources
         self._buffer = buffer
         self._tg: TaskGroup | None = None
+        self._lifetime = AsyncExitStack()  # holds the task group from entering to leaving
         self._receive: MemoryObjectReceiveStream[T] | None = None
         self._scope: anyio.CancelScope | None = None  # around the source tasks, not the host
         self._done: anyio.Event | None = None
@@ -276,9 +278,7 @@ class AsyncMerge(Generic[T]):
         send, self._receive = anyio.create_memory_object_stream[T](self._buffer)
         self._scope = anyio.CancelScope()
         self._done = anyio.Event()
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
+        tg = self._tg = await self._lifetime.enter_async_context(anyio.create_task_group())
         tg.start_soon(self._supervise, send, name="workpool-amerge")
         return self
 
@@ -290,7 +290,7 @@ class AsyncMerge(Generic[T]):
             tg.cancel_scope.cancel()
             # The body's exception is not handed to the task group, which would wrap it
             # in an ExceptionGroup: it propagates unchanged once the tasks have ended.
-            await tg.__aexit__(None, None, None)
+            await self._lifetime.aclose()
 
     def __aiter__(self) -> AsyncMerge[T]:
         return self
