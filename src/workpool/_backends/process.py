@@ -181,8 +181,8 @@ def _bad_call(what: str, error: BaseException) -> WorkerCrashed:
 class ProcessWorker(Worker):
     """A worker: its child process, driven by the pool's reader thread."""
 
-    __slots__ = ("conn", "job", "kill_reason", "pending", "process", "ready", "sending",
-                 "started_once")
+    __slots__ = ("conn", "job", "kill_reason", "pending", "preloaded", "process", "ready",
+                 "sending", "started_once")
 
     def __init__(self, worker_id: int) -> None:
         super().__init__(worker_id)
@@ -195,6 +195,8 @@ class ProcessWorker(Worker):
         self.ready = False  # the child said it is ready (its initializer ran)
         self.started_once = False  # a child of this worker was ready once
         self.pending: Task | None = None  # the first task, while the first child starts
+        # Its first task was sent before its first child was ready (_preload).
+        self.preloaded = False
         self.job: _Job | None = None  # the task in progress (under the backend's lock)
         self.kill_reason: str | None = None
 
@@ -296,7 +298,7 @@ class ProcessBackend(Backend):
     def spawn(self, worker: Worker) -> None:
         assert isinstance(worker, ProcessWorker)
         if self._unstarted:
-            self._first_spawn()
+            self._first_spawn(worker)
         self._post(_SPAWN, worker, None)
 
     def resume(self, worker: Worker, task: Task) -> None:
@@ -380,21 +382,23 @@ class ProcessBackend(Backend):
 
     # -- starting: at the first task ------------------------------------------------------
 
-    def _first_spawn(self) -> None:
+    def _first_spawn(self, worker: ProcessWorker) -> None:
         with self._lock:
             unstarted, self._unstarted = self._unstarted, False
         if unstarted and self.fork_first and _can_fork_safely():
             # A fork that fails (EAGAIN, say) leaves its worker to start as later ones do.
             with contextlib.suppress(OSError):
-                self._prefork()
+                self._prefork(worker)
 
-    def _prefork(self) -> None:
+    def _prefork(self, first: ProcessWorker) -> None:
         """Fork every worker now, before the reader thread starts, while this process
         has a single thread.
 
         Forking is what makes the stdlib's pool start fast, and it is safe while no
         other thread can hold a lock; workers started later (replacements) come from
-        the forkserver instead, since by then the reader runs.
+        the forkserver instead, since by then the reader runs. The *first* worker's
+        child gets its first task at once (``_preload``): it runs while the others
+        fork and the reader starts.
         """
         ctx = multiprocessing.get_context("fork")
         for worker_id in range(self.engine.target):
@@ -405,7 +409,34 @@ class ProcessBackend(Backend):
                       self.max_memory))
             process.start()
             child_conn.close()
+            if worker_id == 0 and self._preload(first, process, parent_conn):
+                continue
             self._spares.append((process, parent_conn))
+
+    def _preload(self, worker: ProcessWorker, process: Any, conn: Any) -> bool:
+        """Give *worker* the child just forked, and send it the worker's first task
+        before the child says it is ready (it reads the task once it is): the task
+        runs while the caller forks the other workers and starts the reader, which
+        adopts the child (``_SPAWN``) and reads the result. Only for a plain first
+        task (no initializer, deadline or rate limit): False, the child stays a
+        spare, otherwise."""
+        task = worker.first
+        engine = self.engine
+        if (task is None or self.init_bytes is not None or task.timeout is not None
+                or engine.bucket is not None):
+            return False
+        started = time.perf_counter()
+        if engine.begin(worker, task) is not None:  # cancelled meanwhile: the usual way
+            return False
+        job = _Job(task, started)
+        with self._lock:
+            worker.process, worker.conn = process, conn
+            worker.job = job
+        worker.first = None
+        worker.preloaded = True
+        with contextlib.suppress(OSError):  # a child that died shows as EOF to the reader
+            conn.send_bytes(self._message(worker, job))
+        return True
 
     def close(self) -> None:
         with self._lock:  # forked workers no worker took: intake is over, let them go
@@ -490,7 +521,13 @@ class ProcessBackend(Backend):
             elif op == _SPAWN:
                 self._workers.add(worker)
                 worker.pending, worker.first = worker.first, None
-                self._start_child(worker)
+                if worker.preloaded:  # its child runs its first task already
+                    assert self._selector is not None
+                    self._selector.register(worker.conn, selectors.EVENT_READ, worker)
+                    self._selector.register(worker.process.sentinel, selectors.EVENT_READ,
+                                            worker)
+                else:
+                    self._start_child(worker)
             else:
                 leaving.append(worker)
         # Every leaving child is told to stop before any is waited for.
@@ -576,7 +613,10 @@ class ProcessBackend(Backend):
         worker.started_once = True
         job = worker.job
         if job is not None:
-            self._send(worker, job)
+            if worker.preloaded:  # the child has it already
+                worker.preloaded = False
+            else:
+                self._send(worker, job)
             return
         task, worker.pending = worker.pending, None
         if task is None:
@@ -590,6 +630,12 @@ class ProcessBackend(Backend):
         started for fails, as a crash."""
         if not worker.started_once:
             task, worker.pending = worker.pending, None
+            if worker.preloaded:  # its first task was sent already: it fails as queued
+                worker.preloaded = False
+                with self._lock:
+                    job, worker.job = worker.job, None
+                assert job is not None
+                task = job.task
             self.engine.failed_to_start(worker, task, reason)
             self._leave(worker)
             return
@@ -649,7 +695,9 @@ class ProcessBackend(Backend):
 
     def _on_death(self, worker: ProcessWorker) -> None:
         """The child died (signal, ``os._exit``, a kill of ours, ...)."""
-        if not worker.started_once:  # the first child, before it was ready
+        if worker.preloaded and worker.kill_reason is not None:
+            worker.preloaded = False  # killed in its first task before it said ready
+        elif not worker.started_once:  # the first child, before it was ready
             code = self._reap(worker)
             self._start_failed(worker, WorkerCrashed(_death_description(code)))
             return
