@@ -1,8 +1,10 @@
 """Running work in worker processes: the process backend.
 
 Owns ``ProcessBackend`` (the ``Backend`` contract of ``_engine.contract`` for child
-processes) and the pickling done in the caller. May import ``_core``, ``_engine`` and
-``_child``.
+processes): the children's life (start, fork, reap, kill), the reader thread, and
+turning replies and deaths into the engine's step. What the caller pickles, and the
+errors that say what could not be sent, are ``_pickling``'s; what crosses the pipe is
+``_child``'s. May import ``_core``, ``_engine``, ``_child`` and ``_pickling``.
 
 ::
 
@@ -60,11 +62,11 @@ import selectors
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from multiprocessing.context import BaseContext
 from queue import SimpleQueue
-from typing import Any, NoReturn
+from typing import Any
 
 from .._core.chunk import Chunk
 from .._core.exceptions import Cancelled, TaskTimeout
@@ -72,8 +74,16 @@ from .._core.process_errors import WorkerCrashed
 from .._engine.contract import TASK_FAILED, TASK_OK, Backend, Task, Worker
 from .._engine.engine import LOGGER, OPEN
 from . import _child
+from ._pickling import (
+    bad_call,
+    dumps_call,
+    dumps_items,
+    fn_name,
+    raise_send_error,
+    unpicklable,
+)
 
-__all__ = ["ProcessBackend", "can_send", "default_context", "dumps_call"]
+__all__ = ["ProcessBackend", "default_context"]
 
 KILL_GRACE = 0.5  # seconds between terminate and kill
 
@@ -97,85 +107,6 @@ def default_context() -> BaseContext:
         ctx.set_forkserver_preload(["workpool._backends._child"])
         return ctx
     return multiprocessing.get_context("spawn")
-
-
-# -- pickling in the caller ---------------------------------------------------------------
-
-def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Pickle a call for a worker process (see ``_child``).
-
-    Raises:
-        The pickling error, of its own type (``TypeError`` for an open file or a lock,
-        ``PicklingError``, ...), its message naming what could not be sent.
-    """
-    try:
-        return _child.dumps((fn, args, kwargs))
-    except Exception as exc:
-        parts = [("the function", fn), *((f"argument {i}", a) for i, a in enumerate(args)),
-                 *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]
-        _raise_send_error(exc, parts, f" of {_name(fn)}")
-
-
-def can_send(obj: Any) -> bool:
-    """True if *obj* can be pickled for a worker process."""
-    try:
-        _child.dumps(obj)
-    except Exception:
-        return False
-    return True
-
-
-def _name(fn: Any) -> str:
-    return str(getattr(fn, "__qualname__", None) or repr(fn))
-
-
-def _raise_send_error(exc: Exception, parts: Iterable[tuple[str, Any]],
-                      where: str) -> NoReturn:
-    """Raise *exc* again, as an error of its own type (the one the stdlib's pool would
-    have set on the future) whose message says which of *parts* could not be sent."""
-    culprit, what = exc, "a call"
-    for name, obj in parts:
-        try:
-            _child.dumps(obj)
-        except Exception as inner:
-            culprit, what = inner, name
-            break
-    message = f"cannot send {what}{where} to a worker process: {culprit}"
-    try:
-        restated = type(culprit)(message)
-    except Exception:
-        restated = None
-    if restated is None or type(restated) is not type(culprit) or str(restated) != message:
-        culprit.add_note(message)  # a type that takes no message: the note says it
-        raise culprit
-    raise restated from culprit
-
-
-def _dumps_items(star: bool, items: list[Any]) -> bytes:
-    return _child.dumps((star, items))
-
-
-# -- the errors of a call that failed as a whole --------------------------------------------
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _unpicklable(what: str, error: BaseException) -> WorkerCrashed:
-    """The task's result (or exception) came back but cannot be unpickled here."""
-    crashed = WorkerCrashed(f"the task's {what} could not be unpickled: {_describe(error)}")
-    crashed.__cause__ = error
-    return crashed
-
-
-def _bad_call(what: str, error: BaseException) -> WorkerCrashed:
-    """The child could not unpickle the task's function or arguments (the stdlib's
-    pool breaks there; only this task fails here)."""
-    crashed = WorkerCrashed(
-        f"the worker process could not unpickle the task's {what}: {_describe(error)}")
-    crashed.__cause__ = error
-    return crashed
 
 
 class ProcessWorker(Worker):
@@ -253,7 +184,7 @@ class ProcessBackend(Backend):
             try:
                 self.init_bytes = _child.dumps(initializer)
             except Exception as exc:
-                _raise_send_error(exc, [("the initializer", initializer)], "")
+                raise_send_error(exc, [("the initializer", initializer)], "")
         self._spares: list[tuple[Any, Any]] = []
         self._unstarted = True  # no worker yet: the first one forks them (_first_spawn)
         # Guards the reader's start and end, the commands' wake-up, and the kill
@@ -280,15 +211,15 @@ class ProcessBackend(Backend):
         try:
             return _child.dumps(fn)
         except Exception as exc:
-            _raise_send_error(exc, [("the function", fn)], f" of {_name(fn)}")
+            raise_send_error(exc, [("the function", fn)], f" of {fn_name(fn)}")
 
     def prepare_chunk(self, fn: Callable[..., Any], prepared: Any, star: bool,
                       items: list[Any]) -> bytes:
         try:
-            return _dumps_items(star, items)
+            return dumps_items(star, items)
         except Exception as exc:
-            _raise_send_error(exc, [("an item", item) for item in items],
-                              f" of the map of {_name(fn)}")
+            raise_send_error(exc, [("an item", item) for item in items],
+                              f" of the map of {fn_name(fn)}")
 
     # -- the contract's worker half: commands to the reader ------------------------------
 
@@ -603,7 +534,7 @@ class ProcessBackend(Backend):
         try:
             status, error, _ = pickle.loads(data)
         except BaseException as exc:  # the initializer's error did not unpickle
-            status, error = _child.ERR, _unpicklable("initializer's exception", exc)
+            status, error = _child.ERR, unpicklable("initializer's exception", exc)
         if status != _child.OK:
             LOGGER.critical("Exception in initializer:", exc_info=error)
             code = self._reap(worker)
@@ -858,7 +789,7 @@ class ProcessBackend(Backend):
             try:
                 value = pickle.loads(part)
             except BaseException as exc:
-                errors[i] = _unpicklable("result", exc)
+                errors[i] = unpicklable("result", exc)
                 continue
             if isinstance(value, _child.Failed):
                 errors[i] = value.error
@@ -873,11 +804,11 @@ class ProcessBackend(Backend):
         try:
             obj = pickle.loads(body)
         except BaseException as exc:  # even a SystemExit while unpickling
-            return _child.ERR, _unpicklable("result" if kind == _child.OK else "exception", exc)
+            return _child.ERR, unpicklable("result" if kind == _child.OK else "exception", exc)
         if kind != _child.BADARGS:
             return kind, obj
         error, what = obj
-        return (_BADFN if what == "function" else _child.BADARGS), _bad_call(what, error)
+        return (_BADFN if what == "function" else _child.BADARGS), bad_call(what, error)
 
     # -- a chunk's progress ---------------------------------------------------------------
 
@@ -929,7 +860,7 @@ class ProcessBackend(Backend):
                 break
             rest = items[start:start + 1] if job.single else items[start:]
             try:
-                job.payload = _dumps_items(task.star, rest)
+                job.payload = dumps_items(task.star, rest)
             except Exception as exc:  # pickled fine with the others: unlikely
                 if not job.single:
                     job.errors.update((i, exc) for i in range(start, len(items)))
@@ -944,7 +875,7 @@ class ProcessBackend(Backend):
 
 def _lost(ran: int, failure: BaseException) -> Chunk:
     """*ran* values that came back but cannot be unpickled."""
-    return Chunk([None] * ran, dict.fromkeys(range(ran), _unpicklable("result", failure)), 0.0)
+    return Chunk([None] * ran, dict.fromkeys(range(ran), unpicklable("result", failure)), 0.0)
 
 
 def _death_description(code: int | None) -> str:
