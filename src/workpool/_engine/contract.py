@@ -125,6 +125,7 @@ class Scheduler(Protocol):
     stop: threading.Event  # set once queued work is cancelled: rate-limit waits end
     halted: bool  # set by the hard stop: nothing more may start
     state: int  # OPEN, or CLOSING once intake is over
+    waking: int  # 1 while a worker woken by resume must call woke() (lazy_wake)
 
     def begin(self, worker: Worker, task: Task) -> tuple[int, Any] | None:
         """*task* is about to run on *worker*: None to run it, or its outcome."""

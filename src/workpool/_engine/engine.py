@@ -115,10 +115,10 @@ class Engine:
         self._prios: list[int] = []  # negated priorities present, ascending
         self._size = 0
         self._parked: list[Worker] = []
-        # 1 while a worker woken by resume() has not called woke() yet (lazy backends
-        # only): put() queues meanwhile instead of waking another one.
+        # 1 while a worker woken by resume() has not called woke() yet, and others are
+        # parked (lazy backends only): put() queues meanwhile instead of waking another.
         self._lazy = int(backend.lazy_wake)
-        self._waking = 0
+        self.waking = 0
         self._workers: set[Worker] = set()
         # Notified when a worker leaves the set or is given up on: what join() waits
         # for. Threads that left are joined (they are ending) by join().
@@ -146,9 +146,10 @@ class Engine:
                     self._raise_closed()
                 parked = self._parked
                 if parked:
-                    if not self._waking:
+                    if not self.waking:
                         worker = parked.pop()
-                        self._waking = self._lazy
+                        if parked:  # others to wake for what comes meanwhile
+                            self.waking = self._lazy
                         break
                     # A worker woken for an earlier task passes this one on (woke()),
                     # to a parked worker if it is not taken by then.
@@ -212,9 +213,10 @@ class Engine:
         with self._lock:
             if self._retrying.pop(task, None) is None:
                 return  # cancelled by shutdown meanwhile
-            if self._parked and not self._waking:
+            if self._parked and not self.waking:
                 worker = self._parked.pop()
-                self._waking = self._lazy
+                if self._parked:
+                    self.waking = self._lazy
             elif self._parked:
                 task.enqueued = time.perf_counter()
                 self._push(task)  # the woken worker passes it on
@@ -232,17 +234,20 @@ class Engine:
             self._spawn(task)
 
     def woke(self) -> None:
-        """A worker woken by ``resume`` (``Backend.lazy_wake``) is about to run its
-        task: the tasks queued meanwhile go to one more parked worker (it passes them
-        on in turn) or a new one; or to the workers running, as each ends."""
+        """A worker woken by ``resume`` (``Backend.lazy_wake``) while ``waking`` is set
+        is about to run its task: the tasks queued meanwhile go to one more parked
+        worker (it passes them on in turn) or a new one; or to the workers running, as
+        each ends. (Woken while ``waking`` is 0, it need not call: no worker was left
+        parked for the tasks queued meanwhile.)"""
         worker: Worker | None = None
         with self._lock:
-            self._waking = 0
+            self.waking = 0
             if not self._size:
                 return
             if self._parked:
                 worker = self._parked.pop()
-                self._waking = 1
+                if self._parked:
+                    self.waking = 1
             elif self._alive < self.target:
                 self._alive += 1
             else:
@@ -627,7 +632,7 @@ class Engine:
         self._not_full = threading.Condition(self._lock)
         self._workers_changed = threading.Condition(self._lock)
         self.stop = threading.Event()
-        self._put_waiters = self._size = self._alive = self._stuck = self._waking = 0
+        self._put_waiters = self._size = self._alive = self._stuck = self.waking = 0
         self._queues = {}
         self._prios = []
         self._parked = []

@@ -16,8 +16,8 @@ May import ``_core``, ``contract`` and ``engine``.
 
 A parked worker waits on its own ``SimpleQueue`` (a C primitive), which ``resume``
 puts the next task into and ``release`` puts None into. The hand-off is lazy
-(``lazy_wake``): a woken worker calls ``Engine.woke`` first, which passes on what was
-queued while it woke up.
+(``lazy_wake``): a woken worker calls ``Engine.woke`` first (while ``Engine.waking``
+says so), which passes on what was queued while it woke up.
 """
 
 from __future__ import annotations
@@ -129,7 +129,8 @@ class ThreadedBackend(Backend):
                 task = inbox.get()
                 if task is None:
                     return
-                woke()
+                if engine.waking:  # it was woken while others are parked
+                    woke()
             started = perf()
             outcome = begin(worker, task)
             if outcome is None:
