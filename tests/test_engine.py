@@ -192,3 +192,51 @@ def test_an_engine_with_a_full_queue_makes_put_wait_for_the_step(
     assert (first.result(WAIT), second.result(WAIT), third.result(WAIT)) == (True, 25, 49)
     engine.close_intake()
     assert engine.join(time.monotonic() + WAIT)
+
+
+def _wait_idle(pool: wp.ThreadPool, idle: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while pool.statistics().idle != idle:
+        assert time.monotonic() < deadline, f"never {idle} idle workers"
+        time.sleep(0.001)
+
+
+def test_a_burst_of_blocking_tasks_wakes_every_parked_worker() -> None:
+    # The hand-off is lazy (one worker woken at a time), yet each woken worker passes
+    # on what was queued meanwhile: tasks that block each get a parked worker.
+    with wp.ThreadPool(4) as pool:
+        warm = threading.Barrier(4, timeout=WAIT)
+        warmed = [pool.submit(warm.wait) for _ in range(4)]
+        assert sorted(f.result(WAIT) for f in warmed) == [0, 1, 2, 3]
+        _wait_idle(pool, 4)
+        meet = threading.Barrier(4, timeout=WAIT)
+        futures = [pool.submit(meet.wait) for _ in range(4)]
+        assert sorted(f.result(WAIT) for f in futures) == [0, 1, 2, 3]
+        stats = pool.statistics()
+        assert (stats.workers, stats.completed, stats.failed) == (4, 8, 0)
+
+
+def test_a_parked_pool_keeps_priority_order_through_a_lazy_hand_off() -> None:
+    with wp.ThreadPool(1) as pool:
+        assert pool.submit(_tasks.square, 2).result(WAIT) == 4
+        _wait_idle(pool, 1)
+        gate = threading.Event()
+        order: list[int] = []
+        first = pool.submit(gate.wait, WAIT)  # the parked worker is woken for it
+        futures = [pool.schedule(order.append, (p,), priority=p) for p in (1, 5, 3)]
+        gate.set()
+        assert first.result(WAIT) is True
+        assert [f.result(WAIT) for f in futures] == [None, None, None]
+        assert order == [5, 3, 1]
+
+
+def test_fast_tasks_are_counted_exactly_and_their_latency_sampled() -> None:
+    with wp.ThreadPool(2) as pool:
+        assert list(pool.map(_tasks.square, range(1), chunksize=1)) == [0]
+        futures = [pool.submit(_tasks.square, i) for i in range(500)]
+        assert [f.result(WAIT) for f in futures] == [i * i for i in range(500)]
+        stats = pool.statistics()
+    assert (stats.submitted, stats.completed, stats.failed, stats.ended) == (501, 501, 0, 501)
+    assert 0 < stats.run_time_p50 <= stats.run_time_p99
+    assert 0 <= stats.queue_wait_p50 <= stats.queue_wait_p99
+    assert stats.throughput > 0

@@ -964,3 +964,44 @@ def test_a_callback_may_shut_the_pool_down(tmp_path: Path) -> None:
     pool.shutdown()
     assert future.result() is True
     assert worker_pids(pool) == []
+
+
+PRELOADED_FIRST_TASK = """
+import os, sys
+import workpool as wp
+from workpool._backends.process import ProcessBackend
+from tests import _tasks
+
+preloads = []
+preload = ProcessBackend._preload
+
+def spy(self, *args):
+    preloads.append(preload(self, *args))
+    return preloads[-1]
+
+ProcessBackend._preload = spy
+
+if __name__ == "__main__":
+    with wp.ProcessPool(2) as pool:
+        print(pool.submit(_tasks.square, 7).result(30))
+        print(sorted(f.result(30) for f in [pool.submit(_tasks.square, i) for i in range(4)]))
+    print(preloads, pool.statistics().completed)
+    with wp.ProcessPool(2) as pool:
+        crashed = pool.submit(_tasks.exit_with, 3).exception(30)
+        print(type(crashed).__name__, pool.submit(_tasks.square, 3).result(30))
+    print(preloads, (pool.statistics().completed, pool.statistics().failed))
+"""
+
+
+def test_the_first_task_is_sent_to_the_first_child_as_it_forks(tmp_path: Path) -> None:
+    # Forked while the process has a single thread, the first child gets the first
+    # task at once, before the reader starts; the task runs, or crashes, as any other.
+    script = tmp_path / "preloaded.py"
+    script.write_text(PRELOADED_FIRST_TASK)
+    root = Path(__file__).resolve().parent.parent
+    path = os.pathsep.join([str(root / "src"), str(root)])
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": path})
+    assert (out.returncode, out.stderr) == (0, "")
+    assert out.stdout.splitlines() == ["49", "[0, 1, 4, 9]", "[True] 5",
+                                       "WorkerCrashed 9", "[True, True] (1, 1)"]

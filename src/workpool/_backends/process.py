@@ -1,8 +1,10 @@
 """Running work in worker processes: the process backend.
 
 Owns ``ProcessBackend`` (the ``Backend`` contract of ``_engine.contract`` for child
-processes) and the pickling done in the caller. May import ``_core``, ``_engine`` and
-``_child``.
+processes): the children's life (start, fork, reap, kill), the reader thread, and
+turning replies and deaths into the engine's step. What the caller pickles, and the
+errors that say what could not be sent, are ``_pickling``'s; what crosses the pipe is
+``_child``'s. May import ``_core``, ``_engine``, ``_child`` and ``_pickling``.
 
 ::
 
@@ -60,11 +62,11 @@ import selectors
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from multiprocessing.context import BaseContext
 from queue import SimpleQueue
-from typing import Any, NoReturn
+from typing import Any
 
 from .._core.chunk import Chunk
 from .._core.exceptions import Cancelled, TaskTimeout
@@ -72,8 +74,16 @@ from .._core.process_errors import WorkerCrashed
 from .._engine.contract import TASK_FAILED, TASK_OK, Backend, Task, Worker
 from .._engine.engine import LOGGER, OPEN
 from . import _child
+from ._pickling import (
+    bad_call,
+    dumps_call,
+    dumps_items,
+    fn_name,
+    raise_send_error,
+    unpicklable,
+)
 
-__all__ = ["ProcessBackend", "can_send", "default_context", "dumps_call"]
+__all__ = ["ProcessBackend", "default_context"]
 
 KILL_GRACE = 0.5  # seconds between terminate and kill
 
@@ -99,90 +109,11 @@ def default_context() -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-# -- pickling in the caller ---------------------------------------------------------------
-
-def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Pickle a call for a worker process (see ``_child``).
-
-    Raises:
-        The pickling error, of its own type (``TypeError`` for an open file or a lock,
-        ``PicklingError``, ...), its message naming what could not be sent.
-    """
-    try:
-        return _child.dumps((fn, args, kwargs))
-    except Exception as exc:
-        parts = [("the function", fn), *((f"argument {i}", a) for i, a in enumerate(args)),
-                 *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]
-        _raise_send_error(exc, parts, f" of {_name(fn)}")
-
-
-def can_send(obj: Any) -> bool:
-    """True if *obj* can be pickled for a worker process."""
-    try:
-        _child.dumps(obj)
-    except Exception:
-        return False
-    return True
-
-
-def _name(fn: Any) -> str:
-    return str(getattr(fn, "__qualname__", None) or repr(fn))
-
-
-def _raise_send_error(exc: Exception, parts: Iterable[tuple[str, Any]],
-                      where: str) -> NoReturn:
-    """Raise *exc* again, as an error of its own type (the one the stdlib's pool would
-    have set on the future) whose message says which of *parts* could not be sent."""
-    culprit, what = exc, "a call"
-    for name, obj in parts:
-        try:
-            _child.dumps(obj)
-        except Exception as inner:
-            culprit, what = inner, name
-            break
-    message = f"cannot send {what}{where} to a worker process: {culprit}"
-    try:
-        restated = type(culprit)(message)
-    except Exception:
-        restated = None
-    if restated is None or type(restated) is not type(culprit) or str(restated) != message:
-        culprit.add_note(message)  # a type that takes no message: the note says it
-        raise culprit
-    raise restated from culprit
-
-
-def _dumps_items(star: bool, items: list[Any]) -> bytes:
-    return _child.dumps((star, items))
-
-
-# -- the errors of a call that failed as a whole --------------------------------------------
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _unpicklable(what: str, error: BaseException) -> WorkerCrashed:
-    """The task's result (or exception) came back but cannot be unpickled here."""
-    crashed = WorkerCrashed(f"the task's {what} could not be unpickled: {_describe(error)}")
-    crashed.__cause__ = error
-    return crashed
-
-
-def _bad_call(what: str, error: BaseException) -> WorkerCrashed:
-    """The child could not unpickle the task's function or arguments (the stdlib's
-    pool breaks there; only this task fails here)."""
-    crashed = WorkerCrashed(
-        f"the worker process could not unpickle the task's {what}: {_describe(error)}")
-    crashed.__cause__ = error
-    return crashed
-
-
 class ProcessWorker(Worker):
     """A worker: its child process, driven by the pool's reader thread."""
 
-    __slots__ = ("conn", "job", "kill_reason", "pending", "process", "ready", "sending",
-                 "started_once")
+    __slots__ = ("conn", "job", "kill_reason", "pending", "preloaded", "process", "ready",
+                 "sending", "started_once")
 
     def __init__(self, worker_id: int) -> None:
         super().__init__(worker_id)
@@ -195,6 +126,8 @@ class ProcessWorker(Worker):
         self.ready = False  # the child said it is ready (its initializer ran)
         self.started_once = False  # a child of this worker was ready once
         self.pending: Task | None = None  # the first task, while the first child starts
+        # Its first task was sent before its first child was ready (_preload).
+        self.preloaded = False
         self.job: _Job | None = None  # the task in progress (under the backend's lock)
         self.kill_reason: str | None = None
 
@@ -251,7 +184,7 @@ class ProcessBackend(Backend):
             try:
                 self.init_bytes = _child.dumps(initializer)
             except Exception as exc:
-                _raise_send_error(exc, [("the initializer", initializer)], "")
+                raise_send_error(exc, [("the initializer", initializer)], "")
         self._spares: list[tuple[Any, Any]] = []
         self._unstarted = True  # no worker yet: the first one forks them (_first_spawn)
         # Guards the reader's start and end, the commands' wake-up, and the kill
@@ -278,15 +211,15 @@ class ProcessBackend(Backend):
         try:
             return _child.dumps(fn)
         except Exception as exc:
-            _raise_send_error(exc, [("the function", fn)], f" of {_name(fn)}")
+            raise_send_error(exc, [("the function", fn)], f" of {fn_name(fn)}")
 
     def prepare_chunk(self, fn: Callable[..., Any], prepared: Any, star: bool,
                       items: list[Any]) -> bytes:
         try:
-            return _dumps_items(star, items)
+            return dumps_items(star, items)
         except Exception as exc:
-            _raise_send_error(exc, [("an item", item) for item in items],
-                              f" of the map of {_name(fn)}")
+            raise_send_error(exc, [("an item", item) for item in items],
+                              f" of the map of {fn_name(fn)}")
 
     # -- the contract's worker half: commands to the reader ------------------------------
 
@@ -296,7 +229,7 @@ class ProcessBackend(Backend):
     def spawn(self, worker: Worker) -> None:
         assert isinstance(worker, ProcessWorker)
         if self._unstarted:
-            self._first_spawn()
+            self._first_spawn(worker)
         self._post(_SPAWN, worker, None)
 
     def resume(self, worker: Worker, task: Task) -> None:
@@ -380,21 +313,23 @@ class ProcessBackend(Backend):
 
     # -- starting: at the first task ------------------------------------------------------
 
-    def _first_spawn(self) -> None:
+    def _first_spawn(self, worker: ProcessWorker) -> None:
         with self._lock:
             unstarted, self._unstarted = self._unstarted, False
         if unstarted and self.fork_first and _can_fork_safely():
             # A fork that fails (EAGAIN, say) leaves its worker to start as later ones do.
             with contextlib.suppress(OSError):
-                self._prefork()
+                self._prefork(worker)
 
-    def _prefork(self) -> None:
+    def _prefork(self, first: ProcessWorker) -> None:
         """Fork every worker now, before the reader thread starts, while this process
         has a single thread.
 
         Forking is what makes the stdlib's pool start fast, and it is safe while no
         other thread can hold a lock; workers started later (replacements) come from
-        the forkserver instead, since by then the reader runs.
+        the forkserver instead, since by then the reader runs. The *first* worker's
+        child gets its first task at once (``_preload``): it runs while the others
+        fork and the reader starts.
         """
         ctx = multiprocessing.get_context("fork")
         for worker_id in range(self.engine.target):
@@ -405,7 +340,34 @@ class ProcessBackend(Backend):
                       self.max_memory))
             process.start()
             child_conn.close()
+            if worker_id == 0 and self._preload(first, process, parent_conn):
+                continue
             self._spares.append((process, parent_conn))
+
+    def _preload(self, worker: ProcessWorker, process: Any, conn: Any) -> bool:
+        """Give *worker* the child just forked, and send it the worker's first task
+        before the child says it is ready (it reads the task once it is): the task
+        runs while the caller forks the other workers and starts the reader, which
+        adopts the child (``_SPAWN``) and reads the result. Only for a plain first
+        task (no initializer, deadline or rate limit): False, the child stays a
+        spare, otherwise."""
+        task = worker.first
+        engine = self.engine
+        if (task is None or self.init_bytes is not None or task.timeout is not None
+                or engine.bucket is not None):
+            return False
+        started = time.perf_counter()
+        if engine.begin(worker, task) is not None:  # cancelled meanwhile: the usual way
+            return False
+        job = _Job(task, started)
+        with self._lock:
+            worker.process, worker.conn = process, conn
+            worker.job = job
+        worker.first = None
+        worker.preloaded = True
+        with contextlib.suppress(OSError):  # a child that died shows as EOF to the reader
+            conn.send_bytes(self._message(worker, job))
+        return True
 
     def close(self) -> None:
         with self._lock:  # forked workers no worker took: intake is over, let them go
@@ -490,7 +452,13 @@ class ProcessBackend(Backend):
             elif op == _SPAWN:
                 self._workers.add(worker)
                 worker.pending, worker.first = worker.first, None
-                self._start_child(worker)
+                if worker.preloaded:  # its child runs its first task already
+                    assert self._selector is not None
+                    self._selector.register(worker.conn, selectors.EVENT_READ, worker)
+                    self._selector.register(worker.process.sentinel, selectors.EVENT_READ,
+                                            worker)
+                else:
+                    self._start_child(worker)
             else:
                 leaving.append(worker)
         # Every leaving child is told to stop before any is waited for.
@@ -566,7 +534,7 @@ class ProcessBackend(Backend):
         try:
             status, error, _ = pickle.loads(data)
         except BaseException as exc:  # the initializer's error did not unpickle
-            status, error = _child.ERR, _unpicklable("initializer's exception", exc)
+            status, error = _child.ERR, unpicklable("initializer's exception", exc)
         if status != _child.OK:
             LOGGER.critical("Exception in initializer:", exc_info=error)
             code = self._reap(worker)
@@ -576,7 +544,10 @@ class ProcessBackend(Backend):
         worker.started_once = True
         job = worker.job
         if job is not None:
-            self._send(worker, job)
+            if worker.preloaded:  # the child has it already
+                worker.preloaded = False
+            else:
+                self._send(worker, job)
             return
         task, worker.pending = worker.pending, None
         if task is None:
@@ -590,6 +561,12 @@ class ProcessBackend(Backend):
         started for fails, as a crash."""
         if not worker.started_once:
             task, worker.pending = worker.pending, None
+            if worker.preloaded:  # its first task was sent already: it fails as queued
+                worker.preloaded = False
+                with self._lock:
+                    job, worker.job = worker.job, None
+                assert job is not None
+                task = job.task
             self.engine.failed_to_start(worker, task, reason)
             self._leave(worker)
             return
@@ -649,7 +626,9 @@ class ProcessBackend(Backend):
 
     def _on_death(self, worker: ProcessWorker) -> None:
         """The child died (signal, ``os._exit``, a kill of ours, ...)."""
-        if not worker.started_once:  # the first child, before it was ready
+        if worker.preloaded and worker.kill_reason is not None:
+            worker.preloaded = False  # killed in its first task before it said ready
+        elif not worker.started_once:  # the first child, before it was ready
             code = self._reap(worker)
             self._start_failed(worker, WorkerCrashed(_death_description(code)))
             return
@@ -810,7 +789,7 @@ class ProcessBackend(Backend):
             try:
                 value = pickle.loads(part)
             except BaseException as exc:
-                errors[i] = _unpicklable("result", exc)
+                errors[i] = unpicklable("result", exc)
                 continue
             if isinstance(value, _child.Failed):
                 errors[i] = value.error
@@ -825,11 +804,11 @@ class ProcessBackend(Backend):
         try:
             obj = pickle.loads(body)
         except BaseException as exc:  # even a SystemExit while unpickling
-            return _child.ERR, _unpicklable("result" if kind == _child.OK else "exception", exc)
+            return _child.ERR, unpicklable("result" if kind == _child.OK else "exception", exc)
         if kind != _child.BADARGS:
             return kind, obj
         error, what = obj
-        return (_BADFN if what == "function" else _child.BADARGS), _bad_call(what, error)
+        return (_BADFN if what == "function" else _child.BADARGS), bad_call(what, error)
 
     # -- a chunk's progress ---------------------------------------------------------------
 
@@ -881,7 +860,7 @@ class ProcessBackend(Backend):
                 break
             rest = items[start:start + 1] if job.single else items[start:]
             try:
-                job.payload = _dumps_items(task.star, rest)
+                job.payload = dumps_items(task.star, rest)
             except Exception as exc:  # pickled fine with the others: unlikely
                 if not job.single:
                     job.errors.update((i, exc) for i in range(start, len(items)))
@@ -896,7 +875,7 @@ class ProcessBackend(Backend):
 
 def _lost(ran: int, failure: BaseException) -> Chunk:
     """*ran* values that came back but cannot be unpickled."""
-    return Chunk([None] * ran, dict.fromkeys(range(ran), _unpicklable("result", failure)), 0.0)
+    return Chunk([None] * ran, dict.fromkeys(range(ran), unpicklable("result", failure)), 0.0)
 
 
 def _death_description(code: int | None) -> str:

@@ -125,6 +125,7 @@ class Scheduler(Protocol):
     stop: threading.Event  # set once queued work is cancelled: rate-limit waits end
     halted: bool  # set by the hard stop: nothing more may start
     state: int  # OPEN, or CLOSING once intake is over
+    waking: int  # 1 while a worker woken by resume must call woke() (lazy_wake)
 
     def begin(self, worker: Worker, task: Task) -> tuple[int, Any] | None:
         """*task* is about to run on *worker*: None to run it, or its outcome."""
@@ -135,6 +136,9 @@ class Scheduler(Protocol):
 
     def next_task(self, worker: Worker) -> Task | None:
         """A worker with nothing to run: its next task, as ``end`` gives it."""
+
+    def woke(self) -> None:
+        """A worker woken by ``resume`` runs now (``Backend.lazy_wake``)."""
 
     def left(self, worker: Worker) -> None:
         """*worker* left, its resources released."""
@@ -160,6 +164,9 @@ class Backend(ABC):
 
     #: The message of the pool's broken state (the stdlib's, per executor kind).
     broken_message: ClassVar[str]
+    #: Whether a worker woken by ``resume`` calls ``Scheduler.woke`` before it runs
+    #: the task: the engine then wakes one worker at a time (see ``engine.py``).
+    lazy_wake: ClassVar[bool] = False
     engine: Scheduler
 
     def attach(self, engine: Scheduler) -> None:

@@ -10,11 +10,14 @@ May import ``_core``, ``contract`` and ``engine``.
 
     spawn ── thread ── initialize ── loop: begin ── execute ── end ──┬─ next task
                                                                      ├─ parked: wait
-                                                                     │  on the inbox
+                                                                     │  on the inbox,
+                                                                     │  then woke()
                                                                      └─ leaving
 
 A parked worker waits on its own ``SimpleQueue`` (a C primitive), which ``resume``
-puts the next task into and ``release`` puts None into.
+puts the next task into and ``release`` puts None into. The hand-off is lazy
+(``lazy_wake``): a woken worker calls ``Engine.woke`` first (while ``Engine.waking``
+says so), which passes on what was queued while it woke up.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ class ThreadWorker(Worker):
 
 class ThreadedBackend(Backend):
     """A thread per worker, blocking in ``execute`` while it runs a task."""
+
+    # A thread's wake-up costs several microseconds, more than a tiny task.
+    lazy_wake = True
 
     def new_worker(self, worker_id: int) -> Worker:
         return ThreadWorker(worker_id)
@@ -112,7 +118,7 @@ class ThreadedBackend(Backend):
         if task is None:  # a replacement: take queued work or park
             task = engine.next_task(worker)
         inbox = worker.inbox
-        begin, end, execute = engine.begin, engine.end, self.execute
+        begin, end, execute, woke = engine.begin, engine.end, self.execute, engine.woke
         perf = time.perf_counter
         # The hot loop: one lock round per task (in end), in which the task's end is
         # counted and the next task picked.
@@ -123,6 +129,8 @@ class ThreadedBackend(Backend):
                 task = inbox.get()
                 if task is None:
                     return
+                if engine.waking:  # it was woken while others are parked
+                    woke()
             started = perf()
             outcome = begin(worker, task)
             if outcome is None:

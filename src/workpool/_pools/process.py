@@ -13,7 +13,8 @@ from multiprocessing.context import BaseContext
 from typing import Any, final
 
 # Imported with the module, not at the first pool: a pool starts as fast as the stdlib's.
-from .._backends.process import ProcessBackend, can_send
+from .._backends._pickling import can_send
+from .._backends.process import ProcessBackend
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._engine.contract import Backend, Task
