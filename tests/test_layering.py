@@ -51,8 +51,8 @@ RULES = [
          "CLI, the benchmarks and the demo import them",
          f"* !_pipeline !_cli !_bench !_demo !{TOP}", "_pipeline"),
     Rule("the pipeline reaches pools through their API, never the engine's insides",
-         "_pipeline", "_engine.engine _engine.contract _engine.threaded _backends.thread "
-         "_backends.process"),
+         "_pipeline", "_engine.engine _engine.contract _engine.threaded _backends "
+         "!_backends.aio"),
 ]
 
 

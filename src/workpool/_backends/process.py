@@ -26,13 +26,13 @@ fresh child is started for the worker's next task). A deadline kills the child
 (terminate, then kill after a grace), and the reader turns that death into
 ``TaskTimeout``. So do the hard stop of a shutdown (``abandon_running``) and a
 cancelled pipeline stage (``cancel_all``), into ``Cancelled``;
-``shutdown(cancel_futures=True)`` lets running tasks finish. Only the reader touches
-a child's pipe and its process object (other threads kill a child, under the
-backend's lock), so a worker is never raced over.
-
-Tasks are sent from the reader, also to a parked worker: a command costs a byte on
-the wake-up pipe, which beats the submitting thread sending while the reader may be
-reaping that child.
+``shutdown(cancel_futures=True)`` lets running tasks finish. The reader reads every
+child's pipe and reaps every child (other threads kill a child, under the backend's
+lock). A task for a parked worker whose child is ready is sent from the submitting
+thread (a round trip about 4 us shorter than waking the reader), under the worker's
+``sending`` lock, which the reader takes to reap that child: a child that died idle is
+either reaped first (and the reader starts a fresh one for the task) or seen dying with
+the task, which then fails as a crash.
 
 What crosses the pipe, and how it is pickled (by reference, as the stdlib, with
 cloudpickle only for what must travel by value), is ``_child``'s. Whatever cannot be
