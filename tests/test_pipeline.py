@@ -6,11 +6,6 @@ from __future__ import annotations
 import io
 import itertools
 import re
-import select
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import tracemalloc
@@ -26,6 +21,7 @@ from workpool._pipeline._progress import Progress
 from workpool._pipeline._report import CollectedError, CollectedErrors, Counters, stage_report
 
 from . import _pipeline_tasks as t
+from ._interrupt import interrupt_when_ready
 
 KINDS = ["thread", "process", "async"]
 SQUARE: dict[str, Callable[[int], Any]] = {"thread": t.square, "process": t.square,
@@ -407,24 +403,11 @@ if __name__ == "__main__":
 
 
 def test_ctrl_c_stops_everything_in_a_real_process(tmp_path: Path) -> None:
-    script = tmp_path / "ctrl_c.py"
-    script.write_text(textwrap.dedent(CTRL_C))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        assert ready, "the pipeline never started"
-        assert proc.stdout.readline() == "ready\n"
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-        proc.communicate()  # closes the pipes
-    assert time.monotonic() - sent < 10
-    assert proc.returncode == 3, err
-    assert out.strip() == "interrupted [] []"
+    run = interrupt_when_ready(tmp_path, CTRL_C)
+    assert run.ready == "ready\n"
+    assert run.seconds < 10
+    assert run.returncode == 3, run.err
+    assert run.out.strip() == "interrupted [] []"
 
 
 # -- consuming asynchronously --------------------------------------------------------------

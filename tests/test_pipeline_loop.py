@@ -3,13 +3,7 @@ it, and it is gone once the run is, however the run ends."""
 
 from __future__ import annotations
 
-import select
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +11,8 @@ import anyio
 import pytest
 
 import workpool as wp
+
+from ._interrupt import interrupt_when_ready
 
 BOUND = 5.0
 
@@ -202,21 +198,8 @@ if __name__ == "__main__":
 
 
 def test_ctrl_c_ends_the_loop_thread_in_a_real_process(tmp_path: Path) -> None:
-    script = tmp_path / "ctrl_c.py"
-    script.write_text(textwrap.dedent(CTRL_C))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        assert ready, "the pipeline never started"
-        assert proc.stdout.readline() == "ready ['pipeline-loop']\n"
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-        proc.communicate()  # closes the pipes
-    assert time.monotonic() - sent < 10
-    assert proc.returncode == 3, err
-    assert out.strip() == "interrupted []"
+    run = interrupt_when_ready(tmp_path, CTRL_C)
+    assert run.ready == "ready ['pipeline-loop']\n"
+    assert run.seconds < 10
+    assert run.returncode == 3, run.err
+    assert run.out.strip() == "interrupted []"
