@@ -50,7 +50,7 @@ from .._engine.async_task import (
     new_future,
 )
 from .._pools.async_pool import AsyncPool
-from .policy import CLOSED, EXITING, NEW, OPEN, check_limit, verdict
+from .policy import CLOSED, EXITING, NEW, OPEN, GroupBase, check_limit, verdict
 
 __all__ = ["AsyncGroup"]
 
@@ -68,7 +68,7 @@ _new = object.__new__
 
 
 @final
-class AsyncGroup:
+class AsyncGroup(GroupBase):
     """Run coroutines at most ``limit`` at once, and stop them all at the first
     failure: Go's ``errgroup`` with ``SetLimit``, on asyncio or trio.
 
@@ -170,16 +170,6 @@ class AsyncGroup:
         self._queue = engine.q
         self._idle_workers = NO_LOT.waiters
         self._cancel_exc: type[BaseException] = BaseException
-
-    @property
-    def limit(self) -> int | None:
-        """The most tasks in flight at once (None: no limit)."""
-        return self._limit
-
-    @property
-    def cancelled(self) -> bool:
-        """True once the group was cancelled (a failure, the deadline, ``cancel()``)."""
-        return self._cancelled
 
     # -- life cycle ---------------------------------------------------------------------
 

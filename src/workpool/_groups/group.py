@@ -40,7 +40,7 @@ from .._core.exceptions import Cancelled, WouldBlock
 from .._core.options import check_timeout
 from .._core.timer import Timer
 from .._pools.executor import ThreadPool
-from .policy import CLOSED, EXITING, NEW, OPEN, check_limit, verdict
+from .policy import CLOSED, EXITING, NEW, OPEN, GroupBase, check_limit, verdict
 
 __all__ = ["Group"]
 
@@ -106,7 +106,7 @@ def _cancelled_future() -> Future[Any]:
 
 
 @final
-class Group:
+class Group(GroupBase):
     """Run tasks in threads, at most ``limit`` at once, and stop them all at the
     first failure: Go's ``errgroup`` with ``SetLimit``.
 
@@ -198,16 +198,6 @@ class Group:
         self._timed_out = False
         self._timer: Timer | None = None
         self._last_fn: Any = None
-
-    @property
-    def limit(self) -> int | None:
-        """The most tasks in flight at once (None: no limit)."""
-        return self._limit
-
-    @property
-    def cancelled(self) -> bool:
-        """True once the group was cancelled (a failure, the deadline, ``cancel()``)."""
-        return self._cancelled
 
     # -- life cycle ---------------------------------------------------------------------
 

@@ -14,12 +14,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["CLOSED", "EXITING", "NEW", "OPEN", "check_limit", "verdict"]
+__all__ = ["CLOSED", "EXITING", "NEW", "OPEN", "GroupBase", "check_limit", "verdict"]
 
 NEW: Final = 0
 OPEN: Final = 1
 EXITING: Final = 2  # the block has ended; running tasks may still call go()
 CLOSED: Final = 3
+
+
+class GroupBase:
+    """What both groups show the same way: their ``limit`` and whether they were
+    cancelled (each group keeps ``_limit`` and ``_cancelled``)."""
+
+    __slots__ = ()
+    _limit: int | None
+    _cancelled: bool
+
+    @property
+    def limit(self) -> int | None:
+        """The most tasks in flight at once (None: no limit)."""
+        return self._limit
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the group was cancelled (a failure, the deadline, ``cancel()``)."""
+        return self._cancelled
 
 
 def check_limit(limit: int | None) -> int | None:
