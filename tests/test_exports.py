@@ -90,3 +90,7 @@ def test_worker_crashed_says_workpool_however_it_was_loaded() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out == "workpool.WorkerCrashed: died\n"
+
+
+def test_memory_budget_loads_no_heavy_module() -> None:
+    assert _imported_after("import workpool as wp; wp.MemoryBudget; wp.memory_limit()") == set()

@@ -29,6 +29,7 @@ from ._core.ratelimit import RateLimit as RateLimit
 from ._core.retry import Retry as Retry
 from ._core.sizing import cpus as cpus
 from ._core.sizing import io_workers as io_workers
+from ._core.sizing import memory_limit as memory_limit
 from ._core.stats import PoolStatistics as PoolStatistics
 
 if _typing.TYPE_CHECKING:
@@ -44,6 +45,8 @@ if _typing.TYPE_CHECKING:
     from ._pools.executor import ThreadPool as ThreadPool
     from ._pools.process import ProcessPool as ProcessPool
     from ._sync.async_semaphore import AsyncSemaphore as AsyncSemaphore
+    from ._sync.memory_budget import MemoryBudget as MemoryBudget
+    from ._sync.memory_budget import MemoryBudgetStatistics as MemoryBudgetStatistics
     from ._sync.merge import amerge as amerge
     from ._sync.merge import merge as merge
     from ._sync.semaphore import Semaphore as Semaphore
@@ -61,6 +64,8 @@ __all__ = [
     "Error",
     "Group",
     "ItemsFailed",
+    "MemoryBudget",
+    "MemoryBudgetStatistics",
     "Pipeline",
     "PipelineReport",
     "PoolClosed",
@@ -83,6 +88,7 @@ __all__ = [
     "cpus",
     "current",
     "io_workers",
+    "memory_limit",
     "merge",
 ]
 
@@ -100,6 +106,8 @@ _LAZY: dict[str, dict[str, str]] = {
     "async": {"AsyncPool": "._pools.async_pool", "AsyncFuture": "._engine.async_task",
               "AsyncGroup": "._groups.async_group", "AsyncSemaphore": "._sync.async_semaphore",
               "merge": "._sync.merge", "amerge": "._sync.merge"},
+    "memory": {"MemoryBudget": "._sync.memory_budget",
+               "MemoryBudgetStatistics": "._sync.memory_budget"},
     "pipelines": {"Pipeline": "._pipeline", "PipelineReport": "._pipeline",
                   "StageReport": "._pipeline"},
 }

@@ -12,12 +12,12 @@ import sqlite3
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Generic, Literal, Never, TypeVar, final, overload
 
-from .._core.options import OnError, stage_workers
+from .._core.options import Cost, OnError, stage_workers
 from .._core.outcome import Outcome
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.sizing import cpus
-from .._sync.semaphore import Semaphore
+from .._sync.memory_budget import Budget
 from ._report import PipelineReport
 from ._run import AsyncPipelineIterator, PipelineIterator, Run
 from ._spec import (
@@ -68,8 +68,9 @@ class Pipeline(Generic[T_co]):
     ``buffer`` (the bounded queue to the next stage, default ``max(64, 2 * workers)``),
     ``ordered``, ``timeout``, ``retry``, ``rate``, ``on_error`` ("raise", "return",
     "collect" or "skip", as on every pool's ``map``), ``budget`` and ``cost`` (a
-    ``wp.Semaphore`` each item holds ``cost`` tokens of while it is out, thread and
-    process stages) and ``name`` (in the report, default ``"map(fn)"``).
+    ``wp.Semaphore`` or ``wp.MemoryBudget`` each item holds ``cost`` tokens of while it
+    is out, an int or a function of the item; thread and process stages) and ``name``
+    (in the report, default ``"map(fn)"``).
 
     Run it by iterating (``for x in pipe``, ``async for x in pipe``) or with
     ``run()``, which returns a ``PipelineReport``. Leaving the loop early, Ctrl-C, or
@@ -139,7 +140,7 @@ class Pipeline(Generic[T_co]):
     def _stage(self, op: str, fn: Any, *, workers: Workers, kind: str, buffer: int | None,
                ordered: bool, timeout: float | None, retry: Retry | None,
                rate: RateLimit | None, on_error: str, name: str | None,
-               budget: Semaphore | None, cost: int,
+               budget: Budget | None, cost: Cost,
                transactional: bool = False) -> Pipeline[Any]:
         check_stage(op, fn, kind, on_error, retry, rate, budget, cost)
         count = stage_workers(workers, cpus)
@@ -158,35 +159,35 @@ class Pipeline(Generic[T_co]):
             kind: Literal["async"], buffer: int | None = None, ordered: bool = True,
             timeout: float | None = None, retry: Retry | None = None,
             rate: RateLimit | None = None, on_error: Dropping = "raise",
-            budget: Semaphore | None = None, cost: int = 1,
+            budget: Budget | None = None, cost: Cost = 1,
             name: str | None = None) -> Pipeline[U]: ...
     @overload
     def map(self, fn: Callable[[T_co], U], *, workers: Workers = 1,
             kind: SyncKind = "thread", buffer: int | None = None, ordered: bool = True,
             timeout: float | None = None, retry: Retry | None = None,
             rate: RateLimit | None = None, on_error: Dropping = "raise",
-            budget: Semaphore | None = None, cost: int = 1,
+            budget: Budget | None = None, cost: Cost = 1,
             name: str | None = None) -> Pipeline[U]: ...
     @overload
     def map(self, fn: Callable[[T_co], Awaitable[U]], *, workers: Workers = 1,
             kind: Literal["async"], buffer: int | None = None, ordered: bool = True,
             timeout: float | None = None, retry: Retry | None = None,
             rate: RateLimit | None = None, on_error: Literal["return"],
-            budget: Semaphore | None = None, cost: int = 1,
+            budget: Budget | None = None, cost: Cost = 1,
             name: str | None = None) -> Pipeline[Outcome[U]]: ...
     @overload
     def map(self, fn: Callable[[T_co], U], *, workers: Workers = 1,
             kind: SyncKind = "thread", buffer: int | None = None, ordered: bool = True,
             timeout: float | None = None, retry: Retry | None = None,
             rate: RateLimit | None = None, on_error: Literal["return"],
-            budget: Semaphore | None = None, cost: int = 1,
+            budget: Budget | None = None, cost: Cost = 1,
             name: str | None = None) -> Pipeline[Outcome[U]]: ...
 
     def map(self, fn: Callable[[T_co], Any], *, workers: Workers = 1, kind: str = "thread",
             buffer: int | None = None, ordered: bool = True, timeout: float | None = None,
             retry: Retry | None = None, rate: RateLimit | None = None,
-            on_error: OnError = "raise", budget: Semaphore | None = None,
-            cost: int = 1, name: str | None = None) -> Pipeline[Any]:
+            on_error: OnError = "raise", budget: Budget | None = None,
+            cost: Cost = 1, name: str | None = None) -> Pipeline[Any]:
         """Apply *fn* to every item, on *workers* workers of *kind*.
 
         A thread stage suits I/O and code that releases the GIL, a process stage
@@ -200,9 +201,11 @@ class Pipeline(Generic[T_co]):
         takes a failed item's place ("return"); or failed items are dropped and
         counted ("skip"), or dropped, kept with their tracebacks, and raised together
         as ``wp.ItemsFailed`` once everything else came out ("collect"). With
-        ``budget`` (a ``wp.Semaphore``, shared with anything), each item holds
-        ``cost`` tokens of it from its hand-off to the workers to its end (thread
-        and process stages).
+        ``budget`` (a ``wp.Semaphore`` or a ``wp.MemoryBudget``, shared with
+        anything), each item holds ``cost`` tokens of it from its hand-off to the
+        workers to its end (thread and process stages): an int, or a function of the
+        item called in this process (``cost=len`` for bytes; each item then goes to
+        the workers on its own).
 
         Costs a few microseconds per item on threads; items are handed to the
         workers in chunks while they are quick.
@@ -226,7 +229,7 @@ class Pipeline(Generic[T_co]):
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: Dropping = "raise",
-               budget: Semaphore | None = None, cost: int = 1,
+               budget: Budget | None = None, cost: Cost = 1,
                name: str | None = None) -> Pipeline[T_co]: ...
     @overload
     def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
@@ -234,7 +237,7 @@ class Pipeline(Generic[T_co]):
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: Literal["return"],
-               budget: Semaphore | None = None, cost: int = 1,
+               budget: Budget | None = None, cost: Cost = 1,
                name: str | None = None) -> Pipeline[Outcome[T_co]]: ...
 
     def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
@@ -242,7 +245,7 @@ class Pipeline(Generic[T_co]):
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: OnError = "raise",
-               budget: Semaphore | None = None, cost: int = 1,
+               budget: Budget | None = None, cost: Cost = 1,
                name: str | None = None) -> Pipeline[Any]:
         """Keep the items for which *pred* is true (awaited when ``kind="async"``).
 
@@ -263,35 +266,35 @@ class Pipeline(Generic[T_co]):
                  workers: Workers = 1, kind: Literal["async"], buffer: int | None = None,
                  ordered: bool = True, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
-                 on_error: Dropping = "raise", budget: Semaphore | None = None,
-                 cost: int = 1, name: str | None = None) -> Pipeline[U]: ...
+                 on_error: Dropping = "raise", budget: Budget | None = None,
+                 cost: Cost = 1, name: str | None = None) -> Pipeline[U]: ...
     @overload
     def flat_map(self, fn: Callable[[T_co], AsyncIterable[U]], *,
                  workers: Workers = 1, kind: Literal["async"], buffer: int | None = None,
                  ordered: bool = True, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
-                 on_error: Dropping = "raise", budget: Semaphore | None = None,
-                 cost: int = 1, name: str | None = None) -> Pipeline[U]: ...
+                 on_error: Dropping = "raise", budget: Budget | None = None,
+                 cost: Cost = 1, name: str | None = None) -> Pipeline[U]: ...
     @overload
     def flat_map(self, fn: Callable[[T_co], Iterable[U]], *, workers: Workers = 1,
                  kind: SyncKind = "thread", buffer: int | None = None,
                  ordered: bool = True, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
-                 on_error: Dropping = "raise", budget: Semaphore | None = None,
-                 cost: int = 1, name: str | None = None) -> Pipeline[U]: ...
+                 on_error: Dropping = "raise", budget: Budget | None = None,
+                 cost: Cost = 1, name: str | None = None) -> Pipeline[U]: ...
     @overload
     def flat_map(self, fn: Callable[[T_co], Any], *, workers: Workers = 1,
                  kind: str = "thread", buffer: int | None = None, ordered: bool = True,
                  timeout: float | None = None, retry: Retry | None = None,
                  rate: RateLimit | None = None, on_error: Literal["return"],
-                 budget: Semaphore | None = None, cost: int = 1,
+                 budget: Budget | None = None, cost: Cost = 1,
                  name: str | None = None) -> Pipeline[Outcome[Any]]: ...
 
     def flat_map(self, fn: Callable[[T_co], Any], *, workers: Workers = 1,
                  kind: str = "thread", buffer: int | None = None, ordered: bool = True,
                  timeout: float | None = None, retry: Retry | None = None,
                  rate: RateLimit | None = None, on_error: OnError = "raise",
-                 budget: Semaphore | None = None, cost: int = 1,
+                 budget: Budget | None = None, cost: Cost = 1,
                  name: str | None = None) -> Pipeline[Any]:
         """Replace every item by the items of the iterable *fn* returns (for an async
         stage: an async iterable, or an awaitable of an iterable).
@@ -315,7 +318,7 @@ class Pipeline(Generic[T_co]):
              kind: Literal["thread"] = "thread", buffer: int | None = None,
              ordered: bool = True, timeout: None = None, retry: Retry | None = None,
              rate: RateLimit | None = None, on_error: Dropping = "raise",
-             budget: Semaphore | None = None, cost: int = 1,
+             budget: Budget | None = None, cost: Cost = 1,
              name: str | None = None) -> Pipeline[Never]: ...
     @overload
     def each(self, fn: Callable[[T_co], object], *, transactional: Literal[False] = False,
@@ -323,15 +326,15 @@ class Pipeline(Generic[T_co]):
              buffer: int | None = None, ordered: bool = True,
              timeout: float | None = None, retry: Retry | None = None,
              rate: RateLimit | None = None, on_error: Dropping = "raise",
-             budget: Semaphore | None = None, cost: int = 1,
+             budget: Budget | None = None, cost: Cost = 1,
              name: str | None = None) -> Pipeline[Never]: ...
 
     def each(self, fn: Callable[..., object], *, transactional: bool = False,
              workers: Workers = 1, kind: str = "thread", buffer: int | None = None,
              ordered: bool = True, timeout: float | None = None,
              retry: Retry | None = None, rate: RateLimit | None = None,
-             on_error: OnError = "raise", budget: Semaphore | None = None,
-             cost: int = 1, name: str | None = None) -> Pipeline[Never]:
+             on_error: OnError = "raise", budget: Budget | None = None,
+             cost: Cost = 1, name: str | None = None) -> Pipeline[Never]:
         """A sink: call *fn* on every item for its effect; nothing comes out.
 
         With ``transactional=True`` (a pipeline with a journal), ``fn(connection,

@@ -18,8 +18,9 @@ slow source never waits for a chunk to fill; the chunk size grows while items ar
 (a chunk should take about 2 ms on threads, 20 ms on processes) and stays 1 under a
 timeout, retry or rate policy, which then apply per item. With a ``budget``, the
 dispatcher takes ``cost`` tokens per item of a chunk before handing it to the pool, and
-they go back when the chunk ends (a chunk is never larger than the budget allows, and
-a cancelled stage stops waiting for tokens within 50 ms). The emitter frees a slot only
+they go back when the chunk ends (a chunk is never larger than the budget allows, items
+with a cost function go one per chunk, and a cancelled stage stops waiting for tokens
+within 50 ms). The emitter frees a slot only
 once the output channel took the chunk's results, so a slow stage downstream holds
 everything upstream within its buffers.
 """
@@ -36,7 +37,9 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .._core.chunk import Chunk
 from .._core.failures import CollectedError, collected
+from .._core.options import item_cost
 from .._core.outcome import Error, Value
+from .._sync.memory_budget import MemoryBudget
 from ._channel import Aborted, Channel, Slots
 from ._journal import Book, Journal, Tag
 from ._report import Counters
@@ -44,7 +47,7 @@ from ._spec import EACH, FILTER, FLAT, MAP, StageSpec, worker_function
 
 if TYPE_CHECKING:
     from .._pools.executor import ExecutorPool
-    from .._sync.semaphore import Semaphore
+    from .._sync.memory_budget import Budget
 
 __all__ = ["BatchStage", "PoolStage", "RunContext", "StageRuntime", "UnbatchStage"]
 
@@ -204,7 +207,7 @@ def _finished(done: SimpleQueue[Any], pending: _Pending, _: Future[Chunk]) -> No
     done.put(pending)
 
 
-def _give_back(budget: Semaphore, tokens: int, _: Future[Chunk]) -> None:
+def _give_back(budget: Budget, tokens: int, _: Future[Chunk]) -> None:
     budget.release(tokens)
 
 
@@ -225,9 +228,17 @@ class PoolStage(StageRuntime):
         self.kind = spec.kind
         self.closed = False  # read by running thread chunks: stop between items
         self.chunk = 1
-        # With a budget, a chunk's tokens must all be free at once: never more than it has.
-        self.max_chunk = (MAX_CHUNK if spec.budget is None
-                          else max(1, min(MAX_CHUNK, spec.budget.capacity // spec.cost)))
+        # With a budget, a chunk's tokens must all be free at once: never more than it
+        # has (but for one item larger than a MemoryBudget, which runs it alone). With a
+        # cost function, one item per chunk: each holds its own cost.
+        self.max_chunk = MAX_CHUNK
+        self.bound: int | None = None  # what cost(item) may not exceed
+        if spec.budget is not None:
+            capacity = spec.budget.capacity
+            per_item = spec.cost if isinstance(spec.cost, int) else capacity
+            self.max_chunk = max(1, min(MAX_CHUNK, capacity // per_item))
+            if not isinstance(spec.budget, MemoryBudget):
+                self.bound = capacity
         self.inflight = 0  # chunks handed to the pool and not yet passed on
         self.fixed = spec.policies or spec.transactional
         self.target = 0.02 if spec.kind == "process" else 0.002
@@ -267,7 +278,7 @@ class PoolStage(StageRuntime):
         return self.pool._submit_chunk(self.fn, values, flag=self, timeout=spec.timeout,
                                        retry=spec.retry)
 
-    def _take_tokens(self, budget: Semaphore, n: int) -> None:
+    def _take_tokens(self, budget: Budget, n: int) -> None:
         """Wait for *n* tokens of *budget* (the stage's items' cost), looking at
         ``closed`` every ``_TOKEN_WAIT`` seconds: the budget may be held elsewhere."""
         while not budget.acquire(n, _TOKEN_WAIT):
@@ -290,7 +301,7 @@ class PoolStage(StageRuntime):
                 if budget is None:
                     future = self._submit(values, envs)
                 else:
-                    tokens = cost * len(envs)
+                    tokens = sum(item_cost(cost, v, self.bound) for v in values)
                     self._take_tokens(budget, tokens)
                     try:
                         future = self._submit(values, envs)

@@ -31,11 +31,11 @@ from typing import Any, TypeVar
 from .._core.chunk import Chunk
 from .._core.exceptions import ItemsFailed
 from .._core.failures import CollectedError, CollectedErrors, collected
-from .._core.options import OnError
+from .._core.options import Cost, OnError, item_cost
 from .._core.outcome import Error, Value
 from .._core.retry import Retry
 from .._engine.engine import Engine
-from .._sync.semaphore import Semaphore
+from .._sync.memory_budget import Budget, MemoryBudget
 
 __all__ = ["MapIterator", "MapRun", "results"]
 
@@ -50,7 +50,8 @@ class MapRun:
                  *, timeout: float | None, chunksize: int | str, ordered: bool,
                  window: int | None, on_error: OnError, workers: int, target: float,
                  max_chunk: int, task_timeout: float | None = None,
-                 task_retry: Retry | None = None, budget: Semaphore | None = None) -> None:
+                 task_retry: Retry | None = None, budget: Budget | None = None,
+                 cost: Cost = 1) -> None:
         self.engine = engine  # remembers a map nobody iterated (drained at shutdown)
         self.submit = submit  # the pool's chunk API (ExecutorPool._submit_chunk)
         self.fn = fn
@@ -63,11 +64,17 @@ class MapRun:
         self.chunk = 1 if self.auto else int(chunksize)
         self.growing = self.auto  # see the module docstring
         self.max_chunk = max_chunk if window is None else max(1, min(max_chunk, window // 2))
-        # Each item of a chunk holds one token of the budget while it is out (taken
-        # by _submit_chunk): a chunk is never larger than the budget.
+        # Each item of a chunk holds `cost` tokens of the budget while it is out (taken
+        # by _submit_chunk): a chunk never costs more than the budget, but for one item
+        # costlier than a MemoryBudget (which runs it alone). A cost function: one item
+        # per chunk, each holding its own cost.
+        self.cost = cost
+        self.bound = None if budget is None or isinstance(budget, MemoryBudget) else (
+            budget.capacity)  # what cost(item) may not exceed
         if budget is not None:
-            self.max_chunk = min(self.max_chunk, budget.capacity)
-            self.chunk = min(self.chunk, budget.capacity)
+            per_item = cost if isinstance(cost, int) else budget.capacity
+            self.max_chunk = max(1, min(self.max_chunk, budget.capacity // per_item))
+            self.chunk = min(self.chunk, self.max_chunk)
         self.workers = workers
         self.target = target
         self.fixed_window = window
@@ -121,8 +128,11 @@ class MapRun:
                 self.exhausted = True
                 if not items:
                     return
+            tokens = None if self.cost == 1 else sum(
+                item_cost(self.cost, item, self.bound) for item in items)
             future = self.submit(self.fn, items, star=self.star, flag=self,
-                                 timeout=self.task_timeout, retry=self.task_retry)
+                                 timeout=self.task_timeout, retry=self.task_retry,
+                                 tokens=tokens)
             self.outstanding += len(items)
             if self.keep:
                 self.sent[future] = items

@@ -18,7 +18,7 @@ from .._backends.process import ProcessBackend
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._engine.contract import Backend, Task
-from .._sync.semaphore import Semaphore
+from .._sync.memory_budget import Budget
 from .executor import ExecutorPool
 
 __all__ = ["ProcessPool"]
@@ -141,7 +141,7 @@ class ProcessPool(ExecutorPool):
                  max_tasks_per_worker: int | None = None,
                  max_tasks_per_child: int | None = None,
                  max_memory_per_worker: int | None = None, max_crashes: int = 3,
-                 budget: Semaphore | None = None) -> None:
+                 budget: Budget | None = None) -> None:
         self._options: dict[str, Any] = {
             "mp_context": mp_context,
             "max_tasks": _max_tasks(max_tasks_per_worker, max_tasks_per_child, mp_context),
