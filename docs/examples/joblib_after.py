@@ -1,0 +1,16 @@
+"""workpool: ProcessPool and ThreadPool map."""
+
+import workpool as wp
+
+
+def square(x):
+    return x * x
+
+
+if __name__ == "__main__":
+    with wp.ProcessPool(2) as pool:      # auto-batching, as joblib's batch_size="auto"
+        print(sum(pool.map(square, range(1000))))
+    with wp.ThreadPool(4) as pool:
+        print(list(pool.map(square, range(5))))
+    with wp.ProcessPool(2) as pool:      # map is always a lazy generator
+        print(list(pool.map(square, range(5))))
