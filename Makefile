@@ -48,16 +48,21 @@ docs: $(VENV)/.docs-installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_docs_examples.py tests/test_docstrings.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
-# make docs-serve: the site on http://127.0.0.1:$(DOCS_PORT)/, rebuilt on every edit.
+# make docs-serve: the site on http://127.0.0.1:$(DOCS_PORT)/workpool/, rebuilt on every edit.
 DOCS_PORT ?= 8000
 docs-serve: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
 
-# make dist: the sdist and wheel a release uploads, checked as the index renders them.
+# make dist: the sdist and wheel a release uploads, checked as the index renders them,
+# and the wheel installed into a fresh venv.
 dist: $(VENV)/.release-installed
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist
 	$(BIN)/twine check --strict dist/*
+	rm -rf build/dist-venv
+	$(BIN)/python -m venv build/dist-venv
+	build/dist-venv/bin/python -m pip install -q dist/*.whl
+	cd build && dist-venv/bin/python -c 'import workpool; print("workpool", workpool.__version__, "installs and imports")'
 
 clean:
 	rm -rf $(VENV) build dist site .mypy_cache .ruff_cache .pytest_cache

@@ -1,8 +1,11 @@
-"""The documentation's code runs: every ``docs/examples/*.py`` exits 0 within a few
-seconds and prints what its ``.out`` file says (``NAME.out``, or ``X.out`` for both
-sides of a ``X_before.py`` / ``X_after.py`` comparison); every example is shown on some
-page, and a page's Python code comes only from these files (pages include them with
-``--8<--``), so nothing the site shows goes untested.
+"""The documentation's code runs, and its API reference lists every public name.
+
+Every ``docs/examples/*.py`` exits 0 within seconds and prints what its ``.out`` file
+says (``NAME.out``, or ``X.out`` for both sides of a ``X_before.py`` / ``X_after.py``
+comparison); every example is shown on some page, and a page's Python code comes only
+from these files (pages include them with ``--8<--``), so nothing the site shows goes
+untested. The reference pages' hook (docs/hooks/api.py) puts every name of
+``workpool.__all__`` on exactly one page.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+import workpool as wp
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 EXAMPLES = DOCS / "examples"
@@ -66,3 +72,22 @@ def test_pages_take_python_code_from_the_examples() -> None:
               for page in PAGES for lang, body in FENCE.findall(page.read_text())
               if lang in ("python", "py", "pycon") and not INCLUDE.search(body)]
     assert inline == []
+
+
+def _api_hook() -> Any:
+    spec = importlib.util.spec_from_file_location("docs_api_hook", DOCS / "hooks" / "api.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_public_name_is_on_one_reference_page() -> None:
+    pytest.importorskip("griffe", reason="the docs extra brings griffe")
+    hook = _api_hook()
+    pages: dict[str, list[str]] = hook.pages()
+    placed = [name for names in pages.values() for name in names]
+    assert sorted(placed) == sorted(wp.__all__)
+    for page in pages:
+        assert f"<!-- api: {page} -->" in (DOCS / "reference" / f"{page}.md").read_text()

@@ -8,9 +8,13 @@ def square(x):
 
 
 if __name__ == "__main__":
-    with wp.ThreadPool(max_workers=8) as pool:        # a ThreadPoolExecutor subclass
-        print(sorted(pool.map(square, range(10), ordered=False)))  # as they finish
-        print(list(pool.map(square, range(10))))      # lazy: reads a window ahead
+    # A ThreadPoolExecutor subclass.
+    with wp.ThreadPool(max_workers=8) as pool:
+        # As they finish, without futures.
+        print(sorted(pool.map(square, range(10), ordered=False)))
+        # Lazy: reads a window ahead.
+        print(list(pool.map(square, range(10))))
 
-    with wp.ProcessPool(max_workers=2) as pool:       # chunksize="auto"
+    # chunksize="auto" batches.
+    with wp.ProcessPool(max_workers=2) as pool:
         print(sum(pool.map(square, range(1000))))

@@ -8,9 +8,11 @@ def square(x):
 
 
 if __name__ == "__main__":
-    with wp.ProcessPool(2) as pool:      # auto-batching, as joblib's batch_size="auto"
+    # Auto-batching, as joblib's batch_size="auto".
+    with wp.ProcessPool(2) as pool:
         print(sum(pool.map(square, range(1000))))
     with wp.ThreadPool(4) as pool:
         print(list(pool.map(square, range(5))))
-    with wp.ProcessPool(2) as pool:      # map is always a lazy generator
+    # map is always a lazy generator.
+    with wp.ProcessPool(2) as pool:
         print(list(pool.map(square, range(5))))

@@ -4,7 +4,8 @@ import workpool as wp
 
 
 def init(value):
-    return value                         # becomes wp.current().state in the worker
+    # Becomes wp.current().state in the worker.
+    return value
 
 
 def scale(x):
@@ -18,4 +19,5 @@ def add(a, b):
 if __name__ == "__main__":
     with wp.ProcessPool(2, initializer=init, initargs=(10,)) as pool:
         print(sorted(pool.map(scale, range(5), ordered=False)))
-        print(list(pool.map(add, [1, 3], [2, 4])))   # zipped, as the builtin map
+        # Several iterables are zipped, as the builtin map.
+        print(list(pool.map(add, [1, 3], [2, 4])))

@@ -6,7 +6,8 @@ factor = None
 
 
 def init(value):
-    global factor                        # per-worker state lives in a global
+    # Per-worker state lives in a global.
+    global factor
     factor = value
 
 

@@ -4,7 +4,8 @@ import workpool as wp
 
 
 def init():
-    return {"factor": 10}                # wp.current().state in each worker
+    # Becomes wp.current().state in each worker.
+    return {"factor": 10}
 
 
 def scale(x):

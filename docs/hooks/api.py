@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import re
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import griffe
 
 log = logging.getLogger("mkdocs.plugins.workpool_api")
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 #: (page, module prefixes under ``workpool.``): a name goes to the first page one of
 #: whose prefixes starts its defining module's path.
@@ -35,7 +37,7 @@ MARKER = re.compile(r"<!--\s*api:\s*([a-z-]+)\s*-->")
 @cache
 def pages() -> dict[str, list[str]]:
     """{page: the public names it documents, in ``__all__`` order}."""
-    package = griffe.load("workpool", search_paths=["src"])
+    package = griffe.load("workpool", search_paths=[str(SRC)])
     exported = package.exports
     if not exported:
         raise RuntimeError("workpool.__all__ could not be read statically")

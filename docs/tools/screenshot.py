@@ -60,7 +60,7 @@ def _shoot(base: str, args: argparse.Namespace) -> int:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
             broken: list[str] = []
             page.on("response", lambda r: broken.append(r.url) if r.status >= 400 else None)
             for path, heading, selector in PAGES:
