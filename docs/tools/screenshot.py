@@ -6,8 +6,11 @@ Serves ``site/`` (``make docs`` builds it) on 127.0.0.1 at a free port, loads ea
 main page in headless Chromium (playwright; a system chromium is used when given or
 found, since playwright's own browser download may be unavailable), checks that it
 rendered (its title, its heading, no failed request for the page's own files, and
-the API reference's entries), and writes a full-page PNG per page into ``--out``.
-Exits 1 if a page did not render. A developer tool: not part of the test suite.
+the API reference's entries), and writes a PNG of each into ``--out``; then opens
+the site from disk (``file://``) and follows a link, as a reader offline would.
+Exits 1 if a page did not render. A developer tool, not part of the test suite nor
+of any extra: ``pip install playwright``, then a Chromium (``apt-get install chromium``,
+found on PATH, or ``python -m playwright install chromium``).
 """
 
 from __future__ import annotations
@@ -76,6 +79,13 @@ def _shoot(base: str, args: argparse.Namespace) -> int:
                 print(f"{'FAIL' if problems else 'ok  '} {path:40} {shot}"
                       + (f"  ({'; '.join(problems)})" if problems else ""))
                 failures += bool(problems)
+            # Offline: the same files open straight from disk, links between pages too.
+            page.goto((args.site.resolve() / "index.html").as_uri())
+            page.locator("a[href='getting-started.html']").first.click()
+            offline = page.locator("article h1").first.inner_text()
+            ok = offline.startswith("Getting started")
+            print(f"{'ok  ' if ok else 'FAIL'} file:// index.html -> {offline!r}")
+            failures += not ok
         finally:
             browser.close()
     return 1 if failures else 0
