@@ -31,6 +31,13 @@ PAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("errors", ("_core.exceptions", "_core.process_errors", "_core.failures")),
     ("helpers", ("",)),
 )
+#: Names a reader looks for first come first, in this order; the rest follow in
+#: ``__all__`` order.
+FIRST: tuple[str, ...] = (
+    "ThreadPool", "ProcessPool", "AsyncPool", "Group", "AsyncGroup", "Semaphore",
+    "AsyncSemaphore", "merge", "amerge", "Pipeline", "Retry", "RateLimit", "current",
+    "TaskContext", "Value", "Error", "cpus", "io_workers", "WorkpoolError",
+)
 MARKER = re.compile(r"<!--\s*api:\s*([a-z-]+)\s*-->")
 
 
@@ -52,7 +59,9 @@ def pages() -> dict[str, list[str]]:
             if any(module.startswith(prefix) for prefix in prefixes):
                 listed[page].append(str(name))
                 break
-    return listed
+    rank = {name: n for n, name in enumerate(FIRST)}
+    return {page: sorted(names, key=lambda name: rank.get(name, len(FIRST)))
+            for page, names in listed.items()}
 
 
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
