@@ -25,7 +25,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 #: (page, module prefixes under ``workpool.``): a name goes to the first page one of
 #: whose prefixes starts its defining module's path.
 PAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("pools", ("_pools", "_engine", "_backends", "_dask")),
+    ("pools", ("_pools", "_engine", "_backends", "_dask", "_walk")),
     ("sync", ("_groups", "_sync")),
     ("pipelines", ("_pipeline",)),
     ("errors", ("_core.exceptions", "_core.process_errors", "_core.failures")),
