@@ -107,7 +107,8 @@ class ProcessPool(ExecutorPool):
             and its future fails with ``wp.TaskTimeout``.
         retry: a ``wp.Retry`` policy, as for ``ThreadPool``.
         rate: a ``wp.RateLimit`` shared by all workers, as for ``ThreadPool``.
-        name: the pool's name, shown in its ``repr``.
+        name: names the pool in its ``repr`` and its worker processes (``name_0``, ...)
+            and reader thread.
         budget: a ``wp.Semaphore`` every task takes ``cost`` tokens of, as for
             ``ThreadPool``.
         initializer: called once in each worker process with *initargs*; its return
