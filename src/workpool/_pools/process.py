@@ -102,7 +102,15 @@ class ProcessPool(ExecutorPool):
     Args:
         workers: processes to keep (default ``wp.cpus()``).
         max_workers: the stdlib's name for *workers*.
-        queue_size, timeout, retry, rate, name, budget: as for ``ThreadPool``.
+        queue_size: tasks that may wait for a worker, as for ``ThreadPool``.
+        timeout: seconds a task may run; then its worker is killed and replaced,
+            and its future fails with ``wp.TaskTimeout``.
+        retry: a ``wp.Retry`` policy, as for ``ThreadPool``.
+        rate: a ``wp.RateLimit`` shared by all workers, as for ``ThreadPool``.
+        name: names the pool in its ``repr`` and its worker processes (``name_0``, ...)
+            and reader thread.
+        budget: a ``wp.Semaphore`` every task takes ``cost`` tokens of, as for
+            ``ThreadPool``.
         initializer: called once in each worker process with *initargs*; its return
             value is that worker's ``wp.current().state`` (load a model once per worker).
         mp_context: a ``multiprocessing`` context (default: the first workers forked
