@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from .._core.chunk import Chunk
 from .._core.failures import CollectedError, collected
 from .._core.outcome import Error, Value
+from .._core.stats import PoolStatistics
 from ._channel import Aborted, Channel, Slots
 from ._journal import Book, Journal, Tag
 from ._report import Counters
@@ -103,6 +104,10 @@ class StageRuntime:
     def busy(self) -> int:
         """Workers running an item now."""
         return 0
+
+    def statistics(self) -> PoolStatistics | None:
+        """The statistics of the pool the stage runs its items on, if it has one."""
+        return None
 
     def thread(self, target: Callable[[], None], role: str) -> None:
         """Add a thread that runs *target*, failing the run if it raises."""
@@ -385,6 +390,9 @@ class PoolStage(StageRuntime):
         if self.pool is None:
             return min(1, self.inflight)
         return self.pool.statistics().running
+
+    def statistics(self) -> PoolStatistics | None:
+        return None if self.pool is None else self.pool.statistics()
 
 
 class BatchStage(StageRuntime):

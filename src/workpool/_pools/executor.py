@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, final, overload
 
 from .._core.chunk import Chunk, ChunkRun
 from .._core.exceptions import Cancelled, WouldBlock
+from .._core.metrics import check_metrics, register
 from .._core.options import (
     OnError,
     check_grace,
@@ -31,6 +32,7 @@ from .._core.options import (
     pool_workers,
 )
 from .._core.outcome import Error, Value
+from .._core.progress import ProgressArg, check_progress
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
@@ -88,9 +90,11 @@ class ExecutorPool(Executor):
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
                  initargs: tuple[Any, ...] = (), name: str | None = None,
-                 budget: Semaphore | None = None, thread_name_prefix: str = "") -> None:
+                 budget: Semaphore | None = None, thread_name_prefix: str = "",
+                 metrics: bool | str = False) -> None:
         count = pool_workers(workers, max_workers, self._default_workers())
         check_pool_options(queue_size, retry, rate, initializer)
+        check_metrics(metrics)
         if budget is not None and not isinstance(budget, Semaphore):
             raise TypeError(f"budget must be a wp.Semaphore or None, got {budget!r}")
         self._budget = budget
@@ -115,6 +119,7 @@ class ExecutorPool(Executor):
         self._engine.finalizer = weakref.finalize(self, self._engine.close_intake)
         if _exiting:  # created by an atexit hook: refuses work as the stdlib's does
             self._engine.close_intake(_EXIT_ERROR)
+        register(self, metrics, self._name)
 
     def _default_workers(self) -> int:
         raise NotImplementedError
@@ -266,18 +271,20 @@ class ExecutorPool(Executor):
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
-            on_error: Literal["raise", "collect", "skip"] = "raise") -> MapIterator[T]: ...
+            on_error: Literal["raise", "collect", "skip"] = "raise",
+            progress: ProgressArg = False) -> MapIterator[T]: ...
 
     @overload
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
-            on_error: Literal["return"]) -> MapIterator[Value[T] | Error]: ...
+            on_error: Literal["return"],
+            progress: ProgressArg = False) -> MapIterator[Value[T] | Error]: ...
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
-            on_error: OnError = "raise") -> MapIterator[Any]:
+            on_error: OnError = "raise", progress: ProgressArg = False) -> MapIterator[Any]:
         """Lazily apply *fn* to the items of *iterables* (zipped, as ``map``).
 
         Reads the input only ``window`` items ahead of what you consumed, so an endless
@@ -290,7 +297,11 @@ class ExecutorPool(Executor):
         "collect" drops them too and, after the last item, raises ``wp.ItemsFailed``
         listing them all (the same on every pool and pipeline stage). ``timeout`` is
         the stdlib's: ``TimeoutError`` if a result is not ready that many seconds
-        after the call.
+        after the call. ``progress=True`` shows a live bar on standard error (count,
+        rate, time left; plain lines when it is not a terminal) while you iterate;
+        ``progress=callable`` is called with ``wp.ProgressCounts`` instead (in your
+        thread, at most ten times a second, and once at the end). The total is the
+        input's ``len()`` when it has one.
 
         Closing the iterator early cancels what is queued. An iterator nobody
         iterates still runs all its items by the pool's shutdown, as the stdlib's.
@@ -299,12 +310,15 @@ class ExecutorPool(Executor):
 
             for size in pool.map(len, open("big.txt"), ordered=False):
                 total += size
+
+            squares = list(pool.map(square, range(10_000), progress=True))
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         if not iterables:
             raise TypeError("map() must have at least one iterable")
         check_map_args(chunksize, window, on_error, timeout)
+        check_progress(progress)
         if self._engine.state != OPEN:
             self._engine.put(Task(fn, (), {}, Future()))  # raises as submit would
         policies = (self._timeout is not None or self._retry is not None
@@ -314,7 +328,7 @@ class ExecutorPool(Executor):
                      ordered=ordered, window=window, on_error=on_error,
                      workers=self._workers, target=self._chunk_target,
                      max_chunk=self._max_chunk, task_timeout=self._timeout,
-                     task_retry=self._retry, budget=self._budget)
+                     task_retry=self._retry, budget=self._budget, progress=progress)
         self._engine.remember_map(run)
         run.fill()
         return results(run)
@@ -439,6 +453,8 @@ class ThreadPool(ExecutorPool, ThreadPoolExecutor):
         budget: a ``wp.Semaphore`` every task takes ``cost`` tokens of (1 unless
             ``schedule(..., cost=n)`` says otherwise) from admission to its end: with
             costs in bytes, the pool bounds the bytes in flight, not only the tasks.
+        metrics: True (under the pool's name) or a name: show the pool's statistics
+            to ``workpool.exporters.prometheus`` while it lives.
 
     Whatever a task raises, ``BaseException`` included (``KeyboardInterrupt``,
     ``SystemExit``), fails that task's future alone, as with the stdlib's executors:

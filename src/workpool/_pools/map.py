@@ -33,9 +33,11 @@ from .._core.exceptions import ItemsFailed
 from .._core.failures import CollectedError, CollectedErrors, collected
 from .._core.options import OnError
 from .._core.outcome import Error, Value
+from .._core.progress import ProgressArg, input_total
 from .._core.retry import Retry
 from .._engine.engine import Engine
 from .._sync.semaphore import Semaphore
+from .progress import make_tracker
 
 __all__ = ["MapIterator", "MapRun", "results"]
 
@@ -50,7 +52,8 @@ class MapRun:
                  *, timeout: float | None, chunksize: int | str, ordered: bool,
                  window: int | None, on_error: OnError, workers: int, target: float,
                  max_chunk: int, task_timeout: float | None = None,
-                 task_retry: Retry | None = None, budget: Semaphore | None = None) -> None:
+                 task_retry: Retry | None = None, budget: Semaphore | None = None,
+                 progress: ProgressArg = False) -> None:
         self.engine = engine  # remembers a map nobody iterated (drained at shutdown)
         self.submit = submit  # the pool's chunk API (ExecutorPool._submit_chunk)
         self.fn = fn
@@ -82,6 +85,8 @@ class MapRun:
         self.items: list[Any] = []  # the chunk next_chunk returned last
         self.failures: list[CollectedError] = []
         self.where = f"map({getattr(fn, '__name__', type(fn).__name__)})"
+        # Advanced once per chunk handed out (None: no progress=).
+        self.progress = make_tracker(progress, input_total(iterables), self.where)
         self.closed = False
         self.exhausted = False
         self.input_error: Exception | None = None  # what reading the input raised
@@ -199,6 +204,7 @@ class MapRun:
     def drain(self) -> None:
         """Run everything to the end, dropping the results (an unconsumed map at
         shutdown runs all its items, as the stdlib's eager map does)."""
+        self.progress = None  # nobody watches it
         try:
             for _ in _chunks(self, started=True):
                 pass
@@ -246,11 +252,14 @@ def _chunks(run: MapRun, started: bool) -> Generator[Iterator[Any], None, None]:
     """*run*'s results, a list per chunk, under its ``on_error`` (see ``_core.options``):
     the first error raised after the items before it, ending the map ("raise"); an
     outcome per item ("return"); failed items dropped ("skip"), and kept to be raised
-    at the end ("collect")."""
+    at the end ("collect"). Advances ``run.progress``, if any, once per chunk."""
     if not started:
         run.engine.forget_map(run)
     mode = run.on_error
     outcomes = mode == "return"
+    progress = run.progress
+    if progress is not None:
+        progress.start()
     try:
         while True:
             got = run.next_chunk()
@@ -273,6 +282,8 @@ def _chunks(run: MapRun, started: bool) -> Generator[Iterator[Any], None, None]:
                 if first:
                     del values[first:]
                     yield _handing_out(values)
+                    if progress is not None:
+                        progress.advance(first)
                 raise errors[first]
             else:
                 if run.keep:
@@ -281,5 +292,9 @@ def _chunks(run: MapRun, started: bool) -> Generator[Iterator[Any], None, None]:
                 yield _handing_out([v for i, v in enumerate(values) if i not in errors])
             # Resumed once the chain took every item of the chunk: consumed.
             run.outstanding -= size
+            if progress is not None:
+                progress.advance(size, chunk.failed)
     finally:
         run.close()
+        if progress is not None:
+            progress.stop()
