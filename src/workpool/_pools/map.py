@@ -274,26 +274,24 @@ def _chunks(run: MapRun, started: bool) -> Generator[Iterator[Any], None, None]:
                 values = ([Value(v) for v in values] if not errors else
                           [Value(v) if i not in errors else Error(errors[i])
                            for i, v in enumerate(values)])
-                yield _handing_out(values)
-            elif not errors:
-                yield _handing_out(values)
-            elif mode == "raise":
+            elif errors and mode == "raise":
                 first = min(errors)
                 if first:
                     del values[first:]
-                    yield _handing_out(values)
                     if progress is not None:
                         progress.advance(first)
+                    yield _handing_out(values)
                 raise errors[first]
-            else:
+            elif errors:  # skip, collect
                 if run.keep:
                     run.failures += [collected(run.where, run.items[i], errors[i])
                                      for i in sorted(errors)]
-                yield _handing_out([v for i, v in enumerate(values) if i not in errors])
+                values = [v for i, v in enumerate(values) if i not in errors]
+            if progress is not None:  # counted as it is handed out
+                progress.advance(size, chunk.failed)
+            yield _handing_out(values)
             # Resumed once the chain took every item of the chunk: consumed.
             run.outstanding -= size
-            if progress is not None:
-                progress.advance(size, chunk.failed)
     finally:
         run.close()
         if progress is not None:

@@ -51,6 +51,11 @@ T_co = TypeVar("T_co", covariant=True)
 _FRAME: Final = 0.1  # seconds between frames of the bar, and between a callable's calls
 _LINE: Final = 2.0  # seconds between plain lines
 
+# One rich bar at a time: two would redraw over each other (a map inside a map, maps
+# in two threads); the others draw plain lines.
+_live_lock = threading.Lock()
+_live_bar: Bar | None = None
+
 
 class Tracker(Protocol):
     """What a map drives: ``start`` at its first result, ``advance`` per chunk (or
@@ -147,9 +152,7 @@ class Bar:
             thread.join()
         counts = self.state.counts(finished=True)
         if self._rich is not None:
-            self._update(counts)
-            self._rich.stop()
-            self._rich = None
+            self._stop_rich(counts)
         else:
             self._print(plain_line(self.label, counts))
 
@@ -162,21 +165,30 @@ class Bar:
                 self._print(plain_line(self.label, counts))
 
     def _start_rich(self, out: TextIO) -> None:
+        global _live_bar
         from rich.console import Console
-        from rich.errors import LiveError
         from rich.progress import BarColumn, Progress, TextColumn
 
+        with _live_lock:
+            if _live_bar is not None:
+                return  # another bar is drawn: plain lines
+            _live_bar = self
         progress = Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[eta]}"),
             console=Console(file=out, highlight=False), auto_refresh=False)
         self._task = progress.add_task(self.label, total=self.state.total, count="",
                                        rate="", eta="")
-        try:
-            progress.start()
-        except LiveError:  # another live display (a map inside a map): plain lines
-            return
+        progress.start()
         self._rich = progress
+
+    def _stop_rich(self, counts: ProgressCounts) -> None:
+        global _live_bar
+        self._update(counts)
+        self._rich.stop()
+        self._rich = None
+        with _live_lock:
+            _live_bar = None
 
     def _update(self, counts: ProgressCounts) -> None:
         count = (f"{counts.done:,}" if counts.total is None
