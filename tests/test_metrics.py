@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import threading
 import time
 import urllib.request
@@ -265,3 +266,33 @@ def test_register_is_idempotent_and_the_port_is_checked() -> None:
         prometheus.start_http_server(70000, registry=registry)
     with pytest.raises(TypeError, match=r"^port must be an int, got '9100'$"):
         prometheus.start_http_server("9100", registry=registry)  # type: ignore[arg-type]
+
+
+def test_the_demo_shows_its_stages(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workpool import _demo
+
+    seen: list[set[str]] = []
+    save = _demo.save
+
+    def save_and_look(db: Any, rows: Any) -> None:
+        seen.append({s.name for s in live_samples()})
+        save(db, rows)
+
+    monkeypatch.setattr(_demo, "save", save_and_look)
+    result = _demo.run_demo(pages=20, rate=2000, db=tmp_path / "d.sqlite", progress=False,
+                            metrics=True)
+    assert result.stored == 20
+    assert {"demo/fetch", "demo/parse"} <= seen[0]
+
+
+def test_demo_metrics_option(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from workpool._cli import main
+
+    db = tmp_path / "demo.sqlite"
+    assert main(["demo", "--pages", "10", "--rate", "2000", "--db", str(db), "--no-progress",
+                 "--metrics", "0"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^metrics: http://127\.0\.0\.1:\d+/metrics \(stages demo/fetch and "
+                     r"demo/parse\)$", out, re.MULTILINE), out
+    assert main(["demo", "--metrics", "70000"]) == 2
+    assert "argument --metrics: must be a port in 0..65535, got 70000" in capsys.readouterr().err
