@@ -59,7 +59,9 @@ _live_bar: Bar | None = None
 
 class Tracker(Protocol):
     """What a map drives: ``start`` at its first result, ``advance`` per chunk (or
-    item), ``stop`` once, at its end."""
+    item, straight into ``state``), ``stop`` once, at its end."""
+
+    state: ProgressState
 
     def start(self) -> None: ...
 
@@ -98,10 +100,14 @@ class Callback:
         state = self.state
         state.done += done
         state.failed += failed
+        self.poll()
+
+    def poll(self) -> None:
+        """Call the callable if it was not called in the last ``_FRAME``."""
         now = time.monotonic()
         if now >= self._next:
             self._next = now + _FRAME
-            self._fn(state.counts())
+            self._fn(self.state.counts())
 
     def stop(self) -> None:
         """The last call, with ``finished=True``."""
@@ -256,39 +262,45 @@ R = TypeVar("R", bound=_AsyncResults[Any])
 
 
 class AsyncTracked(Generic[T]):
-    """An async map's results, counted one by one as they come out (an async map
-    yields one item per step anyway); iterate it as the map's own, ``async with``
-    included."""
+    """An async map's results, counted one by one as they come out (the map's own
+    iterator shows no chunks); iterate it as the map's own, ``async with`` included.
+    A callable is polled every 64 items."""
 
-    __slots__ = ("_inner", "_started", "_tracker")
+    __slots__ = ("_inner", "_next", "_poll", "_started", "_state", "_tracker")
 
     def __init__(self, inner: _AsyncResults[T], tracker: Tracker) -> None:
         self._inner = inner
+        self._next = inner.__anext__
         self._tracker = tracker
+        self._state = tracker.state
+        self._poll = tracker.poll if isinstance(tracker, Callback) else None
         self._started = False
 
     def __aiter__(self) -> AsyncTracked[T]:
         return self
 
     async def __anext__(self) -> T:
-        tracker = self._tracker
         if not self._started:
             self._started = True
-            tracker.start()
+            self._tracker.start()
         try:
-            value = await self._inner.__anext__()
-        except StopAsyncIteration:
-            tracker.stop()
+            value = await self._next()
+        except BaseException as exc:
+            self._ended(exc)
             raise
-        except ItemsFailed as exc:  # on_error="collect": what it dropped
-            tracker.advance(len(exc.errors), len(exc.errors))
-            tracker.stop()
-            raise
-        except BaseException:
-            tracker.stop()
-            raise
-        tracker.advance(1, type(value) is Error)
+        state = self._state
+        state.done += 1
+        if type(value) is Error:
+            state.failed += 1
+        poll = self._poll
+        if poll is not None and not state.done & 63:
+            poll()
         return value
+
+    def _ended(self, exc: BaseException) -> None:
+        if isinstance(exc, ItemsFailed):  # on_error="collect": what it dropped
+            self._state.advance(len(exc.errors), len(exc.errors))
+        self._tracker.stop()
 
     async def aclose(self) -> None:
         """Cancel what is queued and running, as the map's own ``aclose``."""
