@@ -202,7 +202,7 @@ class Bar:
         if counts.failed:
             count += f" [red]{counts.failed:,} failed[/red]"
         if counts.finished:
-            when = _clock(counts.elapsed)
+            when = f"in {_clock(counts.elapsed)}"
         else:
             when = "eta -:--:--" if counts.eta is None else f"eta {_clock(counts.eta)}"
         self._rich.update(self._task, completed=counts.done, count=count,
