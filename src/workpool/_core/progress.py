@@ -36,7 +36,7 @@ class ProgressCounts:
             final counts).
         eta: seconds left at that rate, when the total is known and the rate is not 0;
             else None.
-        elapsed: seconds since the map's results were first asked for.
+        elapsed: seconds since the map was called.
         finished: True for the last counts of the map (ended, failed or closed).
 
     Example::

@@ -179,10 +179,13 @@ class Bar:
             if _live_bar is not None:
                 return  # another bar is drawn: plain lines
             _live_bar = self
+        # While the bar is drawn, what the program prints on the same terminal goes
+        # above it; printed into a file or a pipe, it stays there.
         progress = Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[eta]}"),
-            console=Console(file=out, highlight=False), auto_refresh=False)
+            console=Console(file=out, highlight=False), auto_refresh=False,
+            redirect_stdout=_isatty(sys.stdout), redirect_stderr=out is sys.stderr)
         self._task = progress.add_task(self.label, total=self.state.total, count="",
                                        rate="", eta="")
         progress.start()
@@ -244,6 +247,10 @@ def _clock(seconds: float) -> str:
 def _use_rich(out: TextIO) -> bool:
     if os.environ.get("WORKPOOL_PLAIN") or importlib.util.find_spec("rich") is None:
         return False
+    return _isatty(out)
+
+
+def _isatty(out: TextIO) -> bool:
     try:
         return out.isatty()
     except (AttributeError, ValueError):
