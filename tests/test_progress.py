@@ -3,6 +3,7 @@ lines and the rich bar, bad arguments."""
 
 from __future__ import annotations
 
+import gc
 import io
 import threading
 from typing import Any
@@ -237,8 +238,13 @@ async def fail_async(x: int) -> int:
 async def test_async_map_progress_callable() -> None:
     seen = Recorder()
     async with wp.AsyncPool(8) as pool:
-        got = [x async for x in pool.map(square_async, range(200), progress=seen)]
+        results = pool.map(square_async, range(200), progress=seen)
+        got = [x async for x in results]
+        await results.aclose()
+        del results  # closing and collecting it calls no more
+        gc.collect()
     assert got == [x * x for x in range(200)]
+    assert [c.finished for c in seen.calls].count(True) == 1
     assert (seen.last.done, seen.last.total, seen.last.failed, seen.last.finished) == (
         200, 200, 0, True)
 

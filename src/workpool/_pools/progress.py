@@ -85,12 +85,13 @@ class Callback:
     """Hands the counts to a user's callable: at most every ``_FRAME`` seconds as items
     come out, in the thread that iterates, and once at the end."""
 
-    __slots__ = ("_fn", "_next", "state")
+    __slots__ = ("_fn", "_next", "_stopped", "state")
 
     def __init__(self, state: ProgressState, fn: Callable[[ProgressCounts], object]) -> None:
         self.state = state
         self._fn = fn
         self._next = 0.0
+        self._stopped = False
 
     def start(self) -> None:
         """Nothing to start: calls happen as items come out."""
@@ -110,8 +111,10 @@ class Callback:
             self._fn(self.state.counts())
 
     def stop(self) -> None:
-        """The last call, with ``finished=True``."""
-        self._fn(self.state.counts(finished=True))
+        """The last call, with ``finished=True`` (once)."""
+        if not self._stopped:
+            self._stopped = True
+            self._fn(self.state.counts(finished=True))
 
 
 class Bar:
