@@ -53,6 +53,10 @@ RULES = [
     Rule("the pipeline reaches pools through their API, never the engine's insides",
          "_pipeline", "_engine.engine _engine.contract _engine.threaded _backends "
          "!_backends.aio"),
+    Rule("exporters read what opted in through the public API and _core alone",
+         "exporters", f"* !_core !exporters !{TOP}"),
+    Rule("exporters are extras: nothing of workpool imports them but the CLI (the "
+         "demo's --metrics)", "* !exporters !_cli", "exporters"),
 ]
 
 

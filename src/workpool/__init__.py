@@ -25,6 +25,7 @@ from ._core.exceptions import WorkpoolError as WorkpoolError
 from ._core.exceptions import WouldBlock as WouldBlock
 from ._core.outcome import Error as Error
 from ._core.outcome import Value as Value
+from ._core.progress import ProgressCounts as ProgressCounts
 from ._core.ratelimit import RateLimit as RateLimit
 from ._core.retry import Retry as Retry
 from ._core.sizing import cpus as cpus
@@ -71,6 +72,7 @@ __all__ = [
     "PoolClosed",
     "PoolStatistics",
     "ProcessPool",
+    "ProgressCounts",
     "QueueFull",
     "RateLimit",
     "Retry",

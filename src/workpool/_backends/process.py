@@ -203,6 +203,10 @@ class ProcessBackend(Backend):
         self._workers: set[ProcessWorker] = set()
         self._touched: set[ProcessWorker] = set()
         self._oom_kills = oom_kill_count(_ROOT)  # as last seen: a rise is the OOM killer
+        # Counted by the reader alone, for the pool's statistics: tasks failed for good
+        # by a worker's death, and children started in place of one that had been ready.
+        self.crashed = 0
+        self.restarts = 0
 
     # -- in the caller --------------------------------------------------------------------
 
@@ -527,6 +531,8 @@ class ProcessBackend(Backend):
                 child_conn.close()
         with self._lock:
             worker.process, worker.conn = process, parent_conn
+            if worker.started_once:  # in place of a child that died, was killed or retired
+                self.restarts += 1
         worker.ready = False
         selector = self._selector
         assert selector is not None
@@ -848,12 +854,17 @@ class ProcessBackend(Backend):
         ERR or BADARGS, _BADFN, _DIED or _NOSTART)."""
         task = job.task
         items = task.items
+        crash = isinstance(error, WorkerCrashed)
         if items is None or (len(items) == 1 and task.retry is not None):
             self._end(worker, job, TASK_FAILED, error)  # the engine retries a lone item
+            future = task.future
+            if crash and future.done() and not future.cancelled() and future.exception() is error:
+                self.crashed += task.count  # failed for good, not retried
             return
         if job.single and kind != _NOSTART:
             job.errors[job.start] = error
             job.start += 1
+            self.crashed += crash
         elif not job.single and len(items) - job.start > 1 and (
                 kind == _child.BADARGS
                 or (kind == _DIED and not isinstance(error, Cancelled | TaskTimeout))):
@@ -862,6 +873,8 @@ class ProcessBackend(Backend):
             # fails (the others run again: their results died with the worker).
             job.single = True
         else:
+            if crash:
+                self.crashed += len(items) - job.start
             job.errors.update((i, error) for i in range(job.start, len(items)))
             job.start = len(items)
         self._next_piece(worker, job)

@@ -15,6 +15,8 @@ Where each keyword is accepted (``-``: not accepted, and why)::
     priority  -             schedule          - (5)              -                 - (6)
     budget    every task    (the pool's)      every item (7)     - (9)             per item (8)
     cost      -             schedule          per item (7)       - (9)             per item (8)
+    progress  -             -                 bar or callable    - (10)            - (10)
+    metrics   the pool's    -                 -                  own pool's (11)   all (11)
 
 ``on_error``, the same four values everywhere (``check_on_error``):
 
@@ -43,7 +45,11 @@ until it ends; thread and process stages (an async stage runs in an event loop o
 own, which a blocking budget would stall). A ``wp.MemoryBudget`` lets a cost larger
 than its capacity through, alone; a ``wp.Semaphore`` refuses it. (9) a
 group's tasks hold the budget of the pool it runs on (``pool=``), if any; the group
-itself takes none.
+itself takes none. (10) ``map(progress=True)`` draws a live bar, ``progress=callable``
+receives ``wp.ProgressCounts`` (``_core/progress.py``); groups have no ``map``, and a
+pipeline shows every stage at once: ``Pipeline.run(progress=True)``. (11) ``metrics=True``
+or a name shows the object to ``workpool.exporters.prometheus`` (``_core/metrics.py``):
+a group its own pool (not with ``pool=``), ``Pipeline(metrics=)`` every pooled stage.
 """
 
 from __future__ import annotations

@@ -7,11 +7,13 @@ fresh run (so a pipeline over a list can run twice; over a generator, once).
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Generic, Literal, Never, TypeVar, final, overload
 
+from .._core.metrics import check_metrics, register
 from .._core.options import Cost, OnError, stage_workers
 from .._core.outcome import Outcome
 from .._core.ratelimit import RateLimit
@@ -19,7 +21,7 @@ from .._core.retry import Retry
 from .._core.sizing import cpus
 from .._sync.memory_budget import Budget
 from ._report import PipelineReport
-from ._run import AsyncPipelineIterator, PipelineIterator, Run
+from ._run import AsyncPipelineIterator, PipelineIterator, Run, run_samples
 from ._spec import (
     BATCH,
     EACH,
@@ -36,6 +38,8 @@ from ._spec import (
 )
 
 __all__ = ["Pipeline"]
+
+_COUNTER = itertools.count(1)  # names pipelines with metrics=True
 
 T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
@@ -60,6 +64,9 @@ class Pipeline(Generic[T_co]):
             (at-least-once). ``each(fn, transactional=True)`` makes a sink that writes
             into this same database exactly-once.
         key: the journal key of a source item: a str, int or bytes, unique per item.
+        metrics: True (named ``pipeline-N``) or a name: while a run lives, show the
+            statistics of each stage that runs on a pool (thread, process and async
+            stages) to ``workpool.exporters.prometheus``, as ``name/stage``.
 
     Stages (each returns a new pipeline): ``map``, ``filter``, ``flat_map``, ``each``
     (a sink), ``batch``, ``unbatch``. Function stages take ``workers`` (an int, or a
@@ -91,20 +98,24 @@ class Pipeline(Generic[T_co]):
         print(pipe.run(progress=True))
     """
 
-    __slots__ = ("_journal", "_key", "_source", "_stages")
+    __slots__ = ("_journal", "_key", "_metrics", "_source", "_stages")
 
     @overload
     def __init__(self, source: Iterable[T_co], *,
                  journal: str | os.PathLike[str] | None = None,
-                 key: Callable[[T_co], Key] | None = None) -> None: ...
+                 key: Callable[[T_co], Key] | None = None,
+                 metrics: bool | str = False) -> None: ...
     @overload
     def __init__(self, source: AsyncIterable[T_co], *,
                  journal: str | os.PathLike[str] | None = None,
-                 key: Callable[[T_co], Key] | None = None) -> None: ...
+                 key: Callable[[T_co], Key] | None = None,
+                 metrics: bool | str = False) -> None: ...
 
     def __init__(self, source: Iterable[T_co] | AsyncIterable[T_co], *,
                  journal: str | os.PathLike[str] | None = None,
-                 key: Callable[[T_co], Key] | None = None) -> None:
+                 key: Callable[[T_co], Key] | None = None,
+                 metrics: bool | str = False) -> None:
+        check_metrics(metrics)
         if not hasattr(type(source), "__aiter__") and not hasattr(type(source), "__iter__"):
             raise TypeError(f"source must be an iterable or an async iterable, got {source!r}")
         if journal is not None and key is None:
@@ -120,6 +131,8 @@ class Pipeline(Generic[T_co]):
         self._journal = journal
         self._key = key
         self._stages: tuple[StageSpec, ...] = ()
+        self._metrics = (None if metrics is False else
+                         f"pipeline-{next(_COUNTER)}" if metrics is True else metrics)
 
     def _then(self, spec: StageSpec) -> Pipeline[Any]:
         if self._stages and self._stages[-1].op == EACH:
@@ -134,6 +147,7 @@ class Pipeline(Generic[T_co]):
         new._source = self._source
         new._journal = self._journal
         new._key = self._key
+        new._metrics = self._metrics
         new._stages = (*self._stages, spec)
         return new
 
@@ -423,6 +437,8 @@ class Pipeline(Generic[T_co]):
 
     def _start(self) -> Run:
         run = Run(self._source, self._stages, self._journal, self._key)
+        if self._metrics is not None:
+            register(run, True, self._metrics, run_samples)
         try:
             run.start()
         except BaseException:

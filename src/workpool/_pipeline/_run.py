@@ -24,6 +24,7 @@ from typing import Any, Final, Generic, TypeVar, final
 import anyio
 
 from .._core.exceptions import ItemsFailed
+from .._core.metrics import MetricsSample
 from ._async_stage import AsyncStage, LoopThread
 from ._channel import Aborted, Channel, LoopScope, aget_many, aput_many
 from ._journal import Book, Journal, Tag
@@ -31,7 +32,7 @@ from ._report import CollectedError, CollectedErrors, PipelineReport, elapsed, s
 from ._spec import BATCH, EACH, UNBATCH, StageSpec
 from ._stages import BatchStage, PoolStage, StageRuntime, UnbatchStage
 
-__all__ = ["AsyncPipelineIterator", "PipelineIterator", "Run"]
+__all__ = ["AsyncPipelineIterator", "PipelineIterator", "Run", "run_samples"]
 
 T = TypeVar("T")
 SOURCE_BUFFER: Final = 64
@@ -125,6 +126,18 @@ class Source:
 
     def cancel(self) -> None:
         self._scope.cancel()
+
+
+def run_samples(run: Run, name: str) -> list[MetricsSample]:
+    """What a run of a pipeline with ``metrics=`` shows: a sample per stage that runs
+    on a pool, named ``name/stage``."""
+    samples = []
+    for stage in run.stages:
+        stats = stage.statistics()
+        if stats is not None:
+            samples.append(MetricsSample(f"{name}/{stage.spec.name}", "stage", stats,
+                                         stage.workers))
+    return samples
 
 
 class Run:

@@ -39,6 +39,7 @@ from .._core.chunk import Chunk
 from .._core.failures import CollectedError, collected
 from .._core.options import item_cost
 from .._core.outcome import Error, Value
+from .._core.stats import PoolStatistics
 from .._sync.memory_budget import MemoryBudget
 from ._channel import Aborted, Channel, Slots
 from ._journal import Book, Journal, Tag
@@ -106,6 +107,10 @@ class StageRuntime:
     def busy(self) -> int:
         """Workers running an item now."""
         return 0
+
+    def statistics(self) -> PoolStatistics | None:
+        """The statistics of the pool the stage runs its items on, if it has one."""
+        return None
 
     def thread(self, target: Callable[[], None], role: str) -> None:
         """Add a thread that runs *target*, failing the run if it raises."""
@@ -396,6 +401,9 @@ class PoolStage(StageRuntime):
         if self.pool is None:
             return min(1, self.inflight)
         return self.pool.statistics().running
+
+    def statistics(self) -> PoolStatistics | None:
+        return None if self.pool is None else self.pool.statistics()
 
 
 class BatchStage(StageRuntime):

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, final, overload
 
 from .._core.exceptions import PoolClosed, QueueFull, WouldBlock
+from .._core.metrics import check_metrics, register
 from .._core.options import (
     OnError,
     check_map_args,
@@ -22,6 +23,7 @@ from .._core.options import (
     pool_workers,
 )
 from .._core.outcome import Outcome
+from .._core.progress import ProgressArg
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
@@ -29,6 +31,7 @@ from .._engine.async_engine import NEW, OPEN, SHUTDOWN_MESSAGE, AsyncEngine
 from .._engine.async_task import QUEUED, AsyncFuture, Spec, new_future
 from .._sync.async_semaphore import AsyncSemaphore
 from .async_map import MapResults, MapRun
+from .progress import track_async
 
 __all__ = ["AsyncPool"]
 
@@ -79,6 +82,8 @@ class AsyncPool:
             ``schedule(block=False)`` raise ``wp.WouldBlock`` without them. A
             ``wp.Semaphore`` is refused: its ``acquire`` blocks the thread, which here
             is the event loop's.
+        metrics: True (under the pool's name) or a name: show the pool's statistics
+            to ``workpool.exporters.prometheus`` while it lives.
 
     Costs: ``map`` about 0.6 us per tiny task on asyncio (a hand-written pool of
     worker tasks over an ``asyncio.Queue`` takes 0.6 to 0.8), ``submit`` 1.5 to 2.5 us
@@ -101,9 +106,10 @@ class AsyncPool:
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
                  initargs: Iterable[Any] = (), name: str | None = None,
-                 budget: AsyncSemaphore | None = None) -> None:
+                 budget: AsyncSemaphore | None = None, metrics: bool | str = False) -> None:
         count = pool_workers(workers, max_workers, 100)
         check_pool_options(queue_size, retry, rate, initializer)
+        check_metrics(metrics)
         if budget is not None and not isinstance(budget, AsyncSemaphore):
             raise TypeError("budget must be a wp.AsyncSemaphore or None (an AsyncPool "
                             f"waits for its tokens in the event loop), got {budget!r}")
@@ -113,6 +119,7 @@ class AsyncPool:
             workers=count, queue_size=queue_size, timeout=check_timeout(timeout),
             retry=retry, rate=rate, name=self._name, initializer=initializer,
             initargs=tuple(initargs))
+        register(self, metrics, self._name)
 
     @property
     def workers(self) -> int:
@@ -391,26 +398,29 @@ class AsyncPool:
     def map(self, fn: Callable[..., Awaitable[T]], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
             timeout: float | None = None,
-            on_error: Literal["raise", "collect", "skip"] = "raise") -> MapResults[T]: ...
+            on_error: Literal["raise", "collect", "skip"] = "raise",
+            progress: ProgressArg = False) -> MapResults[T]: ...
     @overload
     def map(self, fn: Callable[..., T], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
             timeout: float | None = None,
-            on_error: Literal["raise", "collect", "skip"] = "raise") -> MapResults[T]: ...
+            on_error: Literal["raise", "collect", "skip"] = "raise",
+            progress: ProgressArg = False) -> MapResults[T]: ...
     @overload
     def map(self, fn: Callable[..., Awaitable[T]], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
             timeout: float | None = None, on_error: Literal["return"],
-            ) -> MapResults[Outcome[T]]: ...
+            progress: ProgressArg = False) -> MapResults[Outcome[T]]: ...
     @overload
     def map(self, fn: Callable[..., T], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
             timeout: float | None = None, on_error: Literal["return"],
-            ) -> MapResults[Outcome[T]]: ...
+            progress: ProgressArg = False) -> MapResults[Outcome[T]]: ...
 
     def map(self, fn: Callable[..., Any], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
-            timeout: float | None = None, on_error: OnError = "raise") -> MapResults[Any]:
+            timeout: float | None = None, on_error: OnError = "raise",
+            progress: ProgressArg = False) -> MapResults[Any]:
         """Lazily apply *fn* to the items of *iterables* (zipped, as ``map``); iterate
         the result with ``async for``.
 
@@ -429,7 +439,8 @@ class AsyncPool:
         after the call. With a ``budget``, each item holds one token from before it is
         read until it ends. Leaving the loop early (``aclose()``, ``async with``, or
         ``break`` and dropping the iterator) cancels what is queued and running;
-        an async generator input is closed.
+        an async generator input is closed. ``progress=`` shows a live bar or calls
+        a callable with ``wp.ProgressCounts``, as ``wp.ThreadPool.map``'s.
 
         Raises:
             PoolClosed: the pool was closed (RuntimeError before it was entered).
@@ -451,7 +462,7 @@ class AsyncPool:
         run = MapRun(engine, fn, engine.spec_for(fn), iterables, ordered=ordered,
                      window=window, chunksize=chunksize, on_error=on_error, timeout=timeout,
                      budget=self._budget)
-        return MapResults(run, on_error)
+        return track_async(MapResults(run, on_error), progress, iterables, run.where)
 
     # -- what is going on -----------------------------------------------------------------
 

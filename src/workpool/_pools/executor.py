@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, final, overload
 
 from .._core.chunk import Chunk, ChunkRun
 from .._core.exceptions import Cancelled, WouldBlock
+from .._core.metrics import check_metrics, register
 from .._core.options import (
     Cost,
     OnError,
@@ -33,6 +34,7 @@ from .._core.options import (
     pool_workers,
 )
 from .._core.outcome import Error, Value
+from .._core.progress import ProgressArg, check_progress
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
@@ -91,10 +93,12 @@ class ExecutorPool(Executor):
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
                  initargs: tuple[Any, ...] = (), name: str | None = None,
-                 budget: Budget | None = None, thread_name_prefix: str = "") -> None:
+                 budget: Budget | None = None, thread_name_prefix: str = "",
+                 metrics: bool | str = False) -> None:
         count = pool_workers(workers, max_workers, self._default_workers())
         check_pool_options(queue_size, retry, rate, initializer)
         check_budget(budget, (Semaphore, MemoryBudget))
+        check_metrics(metrics)
         self._budget = budget
         self._timeout = check_timeout(timeout)
         self._retry = retry
@@ -117,6 +121,7 @@ class ExecutorPool(Executor):
         self._engine.finalizer = weakref.finalize(self, self._engine.close_intake)
         if _exiting:  # created by an atexit hook: refuses work as the stdlib's does
             self._engine.close_intake(_EXIT_ERROR)
+        register(self, metrics, self._name)
 
     def _default_workers(self) -> int:
         raise NotImplementedError
@@ -271,18 +276,20 @@ class ExecutorPool(Executor):
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
             on_error: Literal["raise", "collect", "skip"] = "raise",
-            cost: Cost = 1) -> MapIterator[T]: ...
+            cost: Cost = 1, progress: ProgressArg = False) -> MapIterator[T]: ...
 
     @overload
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
-            on_error: Literal["return"], cost: Cost = 1) -> MapIterator[Value[T] | Error]: ...
+            on_error: Literal["return"], cost: Cost = 1,
+            progress: ProgressArg = False) -> MapIterator[Value[T] | Error]: ...
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
-            on_error: OnError = "raise", cost: Cost = 1) -> MapIterator[Any]:
+            on_error: OnError = "raise", cost: Cost = 1,
+            progress: ProgressArg = False) -> MapIterator[Any]:
         """Lazily apply *fn* to the items of *iterables* (zipped, as ``map``).
 
         Reads the input only ``window`` items ahead of what you consumed, so an endless
@@ -298,6 +305,11 @@ class ExecutorPool(Executor):
         after the call. ``cost`` is what each item holds of the pool's ``budget``
         while it is out: an int, or a function of the item (``len``, say: then each
         item is a chunk of its own); it is called in this thread, as items are read.
+        ``progress=True`` shows a live bar on standard error (count, rate, time left;
+        plain lines when it is not a terminal) while you iterate; ``progress=callable``
+        is called with ``wp.ProgressCounts`` instead (in your thread, at most ten times
+        a second, and once at the end). The total is the input's ``len()`` when it has
+        one.
 
         Closing the iterator early cancels what is queued. An iterator nobody
         iterates still runs all its items by the pool's shutdown, as the stdlib's.
@@ -306,6 +318,8 @@ class ExecutorPool(Executor):
 
             for size in pool.map(len, open("big.txt"), ordered=False):
                 total += size
+
+            squares = list(pool.map(square, range(10_000), progress=True))
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
@@ -314,6 +328,7 @@ class ExecutorPool(Executor):
         check_map_args(chunksize, window, on_error, timeout)
         check_budget(self._budget, (Semaphore, MemoryBudget), cost,
                      bounded=not isinstance(self._budget, MemoryBudget))
+        check_progress(progress)
         if self._engine.state != OPEN:
             self._engine.put(Task(fn, (), {}, Future()))  # raises as submit would
         policies = (self._timeout is not None or self._retry is not None
@@ -323,7 +338,8 @@ class ExecutorPool(Executor):
                      ordered=ordered, window=window, on_error=on_error,
                      workers=self._workers, target=self._chunk_target,
                      max_chunk=self._max_chunk, task_timeout=self._timeout,
-                     task_retry=self._retry, budget=self._budget, cost=cost)
+                     task_retry=self._retry, budget=self._budget, cost=cost,
+                     progress=progress)
         self._engine.remember_map(run)
         run.fill()
         return results(run)
@@ -449,6 +465,8 @@ class ThreadPool(ExecutorPool, ThreadPoolExecutor):
             tokens of (1 unless ``schedule(..., cost=n)`` or ``map(..., cost=)`` says
             otherwise) from admission to its end: with costs in bytes, the pool bounds
             the bytes in flight, not only the tasks.
+        metrics: True (under the pool's name) or a name: show the pool's statistics
+            to ``workpool.exporters.prometheus`` while it lives.
 
     Whatever a task raises, ``BaseException`` included (``KeyboardInterrupt``,
     ``SystemExit``), fails that task's future alone, as with the stdlib's executors:
