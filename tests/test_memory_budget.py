@@ -73,17 +73,27 @@ def test_auto_watches_the_cgroup_that_set_the_limit_else_rss() -> None:
     rss.release(1)
 
 
+_LIMIT_RULE = ("limit must be bytes (an int), a size such as '300MB' or '2GiB', or a "
+               "percentage of wp.memory_limit() such as '80%', ")
+
+
+@pytest.mark.parametrize(("limit", "capacity"), [
+    ("300MB", 300 * 10**6), ("2GiB", 2 * 2**30), ("1.5 gb", 1_500_000_000), ("512k", 512_000),
+    ("64Ki", 65_536), ("100B", 100), (" 7 MiB ", 7 * 2**20)])
+def test_a_size_with_a_unit_is_bytes(limit: str, capacity: int) -> None:
+    assert wp.MemoryBudget(limit, usage=None).statistics().capacity == capacity
+
+
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     ({"limit": 0}, ValueError, "limit must be >= 1 byte, got 0"),
     ({"limit": "0%"}, ValueError, "limit as a percentage must be > 0 and <= 100, got '0%'"),
     ({"limit": "120%"}, ValueError,
      "limit as a percentage must be > 0 and <= 100, got '120%'"),
-    ({"limit": "80"}, TypeError, "limit must be bytes (an int) or a percentage of "
-                                 "wp.memory_limit() such as '80%', got '80'"),
-    ({"limit": 1.5e9}, TypeError, "limit must be bytes (an int) or a percentage of "
-                                  "wp.memory_limit() such as '80%', got 1500000000.0"),
-    ({"limit": True}, TypeError, "limit must be bytes (an int) or a percentage of "
-                                 "wp.memory_limit() such as '80%', got True"),
+    ({"limit": "80"}, TypeError, _LIMIT_RULE + "got '80'"),
+    ({"limit": "3 parsecs"}, TypeError, _LIMIT_RULE + "got '3 parsecs'"),
+    ({"limit": "0.1B"}, ValueError, "limit must be >= 1 byte, got '0.1B'"),
+    ({"limit": 1.5e9}, TypeError, _LIMIT_RULE + "got 1500000000.0"),
+    ({"limit": True}, TypeError, _LIMIT_RULE + "got True"),
     ({"limit": 10, "high": 0.5, "low": 0.5}, ValueError,
      "the watermarks must be 0 < low < high (fractions of the capacity), got low=0.5, "
      "high=0.5"),

@@ -35,12 +35,19 @@ from types import TracebackType
 from typing import Final, Literal, TypeAlias, final
 
 from .._core.memory import cgroup_usage, rss_tree
-from .._core.sizing import memory_limit_from, physical_memory
+from .._core.sizing import CgroupDir, memory_limit_from, physical_memory
 from .semaphore import Semaphore, check_count
 
 __all__ = ["Budget", "MemoryBudget", "MemoryBudgetStatistics"]
 
 _PERCENT: Final = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*")
+# A size with a unit: "300MB", "1.5 GiB", "512k", "100B" (decimal units, binary with
+# "i"). A bare number in a string is refused: "80" is more likely a slip for "80%".
+_SIZE: Final = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?b?|b)\s*", re.IGNORECASE)
+_UNITS: Final = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+                 "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_LIMIT_RULE: Final = ("limit must be bytes (an int), a size such as '300MB' or '2GiB', or a "
+                      "percentage of wp.memory_limit() such as '80%'")
 _MIN_WAIT: Final = 0.005  # seconds: the shortest a paused waiter sleeps between looks
 _ROOT: Final = Path("/")
 
@@ -110,8 +117,9 @@ class MemoryBudget:
     200 us).
 
     Args:
-        limit: the budget: bytes (an int >= 1), or a percentage of
-            ``wp.memory_limit()`` such as ``"80%"``.
+        limit: the budget: bytes (an int >= 1), a size with a unit (``"300MB"``,
+            ``"2GiB"``: k, M, G, T are powers of 1000, Ki, Mi, Gi, Ti of 1024), or a
+            percentage of ``wp.memory_limit()`` such as ``"80%"``.
         high: pause admission when usage reaches ``high * capacity`` (> 0).
         low: resume once usage is at most ``low * capacity`` (0 < low < high).
         usage: what is watched: ``"auto"`` (above), ``"rss"`` (this process and its
@@ -120,7 +128,7 @@ class MemoryBudget:
         interval: the longest usage may go unread while admitting, in seconds (>= 0).
 
     Raises:
-        TypeError: *limit* is neither an int nor a percentage string, *usage* is not
+        TypeError: *limit* is neither an int, a size nor a percentage string, *usage* is not
             one of the above, or a number is not a number.
         ValueError: *limit* is < 1 byte or the percentage not in (0, 100]; the
             watermarks are not ``0 < low < high``; *interval* is negative.
@@ -321,27 +329,42 @@ def _resolve(limit: int | str, usage: Usage) -> tuple[int, Callable[[], int | No
     if isinstance(limit, str):
         match = _PERCENT.fullmatch(limit)
         if match is None:
-            raise TypeError(f"limit must be bytes (an int) or a percentage of "
-                            f"wp.memory_limit() such as '80%', got {limit!r}")
+            return _size(limit), _usage_reader(usage, None)
         percent = float(match.group(1))
         if not 0 < percent <= 100:
             raise ValueError(f"limit as a percentage must be > 0 and <= 100, got {limit!r}")
         total, cgroup = memory_limit_from(_ROOT, physical_memory())
         capacity = max(1, int(total * percent / 100))
     elif isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be bytes (an int) or a percentage of "
-                        f"wp.memory_limit() such as '80%', got {limit!r}")
+        raise TypeError(f"{_LIMIT_RULE}, got {limit!r}")
     elif limit < 1:
         raise ValueError(f"limit must be >= 1 byte, got {limit}")
     else:
         capacity = limit
+    return capacity, _usage_reader(usage, cgroup)
+
+
+def _size(limit: str) -> int:
+    """The bytes of a size string such as "300MB" or "2GiB"."""
+    match = _SIZE.fullmatch(limit)
+    if match is None:
+        raise TypeError(f"{_LIMIT_RULE}, got {limit!r}")
+    unit = match.group(2).lower().removesuffix("b")
+    size = int(float(match.group(1)) * _UNITS.get(unit, 1))
+    if size < 1:
+        raise ValueError(f"limit must be >= 1 byte, got {limit!r}")
+    return size
+
+
+def _usage_reader(usage: Usage, cgroup: CgroupDir | None) -> Callable[[], int | None] | None:
+    """The function that reads *usage* (*cgroup*: the cgroup the limit came from)."""
     if usage is None or callable(usage):
-        return capacity, usage
+        return usage
     if usage == "auto" and cgroup is not None:
         watched = cgroup
-        return capacity, lambda: cgroup_usage(watched)
+        return lambda: cgroup_usage(watched)
     if usage in ("auto", "rss"):
-        return capacity, lambda: rss_tree(_ROOT, os.getpid())
+        return lambda: rss_tree(_ROOT, os.getpid())
     raise TypeError(f"usage must be 'auto', 'rss', a function returning bytes, or None, "
                     f"got {usage!r}")
 
