@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import final
 
+from .dynamic import LimitSample
+
 __all__ = ["PoolStatistics", "StatsRecorder"]
 
 _WINDOW = 1024  # latency samples kept: a power of two, so the ring index is a mask
@@ -26,6 +28,13 @@ class PoolStatistics:
     percentiles over the last 1024 latency samples (``map`` chunks count once): every
     task run is sampled, except that tasks quicker than 0.1 ms are sampled 1 in 16;
     throughput is tasks ended per second over that same window.
+
+    A pool with ``workers=wp.Autoscale(...)`` also reports its bounds (``min_workers``,
+    ``max_workers``) and ``workers_history``, recent ``(time, workers)`` pairs with
+    times on ``time.monotonic()``; one with ``workers=wp.Adaptive(...)`` reports its
+    concurrency ``limit``, ``limit_history`` (recent sampling windows: time, limit,
+    throughput, latency) and ``drops``, the tasks that ended in a drop. Other pools
+    leave them at None, ``()`` and 0.
     """
 
     submitted: int
@@ -47,6 +56,12 @@ class PoolStatistics:
     run_time_p50: float
     run_time_p95: float
     run_time_p99: float
+    min_workers: int | None = None
+    max_workers: int | None = None
+    workers_history: tuple[tuple[float, int], ...] = ()
+    limit: int | None = None
+    limit_history: tuple[LimitSample, ...] = ()
+    drops: int = 0
 
     @property
     def ended(self) -> int:
