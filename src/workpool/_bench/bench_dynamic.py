@@ -37,7 +37,8 @@ from workpool._core.stats import StatsRecorder
 
 from .harness import Target, compare, scenario
 
-__all__ = ["LimiterPool", "Overloaded", "ServiceModel", "SimulatedService", "adaptive"]
+__all__ = ["LimiterPool", "Overloaded", "ScalerPool", "ServiceModel", "SimulatedService",
+           "adaptive", "autoscale_burst"]
 
 BEST = 40  # C*, requests in flight before latency climbs
 BASE = 0.05  # seconds: the latency without a queue
@@ -62,21 +63,23 @@ class ServiceModel:
     Up to ``capacity`` in flight: ``base``. Beyond: the queue stretches it in
     proportion (``n / capacity``), and thrashing by ``1 + thrash * excess``, so that
     throughput falls past the knee as a real overloaded service's does. More than
-    ``cap_factor * capacity`` in flight: rejected (429).
+    ``cap_factor * capacity`` in flight: rejected (429), and a rejection in progress
+    weighs ``reject_cost`` of a request on the others (refusing is not free).
     """
 
     capacity: int
     base: float = BASE
     cap_factor: float = 1.5
     thrash: float = 0.5
+    reject_cost: float = 0.25
 
     @property
     def cap(self) -> int:
         """The most requests in flight the service accepts."""
         return int(self.capacity * self.cap_factor)
 
-    def latency(self, in_flight: int) -> float:
-        """Seconds a request takes with *in_flight* accepted requests."""
+    def latency(self, in_flight: float) -> float:
+        """Seconds a request takes under a load of *in_flight* requests."""
         c = self.capacity
         excess = max(0, in_flight - c) / c
         return self.base * max(1.0, in_flight / c) * (1 + self.thrash * excess)
@@ -89,6 +92,7 @@ class SimulatedService:
     model: ServiceModel
     seed: int = 1
     in_flight: int = 0
+    rejecting: int = 0
     answers: list[tuple[float, bool]] = field(default_factory=list)
     _rng: random.Random = field(init=False)
 
@@ -101,14 +105,20 @@ class SimulatedService:
 
     async def request(self) -> None:
         """One request: its latency, or ``Overloaded`` after one base latency."""
-        if self.in_flight >= self.model.cap:
-            await asyncio.sleep(self.model.base)
+        model = self.model
+        if self.in_flight >= model.cap:
+            self.rejecting += 1
+            try:
+                await asyncio.sleep(model.base)
+            finally:
+                self.rejecting -= 1
             self.answers.append((time.monotonic(), False))
             raise Overloaded("429 Too Many Requests")
         self.in_flight += 1
         try:
             jitter = 1 + self._rng.uniform(-0.02, 0.02)
-            await asyncio.sleep(self.model.latency(self.in_flight) * jitter)
+            load = self.in_flight + model.reject_cost * self.rejecting
+            await asyncio.sleep(model.latency(load) * jitter)
         finally:
             self.in_flight -= 1
         self.answers.append((time.monotonic(), True))
@@ -292,10 +302,11 @@ def plot(r: Run, fixed: dict[str, Run], path: Path) -> Path | None:
              label="C* (best concurrency)")
     top.set_ylabel("concurrency")
     top.legend(loc="upper right")
-    step = 0.25
-    edges = [i * step for i in range(int(2 * phase / step))]
     for name, run_ in [("Adaptive", r), *fixed.items()]:
-        scale = phase / (run_.halved_at - run_.start)  # shorter fixed runs, stretched
+        length = run_.end - run_.start
+        step = length / 40
+        edges = [i * step for i in range(40)]
+        scale = 2 * phase / length  # shorter fixed runs, stretched
         bottom.plot([t * scale for t in edges], [run_.rate(t, t + step) for t in edges],
                     label=name, linewidth=2 if name == "Adaptive" else 1)
     bottom.set_xlabel("seconds (capacity halves at the middle)")
@@ -321,7 +332,7 @@ def _throughput(r: Run) -> float:
 @scenario
 def adaptive(quick: bool) -> dict[str, float]:
     """Adaptive concurrency against fixed worker counts on a service whose capacity halves."""
-    phase, fixed_phase = (6.0, 1.0) if quick else (10.0, 1.5)
+    phase, fixed_phase = (8.0, 1.0) if quick else (12.0, 2.0)
     spec = wp.Adaptive(min=1, max=4 * BEST, window=0.1, drop=is_overloaded)
     sweep = [20, 30, 40, 50] if quick else [20, 25, 30, 35, 40, 45, 50, 60]
     ours = run(spec, phase)
@@ -354,4 +365,117 @@ def adaptive(quick: bool) -> dict[str, float]:
                  Target("wp.Adaptive", "<=", 25, on="value", unit="overshoot %"),
                  Target("wp.Adaptive", "<=", 5, on="value", unit="windows to settle"),
                  Target("wp.Adaptive", "<", 1, on="value", unit="429 % steady")])
+    return got
+
+
+# -- Autoscale on a burst ------------------------------------------------------------------
+
+class ScalerPool:
+    """A stand-alone driver of ``wp.Autoscale``: worker tasks over an ``asyncio.Queue``,
+    started as ``Scaler.to_start`` says when a task is submitted, each leaving once
+    ``Scaler.may_retire`` says so after ``idle_timeout`` without a task."""
+
+    def __init__(self, workers: wp.Autoscale) -> None:
+        self._scaler = workers.scaler()
+        self._queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = 0  # workers waiting for a task
+        self.ended = 0
+
+    @property
+    def workers(self) -> int:
+        """The workers alive now."""
+        return len(self._tasks)
+
+    @property
+    def history(self) -> tuple[tuple[float, int], ...]:
+        """``(time, workers)`` at each change."""
+        return self._scaler.history
+
+    async def __aenter__(self) -> ScalerPool:
+        self._grow(0)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _grow(self, backlog: int) -> None:
+        for _ in range(self._scaler.to_start(workers=self.workers, idle=self._idle,
+                                             backlog=backlog)):
+            task = asyncio.create_task(self._work())
+            self._tasks.add(task)
+            task.add_done_callback(self._left)
+        self._scaler.record(time.monotonic(), self.workers)
+
+    def _left(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._scaler.record(time.monotonic(), self.workers)
+
+    async def submit(self, fn: Callable[[], Awaitable[None]], /) -> None:
+        """Queue *fn*; start a worker for it if none is idle."""
+        self._queue.put_nowait(fn)
+        self._grow(self._queue.qsize())
+
+    async def _work(self) -> None:
+        scaler = self._scaler
+        while True:
+            idle_since = time.monotonic()
+            self._idle += 1
+            try:
+                fn = await asyncio.wait_for(self._queue.get(), scaler.idle_timeout)
+            except TimeoutError:
+                if scaler.may_retire(workers=self.workers, idle_since=idle_since,
+                                     now=time.monotonic()):
+                    return
+                continue
+            finally:
+                self._idle -= 1
+            await fn()
+            self.ended += 1
+
+
+def _scaled_pool(workers: wp.Autoscale) -> ScalerPool:
+    return ScalerPool(workers)  # once wired: wp.AsyncPool(workers=workers)
+
+
+async def _burst(workers: wp.Autoscale, n: int, task_s: float) -> dict[str, float]:
+    async def task() -> None:
+        await asyncio.sleep(task_s)
+
+    async with _scaled_pool(workers) as pool:
+        await asyncio.sleep(0.05)  # idle before the burst
+        t0 = time.monotonic()
+        for _ in range(n):
+            await pool.submit(task)
+        while pool.ended < n:
+            await asyncio.sleep(0.001)
+        done = time.monotonic()
+        deadline = done + workers.idle_timeout + 1.5
+        while pool.workers > workers.min and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        back = next((t for t, w in reversed(pool.history) if w == workers.min and t >= done),
+                    math.inf)
+        peak = max(w for _, w in pool.history)
+    return {"tasks/s": n / (done - t0), "s back to min": back - done, "peak workers": peak}
+
+
+@scenario
+def autoscale_burst(quick: bool) -> dict[str, float]:
+    """Autoscale on a burst of 10,000 tasks after idle, against a fixed pool of its max."""
+    top, idle_timeout = 100, 1.0
+    n, task_s = (10_000, 0.01) if quick else (10_000, 0.02)
+    scaled = wp.Autoscale(min=0, max=top, idle_timeout=idle_timeout)
+    fixed = wp.Autoscale(min=top, max=top, idle_timeout=idle_timeout)
+    got = compare(
+        [(f"fixed {top}", lambda: asyncio.run(_burst(fixed, n, task_s))["tasks/s"]),
+         ("wp.Autoscale", lambda: asyncio.run(_burst(scaled, n, task_s)))],
+        unit="tasks/s", baseline=f"fixed {top}", higher_is_better={"tasks/s"},
+        title=f"{n:,} tasks of {task_s * 1000:g} ms; Autoscale(min=0, max={top}, "
+              f"idle_timeout={idle_timeout:g})",
+        targets=[Target("wp.Autoscale", ">=", 0.95),
+                 Target("wp.Autoscale", "<=", idle_timeout + 1, on="value",
+                        unit="s back to min")])
     return got

@@ -75,8 +75,8 @@ class Autoscale:
     pipeline stage.
 
     Args:
-        max: the most workers (>= 1).
         min: the fewest workers (>= 0, <= max).
+        max: the most workers (>= 1).
         idle_timeout: seconds a worker stays idle before it leaves (> 0).
 
     Raises:
@@ -88,8 +88,8 @@ class Autoscale:
             results = list(pool.map(fetch, urls))
     """
 
-    max: int
     min: int = 0
+    max: int
     idle_timeout: float = 5.0
 
     def __post_init__(self) -> None:
@@ -182,21 +182,22 @@ class Adaptive:
     """A concurrency limit that finds, and follows, the concurrency a service can take.
 
     The pool runs at most ``limit`` tasks at once and moves the limit once per sampling
-    window (at least ``window`` seconds and ``window_samples`` ended tasks), from what
-    the window's tasks measured:
+    window (at least ``window`` seconds, twice its slowest task's latency, and
+    ``window_samples`` ended tasks or two per unit of limit if fewer), from what the
+    tasks that started in the window measured:
 
     - a *drop* (a task whose exception matches ``drop``: by default ``wp.TaskTimeout``;
       e.g. a predicate recognising HTTP 429 or 503) cuts the limit to ``backoff`` times
       itself (multiplicative decrease);
     - latency above ``1 + tolerance`` times the no-load latency (the least window
       median of the last 100 windows), two windows in a row (one may be a pause on
-      either side), sets the limit to the concurrency the service served without
-      queueing: in-flight x no-load latency / latency (Little's law, as TCP Vegas
-      estimates its queue), with the milder latency of the two, never below half the
-      limit; the first of the two windows holds the limit;
+      either side) or with drops in the window, sets the limit to the concurrency the
+      service served without queueing: in-flight x no-load latency / latency (Little's
+      law, as TCP Vegas estimates its queue), with the milder latency of the two,
+      never below half the limit; the first of the two windows holds the limit;
     - otherwise, when the window used the whole limit, it grows: by ``growth`` times per
-      window until the first sign of a queue (slow start), then by 1, 1, 1, 1, 2, 2, 2,
-      2, ... (1 more every 8 windows) while latency holds;
+      window until the first sign of a queue (slow start), then by 1 per window, 1
+      more for every 8 windows grown in a row, while latency holds;
     - a window that did not use the limit (too little work) leaves it where it is.
 
     Why this mix: AIMD alone (Netflix ``AIMDLimit``) climbs by 1 per window (C windows
@@ -207,7 +208,7 @@ class Adaptive:
     no-load baseline, tells where queueing starts; one window past the knee yields the
     knee itself (the Vegas estimate), so a capacity drop is followed in a window or two.
     Slow start bounds overshoot to ``growth - 1`` (25%) while reaching C from 1 in about
-    log(C) / log(growth) windows (about 16 for C = 40). Throughput needs no separate
+    log(C) / log(growth) windows (13 for C = 40, 17 for C = 100). Throughput needs no separate
     test: below the knee it grows with the limit, past it the latency test fires.
 
     An exception that carries a retry-after hint (see ``Retry``) delays its task's
@@ -216,14 +217,15 @@ class Adaptive:
     ``retry=``.
 
     Args:
-        max: the highest limit (>= min).
         min: the lowest limit, and the first (>= 1).
+        max: the highest limit (>= min).
         tolerance: latency may exceed the no-load latency by this fraction before the
             limit shrinks (> 0).
         backoff: the factor a drop multiplies the limit by (0 < backoff < 1).
         growth: the factor of slow start per window (> 1).
         window: the least seconds of a sampling window (> 0).
-        window_samples: the least ended tasks in a sampling window (>= 1).
+        window_samples: the least ended tasks in a sampling window (>= 1), or two
+            per unit of limit when that is fewer.
         drop: exception types, or a predicate on the exception, that mark a drop.
 
     Raises:
@@ -239,8 +241,8 @@ class Adaptive:
             pages = [page async for page in pool.map(fetch, urls)]
     """
 
-    max: int
     min: int = 1
+    max: int
     tolerance: float = 0.1
     backoff: float = 0.9
     growth: float = 1.25
@@ -368,8 +370,11 @@ class Limiter:
         self._w_slowest = max(self._w_slowest, latency)
         # At least two of its slowest latency long: a shorter window would only count
         # the tasks that ended quickly, the first ones after the limit moved.
+        # Samples: window_samples, or two per unit of limit when fewer, so that slow
+        # start from a limit of 1 takes windows of two round trips, not ten.
         if elapsed >= max(spec.window, 2 * self._w_slowest) and (
-                len(self._w_latencies) + self._w_drops >= spec.window_samples):
+                len(self._w_latencies) + self._w_drops >= min(spec.window_samples,
+                                                               2 * self.limit)):
             self._close(now, elapsed)
 
     def _close(self, now: float, elapsed: float) -> None:
@@ -387,9 +392,10 @@ class Limiter:
         base = min(self._baseline) if self._baseline else 0.0
         queued = latency > base * (1 + spec.tolerance)
         # One slow window may be a pause on either side (a GC, a busy host): a queue
-        # counts once two windows in a row show it, and the milder of the two is used.
+        # counts once two windows in a row show it (the milder of the two is used),
+        # or drops in the same window confirm it.
         before, self._queued = self._queued, latency if queued else None
-        confirmed = queued and before is not None
+        confirmed = queued and (before is not None or self._w_drops > 0)
         if self._w_drops or confirmed:
             self._slow_start, self._streak = False, 0
             new = limit
