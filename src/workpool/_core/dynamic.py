@@ -305,9 +305,10 @@ class Limiter:
 
     Not thread-safe: the owner serialises calls (the engine's lock). A task may start
     while ``in_flight < limit``; the owner calls ``on_start()`` when it starts and
-    ``on_end(latency, dropped, now)`` once when it ends, however it ends. A window
-    counts the tasks that started after it opened (``now - latency`` at or after its
-    opening), so a limit is judged by tasks that ran under it.
+    ``on_end(latency, dropped, now)`` once when it ends, however it ends: per run, so
+    each attempt of a retried task counts. A window counts the tasks that started
+    after it opened (``now - latency`` at or after its opening), so a limit is judged
+    by tasks that ran under it.
     """
 
     __slots__ = ("_baseline", "_history", "_max_flight", "_opened", "_queued", "_slow_start",
