@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 import re
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import workpool as wp
 from workpool._bench.bench_dynamic import ServiceModel, windows_to_reach, windows_to_settle
@@ -369,3 +372,26 @@ def test_the_benchmark_drivers_run() -> None:
     got = asyncio.run(bench._burst(scaled, 50, 0.001))
     assert got["peak workers"] == 5
     assert got["s back to min"] < 1.0  # not inf: it went back to one worker
+
+
+@given(st.lists(st.tuples(st.floats(0.001, 2.0), st.booleans(), st.floats(0.0, 0.5)),
+                max_size=300),
+       st.integers(1, 5), st.integers(0, 60))
+@settings(max_examples=200, deadline=None)
+def test_the_limit_moves_within_its_bounds(
+        events: list[tuple[float, bool, float]], low: int, extra: int) -> None:
+    """Whatever the latencies and drops: the limit stays in [min, max], a window moves
+    it by at most x growth up and half down, and in-flight counts balance."""
+    spec = wp.Adaptive(min=low, max=low + extra, window=0.3, window_samples=3)
+    lim = spec.limiter()
+    now, before = 0.0, lim.limit
+    for latency, dropped, gap in events:
+        lim.on_start()
+        now += gap + latency
+        lim.on_end(latency, dropped, now)
+        assert spec.min <= lim.limit <= spec.max
+        assert math.floor(before / 2) <= lim.limit <= math.ceil(before * spec.growth)
+        before = lim.limit
+    assert lim.in_flight == 0
+    assert lim.drops == sum(d for _, d, _ in events)
+    assert [s.limit for s in lim.history][-1:] == ([lim.limit] if lim.history else [])
