@@ -75,6 +75,11 @@ def test_public_classes_say_workpool_module() -> None:
             assert obj.__module__ == "workpool", name
 
 
+def test_dynamic_policies_load_nothing_heavy() -> None:
+    assert _imported_after("import workpool as wp; wp.Autoscale; wp.Adaptive") == set()
+    assert wp.Autoscale.__module__ == wp.Adaptive.__module__ == "workpool"
+
+
 def test_worker_crashed_loads_with_its_base_alone() -> None:
     # It subclasses BrokenProcessPool, whose module imports multiprocessing.
     assert _imported_after("import workpool as wp; wp.WorkerCrashed") == {

@@ -34,6 +34,8 @@ from ._core.sizing import memory_limit as memory_limit
 from ._core.stats import PoolStatistics as PoolStatistics
 
 if _typing.TYPE_CHECKING:
+    from ._core.dynamic import Adaptive as Adaptive
+    from ._core.dynamic import Autoscale as Autoscale
     from ._core.failures import CollectedError as CollectedError
     from ._core.process_errors import WorkerCrashed as WorkerCrashed
     from ._engine.async_task import AsyncFuture as AsyncFuture
@@ -56,10 +58,12 @@ if _typing.TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adaptive",
     "AsyncFuture",
     "AsyncGroup",
     "AsyncPool",
     "AsyncSemaphore",
+    "Autoscale",
     "Cancelled",
     "CollectedError",
     "Error",
@@ -105,6 +109,7 @@ _LAZY: dict[str, dict[str, str]] = {
     "processes": {"ProcessPool": "._pools.process"},
     "crashes": {"WorkerCrashed": "._core.process_errors"},
     "failures": {"CollectedError": "._core.failures"},
+    "dynamic": {"Adaptive": "._core.dynamic", "Autoscale": "._core.dynamic"},
     "async": {"AsyncPool": "._pools.async_pool", "AsyncFuture": "._engine.async_task",
               "AsyncGroup": "._groups.async_group", "AsyncSemaphore": "._sync.async_semaphore",
               "merge": "._sync.merge", "amerge": "._sync.merge"},

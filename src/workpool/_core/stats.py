@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Final, final
 
+from .dynamic import LimitSample
+
 __all__ = ["BUCKETS", "PoolStatistics", "StatsRecorder"]
 
 #: Upper bounds (seconds, inclusive) of the latency histograms' buckets; a last bucket,
@@ -47,6 +49,12 @@ class PoolStatistics:
     ``crashed`` counts tasks that failed because their worker process died (counted
     in ``failed`` too); ``restarts`` counts worker processes started in place of one
     that died, was killed or retired.
+    A pool with ``workers=wp.Autoscale(...)`` also reports its bounds (``min_workers``,
+    ``max_workers``) and ``workers_history``, recent ``(time, workers)`` pairs with
+    times on ``time.monotonic()``; one with ``workers=wp.Adaptive(...)`` reports its
+    concurrency ``limit``, ``limit_history`` (recent sampling windows: time, limit,
+    throughput, latency) and ``drops``, the tasks that ended in a drop. Other pools
+    leave them at None, ``()`` and 0.
     """
 
     submitted: int
@@ -74,6 +82,12 @@ class PoolStatistics:
     run_time_buckets: tuple[int, ...] = (0,) * (len(BUCKETS) + 1)
     queue_wait_sum: float = 0.0
     run_time_sum: float = 0.0
+    min_workers: int | None = None
+    max_workers: int | None = None
+    workers_history: tuple[tuple[float, int], ...] = ()
+    limit: int | None = None
+    limit_history: tuple[LimitSample, ...] = ()
+    drops: int = 0
 
     @property
     def ended(self) -> int:
