@@ -18,6 +18,7 @@ Imports only the standard library and ``_template``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -46,6 +47,7 @@ class Job:
     seq: int
     args: Sequence[str]
     command: str | None = None
+    runs: int = 0
     failed: Result | None = None  # the last failed run, when retries are allowed
 
 
@@ -91,7 +93,9 @@ class _Slot:
 
     def files(self) -> tuple[int, int]:
         if self.out is None or self.err is None:
-            self.out, self.err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+            # Kept open for the whole run, closed by close().
+            self.out = tempfile.TemporaryFile()  # noqa: SIM115
+            self.err = tempfile.TemporaryFile()  # noqa: SIM115
         return self.out.fileno(), self.err.fileno()
 
     def close(self) -> None:
@@ -118,13 +122,17 @@ class Jobs:
         template: the command template.
         slots: the job slots (``-j``).
         timeout: a function giving the seconds the next job may run (None: no limit).
-        retry: whether a failed job raises ``JobFailed`` for the pool to run it again.
+        runs: runs a job may have in all (``--retries``): a failed run before the last
+            raises ``JobFailed``, for the pool's ``wp.Retry`` to run it again.
+        ended: called in the worker with each job's final result, before the worker
+            takes another job: where ``--halt`` decides whether another may start.
         stream: ``--line-buffer``: called in the worker with each whole line a job
             writes, ``(result_so_far, is_stderr, line)``; the output is then not kept.
     """
 
     def __init__(self, template: Template, slots: int, *,
-                 timeout: Callable[[], float | None], retry: bool,
+                 timeout: Callable[[], float | None], runs: int,
+                 ended: Callable[[Result], None],
                  stream: Callable[[Result, bool, bytes], None] | None) -> None:
         self._template = template
         self._slots: SimpleQueue[_Slot] = SimpleQueue()
@@ -132,7 +140,8 @@ class Jobs:
         for slot in reversed(self._all):  # a FIFO: slot 1 is taken first
             self._slots.put(slot)
         self._timeout = timeout
-        self._retry = retry
+        self._runs = runs
+        self._ended = ended
         self._stream = stream
         self._stdin = os.open(os.devnull, os.O_RDONLY)
         self._lock = threading.Lock()
@@ -144,16 +153,21 @@ class Jobs:
     # -- one job, in a worker thread -------------------------------------------------
 
     def __call__(self, job: Job) -> Result:
-        if self.stopping:  # a retry too: the run reports the failure it had
-            return job.failed or Result(job.seq, job.args, job.command or "", started=False)
+        if self.stopping:
+            if job.failed is None:
+                return Result(job.seq, job.args, job.command or "", started=False)
+            self._ended(job.failed)  # a retry: the run reports the failure it had
+            return job.failed
         slot = self._slots.get()
         try:
             result = self._run(job, slot)
         finally:
             self._slots.put(slot)
-        if result.failed and self._retry:
+        job.runs += 1
+        if result.failed and job.runs < self._runs:
             job.failed = result
             raise JobFailed(result)
+        self._ended(result)
         return result
 
     def _run(self, job: Job, slot: _Slot) -> Result:
@@ -182,6 +196,8 @@ class Jobs:
             _signal_group(proc.pid, stopping)
         try:
             status = self._wait(proc, result, pipes)
+            if self._signal is not None:  # being stopped: what outlived the job too
+                _signal_group(proc.pid, signal.SIGKILL)
         finally:
             with self._lock:
                 del self._live[proc.pid]
@@ -207,11 +223,15 @@ class Jobs:
             return proc.wait()
         result.exitval = -1  # timed out, as GNU parallel logs it
         _signal_group(proc.pid, signal.SIGTERM)
-        ended = pipes.pump(GRACE) if pipes is not None else _ended_within(proc, GRACE)
-        if not ended:
-            _signal_group(proc.pid, signal.SIGKILL)
-            if pipes is not None:
-                pipes.pump(GRACE)  # the last lines; a pipe some other process holds stays
+        if pipes is not None:
+            pipes.pump(GRACE)
+        else:
+            _ended_within(proc, GRACE)
+        # Whatever is left of the group, the job itself or a child that outlived it
+        # (the group lives while its leader is not reaped).
+        _signal_group(proc.pid, signal.SIGKILL)
+        if pipes is not None:
+            pipes.pump(GRACE)  # the last lines; a pipe some other process holds stays
         return proc.wait()
 
     # -- stopping, from the main thread ----------------------------------------------
@@ -316,7 +336,5 @@ def _ended_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):  # the group is gone already
-        pass

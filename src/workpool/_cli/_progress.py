@@ -46,8 +46,14 @@ class Progress:
         if not (sys.stderr.isatty() and use_rich()):
             return
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, TaskProgressColumn,
-                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
         from rich.progress import Progress as Bar
 
         self._bar = Bar(

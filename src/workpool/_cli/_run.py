@@ -27,8 +27,8 @@ from ._output import fail
 
 if TYPE_CHECKING:
     from . import Subcommands
-    from ._jobs import Job
     from ._joblog import Resume
+    from ._jobs import Job
     from ._runner import Halt, Options, TimeoutSpec
     from ._template import Template
 

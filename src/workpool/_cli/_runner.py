@@ -32,8 +32,8 @@ from types import FrameType
 from typing import Literal, TextIO
 
 from .. import Error, RateLimit, Retry, ThreadPool, Value
-from ._jobs import Job, JobFailed, Jobs, Result
 from ._joblog import Joblog, line
+from ._jobs import Job, JobFailed, Jobs, Result
 from ._progress import Progress
 from ._template import Template
 
@@ -112,19 +112,25 @@ class Runner:
         self._o = options
         self._input = jobs
         self._median = _Median()
-        self._lock = threading.Lock()  # --line-buffer: one line at a time
+        self._lock = threading.Lock()  # the counts below
+        self._out_lock = threading.Lock()  # --line-buffer: one line at a time
         self._jobs = Jobs(options.template, options.workers, timeout=self._timeout_fn(),
-                          retry=options.retries > 1,
+                          runs=options.retries, ended=self._ended,
                           stream=self._stream if options.line_buffer else None)
+        # Counted by the workers, as each job ends (under _lock).
         self._finished = 0
         self._failed = 0
         self._succeeded = 0
-        self._interrupted = False
+        self._halted_by: Result | None = None
         self._halt_status: int | None = None
+        self._interrupted = False
+        self._shown = 0  # jobs the main thread has written out
 
     def run(self) -> int:
         """Run every job; the exit status as GNU parallel's (see ``_run``)."""
         o = self._o
+        # Jobs raises JobFailed only for a run before the last: the pool's policy
+        # brings the pause that grows between runs.
         retry = None if o.retries <= 1 else Retry(attempts=o.retries, backoff=0.1,
                                                    max_backoff=10.0, on=JobFailed)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT,
@@ -184,29 +190,39 @@ class Runner:
         if o.joblog is not None:
             o.joblog.write(line(result.seq, result.start, result.runtime, result.received,
                                 result.exitval, result.signal, result.command))
-        self._finished += 1
-        if result.failed:
-            self._failed += 1
-        else:
-            self._succeeded += 1
-        if o.timeout is not None and o.timeout.percent is not None:
-            self._median.add(result.runtime)
+        if result is self._halted_by:
+            assert o.halt is not None
+            print(f"workpool run: --halt {o.halt.when}: job {result.seq} "
+                  f"{'failed' if result.failed else 'succeeded'}: {result.command}; "
+                  + ("stopping the running jobs" if o.halt.when == "now"
+                     else "waiting for the running jobs"), file=sys.stderr, flush=True)
+        self._shown += 1
         if o.progress is not None:
-            o.progress.update(self._finished, self._failed)
-        if o.halt is not None and self._halt_status is None:
-            self._check_halt(o.halt, result)
+            with self._lock:
+                failed = self._failed
+            o.progress.update(self._shown, failed)
 
-    def _check_halt(self, halt: Halt, result: Result) -> None:
-        if result.failed != (halt.what == "fail"):
-            return
-        matching = self._failed if halt.what == "fail" else self._succeeded
-        if not halt.reached(matching, self._finished):
-            return
-        self._halt_status = max(1, result.exitval) if halt.what == "fail" else 0
-        print(f"workpool run: --halt {halt.when}: job {result.seq} "
-              f"{'failed' if result.failed else 'succeeded'}: {result.command}; "
-              + ("stopping the running jobs" if halt.when == "now"
-                 else "waiting for the running jobs"), file=sys.stderr, flush=True)
+    # -- each ended job, in its worker thread, before the worker takes another ---------
+
+    def _ended(self, result: Result) -> None:
+        o = self._o
+        with self._lock:
+            self._finished += 1
+            if result.failed:
+                self._failed += 1
+            else:
+                self._succeeded += 1
+            if o.timeout is not None and o.timeout.percent is not None:
+                self._median.add(result.runtime)
+            halt = o.halt
+            if (halt is None or self._halted_by is not None
+                    or result.failed != (halt.what == "fail")):
+                return
+            matching = self._failed if halt.what == "fail" else self._succeeded
+            if not halt.reached(matching, self._finished):
+                return
+            self._halted_by = result
+            self._halt_status = max(1, result.exitval) if halt.what == "fail" else 0
         if halt.when == "now":
             self._jobs.terminate()
         else:
@@ -227,7 +243,7 @@ class Runner:
             buffer.flush()
 
     def _stream(self, result: Result, is_err: bool, text: bytes) -> None:
-        with self._lock:
+        with self._out_lock:
             self._write(sys.stderr if is_err else sys.stdout, text, result)
 
     # -- signals -----------------------------------------------------------------------
