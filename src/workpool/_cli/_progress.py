@@ -65,6 +65,11 @@ class Progress:
         self._task = self._bar.add_task("jobs", total=self._total, failed="")
         self._bar.start()
 
+    @property
+    def live(self) -> bool:
+        """Whether the live bar is drawn (and rich stands in for stdout and stderr)."""
+        return self._bar is not None
+
     def update(self, done: int, failed: int) -> None:
         """*done* jobs finished so far, *failed* of them failed."""
         self._done, self._failed = done, failed

@@ -41,6 +41,8 @@ __all__ = ["Halt", "Options", "Runner", "TimeoutSpec"]
 
 #: The exit status of a run that Ctrl-C stopped (128 + SIGINT, as a shell reports it).
 INTERRUPTED = 130
+#: The exit status when standard output closed early (128 + SIGPIPE, as a shell reports it).
+BROKEN_PIPE = 141
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,11 @@ class Runner:
                 except BaseException:
                     self._jobs.terminate()
                     raise
+        except BrokenPipeError:  # the reader left (| head): stop quietly, as on SIGPIPE
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the flush at exit must not fail too
+            os.close(devnull)
+            return BROKEN_PIPE
         finally:
             self._jobs.close()
             if o.progress is not None:
@@ -234,13 +241,16 @@ class Runner:
         if self._o.tag:
             prefix = " ".join(result.args).encode(errors="surrogateescape") + b"\t"
             data = b"".join(prefix + text for text in data.splitlines(keepends=True))
-        buffer = getattr(stream, "buffer", None)
-        if buffer is None:  # rich's stand-in while the live bar is drawn
+        progress = self._o.progress
+        if progress is not None and progress.live:
+            # rich's stand-in for the stream prints text above the bar (its .buffer
+            # would be the real stream's, under the bar).
             stream.write(data.decode(errors="replace"))
+            stream.flush()
         else:
             stream.flush()
-            buffer.write(data)
-            buffer.flush()
+            stream.buffer.write(data)
+            stream.buffer.flush()
 
     def _stream(self, result: Result, is_err: bool, text: bytes) -> None:
         with self._out_lock:

@@ -25,8 +25,10 @@ import asyncio
 import importlib
 import inspect
 import math
+import os
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -213,6 +215,8 @@ def _load(target: str) -> Callable[..., Any]:
     module_name, _, name = target.partition(":")
     if not module_name or not name:
         raise ValueError(f"the target must be MODULE:FUNCTION, got {target!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a module next to the user, as python -m finds it
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
