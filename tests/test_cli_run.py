@@ -176,6 +176,15 @@ def test_signal_and_timeout_in_the_joblog(tmp_path: Path) -> None:
     ]
 
 
+def test_a_timeout_in_percent_is_of_the_median_run_time(tmp_path: Path) -> None:
+    # Three quick jobs set the median (milliseconds); the fourth runs far past 300% of it.
+    r = wp_run("-j", "1", "--timeout", "300%", "--joblog", "log.tsv",
+               "case {} in s) sleep 20;; esac", ":::", "a", "b", "c", "s", cwd=tmp_path)
+    assert r.returncode == 1
+    assert [row[6:8] for row in joblog(tmp_path / "log.tsv")] == [
+        ["0", "0"], ["0", "0"], ["0", "0"], ["-1", "15"]]
+
+
 def test_retries_run_a_failed_job_again_and_keep_the_last_run(tmp_path: Path) -> None:
     flaky = "n=$(cat n 2>/dev/null || echo 0); echo $((n + 1)) > n; echo run $n {}; [ $n -ge 1 ]"
     r = wp_run("--joblog", "log.tsv", "--retries", "3", flaky, ":::", "a", cwd=tmp_path)
