@@ -126,6 +126,7 @@ class Runner:
         self._halted_by: Result | None = None
         self._halt_status: int | None = None
         self._interrupted = False
+        self._reading = False  # the main thread waits for the next input line
         self._shown = 0  # jobs the main thread has written out
 
     def run(self) -> int:
@@ -169,9 +170,17 @@ class Runner:
         return min(self._failed, 101)
 
     def _source(self) -> Iterator[Job]:
-        for job in self._input:
-            if self._jobs.stopping:
+        jobs = iter(self._input)
+        while not self._jobs.stopping:
+            try:
+                self._reading = True
+                job = next(jobs)
+            except StopIteration:
                 return
+            except KeyboardInterrupt:  # Ctrl-C while waiting for input: the input ends
+                return
+            finally:
+                self._reading = False
             yield job
 
     def _timeout_fn(self) -> Callable[[], float | None]:
@@ -267,6 +276,8 @@ class Runner:
             self._jobs.stopping = True
             os.write(2, b"\nworkpool run: interrupted: starting no new job, waiting for "
                         b"the running ones (Ctrl-C again stops them)\n")
+            if self._reading:  # blocked on input (a terminal, a pipe): stop waiting
+                raise KeyboardInterrupt
         else:
             self._jobs.terminate()
             os.write(2, b"\nworkpool run: stopping the running jobs\n")
