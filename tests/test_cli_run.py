@@ -367,6 +367,27 @@ def test_first_ctrl_c_starts_no_new_job_and_waits_for_the_running(tmp_path: Path
         ["0", "0", "echo $$ > b.pid; " + WAIT_FOR.format("release") + "; echo done b"]]
 
 
+def test_ctrl_c_while_waiting_for_input_ends_the_input(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "workpool", "run", "touch"], cwd=tmp_path,
+                            env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write("ran\n")
+        proc.stdin.flush()  # and no more input, nor its end
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "ran").exists():
+            assert time.monotonic() < deadline, "the job never ran"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert (proc.returncode, out) == (130, "")
+    assert "starting no new job" in err
+
+
 def test_second_ctrl_c_stops_the_running_jobs_and_their_children(tmp_path: Path) -> None:
     job = "sleep 30 & echo $! > {}.child; echo $$ > {}.pid; wait"
     proc = _start_and_wait(tmp_path, job, ["a", "b", "c"])
