@@ -263,6 +263,8 @@ def test_a_corrupt_joblog_is_an_error_not_a_rerun(tmp_path: Path) -> None:
     (["--colsep", "(", "true"], "--colsep must be a regular expression: missing ), "
                                 "unterminated subpattern at position 0"),
     ([], "a COMMAND is needed (see workpool run --help)"),
+    (["--frobnicate", "true"], "unrecognized arguments: --frobnicate (see workpool run "
+                               "--help)"),
 ])
 def test_bad_input_is_one_line_and_status_255(tmp_path: Path, args: Sequence[str],
                                               message: str) -> None:

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal, cast
+from typing import IO, TYPE_CHECKING, Literal, NoReturn, cast
 
 from ._output import fail
 
@@ -62,6 +62,24 @@ examples:
 
 class BadInput(Exception):
     """An option or input source ``workpool run`` cannot use: exit status 255."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """The ``run`` parser: a usage error is one line and exit status 255, as GNU
+    parallel's, an unknown option included (argparse would leave that to the
+    ``workpool`` parser, with status 2)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        print(f"workpool run: {message} (see workpool run --help)", file=sys.stderr)
+        raise SystemExit(BAD_INPUT)
 
 
 def register(commands: Subcommands) -> None:
@@ -111,6 +129,7 @@ def register(commands: Subcommands) -> None:
     add("command", nargs=argparse.REMAINDER, metavar="COMMAND",
         help="the command and its arguments, then the input sources")
     parser.set_defaults(handler=run)
+    parser.__class__ = _Parser  # add_parser makes every subcommand's parser one class
 
 
 def run(args: argparse.Namespace) -> int:
