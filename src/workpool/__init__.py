@@ -48,6 +48,9 @@ if _typing.TYPE_CHECKING:
     from ._sync.merge import merge as merge
     from ._sync.semaphore import Semaphore as Semaphore
     from ._sync.semaphore import SemaphoreStatistics as SemaphoreStatistics
+    from ._walk import WalkStatistics as WalkStatistics
+    from ._walk import awalk as awalk
+    from ._walk import walk as walk
 
 __version__ = "0.1.0"
 
@@ -76,14 +79,17 @@ __all__ = [
     "TaskTimeout",
     "ThreadPool",
     "Value",
+    "WalkStatistics",
     "WorkerCrashed",
     "WorkpoolError",
     "WouldBlock",
     "amerge",
+    "awalk",
     "cpus",
     "current",
     "io_workers",
     "merge",
+    "walk",
 ]
 
 
@@ -102,6 +108,7 @@ _LAZY: dict[str, dict[str, str]] = {
               "merge": "._sync.merge", "amerge": "._sync.merge"},
     "pipelines": {"Pipeline": "._pipeline", "PipelineReport": "._pipeline",
                   "StageReport": "._pipeline"},
+    "walks": {"walk": "._walk", "awalk": "._walk", "WalkStatistics": "._walk"},
 }
 _FAMILY = {name: family for family, names in _LAZY.items() for name in names}
 

@@ -1,0 +1,131 @@
+"""What every walk shares: its statistics, the checks of its arguments, what a node's
+end becomes under ``on_error``, and the consumer's side of a walk's output.
+
+Imports only ``_core``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, final
+
+from .._core.exceptions import ItemsFailed
+from .._core.failures import CollectedError, CollectedErrors, collected
+from .._core.options import check_on_error
+from .._core.outcome import Error, Value
+
+__all__ = ["Failure", "Outcomes", "WalkStatistics", "check_walk_args", "pair"]
+
+BATCH: Final = 64  # results a worker hands over at once ...
+BATCH_SECONDS: Final = 0.005  # ... or after this long, whichever comes first
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class WalkStatistics:
+    """A snapshot of a walk (``w.statistics()``).
+
+    Attributes:
+        visited: nodes whose ``fn`` ran (failed ones included).
+        failed: nodes whose ``fn`` (or ``key``, or the iteration of their children)
+            raised.
+        pending: children waiting to run now (queued, in a worker's deque or on their
+            way to one); a child being run inline by its parent's worker is running,
+            not pending.
+        max_pending: the most that ever waited at once (never above ``max_pending=``;
+            on processes, as the workers last reported it).
+        max_depth: the deepest node visited (roots are at depth 0).
+        steals: processes: batches of work moved from a busy worker to an idle one.
+        messages: processes: messages the parent sent and received.
+    """
+
+    visited: int = 0
+    failed: int = 0
+    pending: int = 0
+    max_pending: int = 0
+    max_depth: int = 0
+    steals: int = 0
+    messages: int = 0
+
+
+class Failure:
+    """A node that failed, on its way to the consumer: the item and the error."""
+
+    __slots__ = ("error", "item")
+
+    def __init__(self, item: Any, error: BaseException) -> None:
+        self.item = item
+        self.error = error
+
+
+def check_walk_args(fn: object, max_pending: object, key: object, on_error: object,
+                    kind: object, kinds: tuple[str, ...]) -> None:
+    """Refuse bad arguments at the call, with the rule in the message."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {fn!r}")
+    if isinstance(max_pending, bool) or not isinstance(max_pending, int):
+        raise TypeError(f"max_pending must be an int, got {max_pending!r}")
+    if max_pending < 1:
+        raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+    if key is not None and not callable(key):
+        raise TypeError(f"key must be callable or None, got {key!r}")
+    check_on_error(on_error)
+    if kind not in kinds:
+        names = " or ".join(repr(k) for k in kinds)
+        raise ValueError(f"kind must be {names}, got {kind!r}")
+
+
+def pair(out: object) -> tuple[Any, Iterable[Any]]:
+    """What ``fn`` returned, checked: ``(result, children)``."""
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise TypeError("a walk's fn must return a pair (result, children), got "
+                        f"{type(out).__name__}: {out!r:.80}")
+    return out
+
+
+def first_time(seen: set[Hashable], key: Callable[[Any], Hashable], item: Any) -> bool:
+    """Record *item*'s key; False if it was seen before."""
+    k = key(item)
+    if k in seen:
+        return False
+    seen.add(k)
+    return True
+
+
+class Outcomes:
+    """The consumer's side of ``on_error``: what a node's end becomes on the way out.
+
+    A result goes out as it is (``"return"``: as a ``wp.Value``); a ``Failure`` is
+    raised (``"raise"``), goes out as a ``wp.Error`` (``"return"``), is kept for one
+    ``wp.ItemsFailed`` at the end (``"collect"``); ``"skip"`` failures never reach the
+    consumer.
+    """
+
+    def __init__(self, on_error: str, where: str) -> None:
+        self.on_error = on_error
+        self.where = where
+        self.collected: list[CollectedError] = []
+
+    def out(self, entry: Any) -> tuple[bool, Any]:
+        """(True, what to yield), or (False, None) for a failure kept; raises under
+        ``"raise"``."""
+        if type(entry) is not Failure:
+            return True, Value(entry) if self.on_error == "return" else entry
+        if self.on_error == "return":
+            return True, Error(entry.error)
+        if self.on_error == "collect":
+            self.collected.append(collected(self.where, entry.item, entry.error))
+            return False, None
+        raise entry.error
+
+    def finish(self) -> None:
+        """At the end of the walk: raise what ``"collect"`` kept."""
+        if self.collected:
+            errors, self.collected = self.collected, []
+            raise ItemsFailed(CollectedErrors(errors))
+
+
+def describe(fn: object) -> str:
+    """How errors and reports name the walk: ``walk(fn)``."""
+    return f"walk({getattr(fn, '__qualname__', None) or repr(fn)})"

@@ -1,0 +1,362 @@
+"""The walk on processes: ``ProcessWalk``, worker processes that steal work.
+
+Each worker process keeps the children it produces in a local deque and runs the
+newest first (``_worker``); nothing of that crosses to the parent but results, in
+batches. The parent's one coordinator thread hands roots to idle workers, and when a
+worker runs dry with no root left, asks the busiest worker for the oldest half of its
+deque (the FIFO end: the shallowest nodes, the biggest subtrees) and passes it on::
+
+    consumer ◀── results ── coordinator thread (parent) ◀─ BATCH ── worker 1 ─┐ local
+    (next())     batches     │ roots (lazy) ─ WORK ───────────────▶ worker 2  │ deques,
+                             │ worker 2 idle: STEAL ─▶ worker 1                │ LIFO
+                             │               ◀─ GIVE(oldest half) ─┘           │
+                             └─ WORK(those) ─▶ worker 2 ───────────────────────┘
+                             with key=: CLAIM(keys) ◀─▶ CLAIMED (the parent's one set)
+
+Termination is a count: ``roots sent + children created - nodes visited``, where a
+worker reports a node's visit and its children in the same message, so the count is 0
+exactly when no node runs or waits anywhere. With stealing off (``steal=False``, the
+benchmark's central-queue baseline) every child goes up to the parent, which hands
+them out one at a time.
+
+Why not ProcessPool tasks: a task is a call that returns; a worker's deque must
+outlive its tasks and answer steals while a node runs, which takes a loop of its own
+per process. The pickling and the worker's conventions are the process pool's
+(``_backends._child``, ``_backends._pickling``). Imports ``_core``, those two and
+``multiprocessing``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import pickle
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from multiprocessing.connection import wait
+from types import TracebackType
+from typing import Any
+
+from .._backends import _child
+from .._backends._pickling import raise_send_error
+from .._core.process_errors import WorkerCrashed
+from . import _worker
+from ._common import Outcomes, WalkStatistics
+
+__all__ = ["ProcessWalk"]
+
+ROOTS_PER_MESSAGE = 64
+_KILL_GRACE = 1.0  # seconds a stopped worker gets before it is killed
+
+
+class _Worker:
+    __slots__ = ("conn", "idle", "local", "process", "sent", "stealing")
+
+    def __init__(self, process: Any, conn: Any) -> None:
+        self.process = process
+        self.conn = conn
+        self.sent = 0  # WORK messages sent
+        self.idle = True
+        self.local = 0  # its deque, as last reported
+        self.stealing = False  # a STEAL is on its way to it
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self.conn.send_bytes(pickle.dumps(message, protocol=_child.PROTOCOL))
+
+
+class ProcessWalk:
+    """A running walk on worker processes: iterate it for the results, in completion
+    order. Made by ``wp.walk(kind="process")``; a context manager, with ``close()`` and
+    ``statistics()``.
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], roots: Iterable[Any], workers: int,
+                 max_pending: int, key: Callable[[Any], Hashable] | None, on_error: str,
+                 where: str, steal: bool = True) -> None:
+        self._fn_bytes = _dumps("the function", fn)
+        self._key_bytes = None if key is None else _dumps("key", key)
+        self._roots: Iterator[Any] | None = iter(roots)
+        self._key = key
+        self._seen: set[Hashable] = set()
+        self._count = workers
+        self._cap = max(1, max_pending // workers)
+        self._steal = steal
+        self._on_error = on_error
+        self._outcomes = Outcomes(on_error, where)
+        self._workers: list[_Worker] = []
+        self._frontier: deque[tuple[Any, int]] = deque()  # stolen, or up (no stealing)
+        self._lock = threading.Lock()
+        self._has_output = threading.Condition(self._lock)
+        self._has_room = threading.Condition(self._lock)
+        self._out: deque[list[Any]] = deque()
+        self._room = 4 * workers
+        self._ready: deque[Any] = deque()
+        self._end: BaseException | None = None
+        self._over = False  # the coordinator left
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._wake: tuple[Any, Any] | None = None  # close() wakes the coordinator
+        self._outstanding = 0  # roots sent + children created - nodes visited
+        self._stats = {"visited": 0, "failed": 0, "max_pending": 0, "max_depth": 0,
+                       "steals": 0, "messages": 0}
+
+    # -- the consumer -----------------------------------------------------------------
+
+    def __iter__(self) -> ProcessWalk:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            if self._thread is None:
+                self._start()
+            while True:
+                while self._ready:
+                    keep, value = self._outcomes.out(self._ready.popleft())
+                    if keep:
+                        return value
+                if not self._fill():
+                    self.close()
+                    self._outcomes.finish()
+                    raise StopIteration
+        except BaseException:
+            self.close()
+            raise
+
+    def _fill(self) -> bool:
+        with self._lock:
+            while not self._out and not self._over:
+                self._has_output.wait()
+            if self._out:
+                self._ready.extend(self._out.popleft())
+                self._has_room.notify()
+                return True
+            end = self._end
+        if end is not None:
+            raise end
+        return False
+
+    def close(self) -> None:
+        """Stop the walk: its worker processes are stopped (killed if they do not
+        leave within a second) and joined."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._has_room.notify_all()
+        if self._thread is not None:
+            assert self._wake is not None
+            with contextlib.suppress(OSError):
+                self._wake[1].send_bytes(b"")
+            self._thread.join()  # it stops the workers
+            for end in self._wake:
+                end.close()
+        self._ready.clear()
+        self._out.clear()
+
+    def __enter__(self) -> ProcessWalk:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    def statistics(self) -> WalkStatistics:
+        """A snapshot of the counts (``wp.walk``'s docstring says what each means)."""
+        with self._lock:
+            return WalkStatistics(pending=self._pending(), **self._stats)
+
+    def _pending(self) -> int:
+        return len(self._frontier) + sum(w.local for w in self._workers)
+
+    # -- starting ---------------------------------------------------------------------
+
+    def _start(self) -> None:
+        ctx = _context()
+        self._wake = ctx.Pipe(duplex=False)
+        try:
+            for _ in range(self._count):
+                parent_conn, child_conn = ctx.Pipe()
+                process = ctx.Process(
+                    target=_worker.main, name="workpool-walk", daemon=True,
+                    args=(child_conn, self._fn_bytes, self._key_bytes, self._cap,
+                          self._steal, self._on_error))
+                try:
+                    process.start()
+                finally:
+                    child_conn.close()
+                self._workers.append(_Worker(process, parent_conn))
+        except BaseException:
+            self._stop_workers(kill=True)
+            for end in self._wake:
+                end.close()
+            self._wake = None
+            raise
+        self._thread = threading.Thread(target=self._coordinate, daemon=True,
+                                        name="workpool-walk-coordinator")
+        self._thread.start()
+
+    # -- the coordinator thread -------------------------------------------------------
+
+    def _coordinate(self) -> None:
+        end: BaseException | None = None
+        try:
+            self._schedule()
+            while not self._done():
+                self._step()
+        except BaseException as exc:  # a worker died, a message that could not be read
+            end = exc
+        finally:
+            self._stop_workers(kill=end is not None or self._closed)
+            with self._lock:
+                self._end = None if self._closed else end
+                self._over = True
+                self._has_output.notify_all()
+
+    def _done(self) -> bool:
+        return self._closed or (self._outstanding == 0 and self._roots is None)
+
+    def _step(self) -> None:
+        by_conn = {w.conn: w for w in self._workers}
+        by_sentinel = {w.process.sentinel: w for w in self._workers}
+        assert self._wake is not None
+        for ready in wait([*by_conn, *by_sentinel, self._wake[0]]):
+            worker = by_conn.get(ready)
+            if worker is None:
+                if ready in by_sentinel and not self._closed:
+                    code = by_sentinel[ready].process.exitcode
+                    raise WorkerCrashed(f"a walk's worker process died (exit code {code}); "
+                                        "the nodes it held are lost")
+                return
+            try:
+                data = worker.conn.recv_bytes()
+            except (EOFError, OSError):
+                continue  # it died: its sentinel says so
+            self._stats["messages"] += 1
+            self._on_message(worker, pickle.loads(data))
+        self._schedule()
+
+    def _on_message(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+        op = message[0]
+        if op == _worker.BATCH_MSG:
+            _, body, counts, idle = message
+            entries, up = pickle.loads(body)
+            visited, failed, created, deepest, local = counts
+            self._outstanding += created - visited
+            self._frontier.extend(up)
+            worker.local = local
+            worker.idle = idle == worker.sent
+            stats = self._stats
+            with self._lock:
+                stats["visited"] += visited
+                stats["failed"] += failed
+                stats["max_depth"] = max(stats["max_depth"], deepest)
+                stats["max_pending"] = max(stats["max_pending"], self._pending())
+            if entries:
+                self._hand_over(entries)
+        elif op == _worker.GIVE:
+            worker.stealing = False
+            given = pickle.loads(message[1])
+            worker.local = max(0, worker.local - len(given))
+            if given:
+                self._stats["steals"] += 1
+                self._frontier.extend(given)
+        else:  # CLAIM
+            keys = pickle.loads(message[1])
+            seen = self._seen
+            answer = [k not in seen for k in keys]
+            seen.update(keys)
+            self._send(worker, (_worker.CLAIMED, answer))
+
+    def _hand_over(self, entries: list[Any]) -> None:
+        with self._lock:
+            while len(self._out) >= self._room and not self._closed:
+                self._has_room.wait()
+            self._out.append(entries)
+            self._has_output.notify()
+
+    def _schedule(self) -> None:
+        """Give idle workers work: what was stolen (or sent up), else roots, else steal
+        for them from the busiest."""
+        idle = [w for w in self._workers if w.idle]
+        for n, worker in enumerate(idle):
+            left = len(idle) - n
+            if self._frontier:
+                share = 1 if not self._steal else -(-len(self._frontier) // left)
+                items = [self._frontier.popleft() for _ in range(share)]
+            else:
+                items = self._take_roots()
+            if items:
+                worker.idle = False
+                worker.sent += 1
+                worker.local += len(items)
+                self._send(worker, (_worker.WORK, _child.dumps(items)))
+        hungry = sum(w.idle for w in self._workers)
+        if not self._steal or not hungry:
+            return
+        victims = sorted((w for w in self._workers
+                          if not w.idle and not w.stealing and w.local > 0),
+                         key=lambda w: -w.local)
+        for victim in victims[:hungry]:
+            victim.stealing = True
+            self._send(victim, (_worker.STEAL,))
+
+    def _take_roots(self) -> list[tuple[Any, int]]:
+        items: list[tuple[Any, int]] = []
+        roots = self._roots
+        while roots is not None and len(items) < min(ROOTS_PER_MESSAGE, self._cap):
+            root = next(roots, _END)
+            if root is _END:
+                self._roots = roots = None
+            elif self._key is None or _first(self._seen, self._key(root)):
+                items.append((root, 0))
+        self._outstanding += len(items)
+        return items
+
+    def _send(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+        self._stats["messages"] += 1
+        with contextlib.suppress(OSError):  # it died: its sentinel says so
+            worker.send(message)
+
+    def _stop_workers(self, kill: bool) -> None:
+        for worker in self._workers:
+            if kill:
+                worker.process.terminate()
+            else:
+                with contextlib.suppress(OSError):
+                    worker.send((_worker.STOP,))
+        for worker in self._workers:
+            worker.process.join(_KILL_GRACE)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.process.close()
+            worker.conn.close()
+
+
+def _first(seen: set[Hashable], k: Hashable) -> bool:
+    if k in seen:
+        return False
+    seen.add(k)
+    return True
+
+
+def _dumps(what: str, obj: Any) -> bytes:
+    try:
+        return _child.dumps(obj)
+    except Exception as exc:
+        raise_send_error(exc, [(what, obj)], "")
+
+
+def _context() -> Any:
+    """forkserver where it exists (no fork of a threaded parent), else spawn."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
+_END = object()

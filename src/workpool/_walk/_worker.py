@@ -1,0 +1,247 @@
+"""The loop of a walk's worker process, and the messages it exchanges with the parent.
+
+Two threads: the main one runs nodes, the listener answers the parent at once, even
+while a long node runs (a steal never waits for the victim's current node)::
+
+    listener thread                       main thread
+      WORK(items)  -> local deque,          pop the newest node (LIFO), run fn:
+                      wake the main thread    result -> batch; children (claimed
+      STEAL        -> GIVE(the oldest half    first, with key=) -> the local deque
+                      of the deque)           while it holds fewer than `cap`, the
+      CLAIMED(ok)  -> the main thread's       rest run inline, depth first
+                      claim                 every BATCH results or BATCH_SECONDS,
+      STOP / EOF   -> stop                  and whenever the deque runs dry: one
+                                            BATCH message (results, counts; "idle"
+                                            when the deque is empty)
+
+Messages are pickled tuples; user objects inside travel as bytes pickled by
+``_backends._child`` (by reference where they can, by value with cloudpickle where
+they must), so the parent and the worker agree with the process pool on what crosses.
+Imports ``_backends._child`` and ``_walk._common``: what a worker process loads.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, Final
+
+from .._backends import _child
+from ._common import BATCH, BATCH_SECONDS, Failure, pair
+
+# parent -> worker
+WORK: Final = 0  # (WORK, bytes of [(item, depth), ...])
+STEAL: Final = 1  # (STEAL,)
+CLAIMED: Final = 2  # (CLAIMED, [bool per key asked])
+STOP: Final = 3  # (STOP,)
+# worker -> parent
+BATCH_MSG: Final = 10  # (BATCH_MSG, bytes of (entries, items up), counts, idle)
+GIVE: Final = 11  # (GIVE, bytes of [(item, depth), ...])
+CLAIM: Final = 12  # (CLAIM, bytes of [key, ...])
+
+_END = object()
+_NONE: Iterator[Any] = iter(())
+
+
+def main(conn: Any, fn_bytes: bytes, key_bytes: bytes | None, cap: int, steal: bool,
+         on_error: str) -> None:
+    """Entry point of a walk's worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True,
+                     name="workpool-walk-parent-watch").start()
+    fn = pickle.loads(fn_bytes)
+    key = None if key_bytes is None else pickle.loads(key_bytes)
+    loop = _Loop(conn, fn, key, cap, steal, on_error)
+    threading.Thread(target=loop.listen, daemon=True, name="workpool-walk-listener").start()
+    loop.run()
+
+
+def _watch_parent(parent: int) -> None:
+    # The parent died (even by SIGKILL): leave, as the pool's workers do.
+    while True:
+        time.sleep(0.1)
+        if os.getppid() != parent:
+            os._exit(70)
+
+
+class _Loop:
+    def __init__(self, conn: Any, fn: Callable[[Any], Any], key: Callable[[Any], Hashable] | None,
+                 cap: int, steal: bool, on_error: str) -> None:
+        self.conn = conn
+        self.fn = fn
+        self.key = key
+        self.seen: set[Hashable] = set()  # keys claimed or refused: no need to ask again
+        self.cap = cap
+        self.steal = steal
+        self.skip = on_error == "skip"
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.send_lock = threading.Lock()
+        self.local: deque[tuple[Any, int]] = deque()
+        self.received = 0  # WORK messages taken into the deque
+        self.stopped = False
+        self.claims: queue.SimpleQueue[list[bool] | None] = queue.SimpleQueue()
+        # What the next BATCH message carries.
+        self.entries: list[Any] = []  # results and Failures
+        self.items: list[Any] = []  # the node of each entry (to name an unsendable one)
+        self.up: list[tuple[Any, int]] = []  # children for the parent (no stealing)
+        self.visited = self.failed = self.created = self.deepest = 0
+
+    # -- the listener thread ----------------------------------------------------------
+
+    def listen(self) -> None:
+        conn = self.conn
+        while True:
+            try:
+                message = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                message = (STOP,)
+            op = message[0]
+            if op == WORK:
+                items = pickle.loads(message[1])
+                with self.wake:
+                    self.local.extend(items)
+                    self.received += 1
+                    self.wake.notify()
+            elif op == STEAL:
+                with self.lock:
+                    local = self.local
+                    given = [local.popleft() for _ in range((len(local) + 1) // 2)]
+                    self._send((GIVE, _child.dumps_reply(given)))
+            elif op == CLAIMED:
+                self.claims.put(message[1])
+            else:
+                with self.wake:
+                    self.stopped = True
+                    self.wake.notify()
+                self.claims.put(None)
+                return
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        with self.send_lock:
+            self.conn.send_bytes(pickle.dumps(message, protocol=_child.PROTOCOL))
+
+    # -- the main thread ----------------------------------------------------------------
+
+    def run(self) -> None:
+        since = time.perf_counter()
+        while True:
+            with self.wake:
+                node = self.local.pop() if self.local else None
+                idle = -1 if node is not None else self.received
+            if node is None:
+                self._flush(idle)
+                with self.wake:
+                    while not self.local and not self.stopped:
+                        self.wake.wait()
+                since = time.perf_counter()
+            elif not self.stopped:
+                self._subtree(*node)
+                if len(self.entries) >= BATCH or time.perf_counter() - since > BATCH_SECONDS:
+                    self._flush(-1)
+                    since = time.perf_counter()
+            if self.stopped:
+                return
+
+    def _subtree(self, item: Any, depth: int) -> None:
+        """Run *item*, then the children the deque has no room for, depth first."""
+        stack = [(self._visit(item, depth), depth + 1)]
+        while stack and not self.stopped:
+            rest, d = stack[-1]
+            child = next(rest, _END)
+            if child is _END:
+                stack.pop()
+            else:
+                stack.append((self._visit(child, d), d + 1))
+
+    def _visit(self, item: Any, depth: int) -> Iterator[Any]:
+        """Run *item*; its children go to the deque (or the parent), and those that
+        find no room there are returned, for this thread to run inline."""
+        self.visited += 1
+        if depth > self.deepest:
+            self.deepest = depth
+        try:
+            result, children = pair(self.fn(item))
+            children = list(children)
+            if self.key is not None:
+                children = self._claim(children)
+        except Exception as exc:
+            self.failed += 1
+            if not self.skip:
+                self.entries.append(Failure(item, _child.with_traceback(exc)))
+                self.items.append(item)
+            return _NONE
+        self.entries.append(result)
+        self.items.append(item)
+        if not children:
+            return _NONE
+        self.created += len(children)
+        d = depth + 1
+        if not self.steal:
+            self.up.extend((child, d) for child in children)
+            return _NONE
+        with self.lock:
+            room = self.cap - len(self.local)
+            if room >= len(children):
+                self.local.extend((child, d) for child in children)
+                return _NONE
+            if room > 0:
+                self.local.extend((child, d) for child in children[:room])
+        return iter(children[max(room, 0):])
+
+    def _claim(self, children: list[Any]) -> list[Any]:
+        """The children whose key no worker claimed before (the parent keeps them)."""
+        assert self.key is not None
+        keys = [self.key(child) for child in children]
+        fresh = [i for i, k in enumerate(keys) if k not in self.seen]
+        if not fresh:
+            return []
+        asked = [keys[i] for i in fresh]
+        self.seen.update(asked)
+        self._send((CLAIM, _child.dumps_reply(asked)))
+        answer = self.claims.get()
+        if answer is None:  # stopped
+            return []
+        return [children[i] for i, ok in zip(fresh, answer, strict=True) if ok]
+
+    def _flush(self, idle: int) -> None:
+        """Send what ran since the last BATCH message; *idle*: the WORK messages taken
+        when the deque was found empty (-1: not idle)."""
+        body = self._dump()
+        counts = (self.visited, self.failed, self.created, self.deepest, len(self.local))
+        self.entries, self.items, self.up = [], [], []
+        self.visited = self.failed = self.created = 0
+        self._send((BATCH_MSG, body, counts, idle))
+
+    def _dump(self) -> bytes:
+        """The entries and children up, pickled; an entry that cannot be pickled
+        becomes the failure of its node."""
+        try:
+            return _child.dumps_reply((self.entries, self.up))
+        except Exception:  # find the culprits, below
+            pass
+        entries = []
+        for entry, item in zip(self.entries, self.items, strict=True):
+            try:
+                _child.dumps_reply(entry)
+            except Exception as exc:
+                exc.add_note("(raised while pickling the node's result to send it back)")
+                entry = Failure(_Unsendable(repr(item)), _child.with_traceback(exc))
+            entries.append(entry)
+        return _child.dumps_reply((entries, self.up))
+
+
+class _Unsendable:
+    """In place of a node that could not be sent back with its failure: its repr."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
