@@ -15,10 +15,16 @@ are module-level.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import multiprocessing
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import Final
 
-__all__ = ["Tree"]
+from .harness import Target, compare, scenario
+
+__all__ = ["TimedTree", "Tree", "heavy_tail", "tiny_threads"]
 
 _MASK: Final = (1 << 64) - 1
 _DEPTH_BITS: Final = 5
@@ -92,3 +98,121 @@ def _burn(k: int) -> int:
     for i in range(k):
         s += i * i % 7
     return s
+
+
+class TimedTree(Tree):
+    """A ``Tree`` whose result is the seconds the node took where it ran (the
+    workers' busy time, summed by the benchmark)."""
+
+    def __call__(self, node: int) -> tuple[float, list[int]]:  # type: ignore[override]
+        t0 = time.perf_counter()
+        rounds = self.cost(node)
+        if rounds:
+            _burn(rounds)
+        return time.perf_counter() - t0, self.children(node)
+
+
+# -- heavy tails on processes ---------------------------------------------------------------
+
+_WORKERS: Final = 2
+_IDEAL: Final = "x ideal"  # makespan / (busy time / workers): 1.0 is perfect
+_MESSAGES: Final = "messages/node"
+
+
+def _walk_processes(tree: TimedTree, steal: bool) -> dict[str, float]:
+    from .._walk._common import describe
+    from .._walk._process import ProcessWalk
+
+    t0 = time.perf_counter()
+    with ProcessWalk(tree, [0], _WORKERS, 10_000, None, "raise", describe(tree),
+                     steal=steal) as w:
+        busy = sum(w)
+    makespan = time.perf_counter() - t0
+    stats = w.statistics()
+    return {_IDEAL: makespan / (busy / _WORKERS), _MESSAGES: stats.messages / stats.visited}
+
+
+def _levels_pool_map(tree: TimedTree) -> dict[str, float]:
+    """Level by level: map over one depth's nodes, then over all their children."""
+    t0 = time.perf_counter()
+    busy = 0.0
+    with multiprocessing.get_context("fork").Pool(_WORKERS) as pool:
+        level = [0]
+        while level:
+            ends = pool.map(tree, level)
+            busy += sum(seconds for seconds, _ in ends)
+            level = [child for _, children in ends for child in children]
+    return {_IDEAL: (time.perf_counter() - t0) / (busy / _WORKERS)}
+
+
+@scenario
+def heavy_tail(quick: bool) -> dict[str, float]:
+    """a tree of Pareto-timed nodes on 2 processes: makespan against the ideal"""
+    # 2,546 nodes, Pareto(1.5) times: about 3 s of CPU in all (1 s when quick).
+    tree = TimedTree(17, 11, work=3_000 if quick else 10_000, alpha=1.5)
+    stealing, central = "wp.walk (stealing)", "wp.walk (stealing off: central queue)"
+    return compare(
+        [("multiprocessing.Pool.map, level by level", lambda: _levels_pool_map(tree)),
+         (central, lambda: _walk_processes(tree, steal=False)),
+         (stealing, lambda: _walk_processes(tree, steal=True))],
+        unit=_IDEAL, baseline="multiprocessing.Pool.map, level by level",
+        targets=[Target(stealing, "<=", 1.10, on="value")], repeats=3 if quick else 5,
+        title=f"{len(tree.nodes()):,} nodes, {_WORKERS} processes")
+
+
+# -- a million tiny nodes on threads --------------------------------------------------------
+
+_THREADS: Final = 4
+
+
+def _walk_threads(tree: Tree) -> dict[str, float]:
+    import workpool as wp
+
+    t0 = time.perf_counter()
+    with wp.walk(tree, [0], workers=_THREADS) as w:
+        count = sum(1 for _ in w)
+    seconds = time.perf_counter() - t0
+    assert count == w.statistics().visited
+    return {"nodes/s": count / seconds}
+
+
+def _queue_walker(tree: Callable[[int], tuple[int, list[int]]]) -> dict[str, float]:
+    """The hand-written walker: a ``queue.Queue``, ``task_done`` per node, ``join``."""
+    t0 = time.perf_counter()
+    q: queue.Queue[int | None] = queue.Queue()
+    results: list[int] = []
+
+    def work() -> None:
+        while True:
+            node = q.get()
+            if node is None:
+                return
+            result, children = tree(node)
+            results.append(result)
+            for child in children:
+                q.put(child)
+            q.task_done()
+
+    threads = [threading.Thread(target=work) for _ in range(_THREADS)]
+    for thread in threads:
+        thread.start()
+    q.put(0)
+    q.join()
+    for _ in threads:
+        q.put(None)
+    for thread in threads:
+        thread.join()
+    return {"nodes/s": len(results) / (time.perf_counter() - t0)}
+
+
+@scenario
+def tiny_threads(quick: bool) -> dict[str, float]:
+    """1,000,000 tiny nodes on 4 threads: against a queue.Queue walker"""
+    tree = Tree(5, 17 if quick else 19)
+    n = len(tree.nodes())
+    return compare(
+        [("queue.Queue + task_done/join walker", lambda: _queue_walker(tree)),
+         ("wp.walk", lambda: _walk_threads(tree))],
+        unit="nodes/s", higher_is_better={"nodes/s"},
+        baseline="queue.Queue + task_done/join walker",
+        targets=[Target("wp.walk", ">=", 1.0)], title=f"{n:,} nodes, {_THREADS} threads")

@@ -250,6 +250,8 @@ class ProcessWalk:
             self._frontier.extend(up)
             worker.local = local
             worker.idle = idle == worker.sent
+            if worker.idle:
+                worker.stealing = False  # it dropped the steal as it ran dry
             stats = self._stats
             with self._lock:
                 stats["visited"] += visited
@@ -260,11 +262,11 @@ class ProcessWalk:
                 self._hand_over(entries)
         elif op == _worker.GIVE:
             worker.stealing = False
+            self._outstanding += message[2]
             given = pickle.loads(message[1])
             worker.local = max(0, worker.local - len(given))
-            if given:
-                self._stats["steals"] += 1
-                self._frontier.extend(given)
+            self._stats["steals"] += 1
+            self._frontier.extend(given)
         else:  # CLAIM
             keys = pickle.loads(message[1])
             seen = self._seen
@@ -293,13 +295,13 @@ class ProcessWalk:
             if items:
                 worker.idle = False
                 worker.sent += 1
-                worker.local += len(items)
                 self._send(worker, (_worker.WORK, _child.dumps(items)))
         hungry = sum(w.idle for w in self._workers)
         if not self._steal or not hungry:
             return
-        victims = sorted((w for w in self._workers
-                          if not w.idle and not w.stealing and w.local > 0),
+        # A victim with an empty deque (as far as we know) keeps the request until it
+        # has children to give: no round trip wasted, no wait for its next report.
+        victims = sorted((w for w in self._workers if not w.idle and not w.stealing),
                          key=lambda w: -w.local)
         for victim in victims[:hungry]:
             victim.stealing = True
@@ -353,10 +355,29 @@ def _dumps(what: str, obj: Any) -> bytes:
 
 
 def _context() -> Any:
-    """forkserver where it exists (no fork of a threaded parent), else spawn."""
+    """As the process pool starts its first workers: fork while this process has one
+    thread (fast, and nothing can hold a lock), else forkserver where it exists, else
+    spawn."""
+    if _single_threaded():
+        return multiprocessing.get_context("fork")
     if "forkserver" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("forkserver")
     return multiprocessing.get_context("spawn")
+
+
+def _single_threaded() -> bool:
+    """True on Linux while this process has exactly one thread (as the kernel counts
+    them: threads that C libraries started count too)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1]) == 1 and threading.active_count() == 1
+    except OSError:
+        pass
+    return False
 
 
 _END = object()

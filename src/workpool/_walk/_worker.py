@@ -26,6 +26,7 @@ import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -33,7 +34,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Final
 
 from .._backends import _child
-from ._common import BATCH, BATCH_SECONDS, Failure, pair
+from ._common import BATCH, Failure, pair
 
 # parent -> worker
 WORK: Final = 0  # (WORK, bytes of [(item, depth), ...])
@@ -42,8 +43,15 @@ CLAIMED: Final = 2  # (CLAIMED, [bool per key asked])
 STOP: Final = 3  # (STOP,)
 # worker -> parent
 BATCH_MSG: Final = 10  # (BATCH_MSG, bytes of (entries, items up), counts, idle)
-GIVE: Final = 11  # (GIVE, bytes of [(item, depth), ...])
+GIVE: Final = 11  # (GIVE, bytes of [(item, depth), ...], children made, not counted)
 CLAIM: Final = 12  # (CLAIM, bytes of [key, ...])
+
+# Results go up at most this often (while nodes run): each message wakes the parent,
+# which on a machine with no spare core preempts a worker.
+FLUSH_SECONDS: Final = 0.05
+# The listener answers a steal once the main thread lets go of the GIL: within this
+# (the interpreter's default is 5 ms), even while a node runs pure Python.
+SWITCH_INTERVAL: Final = 0.0005
 
 _END = object()
 _NONE: Iterator[Any] = iter(())
@@ -55,6 +63,7 @@ def main(conn: Any, fn_bytes: bytes, key_bytes: bytes | None, cap: int, steal: b
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True,
                      name="workpool-walk-parent-watch").start()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     fn = pickle.loads(fn_bytes)
     key = None if key_bytes is None else pickle.loads(key_bytes)
     loop = _Loop(conn, fn, key, cap, steal, on_error)
@@ -85,6 +94,7 @@ class _Loop:
         self.send_lock = threading.Lock()
         self.local: deque[tuple[Any, int]] = deque()
         self.received = 0  # WORK messages taken into the deque
+        self.wanted = False  # a steal waits for the deque to hold something
         self.stopped = False
         self.claims: queue.SimpleQueue[list[bool] | None] = queue.SimpleQueue()
         # What the next BATCH message carries.
@@ -111,9 +121,10 @@ class _Loop:
                     self.wake.notify()
             elif op == STEAL:
                 with self.lock:
-                    local = self.local
-                    given = [local.popleft() for _ in range((len(local) + 1) // 2)]
-                    self._send((GIVE, _child.dumps_reply(given)))
+                    if self.local:
+                        self._give()
+                    else:  # the main thread gives as soon as it has something
+                        self.wanted = True
             elif op == CLAIMED:
                 self.claims.put(message[1])
             else:
@@ -122,6 +133,16 @@ class _Loop:
                     self.wake.notify()
                 self.claims.put(None)
                 return
+
+    def _give(self) -> None:
+        """Send the parent the oldest half of the deque (the caller holds the lock)."""
+        local = self.local
+        given = [local.popleft() for _ in range((len(local) + 1) // 2)]
+        self.wanted = False
+        # The children made so far go with them: a stolen child must never be
+        # reported visited before its parent's children are counted.
+        created, self.created = self.created, 0
+        self._send((GIVE, _child.dumps_reply(given), created))
 
     def _send(self, message: tuple[Any, ...]) -> None:
         with self.send_lock:
@@ -134,16 +155,20 @@ class _Loop:
         while True:
             with self.wake:
                 node = self.local.pop() if self.local else None
-                idle = -1 if node is not None else self.received
+                if node is None:
+                    idle = self.received
+                    self.wanted = False  # idle: the parent steals for it elsewhere
             if node is None:
                 self._flush(idle)
                 with self.wake:
-                    while not self.local and not self.stopped:
+                    # New work, even if a steal took it before this thread woke (then
+                    # it says idle again, with the new count).
+                    while self.received == idle and not self.stopped:
                         self.wake.wait()
                 since = time.perf_counter()
             elif not self.stopped:
                 self._subtree(*node)
-                if len(self.entries) >= BATCH or time.perf_counter() - since > BATCH_SECONDS:
+                if len(self.entries) >= BATCH or time.perf_counter() - since > FLUSH_SECONDS:
                     self._flush(-1)
                     since = time.perf_counter()
             if self.stopped:
@@ -181,19 +206,18 @@ class _Loop:
         self.items.append(item)
         if not children:
             return _NONE
-        self.created += len(children)
         d = depth + 1
-        if not self.steal:
-            self.up.extend((child, d) for child in children)
-            return _NONE
         with self.lock:
-            room = self.cap - len(self.local)
-            if room >= len(children):
-                self.local.extend((child, d) for child in children)
+            self.created += len(children)
+            if not self.steal:
+                self.up.extend((child, d) for child in children)
                 return _NONE
+            room = self.cap - len(self.local)
             if room > 0:
                 self.local.extend((child, d) for child in children[:room])
-        return iter(children[max(room, 0):])
+                if self.wanted:
+                    self._give()
+        return _NONE if room >= len(children) else iter(children[max(room, 0):])
 
     def _claim(self, children: list[Any]) -> list[Any]:
         """The children whose key no worker claimed before (the parent keeps them)."""
@@ -214,10 +238,11 @@ class _Loop:
         """Send what ran since the last BATCH message; *idle*: the WORK messages taken
         when the deque was found empty (-1: not idle)."""
         body = self._dump()
-        counts = (self.visited, self.failed, self.created, self.deepest, len(self.local))
         self.entries, self.items, self.up = [], [], []
-        self.visited = self.failed = self.created = 0
-        self._send((BATCH_MSG, body, counts, idle))
+        with self.lock:  # sent under it too: no GIVE overtakes the count it carries
+            counts = (self.visited, self.failed, self.created, self.deepest, len(self.local))
+            self.visited = self.failed = self.created = 0
+            self._send((BATCH_MSG, body, counts, idle))
 
     def _dump(self) -> bytes:
         """The entries and children up, pickled; an entry that cannot be pickled
