@@ -181,6 +181,15 @@ def test_close_stops_a_walk_in_the_middle(kind: str) -> None:
     assert multiprocessing.active_children() == []
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_walk_the_program_drops_is_closed(kind: str) -> None:
+    w = wp.walk(tasks.slow, range(100), kind=kind, workers=2)
+    assert isinstance(next(w), int)
+    del w  # its threads hold the machinery, not the iterator: this closes it
+    assert multiprocessing.active_children() == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("walk")]
+
+
 def test_breaking_out_of_a_walk_on_a_pool_of_yours_leaves_it_idle() -> None:
     ran = []
 
@@ -218,7 +227,7 @@ def test_ctrl_c_stops_a_process_walk_promptly(tmp_path: Path) -> None:
                 sys.exit(3)
     """)
     assert result.ready == "ready\n"
-    assert result.out == "interrupted []\n", result.err
+    assert result.out == "interrupted []\n", (result.out, result.err)
     assert result.returncode == 3
     assert result.seconds < 10
 

@@ -120,12 +120,12 @@ _MESSAGES: Final = "messages/node"
 
 
 def _walk_processes(tree: TimedTree, steal: bool) -> dict[str, float]:
-    from .._walk._common import describe
-    from .._walk._process import ProcessWalk
+    from .._walk._common import Walk
+    from .._walk._process import ProcessRun
 
     t0 = time.perf_counter()
-    with ProcessWalk(tree, [0], _WORKERS, 10_000, None, "raise", describe(tree),
-                     steal=steal) as w:
+    run = ProcessRun(tree, [0], _WORKERS, 10_000, None, "raise", steal=steal)
+    with Walk(run, "raise", "heavy_tail") as w:
         busy = sum(w)
     makespan = time.perf_counter() - t0
     stats = w.statistics()

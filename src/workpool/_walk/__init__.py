@@ -24,7 +24,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterab
 from typing import Any
 
 from .._core.options import pool_workers
-from ._common import WalkStatistics, check_walk_args, describe
+from ._common import Walk, WalkStatistics, check_walk_args, describe
 
 __all__ = ["WalkStatistics", "awalk", "walk"]
 
@@ -34,7 +34,7 @@ _KINDS = ("thread", "process")
 def walk(fn: Callable[[Any], tuple[Any, Iterable[Any]]], roots: Iterable[Any], *,
          pool: Any = None, workers: int | None = None, kind: str = "thread",
          max_pending: int = 10_000, key: Callable[[Any], Hashable] | None = None,
-         on_error: str = "raise") -> Any:
+         on_error: str = "raise") -> Walk:
     """Visit *roots* and every child ``fn`` finds, on a pool; yield the results.
 
     ``fn(item)`` returns a pair ``(result, children)``: *result* comes out of the
@@ -94,20 +94,21 @@ def walk(fn: Callable[[Any], tuple[Any, Iterable[Any]]], roots: Iterable[Any], *
         from .._pools.executor import ThreadPool
 
         _check_pool(pool, workers, ThreadPool, "wp.walk", "a wp.ThreadPool")
-        from ._threads import Walk
+        from ._threads import ThreadRun
 
-        return Walk(fn, roots, pool, False, max_pending, key, on_error, where)
+        return Walk(ThreadRun(fn, roots, pool, False, max_pending, key, on_error),
+                    on_error, where)
     if kind == "process":
         from .._core.sizing import cpus
-        from ._process import ProcessWalk
+        from ._process import ProcessRun
 
         count = pool_workers(workers, None, cpus())
-        return ProcessWalk(fn, roots, count, max_pending, key, on_error, where)
+        return Walk(ProcessRun(fn, roots, count, max_pending, key, on_error), on_error, where)
     from .._pools.executor import ThreadPool
-    from ._threads import Walk
+    from ._threads import ThreadRun
 
     own = ThreadPool(workers, name="walk")
-    return Walk(fn, roots, own, True, max_pending, key, on_error, where)
+    return Walk(ThreadRun(fn, roots, own, True, max_pending, key, on_error), on_error, where)
 
 
 def awalk(fn: Callable[[Any], Awaitable[tuple[Any, Iterable[Any]]]],

@@ -6,16 +6,18 @@ Imports only ``_core``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, final
+from types import TracebackType
+from typing import Any, Final, Protocol, final
 
 from .._core.exceptions import ItemsFailed
 from .._core.failures import CollectedError, CollectedErrors, collected
 from .._core.options import check_on_error
 from .._core.outcome import Error, Value
 
-__all__ = ["Failure", "Outcomes", "WalkStatistics", "check_walk_args", "pair"]
+__all__ = ["Failure", "Outcomes", "Run", "Walk", "WalkStatistics", "check_walk_args", "pair"]
 
 BATCH: Final = 64  # results a worker hands over at once ...
 BATCH_SECONDS: Final = 0.005  # ... or after this long, whichever comes first
@@ -124,6 +126,79 @@ class Outcomes:
         if self.collected:
             errors, self.collected = self.collected, []
             raise ItemsFailed(CollectedErrors(errors))
+
+
+class Run(Protocol):
+    """A walk's machinery on one kind of worker (``_threads``, ``_process``)."""
+
+    def next_batch(self) -> list[Any] | None:
+        """The next results (and ``Failure``s), waiting for them; None once the walk
+        is over (or closed). Raises what ended the walk, if it failed as a whole."""
+
+    def close(self) -> None:
+        """Stop the walk; return once nothing of it runs."""
+
+    def statistics(self) -> WalkStatistics:
+        """A snapshot of the counts."""
+
+
+class Walk:
+    """A running walk: iterate it for the results, in completion order.
+
+    Made by ``wp.walk``; a context manager (leaving the block stops the walk), with
+    ``close()`` and ``statistics()``. The threads that run the walk hold its ``Run``,
+    never this object: a walk the program drops is closed by the garbage collector.
+    """
+
+    def __init__(self, run: Run, on_error: str, where: str) -> None:
+        self._run = run
+        self._outcomes = Outcomes(on_error, where)
+        self._ready: deque[Any] = deque()
+        self._over = False
+
+    def __iter__(self) -> Walk:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            while True:
+                while self._ready:
+                    keep, value = self._outcomes.out(self._ready.popleft())
+                    if keep:
+                        return value
+                batch = None if self._over else self._run.next_batch()
+                if batch is None:
+                    self._over = True
+                    self.close()
+                    self._outcomes.finish()
+                    raise StopIteration
+                self._ready.extend(batch)
+        except BaseException:  # the first error, Ctrl-C, ...: nothing left behind
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the walk: nodes not started never start; return once nothing of the
+        walk runs (on threads, running nodes finish their ``fn`` call; worker
+        processes are stopped). Calling it again does nothing."""
+        self._over = True
+        self._ready.clear()
+        self._run.close()
+
+    def statistics(self) -> WalkStatistics:
+        """A snapshot of the counts (``wp.walk``'s docstring says what each means)."""
+        return self._run.statistics()
+
+    def __enter__(self) -> Walk:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if hasattr(self, "_run"):
+            self.close()
 
 
 def describe(fn: object) -> str:

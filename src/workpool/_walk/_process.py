@@ -1,4 +1,4 @@
-"""The walk on processes: ``ProcessWalk``, worker processes that steal work.
+"""The walk on processes: ``ProcessRun``, worker processes that steal work.
 
 Each worker process keeps the children it produces in a local deque and runs the
 newest first (``_worker``); nothing of that crosses to the parent but results, in
@@ -31,20 +31,20 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import pickle
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from multiprocessing.connection import wait
-from types import TracebackType
 from typing import Any
 
 from .._backends import _child
 from .._backends._pickling import raise_send_error
 from .._core.process_errors import WorkerCrashed
 from . import _worker
-from ._common import Outcomes, WalkStatistics
+from ._common import WalkStatistics
 
-__all__ = ["ProcessWalk"]
+__all__ = ["ProcessRun"]
 
 ROOTS_PER_MESSAGE = 64
 _KILL_GRACE = 1.0  # seconds a stopped worker gets before it is killed
@@ -65,15 +65,13 @@ class _Worker:
         self.conn.send_bytes(pickle.dumps(message, protocol=_child.PROTOCOL))
 
 
-class ProcessWalk:
-    """A running walk on worker processes: iterate it for the results, in completion
-    order. Made by ``wp.walk(kind="process")``; a context manager, with ``close()`` and
-    ``statistics()``.
-    """
+class ProcessRun:
+    """A walk on worker processes (the ``Run`` behind ``wp.walk(kind="process")``'s
+    iterator)."""
 
     def __init__(self, fn: Callable[[Any], Any], roots: Iterable[Any], workers: int,
                  max_pending: int, key: Callable[[Any], Hashable] | None, on_error: str,
-                 where: str, steal: bool = True) -> None:
+                 steal: bool = True) -> None:
         self._fn_bytes = _dumps("the function", fn)
         self._key_bytes = None if key is None else _dumps("key", key)
         self._roots: Iterator[Any] | None = iter(roots)
@@ -83,7 +81,6 @@ class ProcessWalk:
         self._cap = max(1, max_pending // workers)
         self._steal = steal
         self._on_error = on_error
-        self._outcomes = Outcomes(on_error, where)
         self._workers: list[_Worker] = []
         self._frontier: deque[tuple[Any, int]] = deque()  # stolen, or up (no stealing)
         self._lock = threading.Lock()
@@ -91,7 +88,6 @@ class ProcessWalk:
         self._has_room = threading.Condition(self._lock)
         self._out: deque[list[Any]] = deque()
         self._room = 4 * workers
-        self._ready: deque[Any] = deque()
         self._end: BaseException | None = None
         self._over = False  # the coordinator left
         self._closed = False
@@ -103,42 +99,24 @@ class ProcessWalk:
 
     # -- the consumer -----------------------------------------------------------------
 
-    def __iter__(self) -> ProcessWalk:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            if self._thread is None:
-                self._start()
-            while True:
-                while self._ready:
-                    keep, value = self._outcomes.out(self._ready.popleft())
-                    if keep:
-                        return value
-                if not self._fill():
-                    self.close()
-                    self._outcomes.finish()
-                    raise StopIteration
-        except BaseException:
-            self.close()
-            raise
-
-    def _fill(self) -> bool:
+    def next_batch(self) -> list[Any] | None:
+        """Wait for the next batch of results; None once the walk is over."""
+        if self._thread is None and not self._closed:
+            self._start()
         with self._lock:
-            while not self._out and not self._over:
+            while not self._out and not self._over and not self._closed:
                 self._has_output.wait()
             if self._out:
-                self._ready.extend(self._out.popleft())
                 self._has_room.notify()
-                return True
-            end = self._end
+                return self._out.popleft()
+            end, self._end = self._end, None
         if end is not None:
             raise end
-        return False
+        return None
 
     def close(self) -> None:
-        """Stop the walk: its worker processes are stopped (killed if they do not
-        leave within a second) and joined."""
+        """Stop: the worker processes are stopped (killed if they do not leave
+        within a second) and joined."""
         with self._lock:
             if self._closed:
                 return
@@ -151,22 +129,10 @@ class ProcessWalk:
             self._thread.join()  # it stops the workers
             for end in self._wake:
                 end.close()
-        self._ready.clear()
         self._out.clear()
 
-    def __enter__(self) -> ProcessWalk:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            self.close()
-
     def statistics(self) -> WalkStatistics:
-        """A snapshot of the counts (``wp.walk``'s docstring says what each means)."""
+        """A snapshot of the counts."""
         with self._lock:
             return WalkStatistics(pending=self._pending(), **self._stats)
 
@@ -228,9 +194,11 @@ class ProcessWalk:
             worker = by_conn.get(ready)
             if worker is None:
                 if ready in by_sentinel and not self._closed:
-                    code = by_sentinel[ready].process.exitcode
-                    raise WorkerCrashed(f"a walk's worker process died (exit code {code}); "
-                                        "the nodes it held are lost")
+                    process = by_sentinel[ready].process
+                    process.join(_KILL_GRACE)  # its exit code, once reaped
+                    raise WorkerCrashed(f"a walk's worker process died "
+                                        f"({_death(process.exitcode)}); the nodes it "
+                                        "held are lost")
                 return
             try:
                 data = worker.conn.recv_bytes()
@@ -363,6 +331,13 @@ def _context() -> Any:
     if "forkserver" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("forkserver")
     return multiprocessing.get_context("spawn")
+
+
+def _death(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 def _single_threaded() -> bool:

@@ -28,27 +28,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future
-from types import TracebackType
 from typing import Any
 
 from .._core.exceptions import WouldBlock
-from ._common import BATCH, BATCH_SECONDS, Failure, Outcomes, WalkStatistics, pair
+from ._common import BATCH, BATCH_SECONDS, Failure, WalkStatistics, pair
 
-__all__ = ["Walk"]
+__all__ = ["ThreadRun"]
 
 _Frame = tuple[Iterator[Any], int, Any]  # children left, their depth, their parent
 
 
-class Walk:
-    """A running walk: iterate it for the results, in completion order.
-
-    Made by ``wp.walk``; also a context manager (leaving it stops the walk) with
-    ``close()`` and ``statistics()``.
-    """
+class ThreadRun:
+    """A walk on a ``ThreadPool`` (the ``Run`` behind ``wp.walk``'s iterator)."""
 
     def __init__(self, fn: Callable[[Any], Any], roots: Iterable[Any], pool: Any,
                  own_pool: bool, max_pending: int, key: Callable[[Any], Hashable] | None,
-                 on_error: str, where: str) -> None:
+                 on_error: str) -> None:
         self._fn = fn
         self._roots: Iterator[Any] | None = iter(roots)
         self._pool = pool
@@ -56,14 +51,12 @@ class Walk:
         self._key = key
         self._seen: set[Hashable] = set()
         self._on_error = on_error
-        self._outcomes = Outcomes(on_error, where)
         self._hungry = min(max_pending, pool.workers)
         self._lock = threading.Lock()
         self._has_output = threading.Condition(self._lock)
         self._has_room = threading.Condition(self._lock)
         self._out: deque[list[Any]] = deque()  # batches for the consumer
         self._room = max(4, pool.workers)  # batches that may wait for the consumer
-        self._ready: deque[Any] = deque()  # the consumer's batch being handed out
         self._running = 0
         self._waiting = 0
         self._stopped = False
@@ -72,39 +65,21 @@ class Walk:
 
     # -- the consumer ---------------------------------------------------------------------
 
-    def __iter__(self) -> Walk:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            while True:
-                while self._ready:
-                    keep, value = self._outcomes.out(self._ready.popleft())
-                    if keep:
-                        return value
-                if not self._fill():
-                    self.close()
-                    self._outcomes.finish()
-                    raise StopIteration
-        except BaseException:  # the first error, Ctrl-C, ...: nothing left behind
-            self.close()
-            raise
-
-    def _fill(self) -> bool:
-        """Wait for the next batch of results; False once the walk is over."""
-        self._feed()
-        with self._lock:
-            while not self._out:
-                if self._running == 0 and (self._roots is None or self._stopped):
-                    return False
-                if self._roots is not None and not self._stopped and (
-                        self._waiting < self._hungry):
-                    break  # room for roots
-                self._has_output.wait()
-            if self._out:
-                self._ready.extend(self._out.popleft())
-                self._has_room.notify()
-        return True
+    def next_batch(self) -> list[Any] | None:
+        """Wait for the next batch of results; None once the walk is over."""
+        while True:
+            self._feed()
+            with self._lock:
+                while not self._out:
+                    if self._running == 0 and (self._roots is None or self._stopped):
+                        return None
+                    if self._roots is not None and not self._stopped and (
+                            self._waiting < self._hungry):
+                        break  # room for roots
+                    self._has_output.wait()
+                if self._out:
+                    self._has_room.notify()
+                    return self._out.popleft()
 
     def _feed(self) -> None:
         """Hand roots to the pool while it is hungry."""
@@ -118,8 +93,8 @@ class Walk:
                 self._submit(root, 0, block=True)
 
     def close(self) -> None:
-        """Stop the walk: queued nodes never start, running ones finish their ``fn``
-        call; return once nothing of the walk runs (and its own pool is shut down)."""
+        """Stop: queued nodes never start, running ones finish their ``fn`` call;
+        return once nothing of the walk runs (and its own pool is shut down)."""
         with self._lock:
             if self._closed:
                 return
@@ -131,23 +106,11 @@ class Walk:
                 self._has_room.notify_all()
                 self._has_output.wait()
             self._out.clear()
-        self._ready.clear()
         if self._own_pool:
             self._pool.shutdown(wait=True)
 
-    def __enter__(self) -> Walk:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            self.close()
-
     def statistics(self) -> WalkStatistics:
-        """A snapshot of the counts (``wp.walk``'s docstring says what each means)."""
+        """A snapshot of the counts."""
         with self._lock:
             return WalkStatistics(visited=self._visited, failed=self._failed,
                                   pending=self._waiting, max_pending=self._max_waiting,
