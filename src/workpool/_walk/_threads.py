@@ -94,18 +94,25 @@ class ThreadRun:
 
     def close(self) -> None:
         """Stop: queued nodes never start, running ones finish their ``fn`` call;
-        return once nothing of the walk runs (and its own pool is shut down)."""
+        return once nothing of the walk runs (and its own pool is shut down). As
+        a pool's Ctrl-C: a Ctrl-C while running nodes finish gives up on them."""
         with self._lock:
             if self._closed:
                 return
             self._closed = self._stopped = True
             self._roots = None
             self._has_room.notify_all()
-            while self._running:
+        try:
+            with self._lock:
+                while self._running:
+                    self._out.clear()
+                    self._has_room.notify_all()
+                    self._has_output.wait()
                 self._out.clear()
-                self._has_room.notify_all()
-                self._has_output.wait()
-            self._out.clear()
+        except KeyboardInterrupt:
+            if self._own_pool:
+                self._pool.shutdown(wait=True, timeout=0)  # running threads given up on
+            raise
         if self._own_pool:
             self._pool.shutdown(wait=True)
 
