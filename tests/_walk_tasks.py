@@ -71,3 +71,26 @@ def wide(n: int) -> tuple[int, list[int]]:
     if n <= 2000:
         return n, [n * 10_000 + i for i in range(3)]
     return n, []
+
+
+class FailsToLoad:
+    """A walk function that pickles here but cannot be unpickled in a worker."""
+
+    def __call__(self, n: int) -> tuple[int, list[int]]:
+        return n, []
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _refuse, ()
+
+
+def _refuse() -> None:
+    raise RuntimeError("cannot be unpickled")
+
+
+def in_tree(tree: dict[int, list[int]], failing: frozenset[int],
+            n: int) -> tuple[int, list[int]]:
+    """A node of *tree* (a ``functools.partial`` of this travels by reference); the
+    nodes in *failing* raise."""
+    if n in failing:
+        raise KeyError(n)
+    return n, tree[n]

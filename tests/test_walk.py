@@ -3,6 +3,7 @@ cancellation, on threads, processes and event loops."""
 
 from __future__ import annotations
 
+import functools
 import http.server
 import multiprocessing
 import re
@@ -168,6 +169,13 @@ def test_a_dead_worker_process_fails_the_walk() -> None:
         list(wp.walk(tasks.die_at_3, [0], kind="process", workers=2))
 
 
+def test_a_function_a_worker_cannot_unpickle_fails_the_walk() -> None:
+    with pytest.raises(wp.WorkerCrashed, match="a walk's worker process could not unpickle "
+                                               "the function or key: RuntimeError: cannot "
+                                               "be unpickled"):
+        list(wp.walk(tasks.FailsToLoad(), [0], kind="process", workers=1))
+
+
 # -- stopping ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -326,6 +334,29 @@ def test_every_node_ends_exactly_once(tree: dict[int, list[int]], data: st.DataO
     if on_error == "raise" and failing and stop_after is None:
         assert isinstance(error, KeyError)
     assert dict(calls) == after_close  # nothing ran after the walk was closed
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=trees(), data=st.data())
+def test_every_node_ends_exactly_once_on_processes(tree: dict[int, list[int]],
+                                                   data: st.DataObject) -> None:
+    failing = frozenset(data.draw(st.sets(st.sampled_from(sorted(tree)))))
+    stop_after = data.draw(st.none() | st.integers(0, len(tree)))
+    max_pending = data.draw(st.integers(2, 6))
+    fn = functools.partial(tasks.in_tree, tree, failing)
+    out: list[Any] = []
+    with wp.walk(fn, [0], kind="process", workers=2, max_pending=max_pending,
+                 on_error="return") as w:
+        for x in w:
+            out.append(x.value if isinstance(x, wp.Value) else x.error.args[0])
+            if stop_after is not None and len(out) > stop_after:
+                break
+    assert multiprocessing.active_children() == []
+    assert len(out) == len(set(out))  # never twice
+    if stop_after is None or len(out) <= stop_after:
+        assert sorted(out) == sorted(set(tree) - _below(tree, set(failing)))
+        assert w.statistics().visited == len(out)
+    assert not set(out) & _below(tree, set(failing))
 
 
 def _below(tree: dict[int, list[int]], failing: set[int]) -> set[int]:

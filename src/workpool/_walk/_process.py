@@ -235,6 +235,10 @@ class ProcessRun:
             worker.local = max(0, worker.local - len(given))
             self._stats["steals"] += 1
             self._frontier.extend(given)
+        elif op == _worker.FATAL:
+            raise WorkerCrashed("a walk's worker process could not unpickle the function "
+                                f"or key: {type(message[1]).__name__}: {message[1]}"
+                                ) from message[1]
         else:  # CLAIM
             keys = pickle.loads(message[1])
             seen = self._seen

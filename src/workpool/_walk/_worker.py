@@ -45,6 +45,7 @@ STOP: Final = 3  # (STOP,)
 BATCH_MSG: Final = 10  # (BATCH_MSG, bytes of (entries, items up), counts, idle)
 GIVE: Final = 11  # (GIVE, bytes of [(item, depth), ...], children made, not counted)
 CLAIM: Final = 12  # (CLAIM, bytes of [key, ...])
+FATAL: Final = 13  # (FATAL, the error): fn or key could not be unpickled here
 
 # Results go up at most this often (while nodes run): each message wakes the parent,
 # which on a machine with no spare core preempts a worker.
@@ -64,10 +65,15 @@ def main(conn: Any, fn_bytes: bytes, key_bytes: bytes | None, cap: int, steal: b
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True,
                      name="workpool-walk-parent-watch").start()
     sys.setswitchinterval(SWITCH_INTERVAL)
-    fn = pickle.loads(fn_bytes)
-    key = None if key_bytes is None else pickle.loads(key_bytes)
+    try:
+        fn = pickle.loads(fn_bytes)
+        key = None if key_bytes is None else pickle.loads(key_bytes)
+    except BaseException as exc:  # reported: the walk fails with it
+        conn.send_bytes(_child.dumps_reply((FATAL, _child.with_traceback(exc))))
+        return
     loop = _Loop(conn, fn, key, cap, steal, on_error)
-    threading.Thread(target=loop.listen, daemon=True, name="workpool-walk-listener").start()
+    threading.Thread(target=loop.listen_or_die, daemon=True,
+                     name="workpool-walk-listener").start()
     loop.run()
 
 
@@ -105,6 +111,12 @@ class _Loop:
 
     # -- the listener thread ----------------------------------------------------------
 
+    def listen_or_die(self) -> None:
+        try:
+            self.listen()
+        except BaseException:  # pragma: no cover - a bug: die, the parent says so
+            os._exit(71)
+
     def listen(self) -> None:
         conn = self.conn
         while True:
@@ -139,10 +151,15 @@ class _Loop:
         local = self.local
         given = [local.popleft() for _ in range((len(local) + 1) // 2)]
         self.wanted = False
+        try:
+            body = _child.dumps_reply(given)
+        except Exception:  # a child that cannot travel runs here, where it was made
+            local.extendleft(reversed(given))
+            body = _child.dumps_reply([])
         # The children made so far go with them: a stolen child must never be
         # reported visited before its parent's children are counted.
         created, self.created = self.created, 0
-        self._send((GIVE, _child.dumps_reply(given), created))
+        self._send((GIVE, body, created))
 
     def _send(self, message: tuple[Any, ...]) -> None:
         with self.send_lock:
