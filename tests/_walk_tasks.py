@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -94,3 +95,10 @@ def in_tree(tree: dict[int, list[int]], failing: frozenset[int],
     if n in failing:
         raise KeyError(n)
     return n, tree[n]
+
+
+def exits_at_2(n: int) -> tuple[int, list[int]]:
+    """Node 2 calls sys.exit(): it fails alone, as a pool's task does."""
+    if n == 2:
+        sys.exit(3)
+    return n, [c for c in (2 * n + 1, 2 * n + 2) if c < 7]

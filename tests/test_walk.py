@@ -150,6 +150,16 @@ def test_on_error_skip_return_collect(kind: str) -> None:
     assert "fail_at_7" in failure.traceback
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_sys_exit_in_a_node_fails_that_node_alone(kind: str) -> None:
+    with wp.walk(tasks.exits_at_2, [0], kind=kind, on_error="return") as w:
+        outcomes = list(w)
+    assert sorted(o.value for o in outcomes if isinstance(o, wp.Value)) == [0, 1, 3, 4]
+    [error] = [o.error for o in outcomes if isinstance(o, wp.Error)]
+    assert isinstance(error, SystemExit)
+    assert error.code == 3
+
+
 def test_an_error_from_a_worker_process_carries_its_traceback() -> None:
     with pytest.raises(ValueError, match="node 7 is bad") as caught, \
             wp.walk(tasks.fail_at_7, [0], kind="process", workers=1) as w:

@@ -215,7 +215,7 @@ class ThreadRun:
                     if self._waiting < self._hungry and self._submit(child, depth):
                         continue
                     return child, depth
-            except Exception as exc:  # the children's iterator, or key, raised
+            except BaseException as exc:  # the children's iterator, or key, raised
                 self._fail(parent, exc, batch)
             stack.pop()
         return None
@@ -225,13 +225,13 @@ class ThreadRun:
         try:
             result, children = pair(self._fn(item))
             frame = (iter(children), depth + 1, item)
-        except Exception as exc:
+        except BaseException as exc:  # even SystemExit fails its node alone, as in a pool
             self._fail(item, exc, batch)
             return _FAILED, depth + 1, item
         batch.append(result)
         return frame
 
-    def _fail(self, item: Any, exc: Exception, batch: list[Any]) -> None:
+    def _fail(self, item: Any, exc: BaseException, batch: list[Any]) -> None:
         with self._lock:
             self._failed += 1
         if self._on_error == "skip":

@@ -213,7 +213,7 @@ class _Loop:
             children = list(children)
             if self.key is not None:
                 children = self._claim(children)
-        except Exception as exc:
+        except BaseException as exc:  # even sys.exit() fails its node alone
             self.failed += 1
             if not self.skip:
                 self.entries.append(Failure(item, _child.with_traceback(exc)))
