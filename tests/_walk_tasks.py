@@ -102,3 +102,10 @@ def exits_at_2(n: int) -> tuple[int, list[int]]:
     if n == 2:
         sys.exit(3)
     return n, [c for c in (2 * n + 1, 2 * n + 2) if c < 7]
+
+
+def big(node: tuple[int, bytes]) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """Nodes and results of 200 kB, more than a pipe holds, both ways."""
+    n, payload = node
+    fresh = [(c, payload[:-1] + bytes([c % 256])) for c in (2 * n + 1, 2 * n + 2) if c < 60]
+    return payload, fresh  # new objects: pickle cannot share one copy among them

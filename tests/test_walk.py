@@ -276,6 +276,16 @@ def test_bad_arguments_are_refused_at_the_call() -> None:
         wp.awalk(tasks.graph, [0], pool=threads)  # type: ignore[arg-type]
 
 
+def test_nodes_and_results_larger_than_a_pipe_travel_both_ways() -> None:
+    payload = b"x" * 200_000
+    roots = [(0, payload), (0, payload)]  # twice: two root subtrees, 120 nodes
+    with wp.walk(tasks.big, roots, kind="process", workers=2, max_pending=8) as w:
+        results = list(w)
+    assert len(results) == 120
+    assert {len(r) for r in results} == {200_000}
+    assert sorted(r[-1] for r in results) == sorted([ord("x")] * 2 + list(range(1, 60)) * 2)
+
+
 def test_lambdas_travel_to_worker_processes_by_value() -> None:
     offset = 1000
     with wp.walk(lambda n: (n + offset, [n + 1] if n < 20 else []), [0],

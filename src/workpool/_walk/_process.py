@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import pickle
+import queue
 import signal
 import threading
 from collections import deque
@@ -61,9 +62,6 @@ class _Worker:
         self.local = 0  # its deque, as last reported
         self.stealing = False  # a STEAL is on its way to it
 
-    def send(self, message: tuple[Any, ...]) -> None:
-        self.conn.send_bytes(pickle.dumps(message, protocol=_child.PROTOCOL))
-
 
 class ProcessRun:
     """A walk on worker processes (the ``Run`` behind ``wp.walk(kind="process")``'s
@@ -93,6 +91,10 @@ class ProcessRun:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._wake: tuple[Any, Any] | None = None  # close() wakes the coordinator
+        # The coordinator never blocks on a send (a worker whose pipe is full may be
+        # waiting for the coordinator to read): a thread of its own delivers.
+        self._outbox: queue.SimpleQueue[tuple[_Worker, bytes] | None] = queue.SimpleQueue()
+        self._sender: threading.Thread | None = None
         self._outstanding = 0  # roots sent + children created - nodes visited
         self._stats = {"visited": 0, "failed": 0, "max_pending": 0, "max_depth": 0,
                        "steals": 0, "messages": 0}
@@ -162,6 +164,9 @@ class ProcessRun:
                 end.close()
             self._wake = None
             raise
+        self._sender = threading.Thread(target=self._deliver, daemon=True,
+                                        name="workpool-walk-sender")
+        self._sender.start()
         self._thread = threading.Thread(target=self._coordinate, daemon=True,
                                         name="workpool-walk-coordinator")
         self._thread.start()
@@ -293,16 +298,23 @@ class ProcessRun:
 
     def _send(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         self._stats["messages"] += 1
-        with contextlib.suppress(OSError):  # it died: its sentinel says so
-            worker.send(message)
+        self._outbox.put((worker, pickle.dumps(message, protocol=_child.PROTOCOL)))
+
+    def _deliver(self) -> None:
+        while (job := self._outbox.get()) is not None:
+            worker, data = job
+            with contextlib.suppress(OSError):  # it died: its sentinel says so
+                worker.conn.send_bytes(data)
 
     def _stop_workers(self, kill: bool) -> None:
         for worker in self._workers:
-            if kill:
+            if kill:  # a send blocked on its pipe fails now
                 worker.process.terminate()
             else:
-                with contextlib.suppress(OSError):
-                    worker.send((_worker.STOP,))
+                self._outbox.put((worker, _STOP))
+        if self._sender is not None:
+            self._outbox.put(None)
+            self._sender.join()
         for worker in self._workers:
             worker.process.join(_KILL_GRACE)
             if worker.process.is_alive():
@@ -360,3 +372,4 @@ def _single_threaded() -> bool:
 
 
 _END = object()
+_STOP = pickle.dumps((_worker.STOP,), protocol=_child.PROTOCOL)
