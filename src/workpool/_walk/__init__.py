@@ -6,9 +6,10 @@ on the pools' public API (``submit``, ``submit_nowait``, futures) and ``_core``;
 process walk runs its own worker processes on ``_backends._child``'s pickling. Never
 the engine's insides::
 
-    wp.walk(kind="thread") ── Walk (_threads)       ──▶ ThreadPool.submit_nowait
-    wp.walk(kind="process") ─ ProcessWalk (_process) ─▶ worker processes (_worker):
+    wp.walk(kind="thread") ── ThreadRun (_threads)  ──▶ ThreadPool.submit_nowait
+    wp.walk(kind="process") ─ ProcessRun (_process) ─▶ worker processes (_worker):
                                                         local deques, work stealing
+    wp.walk(pool=ProcessPool) SliceRun (_slices)    ──▶ ProcessPool.submit: slices
     wp.awalk() ────────────── AsyncWalk (_async)     ──▶ AsyncPool.submit_nowait
 
 Three rules hold on every kind: a worker never blocks on a full queue (a child that
@@ -47,8 +48,12 @@ def walk(fn: Callable[[Any], tuple[Any, Iterable[Any]]], roots: Iterable[Any], *
     Args:
         fn: called once per node, on a worker.
         roots: the first nodes (read lazily, at depth 0).
-        pool: a ``wp.ThreadPool`` to run on (it stays open); default: a pool of the
-            walk's own, made from *workers* and *kind*, shut down at the end.
+        pool: a ``wp.ThreadPool`` or a ``wp.ProcessPool`` to run on (it stays open;
+            *kind* is the pool's); default: workers of the walk's own, made from
+            *workers* and *kind*, stopped at the end. On a ``ProcessPool`` a task
+            cannot keep a deque or answer a steal: each task runs a slice (a few
+            nodes and their descendants, depth first, for up to 50 ms) and hands
+            back what it did not run, which the walk shares out again.
         workers: threads or processes of the walk's own pool (the pools' defaults).
         kind: ``"thread"`` or ``"process"``. On processes, *fn*, *key*, the nodes
             and the results are pickled as for ``wp.ProcessPool`` (functions of
@@ -73,8 +78,8 @@ def walk(fn: Callable[[Any], tuple[Any, Iterable[Any]]], roots: Iterable[Any], *
         ``max_depth``, and on processes ``steals`` and ``messages``.
 
     Raises:
-        TypeError: *fn* or *key* is not callable, *pool* is not a ``wp.ThreadPool``,
-            or (processes) *fn* or *key* cannot be pickled.
+        TypeError: *fn* or *key* is not callable, *pool* is not a ``wp.ThreadPool``
+            or a ``wp.ProcessPool``, or (processes) *fn* or *key* cannot be pickled.
         ValueError: *max_pending* < 1, an unknown *kind* or *on_error*, or both
             *pool* and *workers*.
 
@@ -91,13 +96,18 @@ def walk(fn: Callable[[Any], tuple[Any, Iterable[Any]]], roots: Iterable[Any], *
     check_walk_args(fn, max_pending, key, on_error, kind, _KINDS)
     where = describe(fn)
     if pool is not None:
-        from .._pools.executor import ThreadPool
+        from .._pools.executor import ExecutorPool, ThreadPool
 
-        _check_pool(pool, workers, ThreadPool, "wp.walk", "a wp.ThreadPool")
-        from ._threads import ThreadRun
+        _check_pool(pool, workers, ExecutorPool, "wp.walk", "a wp.ThreadPool or a "
+                    "wp.ProcessPool")
+        if isinstance(pool, ThreadPool):
+            from ._threads import ThreadRun
 
-        return Walk(ThreadRun(fn, roots, pool, False, max_pending, key, on_error),
-                    on_error, where)
+            return Walk(ThreadRun(fn, roots, pool, False, max_pending, key, on_error),
+                        on_error, where)
+        from ._slices import SliceRun
+
+        return Walk(SliceRun(fn, roots, pool, max_pending, key, on_error), on_error, where)
     if kind == "process":
         from .._core.sizing import cpus
         from ._process import ProcessRun
@@ -147,9 +157,7 @@ def awalk(fn: Callable[[Any], Awaitable[tuple[Any, Iterable[Any]]]],
 
 def _check_pool(pool: object, workers: int | None, kind: type, name: str, what: str) -> None:
     if not isinstance(pool, kind):
-        hint = " (wp.walk(kind='process') starts worker processes of its own)" if (
-            type(pool).__name__ == "ProcessPool") else ""
-        raise TypeError(f"{name}'s pool must be {what}, got {pool!r}{hint}")
+        raise TypeError(f"{name}'s pool must be {what}, got {pool!r}")
     if workers is not None:
         raise ValueError(f"{name} takes pool= or workers=, not both: the pool has its "
                          "workers")
