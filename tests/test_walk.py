@@ -10,7 +10,7 @@ import multiprocessing
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -492,3 +492,42 @@ async def test_an_async_walk_stops_at_the_first_error_and_cancels_the_rest() -> 
 
     with pytest.raises(ValueError, match="one"):
         await run()
+
+
+@pytest.mark.anyio
+async def test_an_async_walk_reads_async_roots_and_keeps_failures() -> None:
+    async def roots() -> AsyncIterator[int]:
+        for root in (0, 100):
+            yield root
+
+    async def fn(n: int) -> tuple[int, list[int]]:
+        if n in (3, 103):
+            raise ValueError(f"bad {n}")
+        return n, [c for c in (n + 1, n + 2) if c % 100 < 6]
+
+    got: list[int] = []
+    walk = wp.awalk(fn, roots(), workers=3, key=abs, on_error="collect")
+
+    async def run() -> None:
+        async with walk as w:
+            async for n in w:
+                got.append(n)
+
+    with pytest.raises(wp.ItemsFailed) as caught:
+        await run()
+    assert sorted(got) == [0, 1, 2, 4, 5, 100, 101, 102, 104, 105]
+    assert sorted(f.item for f in caught.value.errors) == [3, 103]
+    assert (walk.statistics().visited, walk.statistics().failed) == (12, 2)
+
+
+@pytest.mark.anyio
+async def test_an_async_walk_of_its_own_pool_needs_async_with() -> None:
+    async def fn(n: int) -> tuple[int, list[int]]:
+        return n, []
+
+    with pytest.raises(RuntimeError, match=r"an awalk with a pool of its own runs inside "
+                                           r"`async with wp\.awalk\(\.\.\.\) as w:`"):
+        async for _ in wp.awalk(fn, [0]):
+            pass
+    async with wp.AsyncPool(2) as pool:
+        assert [n async for n in wp.awalk(fn, [0, 1], pool=pool)] == [0, 1]

@@ -3,8 +3,9 @@
 - ``heavy_tail``: a tree whose node times follow a Pareto distribution (a few seconds
   of CPU in all) on 2 processes: makespan against the ideal (total work / workers),
   for the stealing walk, the same walk with stealing off (every child through the
-  parent: a central queue), and level-by-level ``multiprocessing.Pool.map``. Also the
-  messages through the parent per node, stealing on and off.
+  parent: a central queue), the walk on a ``wp.ProcessPool`` passed in (time slices),
+  and level-by-level ``multiprocessing.Pool.map``. Also the messages through the
+  parent per node, stealing on and off.
 - ``tiny_threads``: 1,000,000 tiny nodes on threads: throughput against a hand-written
   ``queue.Queue`` walker (``task_done``/``join``).
 
@@ -132,6 +133,17 @@ def _walk_processes(tree: TimedTree, steal: bool) -> dict[str, float]:
     return {_IDEAL: makespan / (busy / _WORKERS), _MESSAGES: stats.messages / stats.visited}
 
 
+def _walk_on_pool(tree: TimedTree) -> dict[str, float]:
+    import workpool as wp
+
+    t0 = time.perf_counter()
+    with wp.ProcessPool(_WORKERS) as pool, wp.walk(tree, [0], pool=pool) as w:
+        busy = sum(w)
+    makespan = time.perf_counter() - t0
+    stats = w.statistics()
+    return {_IDEAL: makespan / (busy / _WORKERS), _MESSAGES: stats.messages / stats.visited}
+
+
 def _levels_pool_map(tree: TimedTree) -> dict[str, float]:
     """Level by level: map over one depth's nodes, then over all their children."""
     t0 = time.perf_counter()
@@ -154,6 +166,7 @@ def heavy_tail(quick: bool) -> dict[str, float]:
     return compare(
         [("multiprocessing.Pool.map, level by level", lambda: _levels_pool_map(tree)),
          (central, lambda: _walk_processes(tree, steal=False)),
+         ("wp.walk(pool=ProcessPool) (slices)", lambda: _walk_on_pool(tree)),
          (stealing, lambda: _walk_processes(tree, steal=True))],
         unit=_IDEAL, baseline="multiprocessing.Pool.map, level by level",
         targets=[Target(stealing, "<=", 1.10, on="value")], repeats=3 if quick else 5,

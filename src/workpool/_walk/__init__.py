@@ -22,10 +22,13 @@ parent finished.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._core.options import pool_workers
 from ._common import Walk, WalkStatistics, check_walk_args, describe
+
+if TYPE_CHECKING:  # anyio loads with the async walk only
+    from ._async import AsyncWalk
 
 __all__ = ["WalkStatistics", "awalk", "walk"]
 
@@ -124,7 +127,8 @@ def walk(fn: Callable[[Any], tuple[Any, Iterable[Any]]], roots: Iterable[Any], *
 def awalk(fn: Callable[[Any], Awaitable[tuple[Any, Iterable[Any]]]],
           roots: Iterable[Any] | AsyncIterable[Any], *, pool: Any = None,
           workers: int | None = None, max_pending: int = 10_000,
-          key: Callable[[Any], Hashable] | None = None, on_error: str = "raise") -> Any:
+          key: Callable[[Any], Hashable] | None = None,
+          on_error: str = "raise") -> AsyncWalk:
     """``wp.walk`` for async code: ``fn`` is a coroutine function; ``async for`` over
     the result.
 
