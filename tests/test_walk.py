@@ -169,7 +169,7 @@ def test_sys_exit_in_a_node_fails_that_node_alone(kind: str) -> None:
     assert sorted(o.value for o in outcomes if isinstance(o, wp.Value)) == [0, 1, 3, 4]
     [error] = [o.error for o in outcomes if isinstance(o, wp.Error)]
     assert isinstance(error, SystemExit)
-    assert error.code == 3
+    assert error.args == (3,)
 
 
 def test_an_error_from_a_worker_process_carries_its_traceback() -> None:
