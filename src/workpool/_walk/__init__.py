@@ -64,7 +64,8 @@ def walk(fn: Callable[[Any], tuple[Any, Iterable[Any]]], roots: Iterable[Any], *
             children it finds in a deque of its own and runs the newest first, and
             an idle worker steals the oldest half of a busy one's deque, so a node
             costs no message (results travel in batches).
-        max_pending: the most children that may wait at once (>= 1).
+        max_pending: the most children that may wait at once (>= 1; on processes
+            at least one per worker: each keeps ``max_pending // workers``).
         key: deduplicate: a node whose ``key(node)`` was seen before is not visited
             again (graphs with cycles end). On processes the parent keeps the keys;
             each node's children cost one round trip to it.

@@ -35,8 +35,9 @@ class WalkStatistics:
         pending: children waiting to run now (queued, in a worker's deque or on their
             way to one); a child being run inline by its parent's worker is running,
             not pending.
-        max_pending: the most that ever waited at once (never above ``max_pending=``;
-            on processes, as the workers last reported it).
+        max_pending: the most that ever waited at once (never above ``max_pending=``,
+            or one per worker process if that is more; on processes, as the workers
+            last reported it).
         max_depth: the deepest node visited (roots are at depth 0).
         steals: processes: batches of work moved from a busy worker to an idle one.
         messages: processes: messages the parent sent and received.
