@@ -530,4 +530,11 @@ async def test_an_async_walk_of_its_own_pool_needs_async_with() -> None:
         async for _ in wp.awalk(fn, [0]):
             pass
     async with wp.AsyncPool(2) as pool:
-        assert [n async for n in wp.awalk(fn, [0, 1], pool=pool)] == [0, 1]
+        assert sorted([n async for n in wp.awalk(fn, [0, 1], pool=pool)]) == [0, 1]
+
+
+@pytest.mark.anyio
+async def test_an_async_walk_runs_a_plain_function_in_a_thread() -> None:
+    async with wp.awalk(tasks.fail_at_7, [8], workers=2) as w:
+        got = sorted([n async for n in w])
+    assert got == [8, 17, 18, 35, 36, 37, 38]

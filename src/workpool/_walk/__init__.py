@@ -125,13 +125,16 @@ def walk(fn: Callable[[Any], tuple[Any, Iterable[Any]]], roots: Iterable[Any], *
     return Walk(ThreadRun(fn, roots, own, True, max_pending, key, on_error), on_error, where)
 
 
-def awalk(fn: Callable[[Any], Awaitable[tuple[Any, Iterable[Any]]]],
+def awalk(fn: Callable[[Any], Awaitable[tuple[Any, Iterable[Any]]]]
+          | Callable[[Any], tuple[Any, Iterable[Any]]],
           roots: Iterable[Any] | AsyncIterable[Any], *, pool: Any = None,
           workers: int | None = None, max_pending: int = 10_000,
           key: Callable[[Any], Hashable] | None = None,
           on_error: str = "raise") -> AsyncWalk:
-    """``wp.walk`` for async code: ``fn`` is a coroutine function; ``async for`` over
-    the result.
+    """``wp.walk`` for async code: ``async for`` over the result.
+
+    ``fn`` is a coroutine function, or a plain callable, which runs in a worker thread
+    (as an ``AsyncPool`` runs one).
 
     The nodes run as tasks of an ``AsyncPool``: *pool* (entered already; it stays
     open) or one of the walk's own with *workers* tasks (default 100). *roots* may be

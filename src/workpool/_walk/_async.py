@@ -10,12 +10,14 @@ nothing runs or waits. Everything happens on the loop's thread: no lock. Imports
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from .._core.exceptions import WouldBlock
 from ._common import Failure, Outcomes, WalkStatistics, first_time, pair
@@ -31,10 +33,13 @@ class AsyncWalk:
     with ``aclose()`` and ``statistics()``.
     """
 
-    def __init__(self, fn: Callable[[Any], Awaitable[Any]], roots: Any, pool: Any,
+    def __init__(self, fn: Callable[[Any], Any], roots: Any, pool: Any,
                  own_pool: bool, max_pending: int, key: Callable[[Any], Hashable] | None,
                  on_error: str, where: str) -> None:
         self._fn = fn
+        # A plain callable runs in a worker thread, as an AsyncPool runs one.
+        self._in_thread = not (inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            type(fn).__call__))
         self._roots: Any = roots  # an iterable or an async iterable, until started
         self._pool = pool
         self._own_pool = own_pool
@@ -215,7 +220,11 @@ class AsyncWalk:
         self._visited += 1
         self._max_depth = max(self._max_depth, depth)
         try:
-            result, children = pair(await self._fn(item))
+            if self._in_thread:
+                out = await anyio.to_thread.run_sync(self._fn, item, abandon_on_cancel=True)
+            else:
+                out = await self._fn(item)
+            result, children = pair(out)
             frame = (iter(children), depth + 1, item)
         except Exception as exc:
             self._fail(item, exc)
