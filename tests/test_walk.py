@@ -286,7 +286,7 @@ def test_bad_arguments_are_refused_at_the_call() -> None:
     with pytest.raises(TypeError, match="cannot send key to a worker process"):
         wp.walk(tasks.graph, [0], kind="process", key=lambda n: lock)
     with pytest.raises(TypeError, match=r"wp\.awalk's pool must be a wp\.AsyncPool"):
-        wp.awalk(tasks.graph, [0], pool=threads)  # type: ignore[arg-type]
+        wp.awalk(tasks.graph, [0], pool=threads)
 
 
 def test_nodes_and_results_larger_than_a_pipe_travel_both_ways() -> None:
