@@ -109,3 +109,20 @@ def big(node: tuple[int, bytes]) -> tuple[bytes, list[tuple[int, bytes]]]:
     n, payload = node
     fresh = [(c, payload[:-1] + bytes([c % 256])) for c in (2 * n + 1, 2 * n + 2) if c < 60]
     return payload, fresh  # new objects: pickle cannot share one copy among them
+
+
+class LoadsOnlyInWorkers:
+    """A result that pickles in a worker but cannot be unpickled in the parent."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _load_in_worker, (os.getpid(),)
+
+
+def _load_in_worker(pid: int) -> LoadsOnlyInWorkers:
+    if os.getpid() != pid:
+        raise RuntimeError("not here")
+    return LoadsOnlyInWorkers()
+
+
+def strange_result(n: int) -> tuple[Any, list[int]]:
+    return LoadsOnlyInWorkers(), []

@@ -191,6 +191,12 @@ def test_a_dead_worker_process_fails_the_walk() -> None:
         list(wp.walk(tasks.die_at_3, [0], kind="process", workers=2))
 
 
+def test_a_result_the_caller_cannot_unpickle_fails_the_walk() -> None:
+    with pytest.raises(wp.WorkerCrashed, match="the task's results could not be unpickled: "
+                                               "RuntimeError: not here"):
+        list(wp.walk(tasks.strange_result, [0], kind="process", workers=1))
+
+
 def test_a_function_a_worker_cannot_unpickle_fails_the_walk() -> None:
     with pytest.raises(wp.WorkerCrashed, match="a walk's worker process could not unpickle "
                                                "the function or key: RuntimeError: cannot "

@@ -40,7 +40,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from .._backends import _child
-from .._backends._pickling import raise_send_error
+from .._backends._pickling import raise_send_error, unpicklable
 from .._core.process_errors import WorkerCrashed
 from . import _worker
 from ._common import WalkStatistics
@@ -217,7 +217,10 @@ class ProcessRun:
         op = message[0]
         if op == _worker.BATCH_MSG:
             _, body, counts, idle = message
-            entries, up = pickle.loads(body)
+            try:
+                entries, up = pickle.loads(body)
+            except Exception as exc:  # a result of a class this process cannot load
+                raise unpicklable("results", exc) from exc
             visited, failed, created, deepest, local = counts
             self._outstanding += created - visited
             self._frontier.extend(up)
