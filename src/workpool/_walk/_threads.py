@@ -1,4 +1,4 @@
-"""The walk on threads: ``Walk``, over the public API of a ``ThreadPool``.
+"""The walk on threads: ``ThreadRun``, over the public API of a ``ThreadPool``.
 
 Each pool task runs one node and then, depth first, the children it keeps; a child
 is handed to the pool as a task of its own only while the pool is hungry (fewer than

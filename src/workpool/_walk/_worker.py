@@ -7,12 +7,14 @@ while a long node runs (a steal never waits for the victim's current node)::
       WORK(items)  -> local deque,          pop the newest node (LIFO), run fn:
                       wake the main thread    result -> batch; children (claimed
       STEAL        -> GIVE(the oldest half    first, with key=) -> the local deque
-                      of the deque)           while it holds fewer than `cap`, the
-      CLAIMED(ok)  -> the main thread's       rest run inline, depth first
-                      claim                 every BATCH results or BATCH_SECONDS,
-      STOP / EOF   -> stop                  and whenever the deque runs dry: one
-                                            BATCH message (results, counts; "idle"
-                                            when the deque is empty)
+                      of the deque, and the   while it holds fewer than `cap`, the
+                      children not yet        rest run inline, depth first
+                      counted); if it is    every BATCH results or FLUSH_SECONDS,
+                      empty, the main thread  and whenever the deque runs dry: one
+                      gives once it has some  BATCH message (results, counts; "idle"
+      CLAIMED(ok)  -> the main thread's       when the deque is empty)
+                      claim
+      STOP / EOF   -> stop
 
 Messages are pickled tuples; user objects inside travel as bytes pickled by
 ``_backends._child`` (by reference where they can, by value with cloudpickle where
