@@ -53,6 +53,10 @@ def test_threads_load_only_what_they_need() -> None:
     assert "anyio" in _imported_after("import workpool as wp; wp.AsyncPool")
 
 
+def test_walk_loads_no_pool_until_it_runs() -> None:
+    assert _imported_after("import workpool as wp; wp.walk; wp.awalk") == set()
+
+
 def test_lazy_names_are_the_same_objects_as_their_modules() -> None:
     from workpool._pipeline import Pipeline
     from workpool._pools.async_pool import AsyncPool

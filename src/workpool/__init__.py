@@ -54,6 +54,9 @@ if _typing.TYPE_CHECKING:
     from ._sync.merge import merge as merge
     from ._sync.semaphore import Semaphore as Semaphore
     from ._sync.semaphore import SemaphoreStatistics as SemaphoreStatistics
+    from ._walk import WalkStatistics as WalkStatistics
+    from ._walk import awalk as awalk
+    from ._walk import walk as walk
 
 __version__ = "0.1.0"
 
@@ -87,15 +90,18 @@ __all__ = [
     "TaskTimeout",
     "ThreadPool",
     "Value",
+    "WalkStatistics",
     "WorkerCrashed",
     "WorkpoolError",
     "WouldBlock",
     "amerge",
+    "awalk",
     "cpus",
     "current",
     "io_workers",
     "memory_limit",
     "merge",
+    "walk",
 ]
 
 
@@ -117,6 +123,7 @@ _LAZY: dict[str, dict[str, str]] = {
                "MemoryBudgetStatistics": "._sync.memory_budget"},
     "pipelines": {"Pipeline": "._pipeline", "PipelineReport": "._pipeline",
                   "StageReport": "._pipeline"},
+    "walks": {"walk": "._walk", "awalk": "._walk", "WalkStatistics": "._walk"},
 }
 _FAMILY = {name: family for family, names in _LAZY.items() for name in names}
 
