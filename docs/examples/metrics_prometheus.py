@@ -24,7 +24,6 @@ finally:
     server.server_close()
 
 for line in scrape.splitlines():
-    if line.startswith(("workpool_tasks_total", "workpool_workers{",
-                        "workpool_concurrency_limit", "workpool_pool_info",
-                        "workpool_task_duration_seconds_count")):
+    if line.startswith(("workpool_tasks_total", "workpool_queue_depth",
+                        "workpool_concurrency_limit", "workpool_pool_info")):
         print(line)
