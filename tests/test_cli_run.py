@@ -238,6 +238,18 @@ def test_resume_and_resume_failed(tmp_path: Path, check: Path) -> None:
     assert r.stdout == f"{check} more\n"
 
 
+def test_resume_of_a_command_with_the_slot_runs_nothing_twice(tmp_path: Path) -> None:
+    log = tmp_path / "log.tsv"
+    r = wp_run("--joblog", log, "-j", "2", "-k", "echo", "{%}", "{}", ":::", "a", "b", "c",
+               "d", cwd=tmp_path)
+    assert r.returncode == 0
+    # Slots are numbered from 1, and each of the two was used.
+    assert {line.split()[0] for line in r.stdout.splitlines()} == {"1", "2"}
+    r = wp_run("--joblog", log, "--resume", "-j", "2", "-k", "echo", "{%}", "{}", ":::",
+               "a", "b", "c", "d", "e", cwd=tmp_path)
+    assert (r.returncode, r.stdout.split()[1:]) == (0, ["e"])
+
+
 def test_a_corrupt_joblog_is_an_error_not_a_rerun(tmp_path: Path) -> None:
     (tmp_path / "log.tsv").write_text(HEADER + "\n1\t:\tnot a time\n")
     r = wp_run("--joblog", "log.tsv", "--resume", "echo", ":::", "a", cwd=tmp_path)

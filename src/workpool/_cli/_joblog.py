@@ -111,9 +111,11 @@ class Resume:
             if failed_too or (exitval == 0 and signal == 0):
                 self._done[fields[8]] += 1
 
-    def skip(self, command: str) -> bool:
-        """Whether the job running *command* is done already (and counts it as seen)."""
-        if self._done[command] > 0:
-            self._done[command] -= 1
-            return True
+    def skip(self, *commands: str) -> bool:
+        """Whether the job is done already (and counts it as seen): it ran as one of
+        *commands* (one per job slot it may have run in, when the command has ``{%}``)."""
+        for command in commands:
+            if self._done[command] > 0:
+                self._done[command] -= 1
+                return True
         return False

@@ -137,7 +137,7 @@ class Jobs:
         self._template = template
         self._slots: SimpleQueue[_Slot] = SimpleQueue()
         self._all = [_Slot(n) for n in range(1, slots + 1)]
-        for slot in reversed(self._all):  # a FIFO: slot 1 is taken first
+        for slot in self._all:  # a FIFO: slot 1 is taken first
             self._slots.put(slot)
         self._timeout = timeout
         self._runs = runs

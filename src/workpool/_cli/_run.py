@@ -202,7 +202,7 @@ def _prepare(args: argparse.Namespace, stack: ExitStack) -> tuple[Options, Itera
         stack.callback(joblog.close)
         options = dataclasses.replace(options, joblog=joblog)
     total = None if resume is not None else _total(sources)
-    return options, _jobs(sources, colsep, template, resume), total
+    return options, _jobs(sources, colsep, template, resume, options.workers), total
 
 
 # -- input sources -------------------------------------------------------------------
@@ -282,7 +282,7 @@ def _combinations(sources: Sequence[Source]) -> Iterator[tuple[str, ...]]:
 
 
 def _jobs(sources: Sequence[Source], colsep: re.Pattern[str] | None,
-          template: Template, resume: Resume | None) -> Iterator[Job]:
+          template: Template, resume: Resume | None, slots: int) -> Iterator[Job]:
     from ._jobs import Job
 
     for seq, values in enumerate(_combinations(sources), start=1):
@@ -290,8 +290,10 @@ def _jobs(sources: Sequence[Source], colsep: re.Pattern[str] | None,
         if colsep is not None:
             args = [column for value in values for column in colsep.split(value)]
         command = None if template.uses_slot else template.expand(args, seq, 0)
-        if resume is not None and resume.skip(command or template.expand(args, seq, 1)):
-            continue
+        if resume is not None and resume.skip(
+                *([command] if command is not None else
+                  [template.expand(args, seq, slot) for slot in range(1, slots + 1)])):
+            continue  # a command with {%} ran in any of the slots
         yield Job(seq, args, command)
 
 
