@@ -41,7 +41,7 @@ T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
 Key = str | int | bytes
 Dropping = Literal["raise", "collect", "skip"]  # on_error values that pass values on as they are
-SyncKind = Literal["thread", "process"]
+SyncKind = Literal["thread", "process", "dask"]
 
 
 @final
@@ -64,12 +64,15 @@ class Pipeline(Generic[T_co]):
     Stages (each returns a new pipeline): ``map``, ``filter``, ``flat_map``, ``each``
     (a sink), ``batch``, ``unbatch``. Function stages take ``workers`` (an int, or a
     float: that multiple of ``wp.cpus()``, rounded half up, at least 1, so ``1.0`` is
-    one per CPU and ``0.5`` on 2 CPUs is 1), ``kind`` ("thread", "process", "async"),
+    one per CPU and ``0.5`` on 2 CPUs is 1), ``kind`` ("thread", "process", "async",
+    "dask": on a ``wp.DaskPool`` over the current default ``distributed.Client``, or a
+    ``LocalCluster`` the stage starts and closes when there is none; ``workers`` is then
+    the most chunks in flight on the cluster),
     ``buffer`` (the bounded queue to the next stage, default ``max(64, 2 * workers)``),
     ``ordered``, ``timeout``, ``retry``, ``rate``, ``on_error`` ("raise", "return",
     "collect" or "skip", as on every pool's ``map``), ``budget`` and ``cost`` (a
-    ``wp.Semaphore`` each item holds ``cost`` tokens of while it is out, thread and
-    process stages) and ``name`` (in the report, default ``"map(fn)"``).
+    ``wp.Semaphore`` each item holds ``cost`` tokens of while it is out, thread,
+    process and dask stages) and ``name`` (in the report, default ``"map(fn)"``).
 
     Run it by iterating (``for x in pipe``, ``async for x in pipe``) or with
     ``run()``, which returns a ``PipelineReport``. Leaving the loop early, Ctrl-C, or
@@ -222,7 +225,7 @@ class Pipeline(Generic[T_co]):
 
     @overload
     def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
-               kind: Literal["thread", "process", "async"] = "thread",
+               kind: Literal["thread", "process", "async", "dask"] = "thread",
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: Dropping = "raise",
@@ -230,7 +233,7 @@ class Pipeline(Generic[T_co]):
                name: str | None = None) -> Pipeline[T_co]: ...
     @overload
     def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
-               kind: Literal["thread", "process", "async"] = "thread",
+               kind: Literal["thread", "process", "async", "dask"] = "thread",
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: Literal["return"],
@@ -238,7 +241,7 @@ class Pipeline(Generic[T_co]):
                name: str | None = None) -> Pipeline[Outcome[T_co]]: ...
 
     def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
-               kind: Literal["thread", "process", "async"] = "thread",
+               kind: Literal["thread", "process", "async", "dask"] = "thread",
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: OnError = "raise",
@@ -319,7 +322,7 @@ class Pipeline(Generic[T_co]):
              name: str | None = None) -> Pipeline[Never]: ...
     @overload
     def each(self, fn: Callable[[T_co], object], *, transactional: Literal[False] = False,
-             workers: Workers = 1, kind: Literal["thread", "process", "async"] = "thread",
+             workers: Workers = 1, kind: Literal["thread", "process", "async", "dask"] = "thread",
              buffer: int | None = None, ordered: bool = True,
              timeout: float | None = None, retry: Retry | None = None,
              rate: RateLimit | None = None, on_error: Dropping = "raise",

@@ -1,11 +1,12 @@
-"""How a stage runs: on a pool (thread, process, the journal's writer) or inline.
+"""How a stage runs: on a pool (thread, process, dask, the journal's writer) or inline.
 
 A pooled stage is two threads around a pool::
 
     input channel ──▶ dispatcher ── chunk of what is there (never waits to fill one)
                         │  waits for a slot: at most 2 x workers chunks in flight
                         ▼
-                      pool (ThreadPool / ProcessPool chunks, or the journal writer)
+                      pool (ThreadPool / ProcessPool / DaskPool chunks, or the journal
+                      writer)
                         │  done callback
                         ▼
                       emitter ── in input order (a reorder buffer by sequence number)
@@ -15,7 +16,7 @@ A pooled stage is two threads around a pool::
 
 The dispatcher takes the items already in the input channel, up to the chunk size, so a
 slow source never waits for a chunk to fill; the chunk size grows while items are quick
-(a chunk should take about 2 ms on threads, 20 ms on processes) and stays 1 under a
+(a chunk should take about 2 ms on threads, 20 ms on processes, 100 ms on Dask) and stays 1 under a
 timeout, retry or rate policy, which then apply per item. With a ``budget``, the
 dispatcher takes ``cost`` tokens per item of a chunk before handing it to the pool, and
 they go back when the chunk ends (a chunk is never larger than the budget allows, and
@@ -216,8 +217,9 @@ class _End:
 
 
 class PoolStage(StageRuntime):
-    """A stage whose function runs on a ``ThreadPool``, a ``ProcessPool`` or (for a
-    transactional sink) the journal's writer thread. See the module docstring."""
+    """A stage whose function runs on a ``ThreadPool``, a ``ProcessPool``, a
+    ``DaskPool`` or (for a transactional sink) the journal's writer thread. See the
+    module docstring."""
 
     def __init__(self, run: RunContext, spec: StageSpec, source: Channel,
                  sink: Channel) -> None:
@@ -230,7 +232,8 @@ class PoolStage(StageRuntime):
                           else max(1, min(MAX_CHUNK, spec.budget.capacity // spec.cost)))
         self.inflight = 0  # chunks handed to the pool and not yet passed on
         self.fixed = spec.policies or spec.transactional
-        self.target = 0.02 if spec.kind == "process" else 0.002
+        # Seconds a chunk should take: longer where a chunk's round trip costs more.
+        self.target = {"process": 0.02, "dask": 0.1}.get(spec.kind, 0.002)
         self.slots = Slots(2 * spec.workers)
         self.done: SimpleQueue[Any] = SimpleQueue()
         self.fn = worker_function(spec)
@@ -248,6 +251,12 @@ class PoolStage(StageRuntime):
             from .._pools.process import ProcessPool
 
             return ProcessPool(spec.workers, rate=spec.rate, name=name)
+        if spec.kind == "dask":
+            # The current default client's cluster, or a LocalCluster of the stage's
+            # own, closed when the stage ends.
+            from .._pools.dask import DaskPool, default_client
+
+            return DaskPool(default_client(), workers=spec.workers, rate=spec.rate, name=name)
         from .._pools.executor import ThreadPool
 
         return ThreadPool(spec.workers, rate=spec.rate, name=name)
