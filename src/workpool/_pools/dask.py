@@ -131,7 +131,7 @@ class DaskPool(ExecutorPool):
 
     _broken_type = BrokenExecutor
     _chunk_target = 0.1
-    _max_chunk = 65536
+    _max_chunk = 8192
 
     def __init__(self, client: distributed.Client | None = None, *, address: str | None = None,
                  workers: int | None = None, max_workers: int | None = None,
