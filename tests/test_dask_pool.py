@@ -270,3 +270,12 @@ def test_futures_of_a_pool_are_the_stdlibs(client: Client) -> None:
         future = pool.submit(_tasks.square, 3)
         assert isinstance(future, cf.Future)
         assert future.result(WAIT) == 9
+
+
+def test_a_dask_stage_without_a_client_starts_and_closes_a_cluster() -> None:
+    from workpool._pools.dask import default_client
+
+    assert default_client() is None
+    with iter(wp.Pipeline(range(20)).map(_tasks.square, kind="dask", workers=2)) as items:
+        assert sorted(items) == [x * x for x in range(20)]
+    # The stage's LocalCluster is closed: its worker processes are gone (no_leaks).
