@@ -128,6 +128,15 @@ def test_identical_calls_run_twice(client: Client) -> None:
         assert len(set(pool.map(token, [None] * 4, chunksize=1))) == 4
 
 
+def test_what_cannot_be_pickled_fails_its_future(client: Client) -> None:
+    with wp.DaskPool(client, workers=2) as pool:
+        future = pool.submit(len, threading.Lock())
+        with pytest.raises(TypeError, match=r"cannot pickle '_thread.lock' object"):
+            future.result(WAIT)
+        assert pool.submit(_tasks.square, 2).result(WAIT) == 4
+    assert (pool.statistics().failed, pool.statistics().completed) == (1, 1)
+
+
 def test_at_most_workers_tasks_are_on_the_cluster(client: Client, tmp_path: Path) -> None:
     gate = FileGate(tmp_path / "gate")
     with wp.DaskPool(client, workers=3) as pool:

@@ -24,8 +24,11 @@ does everything the client is asked::
 ``run_remote`` catches what the task raises (``BaseException`` included, which a Dask
 worker would otherwise let through) and returns it, so a task's own error comes back
 as its outcome and retries are the engine's (with backoff, on its timer: a waiting
-retry holds no slot and no cluster thread). A ``Call`` is opaque to Dask: its
-arguments and items are pickled as they are, never searched for Dask keys.
+retry holds no slot and no cluster thread). A ``Call`` travels pickled, by Dask's own
+pickler (cloudpickle for what must go by value): its arguments are never searched for
+Dask keys, the scheduler never unpickles them, and the messages it keeps for debugging
+(``distributed.admin.low-level-log-length``) hold compact bytes, not the items as
+objects.
 
 What the cluster raised instead of a reply is the task's error: ``KilledWorker`` (the
 task's workers died ``distributed.scheduler.allowed-failures`` times) becomes
@@ -53,6 +56,7 @@ from queue import Empty, SimpleQueue
 from typing import Any, Final
 
 import distributed
+from distributed.protocol.pickle import dumps, loads
 
 from .._core.chunk import Chunk, run_chunk
 from .._core.context import TaskContext, WorkerSlot, install_slot
@@ -131,10 +135,11 @@ def _state(call: Call) -> Any:
         return _STATES[where]
 
 
-def run_remote(call: Call) -> tuple[int, Any]:
-    """Run *call* on a cluster worker: (``TASK_OK``, the value or ``Chunk``) or
-    (``TASK_FAILED``, what it raised)."""
+def run_remote(payload: bytes) -> tuple[int, Any]:
+    """Run the pickled ``Call`` on a cluster worker: (``TASK_OK``, the value or
+    ``Chunk``) or (``TASK_FAILED``, what it raised, unpickling it included)."""
     try:
+        call: Call = loads(payload)
         state = None if call.init is None else _state(call)
     except BaseException as exc:
         return TASK_FAILED, exc
@@ -455,9 +460,9 @@ class DaskBackend(Backend):
                     task.attempt, task.timeout, worker.slot.worker_id, self.init)
         try:
             cluster = self.client.submit(
-                run_remote, call, key=f"{_name(fn)}-{uuid.uuid4().hex}", pure=False,
+                run_remote, dumps(call), key=f"{_name(fn)}-{uuid.uuid4().hex}", pure=False,
                 priority=task.priority, resources=resources, workers=where)
-        except BaseException as exc:  # the client is closed, the call cannot be sent
+        except BaseException as exc:  # the call cannot be pickled, the client is closed
             with self._lock:
                 if job.ended:
                     return

@@ -100,7 +100,10 @@ class DaskPool(ExecutorPool):
 
     Functions, arguments and results travel as Dask sends them (pickle, cloudpickle for
     lambdas and ``__main__``); arguments are passed as they are (a Dask future among
-    them is not resolved).
+    them is not resolved), and what cannot be pickled fails its task's future. Memory
+    stays flat on the client and the scheduler but for what Dask keeps for debugging:
+    the last 1000 messages of each connection (``distributed.admin.low-level-log-
+    length``), which hold each task's pickled call (a few bytes per ``map`` item).
 
     Args:
         client: the ``distributed.Client`` to run on (the pool neither closes it nor
