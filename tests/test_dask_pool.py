@@ -130,7 +130,7 @@ def test_identical_calls_run_twice(client: Client) -> None:
 
 def test_what_cannot_be_pickled_fails_its_future(client: Client) -> None:
     with wp.DaskPool(client, workers=2) as pool:
-        future = pool.submit(len, threading.Lock())
+        future = pool.submit(id, threading.Lock())
         with pytest.raises(TypeError, match=r"cannot pickle '_thread.lock' object"):
             future.result(WAIT)
         assert pool.submit(_tasks.square, 2).result(WAIT) == 4
