@@ -209,9 +209,49 @@ def test_address_connects_a_client_the_pool_closes(cluster: LocalCluster) -> Non
     assert own.status == "closed"
 
 
-def test_bad_clients_are_refused_with_the_rule(client: Client) -> None:
+def test_shutdown_without_wait_closes_its_client_once_the_work_ends(
+        cluster: LocalCluster, tmp_path: Path) -> None:
+    gate = FileGate(tmp_path / "gate")
+    pool = wp.DaskPool(address=cluster.scheduler_address, workers=2)
+    running = pool.submit(_tasks.wait_gate, gate)
+    assert _wait_for(lambda: pool.statistics().running == 1)
+    pool.shutdown(wait=False)
+    assert pool.client.status == "running"  # the task still needs it
+    gate.open()
+    assert running.result(WAIT) is True
+    assert _wait_for(lambda: pool.client.status == "closed")
+
+
+def fail_to_start() -> None:
+    raise OSError("no model file")
+
+
+def test_a_failing_initializer_fails_the_task_and_runs_again(client: Client) -> None:
+    from workpool._backends import dask as backend
+
+    with wp.DaskPool(client, workers=1, initializer=fail_to_start) as pool:
+        future = pool.submit(_tasks.square, 2)
+        with pytest.raises(cf.BrokenExecutor,
+                           match=r"^the initializer failed on Dask worker .*: OSError"):
+            future.result(WAIT)
+        assert isinstance(future.exception().__cause__, OSError)  # type: ignore[union-attr]
+        with pytest.raises(cf.BrokenExecutor):
+            pool.submit(_tasks.square, 3).result(WAIT)
+    with wp.DaskPool(client, workers=2, initializer=_tasks.make_state, initargs=("x",)) as pool:
+        assert pool.submit(_tasks.describe).result(WAIT)[2] == "state-x"
+        token = pool._dask.token
+        assert any(where[0] == token for where in backend._STATES)
+    # Shutdown forgot the values on the workers (this cluster's run in this process).
+    assert not any(where[0] == token for where in backend._STATES)
+
+
+def test_bad_clients_are_refused_with_the_rule(cluster: LocalCluster, client: Client) -> None:
     with pytest.raises(TypeError, match=r"^client must be a distributed.Client or None, got 'x'$"):
         wp.DaskPool("x")  # type: ignore[arg-type]
+    closed = Client(cluster.scheduler_address, set_as_default=False)
+    closed.close()
+    with pytest.raises(ValueError, match=r"^client must be open, got a closed one$"):
+        wp.DaskPool(closed)
     with pytest.raises(TypeError, match=r"^pass client or address, not both$"):
         wp.DaskPool(client, address="tcp://127.0.0.1:1")
     with pytest.raises(TypeError, match=r"^resources must be a mapping"):

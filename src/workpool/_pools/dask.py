@@ -144,8 +144,14 @@ class DaskPool(ExecutorPool):
                  initargs: tuple[Any, ...] = (), name: str | None = None,
                  budget: Semaphore | None = None,
                  resources: Mapping[str, float] | None = None) -> None:
-        if client is not None and not isinstance(client, distributed.Client):
-            raise TypeError(f"client must be a distributed.Client or None, got {client!r}")
+        if client is not None:
+            if not isinstance(client, distributed.Client):
+                raise TypeError(f"client must be a distributed.Client or None, got {client!r}")
+            if client.asynchronous:
+                raise ValueError("client must be a synchronous distributed.Client (the pool "
+                                 "calls it from its own thread), got an asynchronous one")
+            if client.status in ("closing", "closed"):
+                raise ValueError(f"client must be open, got a {client.status} one")
         if address is not None:
             if client is not None:
                 raise TypeError("pass client or address, not both")
