@@ -106,6 +106,10 @@ def worker_address(_: Any = None) -> str:
     return str(get_worker().address)
 
 
+def with_scheduler(item: Any) -> tuple[Any, str]:
+    return item, str(get_worker().scheduler.address)
+
+
 def token(_: Any = None) -> bytes:
     return os.urandom(16)
 
@@ -256,6 +260,16 @@ def test_bad_clients_are_refused_with_the_rule(cluster: LocalCluster, client: Cl
         wp.DaskPool(client, address="tcp://127.0.0.1:1")
     with pytest.raises(TypeError, match=r"^resources must be a mapping"):
         wp.DaskPool(client, resources=["GPU"])  # type: ignore[arg-type]
+    # A bad option closes the client the pool started, never one passed in.
+    scheduler = cluster.scheduler
+    assert scheduler is not None
+    clients = set(scheduler.clients)
+    with pytest.raises(ValueError, match=r"^timeout must be > 0, got -1$"):
+        wp.DaskPool(address=cluster.scheduler_address, timeout=-1)
+    assert _wait_for(lambda: set(scheduler.clients) == clients)
+    with pytest.raises(ValueError, match=r"^timeout must be > 0, got -1$"):
+        wp.DaskPool(client, timeout=-1)
+    assert client.status == "running"
 
 
 def test_a_killed_worker_is_worker_crashed() -> None:
@@ -327,10 +341,15 @@ def test_futures_of_a_pool_are_the_stdlibs(client: Client) -> None:
         assert future.result(WAIT) == 9
 
 
-def test_a_dask_stage_without_a_client_starts_and_closes_a_cluster() -> None:
+def test_dask_stages_without_a_client_share_a_cluster_of_the_run() -> None:
     from workpool._pools.dask import default_client
 
     assert default_client() is None
-    with iter(wp.Pipeline(range(20)).map(_tasks.square, kind="dask", workers=2)) as items:
-        assert sorted(items) == [x * x for x in range(20)]
-    # The stage's LocalCluster is closed: its worker processes are gone (no_leaks).
+    pipe = (wp.Pipeline(range(20)).map(with_scheduler, kind="dask", workers=2)
+            .map(with_scheduler, kind="dask"))
+    with iter(pipe) as items:
+        got = list(items)
+    assert sorted(x for (x, _), _ in got) == list(range(20))
+    assert len({first for (_, first), _ in got} | {second for _, second in got}) == 1
+    # Both stages ran on one LocalCluster, closed with the run: its worker processes
+    # are gone (no_leaks).

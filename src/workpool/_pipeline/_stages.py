@@ -65,6 +65,8 @@ class RunContext(Protocol):
 
     def collect(self, failure: CollectedError) -> None: ...
 
+    def dask_client(self) -> Any: ...
+
 
 class StageRuntime:
     """A running stage: its spec, channels and counters, and how outputs are made."""
@@ -252,11 +254,10 @@ class PoolStage(StageRuntime):
 
             return ProcessPool(spec.workers, rate=spec.rate, name=name)
         if spec.kind == "dask":
-            # The current default client's cluster, or a LocalCluster of the stage's
-            # own, closed when the stage ends.
-            from .._pools.dask import DaskPool, default_client
+            from .._pools.dask import DaskPool
 
-            return DaskPool(default_client(), workers=spec.workers, rate=spec.rate, name=name)
+            return DaskPool(self.run.dask_client(), workers=spec.workers, rate=spec.rate,
+                            name=name)
         from .._pools.executor import ThreadPool
 
         return ThreadPool(spec.workers, rate=spec.rate, name=name)

@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - the dask extra is not installed
 
 from .._backends.dask import DaskBackend, Placed, forget_remote
 
-__all__ = ["DaskPool", "default_client"]
+__all__ = ["DaskPool", "default_client", "local_client"]
 
 T = TypeVar("T")
 
@@ -43,6 +43,12 @@ def default_client() -> distributed.Client | None:
     except ValueError:
         return None
     return client
+
+
+def local_client() -> distributed.Client:
+    """A client of a ``LocalCluster`` of its own (Dask's defaults, its dashboard on a
+    free port), not the default client; closing it closes the cluster."""
+    return distributed.Client(set_as_default=False, dashboard_address=":0")
 
 
 def _check_resources(resources: Mapping[str, float] | None) -> dict[str, float] | None:
@@ -161,24 +167,20 @@ class DaskPool(ExecutorPool):
             pool_workers(workers, max_workers, 1)  # bad counts fail before a cluster starts
         check_pool_options(queue_size, retry, rate, initializer)
         self._resources = _check_resources(resources)
-        self._owned: list[Any] = []  # the client and cluster the pool started
+        # The client the pool started (closing it closes its LocalCluster, if any).
+        self._owned: distributed.Client | None = None
         self._closer: threading.Thread | None = None
         if client is None:
-            if address is None:
-                cluster = distributed.LocalCluster(dashboard_address=":0")
-                self._owned.append(cluster)
-                client = distributed.Client(cluster, set_as_default=False)
-            else:
-                client = distributed.Client(address, set_as_default=False)
-            self._owned.insert(0, client)
+            client = self._owned = (local_client() if address is None else
+                                    distributed.Client(address, set_as_default=False))
         self._client = client
         try:
             super().__init__(workers, max_workers=max_workers, queue_size=queue_size,
                              timeout=timeout, retry=retry, rate=rate, initializer=initializer,
                              initargs=initargs, name=name, budget=budget)
         except BaseException:
-            for thing in self._owned:
-                thing.close()
+            if self._owned is not None:
+                self._owned.close()
             raise
 
     @property
@@ -235,7 +237,7 @@ class DaskPool(ExecutorPool):
         super().shutdown(wait, cancel_futures=cancel_futures, timeout=timeout)
         if wait:
             self._close_owned()
-        elif self._owned and self._closer is None:
+        elif self._owned is not None and self._closer is None:
             self._closer = threading.Thread(target=self._close_when_done, daemon=True,
                                             name=f"{self._name}_closer")
             self._closer.start()
@@ -256,9 +258,9 @@ class DaskPool(ExecutorPool):
         if dask.init is not None and self._client.status == "running":
             with contextlib.suppress(Exception):  # its cluster is gone: nothing is kept
                 self._client.run(forget_remote, dask.token, on_error="ignore")
-        owned, self._owned = self._owned, []
-        for thing in owned:
-            thing.close()
+        owned, self._owned = self._owned, None
+        if owned is not None:
+            owned.close()
 
     def __enter__(self) -> DaskPool:
         return self
