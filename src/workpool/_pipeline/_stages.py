@@ -16,11 +16,11 @@ A pooled stage is two threads around a pool::
 
 The dispatcher takes the items already in the input channel, up to the chunk size, so a
 slow source never waits for a chunk to fill; the chunk size grows while items are quick
-(a chunk should take about 2 ms on threads, 20 ms on processes, 100 ms on Dask) and stays 1 under a
-timeout, retry or rate policy, which then apply per item. With a ``budget``, the
-dispatcher takes ``cost`` tokens per item of a chunk before handing it to the pool, and
-they go back when the chunk ends (a chunk is never larger than the budget allows, and
-a cancelled stage stops waiting for tokens within 50 ms). The emitter frees a slot only
+(a chunk should take about 2 ms on threads, 20 ms on processes, 100 ms on Dask) and
+stays 1 under a timeout, retry or rate policy, which then apply per item. With a
+``budget``, the dispatcher takes ``cost`` tokens per item of a chunk before handing it to
+the pool, and they go back when the chunk ends (a chunk is never larger than the budget
+allows, and a cancelled stage stops waiting for tokens within 50 ms). The emitter frees a slot only
 once the output channel took the chunk's results, so a slow stage downstream holds
 everything upstream within its buffers.
 """
