@@ -170,6 +170,7 @@ class DaskPool(ExecutorPool):
         # The client the pool started (closing it closes its LocalCluster, if any).
         self._owned: distributed.Client | None = None
         self._closer: threading.Thread | None = None
+        self._closing = threading.Lock()  # a shutdown and the closer thread may race
         if client is None:
             client = self._owned = (local_client() if address is None else
                                     distributed.Client(address, set_as_default=False))
@@ -258,7 +259,8 @@ class DaskPool(ExecutorPool):
         if dask.init is not None and self._client.status == "running":
             with contextlib.suppress(Exception):  # its cluster is gone: nothing is kept
                 self._client.run(forget_remote, dask.token, on_error="ignore")
-        owned, self._owned = self._owned, None
+        with self._closing:
+            owned, self._owned = self._owned, None
         if owned is not None:
             owned.close()
 
