@@ -31,7 +31,7 @@ def test_unknown_names_raise_attribute_error() -> None:
 def _imported_after(code: str) -> set[str]:
     """The heavy modules loaded by a fresh interpreter after running *code*."""
     heavy = ["anyio", "asyncio", "sqlite3", "rich", "cloudpickle", "trio", "multiprocessing",
-             "concurrent.futures.process"]
+             "concurrent.futures.process", "dask", "distributed"]
     probe = f"import sys; {code}; import json; print(json.dumps([m for m in {heavy!r} "
     probe += "if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
@@ -51,6 +51,7 @@ def test_threads_load_only_what_they_need() -> None:
     processes = {"multiprocessing", "concurrent.futures.process"}
     assert _imported_after("import workpool as wp; wp.ProcessPool") == {"cloudpickle", *processes}
     assert "anyio" in _imported_after("import workpool as wp; wp.AsyncPool")
+    assert {"dask", "distributed"} <= _imported_after("import workpool as wp; wp.DaskPool")
 
 
 def test_walk_loads_no_pool_until_it_runs() -> None:
@@ -60,9 +61,11 @@ def test_walk_loads_no_pool_until_it_runs() -> None:
 def test_lazy_names_are_the_same_objects_as_their_modules() -> None:
     from workpool._pipeline import Pipeline
     from workpool._pools.async_pool import AsyncPool
+    from workpool._pools.dask import DaskPool
 
     assert wp.AsyncPool is AsyncPool
     assert wp.Pipeline is Pipeline
+    assert wp.DaskPool is DaskPool
     assert wp.AsyncFuture.__module__ == "workpool"  # loaded with its family
 
 

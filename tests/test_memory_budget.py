@@ -412,7 +412,7 @@ def test_a_stage_whose_cost_function_fails_stops_the_pipeline() -> None:
 
 def test_an_async_stage_refuses_a_memory_budget() -> None:
     message = ("budget= is a wp.MemoryBudget, which would block an async stage's event "
-               "loop: kind must be 'thread' or 'process' with a budget")
+               "loop: kind must be 'thread', 'process' or 'dask' with a budget")
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         wp.Pipeline(range(3)).map(t.asquare, kind="async",
                                   budget=wp.MemoryBudget(10, usage=None))

@@ -45,6 +45,7 @@ if _typing.TYPE_CHECKING:
     from ._pipeline import PipelineReport as PipelineReport
     from ._pipeline import StageReport as StageReport
     from ._pools.async_pool import AsyncPool as AsyncPool
+    from ._pools.dask import DaskPool as DaskPool
     from ._pools.executor import ThreadPool as ThreadPool
     from ._pools.process import ProcessPool as ProcessPool
     from ._sync.async_semaphore import AsyncSemaphore as AsyncSemaphore
@@ -69,6 +70,7 @@ __all__ = [
     "Autoscale",
     "Cancelled",
     "CollectedError",
+    "DaskPool",
     "Error",
     "Group",
     "ItemsFailed",
@@ -113,6 +115,7 @@ _LAZY: dict[str, dict[str, str]] = {
     "threads": {"ThreadPool": "._pools.executor", "Group": "._groups.group",
                 "Semaphore": "._sync.semaphore", "SemaphoreStatistics": "._sync.semaphore"},
     "processes": {"ProcessPool": "._pools.process"},
+    "dask": {"DaskPool": "._pools.dask"},
     "crashes": {"WorkerCrashed": "._core.process_errors"},
     "failures": {"CollectedError": "._core.failures"},
     "dynamic": {"Adaptive": "._core.dynamic", "Autoscale": "._core.dynamic"},

@@ -45,7 +45,7 @@ T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
 Key = str | int | bytes
 Dropping = Literal["raise", "collect", "skip"]  # on_error values that pass values on as they are
-SyncKind = Literal["thread", "process"]
+SyncKind = Literal["thread", "process", "dask"]
 
 
 @final
@@ -71,13 +71,16 @@ class Pipeline(Generic[T_co]):
     Stages (each returns a new pipeline): ``map``, ``filter``, ``flat_map``, ``each``
     (a sink), ``batch``, ``unbatch``. Function stages take ``workers`` (an int, or a
     float: that multiple of ``wp.cpus()``, rounded half up, at least 1, so ``1.0`` is
-    one per CPU and ``0.5`` on 2 CPUs is 1), ``kind`` ("thread", "process", "async"),
+    one per CPU and ``0.5`` on 2 CPUs is 1), ``kind`` ("thread", "process", "async",
+    "dask": on a ``wp.DaskPool`` over the current default ``distributed.Client``, or,
+    when there is none, a ``LocalCluster`` the run starts for its dask stages and
+    closes at its end; ``workers`` is then the most chunks in flight on the cluster),
     ``buffer`` (the bounded queue to the next stage, default ``max(64, 2 * workers)``),
     ``ordered``, ``timeout``, ``retry``, ``rate``, ``on_error`` ("raise", "return",
     "collect" or "skip", as on every pool's ``map``), ``budget`` and ``cost`` (a
     ``wp.Semaphore`` or ``wp.MemoryBudget`` each item holds ``cost`` tokens of while it
-    is out, an int or a function of the item; thread and process stages) and ``name``
-    (in the report, default ``"map(fn)"``).
+    is out, an int or a function of the item; thread, process and dask stages) and
+    ``name`` (in the report, default ``"map(fn)"``).
 
     Run it by iterating (``for x in pipe``, ``async for x in pipe``) or with
     ``run()``, which returns a ``PipelineReport``. Leaving the loop early, Ctrl-C, or
@@ -239,7 +242,7 @@ class Pipeline(Generic[T_co]):
 
     @overload
     def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
-               kind: Literal["thread", "process", "async"] = "thread",
+               kind: Literal["thread", "process", "async", "dask"] = "thread",
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: Dropping = "raise",
@@ -247,7 +250,7 @@ class Pipeline(Generic[T_co]):
                name: str | None = None) -> Pipeline[T_co]: ...
     @overload
     def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
-               kind: Literal["thread", "process", "async"] = "thread",
+               kind: Literal["thread", "process", "async", "dask"] = "thread",
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: Literal["return"],
@@ -255,7 +258,7 @@ class Pipeline(Generic[T_co]):
                name: str | None = None) -> Pipeline[Outcome[T_co]]: ...
 
     def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
-               kind: Literal["thread", "process", "async"] = "thread",
+               kind: Literal["thread", "process", "async", "dask"] = "thread",
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: OnError = "raise",
@@ -336,7 +339,7 @@ class Pipeline(Generic[T_co]):
              name: str | None = None) -> Pipeline[Never]: ...
     @overload
     def each(self, fn: Callable[[T_co], object], *, transactional: Literal[False] = False,
-             workers: Workers = 1, kind: Literal["thread", "process", "async"] = "thread",
+             workers: Workers = 1, kind: Literal["thread", "process", "async", "dask"] = "thread",
              buffer: int | None = None, ordered: bool = True,
              timeout: float | None = None, retry: Retry | None = None,
              rate: RateLimit | None = None, on_error: Dropping = "raise",

@@ -44,7 +44,7 @@ EACH: Final = "each"
 BATCH: Final = "batch"
 UNBATCH: Final = "unbatch"
 
-KINDS: Final = ("thread", "process", "async")
+KINDS: Final = ("thread", "process", "async", "dask")
 # The on_error values each op cannot honour, with the rule.
 _REFUSED: Final = {EACH: {"return": "on_error='return' puts a failure in its item's place "
                                     "in the output, and each() has none: on_error must "
@@ -99,9 +99,6 @@ def check_stage(op: str, fn: Any, kind: str, on_error: str, retry: Any, rate: An
     """Check the options every function stage shares."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {fn!r}")
-    if kind == "dask":
-        raise ValueError("kind 'dask' needs wp.DaskPool, which this version does not have; "
-                         "kind must be 'thread', 'process' or 'async'")
     check_choice(kind, "kind", KINDS)
     check_on_error(on_error, _REFUSED.get(op))
     check_retry(retry)
@@ -110,8 +107,8 @@ def check_stage(op: str, fn: Any, kind: str, on_error: str, retry: Any, rate: An
                  bounded=not isinstance(budget, MemoryBudget))
     if budget is not None and kind == "async":
         raise ValueError(f"budget= is a wp.{type(budget).__name__}, which would block an "
-                         "async stage's event loop: kind must be 'thread' or 'process' "
-                         "with a budget")
+                         "async stage's event loop: kind must be 'thread', 'process' or "
+                         "'dask' with a budget")
 
 
 def stage_name(op: str, fn: Any) -> str:

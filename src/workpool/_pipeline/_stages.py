@@ -1,11 +1,12 @@
-"""How a stage runs: on a pool (thread, process, the journal's writer) or inline.
+"""How a stage runs: on a pool (thread, process, dask, the journal's writer) or inline.
 
 A pooled stage is two threads around a pool::
 
     input channel ──▶ dispatcher ── chunk of what is there (never waits to fill one)
                         │  waits for a slot: at most 2 x workers chunks in flight
                         ▼
-                      pool (ThreadPool / ProcessPool chunks, or the journal writer)
+                      pool (ThreadPool / ProcessPool / DaskPool chunks, or the journal
+                      writer)
                         │  done callback
                         ▼
                       emitter ── in input order (a reorder buffer by sequence number)
@@ -15,12 +16,12 @@ A pooled stage is two threads around a pool::
 
 The dispatcher takes the items already in the input channel, up to the chunk size, so a
 slow source never waits for a chunk to fill; the chunk size grows while items are quick
-(a chunk should take about 2 ms on threads, 20 ms on processes) and stays 1 under a
-timeout, retry or rate policy, which then apply per item. With a ``budget``, the
-dispatcher takes ``cost`` tokens per item of a chunk before handing it to the pool, and
-they go back when the chunk ends (a chunk is never larger than the budget allows, items
-with a cost function go one per chunk, and a cancelled stage stops waiting for tokens
-within 50 ms). The emitter frees a slot only
+(a chunk should take about 2 ms on threads, 20 ms on processes, 100 ms on Dask) and
+stays 1 under a timeout, retry or rate policy, which then apply per item. With a
+``budget``, the dispatcher takes ``cost`` tokens per item of a chunk before handing it to
+the pool, and they go back when the chunk ends (a chunk is never larger than the budget
+allows, items with a cost function go one per chunk, and a cancelled stage stops waiting
+for tokens within 50 ms). The emitter frees a slot only
 once the output channel took the chunk's results, so a slow stage downstream holds
 everything upstream within its buffers.
 """
@@ -67,6 +68,8 @@ class RunContext(Protocol):
     def fail(self, error: BaseException) -> None: ...
 
     def collect(self, failure: CollectedError) -> None: ...
+
+    def dask_client(self) -> Any: ...
 
 
 class StageRuntime:
@@ -224,8 +227,9 @@ class _End:
 
 
 class PoolStage(StageRuntime):
-    """A stage whose function runs on a ``ThreadPool``, a ``ProcessPool`` or (for a
-    transactional sink) the journal's writer thread. See the module docstring."""
+    """A stage whose function runs on a ``ThreadPool``, a ``ProcessPool``, a
+    ``DaskPool`` or (for a transactional sink) the journal's writer thread. See the
+    module docstring."""
 
     def __init__(self, run: RunContext, spec: StageSpec, source: Channel,
                  sink: Channel) -> None:
@@ -246,7 +250,8 @@ class PoolStage(StageRuntime):
                 self.bound = capacity
         self.inflight = 0  # chunks handed to the pool and not yet passed on
         self.fixed = spec.policies or spec.transactional
-        self.target = 0.02 if spec.kind == "process" else 0.002
+        # Seconds a chunk should take: longer where a chunk's round trip costs more.
+        self.target = {"process": 0.02, "dask": 0.1}.get(spec.kind, 0.002)
         self.slots = Slots(2 * spec.workers)
         self.done: SimpleQueue[Any] = SimpleQueue()
         self.fn = worker_function(spec)
@@ -264,6 +269,11 @@ class PoolStage(StageRuntime):
             from .._pools.process import ProcessPool
 
             return ProcessPool(spec.workers, rate=spec.rate, name=name)
+        if spec.kind == "dask":
+            from .._pools.dask import DaskPool
+
+            return DaskPool(self.run.dask_client(), workers=spec.workers, rate=spec.rate,
+                            name=name)
         from .._pools.executor import ThreadPool
 
         return ThreadPool(spec.workers, rate=spec.rate, name=name)
