@@ -14,8 +14,7 @@ def listdir(path):
 
 try:
     with wp.walk(listdir, ["/"]) as paths:          # "raise": the walk stops
-        for path in paths:
-            pass
+        list(paths)
 except PermissionError as exc:
     print("raise:", exc)
 

@@ -18,6 +18,6 @@ if __name__ == "__main__":              # workers may import this module: guard 
     stats = counts.statistics()
     print("ranges:", stats.visited, "deepest:", stats.max_depth)
 
-    with wp.ProcessPool(2) as pool:     # a pool of yours: the walk runs in slices on it
-        with wp.walk(count_primes, [(0, 200_000)], pool=pool) as counts:
-            print("on a ProcessPool:", sum(counts))
+    # A pool of yours: the walk runs on it in slices, and leaves it open.
+    with wp.ProcessPool(2) as pool, wp.walk(count_primes, [(0, 200_000)], pool=pool) as counts:
+        print("on a ProcessPool:", sum(counts))

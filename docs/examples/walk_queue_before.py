@@ -30,8 +30,8 @@ for thread in threads:
     thread.start()
 nodes.put(1)
 nodes.join()                            # every node done: no result comes out before
-for thread in threads:
-    nodes.put(None)
+for _ in threads:
+    nodes.put(None)                     # one stop sign per thread
 for thread in threads:
     thread.join()
 print(len(results), "nodes, sum", sum(results))
