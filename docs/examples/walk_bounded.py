@@ -1,4 +1,4 @@
-"""walk: an endless tree in bounded memory; leaving the block stops the walk."""
+"""walk: an endless tree, a small frontier; leaving the block stops the walk."""
 
 import itertools
 
