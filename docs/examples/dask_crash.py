@@ -19,7 +19,7 @@ def square(x):
 
 if __name__ == "__main__":
     logging.getLogger("distributed").setLevel(logging.CRITICAL)  # Dask logs the death
-    # Dask gives a task whose workers die 3 more tries; this one gets none.
+    # By default Dask runs a task again on 3 more workers if its workers die; here none.
     with (dask.config.set({"distributed.scheduler.allowed-failures": 0}),
           LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster,
           Client(cluster) as client,

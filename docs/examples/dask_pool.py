@@ -29,5 +29,5 @@ if __name__ == "__main__":
         print(list(itertools.islice(squares, 5)))
         squares.close()                                   # cancels what is queued
 
-        # 100,000 tiny tasks travel as a few hundred chunks of about 100 ms each
+        # 100,000 tiny tasks travel to the cluster as a few dozen chunks
         print(sum(pool.map(square, range(100_000))))
