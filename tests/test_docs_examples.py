@@ -29,6 +29,8 @@ PAGES = sorted(DOCS.rglob("*.md"))
 # Examples of the peers a "coming from" page compares with: the docs extra installs
 # them, and `make docs` runs these examples; elsewhere they are skipped.
 PEERS = {"joblib_before.py": "joblib", "mpire_before.py": "mpire"}
+# The Dask guide's examples need distributed (the dask extra; `make docs` installs it).
+PEERS.update({p.name: "distributed" for p in SCRIPTS if p.name.startswith("dask_")})
 INCLUDE = re.compile(r'--8<--\s+"([^"]+)"')
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 
@@ -46,7 +48,7 @@ def _expected(script: Path) -> Path | None:
 def test_example_runs(script: Path, tmp_path: Path) -> None:
     peer = PEERS.get(script.name)
     if peer is not None and importlib.util.find_spec(peer) is None:
-        pytest.skip(f"{peer} is not installed (the docs extra brings it)")
+        pytest.skip(f"{peer} is not installed (`make docs` installs it)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(DOCS.parent / "src"), os.environ.get("PYTHONPATH", "")]),
         "WORKPOOL_PLAIN": "1"}

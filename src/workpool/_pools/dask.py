@@ -122,7 +122,16 @@ class DaskPool(ExecutorPool):
             cluster's threads when the pool starts, at least 2, so that each thread has
             its next task at hand).
         max_workers: the stdlib's name for *workers*.
-        queue_size, timeout, retry, rate, name, budget: as for ``ThreadPool``.
+        queue_size: tasks that may wait for a slot, as for ``ThreadPool``.
+        timeout: seconds a task may run, counted from its submission to the cluster
+            (see above).
+        retry: a ``wp.Retry`` policy, as for ``ThreadPool`` (a waiting retry holds no
+            slot).
+        rate: a ``wp.RateLimit`` on the tasks sent to the cluster, as for
+            ``ThreadPool``.
+        name: names the pool in its ``repr`` and its driver thread.
+        budget: a ``wp.Semaphore`` every task takes ``cost`` tokens of, as for
+            ``ThreadPool``.
         initializer: called once per Dask worker, before the first task of this pool
             runs there, with *initargs*; its value is ``wp.current().state`` there. If it
             fails, the task fails with ``BrokenExecutor`` (caused by its error) and the
@@ -209,9 +218,16 @@ class DaskPool(ExecutorPool):
         task may run.
 
         Args:
-            fn, args, kwargs, priority, timeout, retry, key, block, cost: as for
-                ``ThreadPool.schedule``; *priority* orders the tasks waiting here and
-                is passed to Dask for those on the cluster.
+            fn: the callable; *args* and *kwargs* are passed to it.
+            priority: higher runs first, FIFO within a priority: orders the tasks
+                waiting here, and is passed to Dask for those on the cluster.
+            timeout: seconds this task may run (overrides the pool's).
+            retry: this task's retry policy (overrides the pool's).
+            key: a caller's identifier for the task, kept with it.
+            block: False raises ``wp.QueueFull`` instead of waiting for room, as for
+                ``ThreadPool.schedule``.
+            cost: tokens of the pool's ``budget`` the task holds, as for
+                ``ThreadPool.schedule``.
             resources: the Dask resources this task needs (instead of the pool's).
             workers: the Dask worker (address or name), or the list of them, that may
                 run this task.
