@@ -52,7 +52,7 @@ _KILL_GRACE = 1.0  # seconds a stopped worker gets before it is killed
 
 
 class _Worker:
-    __slots__ = ("conn", "idle", "local", "process", "sent", "stealing")
+    __slots__ = ("conn", "idle", "local", "process", "sent", "stealing", "taken")
 
     def __init__(self, process: Any, conn: Any) -> None:
         self.process = process
@@ -61,6 +61,7 @@ class _Worker:
         self.idle = True
         self.local = 0  # its deque, as last reported
         self.stealing = False  # a STEAL is on its way to it
+        self.taken = 0  # its batches the consumer took, not acknowledged yet
 
 
 class ProcessRun:
@@ -84,7 +85,7 @@ class ProcessRun:
         self._lock = threading.Lock()
         self._has_output = threading.Condition(self._lock)
         self._has_room = threading.Condition(self._lock)
-        self._out: deque[list[Any]] = deque()
+        self._out: deque[tuple[_Worker, list[Any]]] = deque()
         self._room = 4 * workers
         self._end: BaseException | None = None
         self._over = False  # the coordinator left
@@ -98,6 +99,7 @@ class ProcessRun:
         self._outstanding = 0  # roots sent + children created - nodes visited
         self._stats = {"visited": 0, "failed": 0, "max_pending": 0, "max_depth": 0,
                        "steals": 0, "messages": 0}
+        self._acks = 0  # ACK messages (sent by the consumer's thread)
 
     # -- the consumer -----------------------------------------------------------------
 
@@ -110,7 +112,13 @@ class ProcessRun:
                 self._has_output.wait()
             if self._out:
                 self._has_room.notify()
-                return self._out.popleft()
+                worker, entries = self._out.popleft()
+                worker.taken += 1
+                if worker.taken == _worker.ACK_EVERY:  # the worker may run on
+                    worker.taken = 0
+                    self._acks += 1
+                    self._outbox.put((worker, _ACK))
+                return entries
             end, self._end = self._end, None
         if end is not None:
             raise end
@@ -136,7 +144,8 @@ class ProcessRun:
     def statistics(self) -> WalkStatistics:
         """A snapshot of the counts."""
         with self._lock:
-            return WalkStatistics(pending=self._pending(), **self._stats)
+            stats = {**self._stats, "messages": self._stats["messages"] + self._acks}
+            return WalkStatistics(pending=self._pending(), **stats)
 
     def _pending(self) -> int:
         return len(self._frontier) + sum(w.local for w in self._workers)
@@ -235,7 +244,7 @@ class ProcessRun:
                 stats["max_depth"] = max(stats["max_depth"], deepest)
                 stats["max_pending"] = max(stats["max_pending"], self._pending())
             if entries:
-                self._hand_over(entries)
+                self._hand_over(worker, entries)
         elif op == _worker.GIVE:
             worker.stealing = False
             self._outstanding += message[2]
@@ -254,11 +263,11 @@ class ProcessRun:
             seen.update(keys)
             self._send(worker, (_worker.CLAIMED, answer))
 
-    def _hand_over(self, entries: list[Any]) -> None:
+    def _hand_over(self, worker: _Worker, entries: list[Any]) -> None:
         with self._lock:
             while len(self._out) >= self._room and not self._closed:
                 self._has_room.wait()
-            self._out.append(entries)
+            self._out.append((worker, entries))
             self._has_output.notify()
 
     def _schedule(self) -> None:
@@ -376,3 +385,4 @@ def _single_threaded() -> bool:
 
 _END = object()
 _STOP = pickle.dumps((_worker.STOP,), protocol=_child.PROTOCOL)
+_ACK = pickle.dumps((_worker.ACK, _worker.ACK_EVERY), protocol=_child.PROTOCOL)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_all
 from typing import Any, Final
@@ -32,17 +32,22 @@ from ._common import Failure, WalkStatistics, first_time, pair
 __all__ = ["SliceRun", "run_slice"]
 
 SLICE_SECONDS: Final = 0.05  # how long a slice runs before it hands back its deque
+SLICE_RESULTS: Final = 8192  # ... or how many results it gathers at most
 
 _Node = tuple[Any, int]  # an item and its depth
-_Sliced = tuple[list[Any], list[_Node], list[_Node], tuple[int, int, int]]
+_Stack = Sequence[tuple[int, list[Any]]]  # inline levels: a depth, children not run
+_Sliced = tuple[list[Any], list[_Node], list[_Node], tuple[int, int, int], _Stack]
 
 
 def run_slice(fn: Callable[[Any], Any], nodes: list[_Node], cap: int, seconds: float,
-              expand: bool, skip: bool) -> _Sliced:
-    """Run in a worker: *nodes*, and (if *expand*) their descendants depth first, for
-    up to *seconds* (children the deque has no room for run inline, to the end).
-    Returns the results and failures, the nodes not run (at most *cap*), the children
-    not run (without *expand*), and (visited, failed, deepest).
+              expand: bool, skip: bool, stack: _Stack = ()) -> _Sliced:
+    """Run in a worker: *nodes*, and (if *expand*) their descendants depth first (the
+    children the deque has no room for inline, on a stack), until *seconds* have
+    passed or ``SLICE_RESULTS`` results are in, even in the middle of a subtree.
+    *stack*: the inline levels a slice before left, to go on with first.
+    Returns the results and failures, the nodes not run (at most *cap*, or as many as
+    came), the children not run (without *expand*), (visited, failed, deepest), and
+    the inline levels left: each a depth and the children of that depth not run.
     """
     from .._backends._child import with_traceback
 
@@ -71,19 +76,21 @@ def run_slice(fn: Callable[[Any], Any], nodes: list[_Node], cap: int, seconds: f
         local.extend((child, depth + 1) for child in children[:room])
         return iter(children[room:])
 
-    while local and (not expand or time.perf_counter() < stop_at):
-        item, depth = local.pop()
-        stack = [(visit(item, depth), depth + 1)]
-        while stack:
-            rest, d = stack[-1]
-            child = next(rest, _END)
-            if child is _END:
-                stack.pop()
-            elif len(local) < cap and time.perf_counter() >= stop_at:
-                local.appendleft((child, d))  # out of time: it goes back, if there is room
-            else:
-                stack.append((visit(child, d), d + 1))
-    return entries, list(local), up, (counts[0], counts[1], counts[2])
+    inline = [(iter(children), depth) for depth, children in stack]
+    while inline or local:
+        if expand and (len(entries) >= SLICE_RESULTS or time.perf_counter() >= stop_at):
+            break
+        if inline:
+            rest, depth = inline[-1]
+            item = next(rest, _END)
+            if item is _END:
+                inline.pop()
+                continue
+        else:
+            item, depth = local.pop()
+        inline.append((visit(item, depth), depth + 1))
+    levels = [(depth, rest) for depth, rest in ((d, list(r)) for r, d in inline) if rest]
+    return entries, list(local), up, (counts[0], counts[1], counts[2]), levels
 
 
 class SliceRun:
@@ -101,6 +108,7 @@ class SliceRun:
         self._slots = 2 * pool.workers  # slices in flight
         self._cap = max(1, max_pending // self._slots)
         self._frontier: deque[_Node] = deque()
+        self._stacks: list[_Stack] = []  # inline levels that slices left, to go on with
         self._flying: set[Future[_Sliced]] = set()
         self._landed: queue.SimpleQueue[Future[_Sliced]] = queue.SimpleQueue()
         self._closed = False
@@ -116,11 +124,13 @@ class SliceRun:
             return None
         future = self._landed.get()
         self._flying.discard(future)
-        entries, left, up, (visited, failed, deepest) = future.result()
+        entries, left, up, (visited, failed, deepest), stack = future.result()
         self._visited += visited
         self._failed += failed
         self._max_depth = max(self._max_depth, deepest)
         self._frontier.extend(left)
+        if stack:
+            self._stacks.append(stack)
         if up:
             key, seen = self._key, self._seen
             assert key is not None
@@ -130,11 +140,12 @@ class SliceRun:
     def _dispatch(self) -> None:
         """Keep ``2 x workers`` slices in flight while there is work."""
         while len(self._flying) < self._slots:
-            nodes = self._take()
-            if not nodes:
+            stack = self._stacks.pop() if self._stacks else ()
+            nodes = [] if stack else self._take()
+            if not nodes and not stack:
                 return
             future = self._pool.submit(run_slice, self._fn, nodes, self._cap, SLICE_SECONDS,
-                                       self._key is None, self._skip)
+                                       self._key is None, self._skip, stack)
             self._slices += 1
             self._flying.add(future)
             future.add_done_callback(self._landed.put)
@@ -163,6 +174,7 @@ class SliceRun:
         self._closed = True
         self._roots = None
         self._frontier.clear()
+        self._stacks.clear()
         for future in self._flying:
             future.cancel()
         wait_all(self._flying)
