@@ -307,8 +307,32 @@ def test_an_endless_tree_streams_its_results(kind: str) -> None:
     with walking(kind, endless, [1], max_pending=100) as w:
         got = list(itertools.islice(w, 10_000))
     assert len(set(got)) == 10_000
-    assert w.statistics().visited >= 10_000
+    stats = w.statistics()
+    assert stats.visited >= 10_000
+    assert 0 < stats.max_pending <= 100
     assert multiprocessing.active_children() == []
+
+
+COMB = 20_000
+
+
+def comb(n: int) -> tuple[int, list[int]]:
+    """A path 1 .. COMB down, with leaves -n before and -n - COMB after each step:
+    3 x COMB nodes, and a subtree run inline leaves a child on every level it goes
+    down."""
+    if n < 0:
+        return n, []
+    return n, [-n, *([n + 1] if n < COMB else []), -n - COMB]
+
+
+@pytest.mark.parametrize("kind", ["process", "ProcessPool"])
+def test_a_deep_subtree_run_inline_is_cut_and_still_visits_each_node_once(
+        kind: str) -> None:
+    with walking(kind, comb, [1], max_pending=4) as w:
+        got = list(w)
+    assert sorted(got) == list(range(-2 * COMB, 0)) + list(range(1, COMB + 1))
+    stats = w.statistics()
+    assert (stats.visited, stats.pending, stats.max_depth) == (3 * COMB, 0, COMB)
 
 
 # How far the workers may run ahead of the consumer: on processes of the walk's own,

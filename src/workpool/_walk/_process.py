@@ -15,9 +15,15 @@ deque (the FIFO end: the shallowest nodes, the biggest subtrees) and passes it o
 
 Termination is a count: ``roots sent + children created - nodes visited``, where a
 worker reports a node's visit and its children in the same message, so the count is 0
-exactly when no node runs or waits anywhere. With stealing off (``steal=False``, the
-benchmark's central-queue baseline) every child goes up to the parent, which hands
-them out one at a time.
+exactly when no node runs or waits anywhere (a child a worker holds inline was counted
+with its parent: a BATCH from the middle of a subtree keeps the count above 0).
+
+Backpressure: the consumer's thread acknowledges a worker's batches as it takes them
+(``ACK``, ``_worker.ACK_EVERY`` at a time), and a worker with ``_worker.WINDOW``
+batches not acknowledged waits, so what a slow consumer has not taken is bounded.
+
+With stealing off (``steal=False``, the benchmark's central-queue baseline) every child
+goes up to the parent, which hands them out one at a time.
 
 Why not ProcessPool tasks: a task is a call that returns; a worker's deque must
 outlive its tasks and answer steals while a node runs, which takes a loop of its own

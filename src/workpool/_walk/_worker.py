@@ -12,8 +12,10 @@ while a long node runs (a steal never waits for the victim's current node)::
                       counted); if it is    every BATCH results or FLUSH_SECONDS,
                       empty, the main thread  and whenever the deque runs dry: one
                       gives once it has some  BATCH message (results, counts; "idle"
-      CLAIMED(ok)  -> the main thread's       when the deque is empty)
-                      claim
+      CLAIMED(ok)  -> the main thread's       when the deque is empty), even in the
+                      claim                   middle of an inline subtree; with
+      ACK(n)       -> n more BATCH messages   WINDOW of them not acknowledged, wait
+                      may go                  (the consumer is behind)
       STOP / EOF   -> stop
 
 Messages are pickled tuples; user objects inside travel as bytes pickled by
