@@ -336,16 +336,17 @@ def test_a_deep_subtree_run_inline_is_cut_and_still_visits_each_node_once(
 
 
 # How far the workers may run ahead of the consumer: on processes of the walk's own,
-# WINDOW batches per worker not acknowledged, the batch each one gathers, and the
-# consumer's batch; on a pool, 2 slices per worker in flight and the consumer's.
-AHEAD = {"process": 2 * (_worker.WINDOW + 1) * BATCH + BATCH,
-         "ProcessPool": (2 * 2 + 1) * SLICE_RESULTS}
+# WINDOW batches per worker not acknowledged (4 here: small next to what the pipes
+# hold), the batch each one gathers, and the consumer's batch; on a pool, 2 slices per
+# worker in flight and the consumer's.
+AHEAD = {"process": 2 * (4 + 1) * BATCH + BATCH, "ProcessPool": (2 * 2 + 1) * SLICE_RESULTS}
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("kind", ["process", "ProcessPool"])
 def test_a_slow_consumer_holds_back_the_workers_of_an_endless_tree(
-        kind: str, tmp_path: Path) -> None:
+        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_worker, "WINDOW", 4)
     fn = functools.partial(endless_counted, str(tmp_path))
     taken = 0
     with walking(kind, fn, [1], max_pending=100) as w:

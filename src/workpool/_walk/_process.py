@@ -19,7 +19,7 @@ exactly when no node runs or waits anywhere (a child a worker holds inline was c
 with its parent: a BATCH from the middle of a subtree keeps the count above 0).
 
 Backpressure: the consumer's thread acknowledges a worker's batches as it takes them
-(``ACK``, ``_worker.ACK_EVERY`` at a time), and a worker with ``_worker.WINDOW``
+(``ACK``, a quarter of ``_worker.WINDOW`` at a time), and a worker with ``WINDOW``
 batches not acknowledged waits, so what a slow consumer has not taken is bounded.
 
 With stealing off (``steal=False``, the benchmark's central-queue baseline) every child
@@ -106,6 +106,9 @@ class ProcessRun:
         self._stats = {"visited": 0, "failed": 0, "max_pending": 0, "max_depth": 0,
                        "steals": 0, "messages": 0}
         self._acks = 0  # ACK messages (sent by the consumer's thread)
+        self._window = _worker.WINDOW
+        self._ack_every = max(1, self._window // 4)
+        self._ack = pickle.dumps((_worker.ACK, self._ack_every), protocol=_child.PROTOCOL)
 
     # -- the consumer -----------------------------------------------------------------
 
@@ -120,10 +123,10 @@ class ProcessRun:
                 self._has_room.notify()
                 worker, entries = self._out.popleft()
                 worker.taken += 1
-                if worker.taken == _worker.ACK_EVERY:  # the worker may run on
+                if worker.taken == self._ack_every:  # the worker may run on
                     worker.taken = 0
                     self._acks += 1
-                    self._outbox.put((worker, _ACK))
+                    self._outbox.put((worker, self._ack))
                 return entries
             end, self._end = self._end, None
         if end is not None:
@@ -167,7 +170,7 @@ class ProcessRun:
                 process = ctx.Process(
                     target=_worker.main, name="workpool-walk", daemon=True,
                     args=(child_conn, self._fn_bytes, self._key_bytes, self._cap,
-                          self._steal, self._on_error))
+                          self._steal, self._on_error, self._window))
                 try:
                     process.start()
                 finally:
@@ -391,4 +394,3 @@ def _single_threaded() -> bool:
 
 _END = object()
 _STOP = pickle.dumps((_worker.STOP,), protocol=_child.PROTOCOL)
-_ACK = pickle.dumps((_worker.ACK, _worker.ACK_EVERY), protocol=_child.PROTOCOL)
