@@ -6,9 +6,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import itertools
 import multiprocessing
+import os
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +24,9 @@ from hypothesis import strategies as st
 
 import workpool as wp
 from workpool._bench.bench_walk import Tree
+from workpool._walk import _worker
+from workpool._walk._common import BATCH
+from workpool._walk._slices import SLICE_RESULTS
 
 from . import _walk_tasks as tasks
 from ._interrupt import interrupt_when_ready
@@ -267,6 +273,94 @@ def test_ctrl_c_stops_a_process_walk_promptly(tmp_path: Path) -> None:
     assert result.out == "interrupted []\n", (result.out, result.err)
     assert result.returncode == 3
     assert result.seconds < 10
+
+
+# -- endless trees ----------------------------------------------------------------------
+
+def endless(n: int) -> tuple[int, list[int]]:
+    """An endless binary tree: every node has two children, none is visited twice."""
+    return n, [2 * n, 2 * n + 1]
+
+
+def endless_counted(folder: str, n: int) -> tuple[int, list[int]]:
+    """``endless`` with a tiny result (1: many fit in a pipe), and each worker process
+    writes how many nodes it ran to ``folder/<its pid>``: what ran, whether the parent
+    heard of it or not."""
+    global _ran
+    if _ran is None:
+        _ran = [0, os.open(os.path.join(folder, str(os.getpid())), os.O_CREAT | os.O_WRONLY)]
+    _ran[0] += 1
+    os.pwrite(_ran[1], b"%20d" % _ran[0], 0)
+    return 1, endless(n)[1]
+
+
+_ran: list[int] | None = None  # in a worker process: [nodes run, the file's descriptor]
+
+
+def _ran_in(folder: Path) -> int:
+    return sum(int(f.read_bytes() or b"0") for f in folder.iterdir())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["process", "ProcessPool"])
+def test_an_endless_tree_streams_its_results(kind: str) -> None:
+    with walking(kind, endless, [1], max_pending=100) as w:
+        got = list(itertools.islice(w, 10_000))
+    assert len(set(got)) == 10_000
+    stats = w.statistics()
+    assert stats.visited >= 10_000
+    assert 0 < stats.max_pending <= 100
+    assert multiprocessing.active_children() == []
+
+
+COMB = 20_000
+
+
+def comb(n: int) -> tuple[int, list[int]]:
+    """A path 1 .. COMB down, with leaves -n before and -n - COMB after each step:
+    3 x COMB nodes, and a subtree run inline leaves a child on every level it goes
+    down."""
+    if n < 0:
+        return n, []
+    return n, [-n, *([n + 1] if n < COMB else []), -n - COMB]
+
+
+@pytest.mark.parametrize("kind", ["process", "ProcessPool"])
+def test_a_deep_subtree_run_inline_is_cut_and_still_visits_each_node_once(
+        kind: str) -> None:
+    with walking(kind, comb, [1], max_pending=4) as w:
+        got = list(w)
+    assert sorted(got) == list(range(-2 * COMB, 0)) + list(range(1, COMB + 1))
+    stats = w.statistics()
+    assert (stats.visited, stats.pending, stats.max_depth) == (3 * COMB, 0, COMB)
+
+
+# How far the workers may run ahead of the consumer: on processes of the walk's own,
+# WINDOW batches per worker not acknowledged (4 here: small next to what the pipes
+# hold), the batch each one gathers, and the consumer's batch; on a pool, 2 slices per
+# worker in flight and the consumer's.
+AHEAD = {"process": 2 * (4 + 1) * BATCH + BATCH, "ProcessPool": (2 * 2 + 1) * SLICE_RESULTS}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["process", "ProcessPool"])
+def test_a_slow_consumer_holds_back_the_workers_of_an_endless_tree(
+        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_worker, "WINDOW", 4)
+    fn = functools.partial(endless_counted, str(tmp_path))
+    taken = 0
+    with walking(kind, fn, [1], max_pending=100) as w:
+        for pause in range(3):
+            taken += len(list(itertools.islice(w, 3000)))
+            # The consumer stops for a while: the workers may run AHEAD, no further.
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline:
+                heard = w.statistics().visited  # the parent heard of no more than ran
+                ran = _ran_in(tmp_path)
+                assert heard <= ran <= taken + AHEAD[kind], pause
+    assert taken == 9000
+    assert ran > taken  # they ran ahead, within the bound
+    assert multiprocessing.active_children() == []
 
 
 # -- arguments --------------------------------------------------------------------------

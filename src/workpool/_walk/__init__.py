@@ -46,7 +46,10 @@ def walk(fn: Callable[[Any], tuple[Any, Iterable[Any]]], roots: Iterable[Any], *
     iterator of results in completion order; it ends once no node runs and none
     waits. It never deadlocks on a bounded pool: a worker that finds no room for a
     child (``max_pending`` children wait, or the pool's queue is full) runs it
-    inline, depth first, so the frontier stays within ``max_pending``.
+    inline, depth first, so the frontier stays within ``max_pending``. Results come
+    out as they are made (in batches, even from a subtree run inline), and the
+    workers run only a bounded way ahead of the consumer: an endless tree works on
+    every kind, until you stop it (``break``, ``close()``).
 
     Args:
         fn: called once per node, on a worker.
@@ -55,8 +58,9 @@ def walk(fn: Callable[[Any], tuple[Any, Iterable[Any]]], roots: Iterable[Any], *
             *kind* is the pool's); default: workers of the walk's own, made from
             *workers* and *kind*, stopped at the end. On a ``ProcessPool`` a task
             cannot keep a deque or answer a steal: each task runs a slice (a few
-            nodes and their descendants, depth first, for up to 50 ms) and hands
-            back what it did not run, which the walk shares out again.
+            nodes and their descendants, depth first, for up to 50 ms or 8,192
+            results) and hands back what it did not run, which the walk shares
+            out again.
         workers: threads or processes of the walk's own pool (the pools' defaults).
         kind: ``"thread"`` or ``"process"``. On processes, *fn*, *key*, the nodes
             and the results are pickled as for ``wp.ProcessPool`` (functions of

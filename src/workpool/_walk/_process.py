@@ -15,9 +15,15 @@ deque (the FIFO end: the shallowest nodes, the biggest subtrees) and passes it o
 
 Termination is a count: ``roots sent + children created - nodes visited``, where a
 worker reports a node's visit and its children in the same message, so the count is 0
-exactly when no node runs or waits anywhere. With stealing off (``steal=False``, the
-benchmark's central-queue baseline) every child goes up to the parent, which hands
-them out one at a time.
+exactly when no node runs or waits anywhere (a child a worker holds inline was counted
+with its parent: a BATCH from the middle of a subtree keeps the count above 0).
+
+Backpressure: the consumer's thread acknowledges a worker's batches as it takes them
+(``ACK``, a quarter of ``_worker.WINDOW`` at a time), and a worker with ``WINDOW``
+batches not acknowledged waits, so what a slow consumer has not taken is bounded.
+
+With stealing off (``steal=False``, the benchmark's central-queue baseline) every child
+goes up to the parent, which hands them out one at a time.
 
 Why not ProcessPool tasks: a task is a call that returns; a worker's deque must
 outlive its tasks and answer steals while a node runs, which takes a loop of its own
@@ -52,7 +58,7 @@ _KILL_GRACE = 1.0  # seconds a stopped worker gets before it is killed
 
 
 class _Worker:
-    __slots__ = ("conn", "idle", "local", "process", "sent", "stealing")
+    __slots__ = ("conn", "idle", "local", "process", "sent", "stealing", "taken")
 
     def __init__(self, process: Any, conn: Any) -> None:
         self.process = process
@@ -61,6 +67,7 @@ class _Worker:
         self.idle = True
         self.local = 0  # its deque, as last reported
         self.stealing = False  # a STEAL is on its way to it
+        self.taken = 0  # its batches the consumer took, not acknowledged yet
 
 
 class ProcessRun:
@@ -84,7 +91,7 @@ class ProcessRun:
         self._lock = threading.Lock()
         self._has_output = threading.Condition(self._lock)
         self._has_room = threading.Condition(self._lock)
-        self._out: deque[list[Any]] = deque()
+        self._out: deque[tuple[_Worker, list[Any]]] = deque()
         self._room = 4 * workers
         self._end: BaseException | None = None
         self._over = False  # the coordinator left
@@ -98,6 +105,10 @@ class ProcessRun:
         self._outstanding = 0  # roots sent + children created - nodes visited
         self._stats = {"visited": 0, "failed": 0, "max_pending": 0, "max_depth": 0,
                        "steals": 0, "messages": 0}
+        self._acks = 0  # ACK messages (sent by the consumer's thread)
+        self._window = _worker.WINDOW
+        self._ack_every = max(1, self._window // 4)
+        self._ack = pickle.dumps((_worker.ACK, self._ack_every), protocol=_child.PROTOCOL)
 
     # -- the consumer -----------------------------------------------------------------
 
@@ -110,7 +121,13 @@ class ProcessRun:
                 self._has_output.wait()
             if self._out:
                 self._has_room.notify()
-                return self._out.popleft()
+                worker, entries = self._out.popleft()
+                worker.taken += 1
+                if worker.taken == self._ack_every:  # the worker may run on
+                    worker.taken = 0
+                    self._acks += 1
+                    self._outbox.put((worker, self._ack))
+                return entries
             end, self._end = self._end, None
         if end is not None:
             raise end
@@ -136,7 +153,8 @@ class ProcessRun:
     def statistics(self) -> WalkStatistics:
         """A snapshot of the counts."""
         with self._lock:
-            return WalkStatistics(pending=self._pending(), **self._stats)
+            stats = {**self._stats, "messages": self._stats["messages"] + self._acks}
+            return WalkStatistics(pending=self._pending(), **stats)
 
     def _pending(self) -> int:
         return len(self._frontier) + sum(w.local for w in self._workers)
@@ -152,7 +170,7 @@ class ProcessRun:
                 process = ctx.Process(
                     target=_worker.main, name="workpool-walk", daemon=True,
                     args=(child_conn, self._fn_bytes, self._key_bytes, self._cap,
-                          self._steal, self._on_error))
+                          self._steal, self._on_error, self._window))
                 try:
                     process.start()
                 finally:
@@ -235,7 +253,7 @@ class ProcessRun:
                 stats["max_depth"] = max(stats["max_depth"], deepest)
                 stats["max_pending"] = max(stats["max_pending"], self._pending())
             if entries:
-                self._hand_over(entries)
+                self._hand_over(worker, entries)
         elif op == _worker.GIVE:
             worker.stealing = False
             self._outstanding += message[2]
@@ -254,11 +272,11 @@ class ProcessRun:
             seen.update(keys)
             self._send(worker, (_worker.CLAIMED, answer))
 
-    def _hand_over(self, entries: list[Any]) -> None:
+    def _hand_over(self, worker: _Worker, entries: list[Any]) -> None:
         with self._lock:
             while len(self._out) >= self._room and not self._closed:
                 self._has_room.wait()
-            self._out.append(entries)
+            self._out.append((worker, entries))
             self._has_output.notify()
 
     def _schedule(self) -> None:

@@ -3,18 +3,25 @@
 A pool's worker runs tasks, calls that return; it cannot keep a deque between them or
 answer a steal. So on a pool passed as ``pool=`` each task is a slice: a few nodes,
 run with their descendants depth first (children in a deque of the task's own while
-it holds fewer than ``cap``, inline beyond) for up to ``SLICE_SECONDS``; what is left
-of the deque comes back with the results and is shared out again, oldest first::
+it holds fewer than ``cap``, inline beyond) for up to ``SLICE_SECONDS`` or
+``SLICE_RESULTS`` results, even in the middle of an inline subtree; what is left of
+the deque comes back with the results and is shared out again, oldest first, and what
+is left of the inline stack goes to a slice of its own, which goes on with it (with
+its deepest ``SLICE_LEVELS`` levels: the parent keeps the rest)::
 
     consumer (next())                          pool task (a worker process)
-      frontier: roots, and what slices left      run_slice(fn, nodes, cap, seconds)
-      up to 2 x workers slices in flight ──▶      LIFO over its deque, inline beyond
-      ◀── results, the deque left, counts ──      cap; stops after `seconds`
+      frontier: roots, and what slices left      run_slice(fn, nodes, cap, seconds,
+      stacks: inline levels slices left            ..., stack): LIFO over its deque,
+      up to 2 x workers slices in flight ──▶      inline beyond cap; stops after
+      ◀── results, deque, counts, stack ───       `seconds` or SLICE_RESULTS results
+
+Slices start only in ``next_batch``, as the consumer takes results: a slow consumer
+holds the walk back.
 
 With ``key=`` a slice runs only the nodes it is given and returns their children:
 the parent, which keeps the keys, decides which are new. The walk ends when no slice
-is in flight and the frontier is empty. Imports ``_core`` and ``_walk._common``; the
-pool is reached only through ``submit`` and its futures.
+is in flight and neither the frontier nor the stacks hold anything. Imports ``_core``
+and ``_walk._common``; the pool is reached only through ``submit`` and its futures.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_all
 from typing import Any, Final
@@ -32,17 +39,25 @@ from ._common import Failure, WalkStatistics, first_time, pair
 __all__ = ["SliceRun", "run_slice"]
 
 SLICE_SECONDS: Final = 0.05  # how long a slice runs before it hands back its deque
+SLICE_RESULTS: Final = 8192  # ... or how many results it gathers at most
+SLICE_LEVELS: Final = 1024  # the deepest inline levels a slice goes on with (the rest
+# stay with the parent: the stack of an endless tree grows with every slice)
 
 _Node = tuple[Any, int]  # an item and its depth
-_Sliced = tuple[list[Any], list[_Node], list[_Node], tuple[int, int, int]]
+_Stack = list[tuple[int, list[Any]]]  # inline levels: a depth, children not run
+_Sliced = tuple[list[Any], list[_Node], list[_Node], tuple[int, int, int], _Stack]
 
 
 def run_slice(fn: Callable[[Any], Any], nodes: list[_Node], cap: int, seconds: float,
-              expand: bool, skip: bool) -> _Sliced:
-    """Run in a worker: *nodes*, and (if *expand*) their descendants depth first, for
-    up to *seconds* (children the deque has no room for run inline, to the end).
+              expand: bool, skip: bool, stack: Sequence[tuple[int, list[Any]]] = ()
+              ) -> _Sliced:
+    """Run in a worker: *nodes*, and (if *expand*) their descendants depth first (the
+    children the deque has no room for inline, on a stack), until *seconds* have
+    passed or ``SLICE_RESULTS`` results are in, even in the middle of a subtree.
+    *stack*: the inline levels a slice before left, to go on with first.
     Returns the results and failures, the nodes not run (at most *cap*), the children
-    not run (without *expand*), and (visited, failed, deepest).
+    not run (without *expand*), (visited, failed, deepest), and the inline levels
+    left: each a depth and the children of that depth not run.
     """
     from .._backends._child import with_traceback
 
@@ -71,19 +86,22 @@ def run_slice(fn: Callable[[Any], Any], nodes: list[_Node], cap: int, seconds: f
         local.extend((child, depth + 1) for child in children[:room])
         return iter(children[room:])
 
-    while local and (not expand or time.perf_counter() < stop_at):
-        item, depth = local.pop()
-        stack = [(visit(item, depth), depth + 1)]
-        while stack:
-            rest, d = stack[-1]
-            child = next(rest, _END)
-            if child is _END:
-                stack.pop()
-            elif len(local) < cap and time.perf_counter() >= stop_at:
-                local.appendleft((child, d))  # out of time: it goes back, if there is room
-            else:
-                stack.append((visit(child, d), d + 1))
-    return entries, list(local), up, (counts[0], counts[1], counts[2])
+    inline = [(iter(children), depth) for depth, children in stack]
+    while inline or local:
+        if expand and counts[0] and (len(entries) >= SLICE_RESULTS
+                                     or time.perf_counter() >= stop_at):
+            break  # (after one node at least: every slice moves the walk on)
+        if inline:
+            rest, depth = inline[-1]
+            item = next(rest, _END)
+            if item is _END:
+                inline.pop()
+                continue
+        else:
+            item, depth = local.pop()
+        inline.append((visit(item, depth), depth + 1))
+    levels = [(depth, rest) for depth, rest in ((d, list(r)) for r, d in inline) if rest]
+    return entries, list(local), up, (counts[0], counts[1], counts[2]), levels
 
 
 class SliceRun:
@@ -101,7 +119,10 @@ class SliceRun:
         self._slots = 2 * pool.workers  # slices in flight
         self._cap = max(1, max_pending // self._slots)
         self._frontier: deque[_Node] = deque()
-        self._flying: set[Future[_Sliced]] = set()
+        self._stacks: list[_Stack] = []  # inline levels that slices left, to go on with
+        # slices in flight, each with the shallower inline levels of the stack it
+        # goes on with, kept here
+        self._flying: dict[Future[_Sliced], _Stack] = {}
         self._landed: queue.SimpleQueue[Future[_Sliced]] = queue.SimpleQueue()
         self._closed = False
         self._visited = self._failed = self._max_pending = self._max_depth = 0
@@ -115,12 +136,15 @@ class SliceRun:
         if not self._flying:
             return None
         future = self._landed.get()
-        self._flying.discard(future)
-        entries, left, up, (visited, failed, deepest) = future.result()
+        kept = self._flying.pop(future)
+        entries, left, up, (visited, failed, deepest), stack = future.result()
+        stack = kept + stack
         self._visited += visited
         self._failed += failed
         self._max_depth = max(self._max_depth, deepest)
         self._frontier.extend(left)
+        if stack:
+            self._stacks.append(stack)
         if up:
             key, seen = self._key, self._seen
             assert key is not None
@@ -130,13 +154,18 @@ class SliceRun:
     def _dispatch(self) -> None:
         """Keep ``2 x workers`` slices in flight while there is work."""
         while len(self._flying) < self._slots:
-            nodes = self._take()
-            if not nodes:
+            stack = self._stacks.pop() if self._stacks else []
+            nodes = [] if stack else self._take()
+            if not nodes and not stack:
                 return
-            future = self._pool.submit(run_slice, self._fn, nodes, self._cap, SLICE_SECONDS,
-                                       self._key is None, self._skip)
+            kept, stack = stack[:-SLICE_LEVELS], stack[-SLICE_LEVELS:]
+            # A slice that goes on with a stack takes nothing from the frontier: it may
+            # leave nodes there only while it is empty (or it would outgrow max_pending).
+            cap = self._cap if nodes or not self._frontier else 0
+            future = self._pool.submit(run_slice, self._fn, nodes, cap, SLICE_SECONDS,
+                                       self._key is None, self._skip, stack)
             self._slices += 1
-            self._flying.add(future)
+            self._flying[future] = kept
             future.add_done_callback(self._landed.put)
             self._max_pending = max(self._max_pending, len(self._frontier) + len(nodes))
 
@@ -163,6 +192,7 @@ class SliceRun:
         self._closed = True
         self._roots = None
         self._frontier.clear()
+        self._stacks.clear()
         for future in self._flying:
             future.cancel()
         wait_all(self._flying)

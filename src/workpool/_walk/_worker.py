@@ -12,8 +12,10 @@ while a long node runs (a steal never waits for the victim's current node)::
                       counted); if it is    every BATCH results or FLUSH_SECONDS,
                       empty, the main thread  and whenever the deque runs dry: one
                       gives once it has some  BATCH message (results, counts; "idle"
-      CLAIMED(ok)  -> the main thread's       when the deque is empty)
-                      claim
+      CLAIMED(ok)  -> the main thread's       when the deque is empty), even in the
+                      claim                   middle of an inline subtree; with
+      ACK(n)       -> n more BATCH messages   WINDOW of them not acknowledged, wait
+                      may go                  (the consumer is behind)
       STOP / EOF   -> stop
 
 Messages are pickled tuples; user objects inside travel as bytes pickled by
@@ -43,6 +45,7 @@ WORK: Final = 0  # (WORK, bytes of [(item, depth), ...])
 STEAL: Final = 1  # (STEAL,)
 CLAIMED: Final = 2  # (CLAIMED, [bool per key asked])
 STOP: Final = 3  # (STOP,)
+ACK: Final = 4  # (ACK, how many BATCH messages with results the consumer took)
 # worker -> parent
 BATCH_MSG: Final = 10  # (BATCH_MSG, bytes of (entries, items up), counts, idle)
 GIVE: Final = 11  # (GIVE, bytes of [(item, depth), ...], children made, not counted)
@@ -52,6 +55,12 @@ FATAL: Final = 13  # (FATAL, the error): fn or key could not be unpickled here
 # Results go up at most this often (while nodes run): each message wakes the parent,
 # which on a machine with no spare core preempts a worker.
 FLUSH_SECONDS: Final = 0.05
+# A worker runs at most this many BATCH messages with results ahead of the consumer
+# (the parent acknowledges them as the consumer takes them, a quarter at a time): what
+# a slow consumer has not taken yet is bounded, and so is the worker's memory. Wide
+# enough that a worker never waits for a consumer that keeps up (an ACK may wait for
+# the parent's GIL for milliseconds).
+WINDOW: Final = 256
 # The listener answers a steal once the main thread lets go of the GIL: within this
 # (the interpreter's default is 5 ms), even while a node runs pure Python.
 SWITCH_INTERVAL: Final = 0.0005
@@ -61,7 +70,7 @@ _NONE: Iterator[Any] = iter(())
 
 
 def main(conn: Any, fn_bytes: bytes, key_bytes: bytes | None, cap: int, steal: bool,
-         on_error: str) -> None:
+         on_error: str, window: int) -> None:
     """Entry point of a walk's worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True,
@@ -73,7 +82,7 @@ def main(conn: Any, fn_bytes: bytes, key_bytes: bytes | None, cap: int, steal: b
     except BaseException as exc:  # reported: the walk fails with it
         conn.send_bytes(_child.dumps_reply((FATAL, _child.with_traceback(exc))))
         return
-    loop = _Loop(conn, fn, key, cap, steal, on_error)
+    loop = _Loop(conn, fn, key, cap, steal, on_error, window)
     threading.Thread(target=loop.listen_or_die, daemon=True,
                      name="workpool-walk-listener").start()
     loop.run()
@@ -89,7 +98,7 @@ def _watch_parent(parent: int) -> None:
 
 class _Loop:
     def __init__(self, conn: Any, fn: Callable[[Any], Any], key: Callable[[Any], Hashable] | None,
-                 cap: int, steal: bool, on_error: str) -> None:
+                 cap: int, steal: bool, on_error: str, window: int) -> None:
         self.conn = conn
         self.fn = fn
         self.key = key
@@ -104,6 +113,8 @@ class _Loop:
         self.received = 0  # WORK messages taken into the deque
         self.wanted = False  # a steal waits for the deque to hold something
         self.stopped = False
+        self.unacked = 0  # BATCH messages with results the consumer has not taken
+        self.window = window  # ... at most (WINDOW)
         self.claims: queue.SimpleQueue[list[bool] | None] = queue.SimpleQueue()
         # What the next BATCH message carries.
         self.entries: list[Any] = []  # results and Failures
@@ -141,6 +152,10 @@ class _Loop:
                         self.wanted = True
             elif op == CLAIMED:
                 self.claims.put(message[1])
+            elif op == ACK:
+                with self.wake:
+                    self.unacked -= message[1]
+                    self.wake.notify()
             else:
                 with self.wake:
                     self.stopped = True
@@ -186,23 +201,31 @@ class _Loop:
                         self.wake.wait()
                 since = time.perf_counter()
             elif not self.stopped:
-                self._subtree(*node)
-                if len(self.entries) >= BATCH or time.perf_counter() - since > FLUSH_SECONDS:
-                    self._flush(-1)
-                    since = time.perf_counter()
+                since = self._subtree(*node, since)
             if self.stopped:
                 return
 
-    def _subtree(self, item: Any, depth: int) -> None:
-        """Run *item*, then the children the deque has no room for, depth first."""
+    def _subtree(self, item: Any, depth: int, since: float) -> float:
+        """Run *item*, then the children the deque has no room for, depth first; the
+        results go up every BATCH of them or FLUSH_SECONDS, even in the middle of a
+        subtree (which may be endless). Returns when results last went up."""
         stack = [(self._visit(item, depth), depth + 1)]
-        while stack and not self.stopped:
-            rest, d = stack[-1]
-            child = next(rest, _END)
-            if child is _END:
+        while True:  # one round a node visited
+            if len(self.entries) >= BATCH or time.perf_counter() - since > FLUSH_SECONDS:
+                # Consistent at any point between visits: a child waiting on the stack
+                # was counted as created when its parent ran, before this count.
+                self._flush(-1)
+                since = time.perf_counter()
+            child = _END
+            while stack and not self.stopped:
+                rest, d = stack[-1]
+                child = next(rest, _END)
+                if child is not _END:
+                    break
                 stack.pop()
-            else:
-                stack.append((self._visit(child, d), d + 1))
+            if child is _END or self.stopped:
+                return since
+            stack.append((self._visit(child, d), d + 1))
 
     def _visit(self, item: Any, depth: int) -> Iterator[Any]:
         """Run *item*; its children go to the deque (or the parent), and those that
@@ -255,13 +278,18 @@ class _Loop:
 
     def _flush(self, idle: int) -> None:
         """Send what ran since the last BATCH message; *idle*: the WORK messages taken
-        when the deque was found empty (-1: not idle)."""
+        when the deque was found empty (-1: not idle). With *window* messages of results
+        not taken by the consumer, wait (steals are still answered) until it takes some."""
         body = self._dump()
+        results = bool(self.entries)
         self.entries, self.items, self.up = [], [], []
-        with self.lock:  # sent under it too: no GIVE overtakes the count it carries
+        with self.wake:  # sent under the lock too: no GIVE overtakes the count it carries
             counts = (self.visited, self.failed, self.created, self.deepest, len(self.local))
             self.visited = self.failed = self.created = 0
             self._send((BATCH_MSG, body, counts, idle))
+            self.unacked += results
+            while self.unacked >= self.window and not self.stopped:
+                self.wake.wait()
 
     def _dump(self) -> bytes:
         """The entries and children up, pickled; an entry that cannot be pickled
