@@ -13,7 +13,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import BrokenExecutor, Future
-from typing import Any, TypeVar, final
+from typing import Any, Final, TypeVar, final
 
 from .._core.options import check_pool_options, pool_workers
 from .._core.ratelimit import RateLimit
@@ -43,6 +43,10 @@ def default_client() -> distributed.Client | None:
     except ValueError:
         return None
     return client
+
+
+# Seconds a Ctrl-C leaves the running tasks of a pool with a cluster of its own.
+_OWN_GRACE: Final = 1.0
 
 
 def local_client() -> distributed.Client:
@@ -260,8 +264,15 @@ class DaskPool(ExecutorPool):
             self._closer.start()
 
     def _escalate(self) -> None:
+        """Ctrl-C. A cluster of the pool's own runs its workers in processes of the
+        terminal's process group, which the same Ctrl-C interrupted: its running tasks
+        may never end, so they get ``_OWN_GRACE`` seconds, then are given up on.
+        Otherwise as every pool: a second Ctrl-C gives up on them."""
         try:
-            super()._escalate()
+            if self._owned is not None:
+                self.shutdown(wait=True, cancel_futures=True, timeout=_OWN_GRACE)
+            else:
+                super()._escalate()
         finally:
             self._close_owned()
 
