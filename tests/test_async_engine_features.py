@@ -1,7 +1,7 @@
-"""What ``AsyncEngine`` offers front ends built over an ``AsyncPool`` (``AsyncGroup``):
-a lazy pool that starts workers as tasks need them, up to its size; a spec's end hook,
-called once per task however the task ends; and ``cancel_owned``, which cancels the
-tasks of one spec only. Every test runs on asyncio and trio; waits are bounded.
+"""What the engine and the event-loop backend offer front ends built over an
+``AsyncPool`` (``AsyncGroup``): a lazy pool that starts workers as tasks need them, up
+to its size; a spec's end hook, called once per task however the task ends; and
+``cancel_where``, which cancels the tasks of one spec only. Every test runs on asyncio and trio; waits are bounded.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from workpool._engine.async_task import (
     VALUE,
     AsyncFuture,
     Spec,
-    new_future,
 )
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +58,7 @@ class Gate:
 
 def lazy_pool(workers: int, **options: Any) -> wp.AsyncPool:
     pool = wp.AsyncPool(workers, **options)
-    pool._engine.lazy = True
+    pool._lazy = True
     return pool
 
 
@@ -132,11 +131,11 @@ class Ends:
 
 def hooked(pool: wp.AsyncPool, ends: Ends) -> Spec:
     engine = pool._engine
-    return Spec(engine, ASYNC, engine.timeout, engine.retry, on_end=ends)
+    return Spec(pool._backend, ASYNC, engine.timeout, engine.retry, on_end=ends)
 
 
 async def put(pool: wp.AsyncPool, spec: Spec, fn: Any, *args: Any) -> AsyncFuture[Any]:
-    return await pool._put(new_future(fn, args, {}, spec, 0.0), 1, True)
+    return await pool._put(pool._task(fn, args, {}, spec), 1, True)
 
 
 async def test_the_end_hook_is_called_once_per_task_however_it_ends() -> None:
@@ -207,9 +206,9 @@ async def test_tasks_without_a_hook_are_unchanged() -> None:
         assert job._spec.on_end is None
 
 
-# -- cancel_owned ---------------------------------------------------------------------------
+# -- cancel_where ---------------------------------------------------------------------------
 
-async def test_cancel_owned_cancels_one_specs_tasks_only() -> None:
+async def test_cancel_where_cancels_one_specs_tasks_only() -> None:
     ends = Ends()
     gate = Gate()
     async with wp.AsyncPool(2, queue_size=10) as pool:
@@ -219,7 +218,8 @@ async def test_cancel_owned_cancels_one_specs_tasks_only() -> None:
         await gate.wait_entered(2)
         mine_queued = await put(pool, spec, echo, 1)
         other_queued = await pool.submit(echo, 2)
-        pool._engine.cancel_owned(spec, "not started", "stopped while running")
+        pool._backend.cancel_where(lambda task: task.payload is spec, "not started",
+                                   "stopped while running")
         assert mine_queued.cancelled()
         with pytest.raises(wp.Cancelled, match=r"^not started$"):
             mine_queued.result()

@@ -28,7 +28,6 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from .._core.context import WorkerSlot
@@ -40,14 +39,39 @@ from .._core.timer import Timer, TimerHandle
 if TYPE_CHECKING:
     from .._core.chunk import ChunkRun
 
-__all__ = ["TASK_CANCELLED", "TASK_FAILED", "TASK_OK", "Backend", "Run", "Scheduler", "Task",
-           "Worker"]
+__all__ = ["TASK_CANCELLED", "TASK_FAILED", "TASK_OK", "TASK_STOPPED", "Backend", "Run",
+           "Scheduler", "Task", "TaskFuture", "Worker"]
 
 # How a task ended, as a backend reports it to Engine.end (named apart from the child
 # protocol's OK and from the AsyncFuture states).
 TASK_OK: Final = 0  # it returned: settle its future with the value
 TASK_FAILED: Final = 1  # it raised, or was stopped: retry it or settle with the error
 TASK_CANCELLED: Final = 2  # its future was cancelled before it started: nothing to settle
+TASK_STOPPED: Final = 3  # it was stopped while running (a cancellation): settle with the
+#                          error, never retried, counted as cancelled
+
+
+class TaskFuture(Protocol):
+    """The handle a task settles, as the engine drives it: what both
+    ``concurrent.futures.Future`` (the sync pools') and ``AsyncFuture`` (the async
+    pool's) offer, and any object that stands for a task's end (an async ``map``
+    chunk's delivery). ``set_result`` and ``set_exception`` raise
+    ``InvalidStateError`` on a handle already settled."""
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """The task starts: False if it was cancelled first (it must not run)."""
+
+    def set_result(self, result: Any, /) -> None:
+        """The task returned *result*."""
+
+    def set_exception(self, exception: BaseException | None, /) -> None:
+        """The task ended with *exception*."""
+
+    def cancel(self) -> bool:
+        """Cancel the task before it starts; False if that is too late."""
+
+    def done(self) -> bool:
+        """Whether the task ended."""
 
 
 class Run:
@@ -73,7 +97,7 @@ class Task:
                  "run", "star", "timeout")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                 future: Future[Any], priority: int = 0, timeout: float | None = None,
+                 future: TaskFuture, priority: int = 0, timeout: float | None = None,
                  retry: Retry | None = None, key: Any = None, *, payload: Any = None,
                  items: list[Any] | None = None, star: bool = False,
                  flag: ChunkRun | None = None, run: Run | None = None) -> None:
@@ -103,11 +127,15 @@ class Worker:
     engine gave up on it (``abandoned``) or it leaves (``leaving``), and the thread
     that runs it, if one does."""
 
-    __slots__ = ("abandoned", "deadline", "first", "leaving", "slot", "task", "thread")
+    __slots__ = ("abandoned", "deadline", "first", "leaving", "next", "slot", "task",
+                 "thread")
 
     def __init__(self, worker_id: int) -> None:
         self.slot = WorkerSlot(worker_id)
         self.first: Task | None = None
+        # The task Engine.end picked for it, until it begins (a backend that cancels
+        # queued work of one owner reaches it here: its end's callbacks run between).
+        self.next: Task | None = None
         self.task: Task | None = None
         self.abandoned = False
         self.leaving = False
@@ -150,6 +178,9 @@ class Scheduler(Protocol):
     def abandon(self, worker: Worker, task: Task, error: BaseException) -> None:
         """Give up on *worker*, stuck in *task*: settle it, start a replacement."""
 
+    def withdraw(self, match: Callable[[Task], bool]) -> tuple[list[Task], list[Task]]:
+        """Take the queued and retrying tasks that *match* out: (queued, retrying)."""
+
     def timer(self) -> Timer:
         """The pool's timer thread."""
 
@@ -167,6 +198,16 @@ class Backend(ABC):
     #: Whether a worker woken by ``resume`` calls ``Scheduler.woke`` before it runs
     #: the task: the engine then wakes one worker at a time (see ``engine.py``).
     lazy_wake: ClassVar[bool] = False
+    #: Whether a worker started for a task counts as woken, as above, until it calls
+    #: ``Scheduler.woke`` once running: put() then queues instead of starting one
+    #: worker per task of a burst, and tasks start in the order they came (an event
+    #: loop starts new tasks in any order).
+    lazy_spawn: ClassVar[bool] = False
+    #: Whether the backend enforces a task's deadline itself (an event loop's cancel
+    #: scope with a deadline is exact and costs no thread): ``Engine.begin`` then sets
+    #: the context's deadline but arms no timer call, and the backend ends a task past
+    #: it with ``Scheduler.timed_out``'s error.
+    own_deadlines: ClassVar[bool] = False
     engine: Scheduler
 
     def attach(self, engine: Scheduler) -> None:
@@ -221,6 +262,17 @@ class Backend(ABC):
         """*task* must end now with *error* (its deadline passed: ``TaskTimeout``;
         the hard stop of a shutdown: ``Cancelled``): a thread is abandoned
         (``Engine.abandon``), a process killed."""
+
+    def room(self) -> None:
+        """Under the lock: the queue has room again (or intake closed) while callers
+        wait for room without blocking a thread (``Engine.want_room``): wake one of
+        them. Backends whose callers block in ``Engine.put`` need nothing here."""
+        return
+
+    def stray(self) -> int:
+        """Calls given up on that still run outside any worker (a thread an event
+        loop's worker stopped waiting for), counted as ``stuck`` in statistics."""
+        return 0
 
     # -- the backend's own resources --------------------------------------------------
 

@@ -35,7 +35,10 @@ tasks is so drained by the workers already running, without a thread wake-up per
 task, while tasks that block still each get a worker. The queue may then hold as many
 tasks past its bound as workers are parked: each is as good as handed to one. While
 a worker is parked and none is being woken, the queue is empty, so handing a task
-straight to a parked worker keeps priority order.
+straight to a parked worker keeps priority order. A backend whose workers start lazily
+too (``Backend.lazy_spawn``: an event loop's tasks) treats a worker started for a task
+as one woken: it calls ``woke`` once it runs, so that a burst starts workers one at a
+time, in order, as those running fall behind.
 
 ``_requeue`` is the timer's way in: a retried task skips the bound, as it was admitted
 once already.
@@ -50,7 +53,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from concurrent.futures import Future, InvalidStateError
+from collections.abc import Callable
+from concurrent.futures import InvalidStateError
 from functools import partial
 from typing import Any, Final
 
@@ -60,7 +64,16 @@ from .._core.ratelimit import TokenBucket
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics, StatsRecorder
 from .._core.timer import Timer, TimerHandle
-from .contract import TASK_CANCELLED, TASK_FAILED, TASK_OK, Backend, Task, Worker
+from .contract import (
+    TASK_CANCELLED,
+    TASK_FAILED,
+    TASK_OK,
+    TASK_STOPPED,
+    Backend,
+    Task,
+    TaskFuture,
+    Worker,
+)
 
 __all__ = ["CLOSING", "LOGGER", "OPEN", "SHUTDOWN_MESSAGE", "Engine", "settle"]
 
@@ -118,6 +131,8 @@ class Engine:
         # 1 while a worker woken by resume() has not called woke() yet, and others are
         # parked (lazy backends only): put() queues meanwhile instead of waking another.
         self._lazy = int(backend.lazy_wake)
+        self._own_deadlines = backend.own_deadlines
+        self._lazy_spawn = int(backend.lazy_spawn)
         self.waking = 0
         self._workers: set[Worker] = set()
         # Notified when a worker leaves the set or is given up on: what join() waits
@@ -136,9 +151,11 @@ class Engine:
 
     # -- intake -------------------------------------------------------------------------
 
-    def put(self, task: Task, block: bool = True) -> None:
+    def put(self, task: Task, block: bool = True, bounded: bool = True) -> None:
         """Admit *task*: hand it to a parked worker, start a worker, or queue it,
-        waiting while the queue is full (``QueueFull`` when not *block*)."""
+        waiting while the queue is full (``QueueFull`` when not *block*). A caller
+        bounded otherwise (an async ``map`` run, by its window) passes not *bounded*:
+        the task is queued past the bound."""
         worker: Worker | None = None
         with self._lock:
             while True:
@@ -155,11 +172,15 @@ class Engine:
                     # to a parked worker if it is not taken by then.
                     room = self.capacity + len(parked)
                 elif self._alive < self.target:
-                    self._alive += 1
-                    break
+                    if not self.waking:
+                        self._alive += 1
+                        self.waking = self._lazy_spawn
+                        break
+                    # A worker started for an earlier task passes this one on.
+                    room = self.capacity + 1
                 else:
                     room = self.capacity
-                if self._size < room:
+                if self._size < room or not bounded:
                     task.enqueued = time.perf_counter()
                     self._push(task)
                     self.stats.submitted += task.count
@@ -204,8 +225,21 @@ class Engine:
             del self._prios[0]
         self._size -= 1
         if self._put_waiters:
-            self._not_full.notify()
+            self._room()
         return task
+
+    def _room(self) -> None:
+        """Under the lock: a queued task left, or a worker parked: one waiter for room
+        may go on (a thread blocked in put(), or a caller of ``want_room``)."""
+        self._not_full.notify()
+        self.backend.room()
+
+    def want_room(self, delta: int) -> None:
+        """A caller that cannot block a thread (an event loop's) starts (+1) or stops
+        (-1) waiting for room after ``put(block=False)`` raised ``QueueFull``: while
+        any does, room freed calls ``Backend.room``."""
+        with self._lock:
+            self._put_waiters += delta
 
     def _requeue(self, task: Task) -> None:
         """Put a retried task back, past the queue bound: it was admitted already."""
@@ -250,6 +284,7 @@ class Engine:
                     self.waking = 1
             elif self._alive < self.target:
                 self._alive += 1
+                self.waking = self._lazy_spawn
             else:
                 return
             task = self._pop()
@@ -281,6 +316,7 @@ class Engine:
         running, with its context and deadline), or the outcome it ends with
         without running (its future was cancelled; a shutdown stopped it), for
         ``end``."""
+        worker.next = None
         if task.attempt == 1:
             if self.halted:  # stopped while handed straight to this worker
                 task.future.cancel()
@@ -297,7 +333,7 @@ class Engine:
             deadline = time.monotonic() + timeout
             slot.ctx = TaskContext(slot, task.attempt, deadline)
             worker.task = task
-            if not self.halted:
+            if not self.halted and not self._own_deadlines:
                 worker.deadline = self.timer().call_at(
                     deadline, partial(self._deadline, worker, task))
         # Checked once the task shows as running: a halt either sees it there (and
@@ -334,7 +370,7 @@ class Engine:
                 self._tick += 1
                 if not self._tick & self._sample_mask:
                     self._sample(task, started)
-            elif kind == TASK_CANCELLED:
+            elif kind in (TASK_CANCELLED, TASK_STOPPED):
                 stats.cancelled += task.count
             else:
                 retry_delay = self._retry_delay(task, value)
@@ -346,14 +382,14 @@ class Engine:
                     stats.timed_out += task.count
                 else:
                     stats.failed += task.count
-            nxt = self._pop()
+            worker.next = nxt = self._pop()
             if nxt is None:
                 self._park_or_retire(worker)
         if retry_delay is not None:
             self._schedule_retry(task, retry_delay)
         elif kind == TASK_OK:
             settle(future, value, None)
-        elif kind == TASK_FAILED:
+        elif kind != TASK_CANCELLED:
             settle(future, None, value)
         return nxt
 
@@ -386,7 +422,7 @@ class Engine:
         else:
             self._parked.append(worker)
             if self._put_waiters:
-                self._not_full.notify()
+                self._room()
 
     def _release_idle(self) -> None:
         """Under the lock: every parked worker leaves."""
@@ -401,6 +437,12 @@ class Engine:
         reaped): join() stops waiting for it."""
         with self._lock:
             self._workers.discard(worker)
+            if not worker.leaving and worker in self._parked:
+                # It ended while parked (its event loop task was cancelled from
+                # outside): it is gone, not idle.
+                self._parked.remove(worker)
+                self._alive -= 1
+                worker.leaving = True
             thread = worker.thread
             if (thread is not None and not worker.abandoned
                     and thread is threading.current_thread() and thread not in self._left):
@@ -500,6 +542,7 @@ class Engine:
             while (task := self._pop()) is not None:
                 victims.append(task)
             self._not_full.notify_all()
+            self.backend.room()
             self._release_idle()
             for task in victims:
                 self.stats.failed += task.count
@@ -520,11 +563,12 @@ class Engine:
                 if error is not None:
                     self.closed_error = error
             self._not_full.notify_all()
+            self.backend.room()
             if not self._size and not self._retrying:
                 self._release_idle()
         self.backend.close()
 
-    def cancel_pending(self) -> list[Future[Any]]:
+    def cancel_pending(self) -> list[TaskFuture]:
         """Cancel queued tasks and tasks waiting for a retry; running ones go on (as
         the stdlib's ``shutdown(cancel_futures=True)``): stopping them is
         ``abandon_running``'s and ``cancel_all``'s.
@@ -542,7 +586,7 @@ class Engine:
                 self.stats.cancelled += task.count
             for task, _ in retrying:
                 self.stats.cancelled += task.count
-        cancelled: list[Future[Any]] = []
+        cancelled: list[TaskFuture] = []
         for task in queued:
             if task.future.cancel():
                 cancelled.append(task.future)
@@ -556,7 +600,7 @@ class Engine:
             cancelled.append(task.future)
         return cancelled
 
-    def cancel_all(self) -> list[Future[Any]]:
+    def cancel_all(self) -> list[TaskFuture]:
         """Stop everything now, in one call: cancel queued tasks and tasks waiting for
         a retry, and stop running ones (``Backend.interrupt``: cooperatively for
         threads, by a kill for processes). A task handed to a worker that has not
@@ -575,16 +619,60 @@ class Engine:
             self.backend.interrupt(worker, task)
         return cancelled
 
+    def withdraw(self, match: Callable[[Task], bool]) -> tuple[list[Task], list[Task]]:
+        """Take the queued tasks and the tasks waiting for a retry that *match* out of
+        the engine, counted as cancelled: (queued, retrying). The caller settles their
+        futures (a cancelled ``AsyncFuture``, the chunks of a ``map`` its consumer
+        left, a group's tasks once it failed). A closing pool's idle workers leave if
+        nothing is left."""
+        with self._lock:
+            queued: list[Task] = []
+            for prio in list(self._prios):
+                queue = self._queues[prio]
+                kept = deque(task for task in queue if not match(task))
+                if len(kept) == len(queue):
+                    continue
+                queued += [task for task in queue if match(task)]
+                if kept:
+                    self._queues[prio] = kept
+                else:
+                    del self._queues[prio]
+                    self._prios.remove(prio)
+            self._size -= len(queued)
+            retrying = [task for task in self._retrying if match(task)]
+            handles = [self._retrying.pop(task) for task in retrying]
+            for task in queued + retrying:
+                self.stats.cancelled += task.count
+            if queued and self._put_waiters:
+                self._not_full.notify(len(queued))
+                self.backend.room()
+            if self.state != OPEN and not self._size and not self._retrying:
+                self._release_idle()
+        for handle in handles:
+            if handle is not None:
+                handle.cancel()
+        return queued, retrying
+
+    def start(self, workers: int) -> None:
+        """Start *workers* more workers now, without tasks (they park), up to the
+        target: for a pool that starts its workers up front, as ``AsyncPool`` does at
+        ``async with`` (the sync pools start theirs as tasks come)."""
+        with self._lock:
+            workers = max(0, min(workers, self.target - self._alive))
+            self._alive += workers
+        for _ in range(workers):
+            self._spawn(None)
+
     def _running(self) -> list[tuple[Worker, Task]]:
         with self._lock:
             return [(w, w.task) for w in self._workers
                     if w.task is not None and not w.abandoned]
 
-    def running_futures(self) -> list[Future[Any]]:
+    def running_futures(self) -> list[TaskFuture]:
         """The futures of the tasks running now."""
         return [task.future for _, task in self._running()]
 
-    def abandon_running(self) -> list[Future[Any]]:
+    def abandon_running(self) -> list[TaskFuture]:
         """Give up on every running task (``Backend.give_up``: a thread is abandoned,
         a process killed): its future fails with ``Cancelled``."""
         with self._lock:
@@ -667,6 +755,12 @@ class Engine:
 
     # -- statistics ---------------------------------------------------------------------
 
+    def count_submitted(self, items: int) -> None:
+        """*items* joined a task still queued (``Task.items`` of an async ``map``
+        chunk, and its ``count``): they are submitted too."""
+        with self._lock:
+            self.stats.submitted += items
+
     def count_failed_at_intake(self) -> None:
         """A call whose future failed before it reached the queue (its arguments could
         not be sent to a worker process): submitted, and failed."""
@@ -681,7 +775,7 @@ class Engine:
             return self.stats.snapshot(
                 queued=self._size + len(self._retrying), running=running,
                 workers=self._alive, busy=max(0, self._alive - len(self._parked)),
-                stuck=self._stuck)
+                stuck=self._stuck + self.backend.stray())
 
     def live_workers(self) -> list[Worker]:
         """The workers now in the pool (tests read their processes)."""
@@ -689,7 +783,7 @@ class Engine:
             return list(self._workers)
 
 
-def settle(future: Future[Any], value: Any, error: BaseException | None) -> None:
+def settle(future: TaskFuture, value: Any, error: BaseException | None) -> None:
     """Resolve *future*; a future that someone else resolved first stays as it is."""
     try:
         if error is None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.thread import BrokenThreadPool
 from types import TracebackType
-from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, final, overload
+from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, cast, final, overload
 
 from .._core.chunk import Chunk, ChunkRun
 from .._core.exceptions import Cancelled, WouldBlock
@@ -34,7 +34,7 @@ from .._core.outcome import Error, Value
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
-from .._engine.contract import Backend, Run, Task
+from .._engine.contract import Backend, Run, Task, TaskFuture
 from .._engine.engine import OPEN, Engine
 from .._sync.semaphore import Semaphore
 from .map import MapIterator, MapRun, results
@@ -166,7 +166,7 @@ class ExecutorPool(Executor):
         except BaseException:
             budget.release(cost)
             raise
-        task.future.add_done_callback(lambda _: budget.release(cost))
+        _future(task).add_done_callback(lambda _: budget.release(cost))
 
     def _submit_chunk(self, fn: Callable[..., Any], items: list[Any], *, star: bool = False,
                       flag: ChunkRun | None = None, timeout: float | None = None,
@@ -201,8 +201,7 @@ class ExecutorPool(Executor):
             self._engine.put(task, block=block)
         else:
             self._put_with_budget(task, len(items), block)
-        future: Future[Chunk] = task.future
-        return future
+        return _future(task)
 
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               future: Future[Any], priority: int, timeout: float | None, retry: Retry | None,
@@ -349,11 +348,11 @@ class ExecutorPool(Executor):
         engine.close_intake()
         left = self._unfinished
         if cancel_futures:
-            left += engine.cancel_pending()
+            left += _futures(engine.cancel_pending())
         if not wait or engine.join(deadline):
             return
-        running = engine.running_futures()
-        left += engine.cancel_pending()
+        running = _futures(engine.running_futures())
+        left += _futures(engine.cancel_pending())
         engine.abandon_running()
         engine.join(None)
         # Running tasks given up on; a task that finished on its own meanwhile is not.
@@ -370,7 +369,7 @@ class ExecutorPool(Executor):
         engine = self._engine
         engine.take_maps()
         engine.close_intake()
-        self._unfinished += engine.cancel_all()
+        self._unfinished += _futures(engine.cancel_all())
 
     @property
     def unfinished(self) -> tuple[Future[Any], ...]:
@@ -397,7 +396,7 @@ class ExecutorPool(Executor):
         try:
             self.shutdown(wait=True, cancel_futures=True)
         except KeyboardInterrupt:
-            self._unfinished += self._engine.abandon_running()
+            self._unfinished += _futures(self._engine.abandon_running())
             self._engine.join(None)
             raise
 
@@ -409,6 +408,17 @@ class ExecutorPool(Executor):
         stats = self.statistics()
         return (f"<{type(self).__name__} {self._name!r} workers={self._workers} "
                 f"running={stats.running} queued={stats.queued}>")
+
+
+def _future(task: Task) -> Future[Any]:
+    """The future of a task this pool made: always a ``concurrent.futures.Future``
+    (the engine types it by what it needs of one, ``TaskFuture``)."""
+    return cast("Future[Any]", task.future)
+
+
+def _futures(futures: list[TaskFuture]) -> list[Future[Any]]:
+    """What the engine returns of this pool's tasks' futures (see ``_future``)."""
+    return cast("list[Future[Any]]", futures)
 
 
 def _was_cancelled(future: Future[Any]) -> bool:
