@@ -1,7 +1,8 @@
 """What the engine and the event-loop backend offer front ends built over an
 ``AsyncPool`` (``AsyncGroup``): a lazy pool that starts workers as tasks need them, up
 to its size; a spec's end hook, called once per task however the task ends; and
-``cancel_where``, which cancels the tasks of one spec only. Every test runs on asyncio and trio; waits are bounded.
+``cancel_where``, which cancels the tasks of one spec only. Every test runs on asyncio
+and trio; waits are bounded.
 """
 
 from __future__ import annotations

@@ -120,6 +120,7 @@ class AsyncBackend(Backend):
     lazy_wake = True
     lazy_spawn = True
     own_deadlines = True
+    reuse_context = True
 
     def __init__(self, initializer: Callable[..., Any] | None,
                  initargs: tuple[Any, ...]) -> None:
@@ -190,7 +191,7 @@ class AsyncBackend(Backend):
 
     def room(self) -> None:
         space = self.space
-        if space is not None and self._on_loop(self._room_all):
+        if space is not None and space.waiters and self._on_loop(self._room_all):
             space.unpark()
 
     def _room_all(self) -> None:

@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
-from .._core.context import WorkerSlot
+from .._core.context import TaskContext, WorkerSlot
 from .._core.exceptions import TaskTimeout
 from .._core.ratelimit import TokenBucket
 from .._core.retry import Retry
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .._core.chunk import ChunkRun
 
 __all__ = ["TASK_CANCELLED", "TASK_FAILED", "TASK_OK", "TASK_STOPPED", "Backend", "Run",
-           "Scheduler", "Task", "TaskFuture", "Worker"]
+           "Scheduler", "Task", "TaskFuture", "Worker", "new_call"]
 
 # How a task ended, as a backend reports it to Engine.end (named apart from the child
 # protocol's OK and from the AsyncFuture states).
@@ -121,18 +121,50 @@ class Task:
         self.enqueued = 0.0
 
 
+_new = object.__new__
+
+
+def new_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+             future: TaskFuture, priority: int, timeout: float | None, retry: Retry | None,
+             key: Any, payload: Any) -> Task:
+    """``Task(fn, args, kwargs, future, priority, timeout, retry, key,
+    payload=payload)``, made faster: a call is what every ``submit`` makes, and a
+    class's ``__init__`` with keywords costs twice these plain stores."""
+    task: Task = _new(Task)
+    task.fn = fn
+    task.args = args
+    task.kwargs = kwargs
+    task.future = future
+    task.priority = priority
+    task.timeout = timeout
+    task.retry = retry
+    task.key = key
+    task.payload = payload
+    task.items = None
+    task.star = False
+    task.flag = None
+    task.run = None
+    task.count = 1
+    task.attempt = 1
+    task.crashes = 0
+    task.quarantined = False
+    task.enqueued = 0.0
+    return task
+
+
 class Worker:
     """A worker's bookkeeping, which backends extend: the task it runs (``task``,
     under the engine's lock), its first task until it starts (``first``), whether the
     engine gave up on it (``abandoned``) or it leaves (``leaving``), and the thread
     that runs it, if one does."""
 
-    __slots__ = ("abandoned", "deadline", "first", "leaving", "next", "slot", "task",
+    __slots__ = ("abandoned", "ctx", "deadline", "first", "leaving", "next", "slot", "task",
                  "thread")
 
     def __init__(self, worker_id: int) -> None:
         self.slot = WorkerSlot(worker_id)
         self.first: Task | None = None
+        self.ctx: TaskContext | None = None  # kept for its next task (reuse_context)
         # The task Engine.end picked for it, until it begins (a backend that cancels
         # queued work of one owner reaches it here: its end's callbacks run between).
         self.next: Task | None = None
@@ -203,6 +235,11 @@ class Backend(ABC):
     #: worker per task of a burst, and tasks start in the order they came (an event
     #: loop starts new tasks in any order).
     lazy_spawn: ClassVar[bool] = False
+    #: Whether a worker's task context serves its next tasks too, until one is
+    #: cancelled (or has a deadline, or is a retry): for backends where nothing
+    #: outside the pool holds a task's context once the task ended (a ``Group`` on a
+    #: thread pool keeps its tasks' contexts to cancel them).
+    reuse_context: ClassVar[bool] = False
     #: Whether the backend enforces a task's deadline itself (an event loop's cancel
     #: scope with a deadline is exact and costs no thread): ``Engine.begin`` then sets
     #: the context's deadline but arms no timer call, and the backend ends a task past

@@ -92,6 +92,7 @@ SHUTDOWN_MESSAGE: Final = "cannot schedule new futures after shutdown"
 # the rest of a tiny task's end. The counts stay exact.
 _FAST: Final = 1e-4
 _SAMPLE_MASK: Final = 15
+_perf: Final = time.perf_counter
 
 
 class Engine:
@@ -123,9 +124,12 @@ class Engine:
         self._sample_mask = 0
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
-        self._put_waiters = 0
-        self._queues: dict[int, deque[Task]] = {}
-        self._prios: list[int] = []  # negated priorities present, ascending
+        self._put_waiters = 0  # callers waiting for room: threads in put(), and
+        self._room_waiters = 0  # those of them that wait without a thread (want_room)
+        # The queue of priority 0 stands, empty or not: a queue that keeps emptying
+        # and filling (tasks handed on as they come) costs no deque and no insort.
+        self._queues: dict[int, deque[Task]] = {0: deque()}
+        self._prios: list[int] = [0]  # negated priorities present, ascending
         self._size = 0
         self._parked: list[Worker] = []
         # 1 while a worker woken by resume() has not called woke() yet, and others are
@@ -133,6 +137,7 @@ class Engine:
         self._lazy = int(backend.lazy_wake)
         self._own_deadlines = backend.own_deadlines
         self._lazy_spawn = int(backend.lazy_spawn)
+        self._reuse = backend.reuse_context
         self.waking = 0
         self._workers: set[Worker] = set()
         # Notified when a worker leaves the set or is given up on: what join() waits
@@ -181,8 +186,12 @@ class Engine:
                 else:
                     room = self.capacity
                 if self._size < room or not bounded:
-                    task.enqueued = time.perf_counter()
-                    self._push(task)
+                    task.enqueued = _perf()
+                    if task.priority:
+                        self._push(task)
+                    else:  # _push(), inline: the standing queue of priority 0
+                        self._queues[0].append(task)
+                        self._size += 1
                     self.stats.submitted += task.count
                     return
                 if not block:
@@ -193,7 +202,7 @@ class Engine:
                 finally:
                     self._put_waiters -= 1
             self.stats.submitted += task.count
-        task.enqueued = time.perf_counter()
+        task.enqueued = _perf()
         if worker is not None:
             self.backend.resume(worker, task)
         else:
@@ -217,12 +226,16 @@ class Engine:
     def _pop(self) -> Task | None:
         if not self._size:
             return None
-        prio = self._prios[0]
+        prios = self._prios
+        prio = prios[0]
         queue = self._queues[prio]
+        if not queue:  # the standing queue of priority 0: lower priorities' turn
+            prio = prios[1]
+            queue = self._queues[prio]
         task = queue.popleft()
-        if not queue:
+        if not queue and prio:
             del self._queues[prio]
-            del self._prios[0]
+            prios.remove(prio)
         self._size -= 1
         if self._put_waiters:
             self._room()
@@ -231,8 +244,10 @@ class Engine:
     def _room(self) -> None:
         """Under the lock: a queued task left, or a worker parked: one waiter for room
         may go on (a thread blocked in put(), or a caller of ``want_room``)."""
-        self._not_full.notify()
-        self.backend.room()
+        if self._room_waiters:
+            self.backend.room()
+        if self._put_waiters > self._room_waiters:
+            self._not_full.notify()
 
     def want_room(self, delta: int) -> None:
         """A caller that cannot block a thread (an event loop's) starts (+1) or stops
@@ -240,6 +255,7 @@ class Engine:
         any does, room freed calls ``Backend.room``."""
         with self._lock:
             self._put_waiters += delta
+            self._room_waiters += delta
 
     def _requeue(self, task: Task) -> None:
         """Put a retried task back, past the queue bound: it was admitted already."""
@@ -317,7 +333,8 @@ class Engine:
         without running (its future was cancelled; a shutdown stopped it), for
         ``end``."""
         worker.next = None
-        if task.attempt == 1:
+        attempt = task.attempt
+        if attempt == 1:
             if self.halted:  # stopped while handed straight to this worker
                 task.future.cancel()
             if not task.future.set_running_or_notify_cancel():
@@ -327,7 +344,12 @@ class Engine:
         slot = worker.slot
         timeout = task.timeout
         if timeout is None:
-            slot.ctx = TaskContext(slot, task.attempt)
+            ctx = worker.ctx
+            if ctx is None or ctx._cancelled or attempt != 1:
+                ctx = TaskContext(slot, attempt)
+                if self._reuse:
+                    worker.ctx = ctx
+            slot.ctx = ctx
             worker.task = task
         else:
             deadline = time.monotonic() + timeout
@@ -349,13 +371,12 @@ class Engine:
         starting at *started* (``perf_counter``): count it, settle or retry it, and
         return the worker's next task; None when the worker is parked now
         (``Backend.resume`` wakes it) or leaving (``worker.leaving``)."""
-        handle = worker.deadline
-        if handle is not None:
-            handle.cancel()
+        # The hot path of every pool: one lock round, the success case first, and
+        # each attribute read once.
+        if worker.deadline is not None:
+            worker.deadline.cancel()
             worker.deadline = None
-        future = task.future
         retry_delay = None
-        stats = self.stats
         with self._lock:
             if worker.abandoned:  # given up on: its task was settled then
                 self._stuck -= 1
@@ -363,12 +384,16 @@ class Engine:
                 return None
             worker.task = None
             worker.slot.ctx = None
+            stats = self.stats
             if kind == TASK_OK:
-                failed = value.failed if task.items is not None else 0
-                stats.completed += task.count - failed
-                stats.failed += failed
-                self._tick += 1
-                if not self._tick & self._sample_mask:
+                if task.items is None:
+                    stats.completed += 1
+                else:
+                    failed = value.failed
+                    stats.completed += task.count - failed
+                    stats.failed += failed
+                tick = self._tick = self._tick + 1
+                if not tick & self._sample_mask:
                     self._sample(task, started)
             elif kind in (TASK_CANCELLED, TASK_STOPPED):
                 stats.cancelled += task.count
@@ -382,15 +407,26 @@ class Engine:
                     stats.timed_out += task.count
                 else:
                     stats.failed += task.count
-            worker.next = nxt = self._pop()
-            if nxt is None:
+            if not self._size:
+                nxt = None
                 self._park_or_retire(worker)
-        if retry_delay is not None:
+            elif len(self._prios) == 1:  # _pop(), inline: priority 0 alone
+                worker.next = nxt = self._queues[0].popleft()
+                self._size -= 1
+                if self._put_waiters:
+                    self._room()
+            else:
+                worker.next = nxt = self._pop()
+        if kind == TASK_OK:
+            # settle(), inline (contextlib.suppress would cost a call and a context)
+            try:  # noqa: SIM105
+                task.future.set_result(value)
+            except InvalidStateError:
+                pass
+        elif retry_delay is not None:
             self._schedule_retry(task, retry_delay)
-        elif kind == TASK_OK:
-            settle(future, value, None)
         elif kind != TASK_CANCELLED:
-            settle(future, None, value)
+            settle(task.future, None, value)
         return nxt
 
     def _sample(self, task: Task, started: float) -> None:
@@ -633,7 +669,7 @@ class Engine:
                 if len(kept) == len(queue):
                     continue
                 queued += [task for task in queue if match(task)]
-                if kept:
+                if kept or not prio:
                     self._queues[prio] = kept
                 else:
                     del self._queues[prio]
@@ -645,7 +681,8 @@ class Engine:
                 self.stats.cancelled += task.count
             if queued and self._put_waiters:
                 self._not_full.notify(len(queued))
-                self.backend.room()
+                if self._room_waiters:
+                    self.backend.room()
             if self.state != OPEN and not self._size and not self._retrying:
                 self._release_idle()
         for handle in handles:
@@ -720,9 +757,10 @@ class Engine:
         self._not_full = threading.Condition(self._lock)
         self._workers_changed = threading.Condition(self._lock)
         self.stop = threading.Event()
-        self._put_waiters = self._size = self._alive = self._stuck = self.waking = 0
-        self._queues = {}
-        self._prios = []
+        self._put_waiters = self._room_waiters = self._size = self._alive = 0
+        self._stuck = self.waking = 0
+        self._queues = {0: deque()}
+        self._prios = [0]
         self._parked = []
         self._workers = set()
         self._left = []

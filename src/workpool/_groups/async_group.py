@@ -49,7 +49,7 @@ from .._engine.async_task import (
     Spec,
     new_future,
 )
-from .._engine.contract import Task
+from .._engine.contract import new_call
 from .._pools.async_pool import AsyncPool
 from .policy import CLOSED, EXITING, NEW, OPEN, GroupBase, check_limit, verdict
 
@@ -287,8 +287,8 @@ class AsyncGroup(GroupBase):
         job._index = len(values)
         values.append(None)
         self._active += 1
-        self._engine.put(Task(fn, args, kwargs, job, 0, spec.timeout, spec.retry,
-                              payload=spec), False)
+        self._engine.put(new_call(fn, args, kwargs, job, 0, spec.timeout, spec.retry, None,
+                                  spec), False)
         return job
 
     def go_nowait(self, fn: Callable[P, Awaitable[T]], /, *args: P.args,

@@ -40,7 +40,7 @@ from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
 from .._engine.async_task import ASYNC, QUEUED, SYNC, AsyncFuture, Spec, kind_of, new_future
-from .._engine.contract import Task
+from .._engine.contract import Task, new_call
 from .._engine.engine import SHUTDOWN_MESSAGE, Engine
 from .._sync.async_semaphore import AsyncSemaphore
 from .async_map import MapResults, MapRun
@@ -319,8 +319,8 @@ class AsyncPool:
         future._spec = spec
         future._state = QUEUED
         future._notify = None
-        task = Task(fn, args, kwargs, future, spec.priority, spec.timeout, spec.retry,
-                    spec.key, payload=spec)
+        task = new_call(fn, args, kwargs, future, spec.priority, spec.timeout, spec.retry,
+                        spec.key, spec)
         if self._budget is not None:
             return await self._put_with_budget(task, 1)
         try:
@@ -350,8 +350,8 @@ class AsyncPool:
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               spec: Spec) -> Task:
         """A task of *fn* with *spec*'s options, and its future (``task.future``)."""
-        return Task(fn, args, kwargs, new_future(fn, spec), spec.priority, spec.timeout,
-                    spec.retry, spec.key, payload=spec)
+        return new_call(fn, args, kwargs, new_future(fn, spec), spec.priority,
+                        spec.timeout, spec.retry, spec.key, spec)
 
     async def _wait_room(self, task: Task) -> None:
         """Queue *task* once the queue has room, waiting in the event loop (a thread

@@ -34,7 +34,7 @@ from .._core.outcome import Error, Value
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
-from .._engine.contract import Backend, Run, Task, TaskFuture
+from .._engine.contract import Backend, Run, Task, TaskFuture, new_call
 from .._engine.engine import OPEN, Engine
 from .._sync.semaphore import Semaphore
 from .map import MapIterator, MapRun, results
@@ -208,7 +208,7 @@ class ExecutorPool(Executor):
               key: Any) -> Task | None:
         """The task for a call; None if *future* failed already (then the call is
         counted as submitted and failed)."""
-        return Task(fn, args, kwargs, future, priority, timeout, retry, key)
+        return new_call(fn, args, kwargs, future, priority, timeout, retry, key, None)
 
     def submit_nowait(self, fn: Callable[P, T], /, *args: P.args,
                       **kwargs: P.kwargs) -> Future[T]:

@@ -17,7 +17,7 @@ from .._backends._pickling import can_send
 from .._backends.process import ProcessBackend
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
-from .._engine.contract import Backend, Task
+from .._engine.contract import Backend, Task, new_call
 from .._sync.semaphore import Semaphore
 from .executor import ExecutorPool
 
@@ -173,7 +173,7 @@ class ProcessPool(ExecutorPool):
             future.set_exception(exc)
             self._engine.count_failed_at_intake()
             return None
-        return Task(fn, (), {}, future, priority, timeout, retry, key, payload=payload)
+        return new_call(fn, (), {}, future, priority, timeout, retry, key, payload)
 
     def __enter__(self) -> ProcessPool:
         return self
