@@ -189,10 +189,16 @@ class AsyncBackend(Backend):
         if self._on_loop(worker.lot.unpark):
             worker.lot.unpark()
 
-    def room(self) -> None:
+    def room(self, every: bool = False) -> bool:
         space = self.space
-        if space is not None and space.waiters and self._on_loop(self._room_all):
-            space.unpark()
+        if space is None or not space.waiters:
+            return False
+        if self._on_loop(self._room_all):
+            if every:
+                space.unpark_all()
+            else:
+                space.unpark()
+        return True
 
     def _room_all(self) -> None:
         if self.space is not None:

@@ -300,11 +300,12 @@ class Backend(ABC):
         the hard stop of a shutdown: ``Cancelled``): a thread is abandoned
         (``Engine.abandon``), a process killed."""
 
-    def room(self) -> None:
-        """Under the lock: the queue has room again (or intake closed) while callers
-        wait for room without blocking a thread (``Engine.want_room``): wake one of
-        them. Backends whose callers block in ``Engine.put`` need nothing here."""
-        return
+    def room(self, every: bool = False) -> bool:
+        """Under the lock: the queue has room again (or intake closed: *every*) while
+        callers wait for room without blocking a thread (``Engine.want_room``): wake
+        one of them (*every* one); False when none was waiting any more. Backends
+        whose callers block in ``Engine.put`` need nothing here."""
+        return False
 
     def stray(self) -> int:
         """Calls given up on that still run outside any worker (a thread an event

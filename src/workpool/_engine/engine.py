@@ -244,18 +244,24 @@ class Engine:
     def _room(self) -> None:
         """Under the lock: a queued task left, or a worker parked: one waiter for room
         may go on (a thread blocked in put(), or a caller of ``want_room``)."""
-        if self._room_waiters:
-            self.backend.room()
+        if self._room_waiters and not self.backend.room():
+            # None of them is parked any more: those woken try put() again, and say
+            # so anew if they must wait again. (Pops stop calling the backend.)
+            self._put_waiters -= self._room_waiters
+            self._room_waiters = 0
         if self._put_waiters > self._room_waiters:
             self._not_full.notify()
 
     def want_room(self, delta: int) -> None:
-        """A caller that cannot block a thread (an event loop's) starts (+1) or stops
-        (-1) waiting for room after ``put(block=False)`` raised ``QueueFull``: while
-        any does, room freed calls ``Backend.room``."""
+        """A caller that cannot block a thread (an event loop's) is about to wait for
+        room (+1), after ``put(block=False)`` raised ``QueueFull``, or stopped
+        waiting before it was woken (-1): while any waits, room freed calls
+        ``Backend.room``, until it says that nobody waits any more (the woken ones
+        count no more: they try put() again, and say so anew if they must wait)."""
         with self._lock:
-            self._put_waiters += delta
-            self._room_waiters += delta
+            if delta > 0 or self._room_waiters:
+                self._put_waiters += delta
+                self._room_waiters += delta
 
     def _requeue(self, task: Task) -> None:
         """Put a retried task back, past the queue bound: it was admitted already."""
@@ -578,7 +584,7 @@ class Engine:
             while (task := self._pop()) is not None:
                 victims.append(task)
             self._not_full.notify_all()
-            self.backend.room()
+            self.backend.room(every=True)
             self._release_idle()
             for task in victims:
                 self.stats.failed += task.count
@@ -599,7 +605,7 @@ class Engine:
                 if error is not None:
                     self.closed_error = error
             self._not_full.notify_all()
-            self.backend.room()
+            self.backend.room(every=True)
             if not self._size and not self._retrying:
                 self._release_idle()
         self.backend.close()
@@ -682,7 +688,7 @@ class Engine:
             if queued and self._put_waiters:
                 self._not_full.notify(len(queued))
                 if self._room_waiters:
-                    self.backend.room()
+                    self.backend.room(every=True)
             if self.state != OPEN and not self._size and not self._retrying:
                 self._release_idle()
         for handle in handles:

@@ -359,17 +359,21 @@ class AsyncPool:
         engine = self._engine
         space = self._backend.space
         assert space is not None
-        engine.want_room(1)
-        try:
-            while True:
+        while True:
+            # Counted until the engine wakes it: room freed calls the backend then.
+            engine.want_room(1)
+            try:
                 await space.park()
-                try:
-                    engine.put(task, False)
-                    return
-                except QueueFull:
-                    continue
-        finally:
-            engine.want_room(-1)
+            except BaseException:
+                # Still counted if it was parked; woken first (asyncio), its wake-up
+                # went on to the next waiter (the Lot's rule), who is counted.
+                engine.want_room(-1)
+                raise
+            try:
+                engine.put(task, False)
+                return
+            except QueueFull:
+                continue
 
     async def _put(self, task: Task, cost: int, block: bool) -> AsyncFuture[Any]:
         """Queue *task*, made by this pool or by a front end over it (``AsyncGroup``),
