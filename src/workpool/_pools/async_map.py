@@ -178,7 +178,6 @@ class MapRun:
         self.tail: Chunk | None = None
         self.tail_task: Task | None = None  # the last chunk's task, while it may grow
         self.inflight = 0  # chunks put and not yet ended
-        self.joined = 0  # items joined to a queued chunk, not yet counted submitted
         self.ready: dict[int, tuple[Chunk, list[Any]]] = {}
         self.finished: deque[tuple[Chunk, list[Any]]] = deque()
         self.lot = backend.new_lot()  # the consumer waits here
@@ -208,13 +207,17 @@ class MapRun:
         chunk waits in the engine's queue past its bound: the window bounds a run."""
         tail = self.tail
         task = self.tail_task
-        if task is not None and tail is not None and not tail.started \
-                and tail.count < self.chunk and not tail.ended:
+        if (task is not None and tail is not None and not tail.started
+                and tail.count < self.chunk):
             tail.items.append(item)
             tail.count += 1
-            task.count += 1
-            self.joined += 1
+            self._sync_tail()
             return
+        self._put_new(item)
+
+    def _put_new(self, item: Any) -> None:
+        """Put *item* in a chunk of its own, the new tail."""
+        self._sync_tail()
         self.tail = tail = Chunk(self, [item], self.seq)
         self.seq += 1
         self.inflight += 1
@@ -233,6 +236,7 @@ class MapRun:
         read = 0
         room = self.window - self.outstanding
         budget = self.budget
+        size = self.chunk
         try:
             while read < room:
                 if budget is not None and not self._take_token(budget):
@@ -250,12 +254,28 @@ class MapRun:
                     self.exhausted = True
                     break
                 read += 1
-                self._put(item)
+                # _put(), inline for the common case: the item joins the tail.
+                # _put(), inline for the common case: the item joins the tail (its
+                # task's count follows in _sync_tail: no worker runs meanwhile).
+                tail = self.tail
+                if tail is not None and not tail.started and tail.count < size:
+                    tail.items.append(item)
+                    tail.count += 1
+                else:
+                    self._put_new(item)
         finally:
             self.outstanding += read
-            if self.joined:
-                self.engine.count_submitted(self.joined)
-                self.joined = 0
+            self._sync_tail()
+
+    def _sync_tail(self) -> None:
+        """Items joined the tail since its task was put: count them (``Task.count``,
+        and submitted)."""
+        task = self.tail_task
+        if task is not None and self.tail is not None:
+            joined = self.tail.count - task.count
+            if joined:
+                task.count += joined
+                self.engine.count_submitted(joined)
 
     def _take_token(self, budget: AsyncSemaphore) -> bool:
         """Take a token for the next item without waiting (the spare one first)."""
@@ -293,9 +313,6 @@ class MapRun:
         self.check_open()
         self._put(item)
         self.outstanding += 1
-        if self.joined:
-            self.engine.count_submitted(self.joined)
-            self.joined = 0
 
     async def _feed(self) -> None:
         """The feeder task of an async input."""
