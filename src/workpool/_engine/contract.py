@@ -1,9 +1,11 @@
 """The records the sync engine schedules and the contract a backend implements.
 
-Owns ``Task`` (a call or a chunk of ``map`` items), ``Run`` (what a pool prepares
-once for all the chunks of one run), ``Worker`` (a worker's bookkeeping) and
-``Backend``, the one typed contract between ``Engine`` (``engine.py``) and the ways
-of running work (``_backends/``). May import ``_core`` only.
+Owns ``Task`` (a call or a chunk of ``map`` items; ``new_call`` makes a call fast),
+``TaskFuture`` (what a task settles: a ``concurrent.futures.Future``, an
+``AsyncFuture``, an async ``map`` chunk), ``Run`` (what a pool prepares once for all
+the chunks of one run), ``Worker`` (a worker's bookkeeping) and ``Backend``, the one
+typed contract between ``Engine`` (``engine.py``) and the ways of running work
+(``_backends/``). May import ``_core`` only.
 
 A backend is composed into the engine, which owns intake, queue, counts, deadlines,
 retries, shutdown and statistics. The backend says how a unit of work runs::
@@ -14,9 +16,12 @@ retries, shutdown and statistics. The backend says how a unit of work runs::
                        release (a parked one leaves)
     stopping           interrupt (cancel_all), give_up (deadline passed, hard stop)
     its resources      close (intake is over), after_fork_in_child
+    async callers      room (the queue has room for a caller parked in want_room)
+    how it runs        lazy_wake, lazy_spawn, own_deadlines, reuse_context (flags)
 
 Whatever drives a worker (a thread per worker: ``threaded.ThreadedBackend``; one
-reader thread for every child process: ``_backends.process``) reports each task's end
+reader thread for every child process: ``_backends.process``; a task of an event loop
+per worker: ``_backends.async_backend``) reports each task's end
 through one step, ``Engine.end``: "this task ended with this outcome on this worker",
 which counts it, settles or retries it, and returns the worker's next task, or None
 when the worker is parked (``Engine.resume`` hands it the next one) or leaving

@@ -1,4 +1,4 @@
-"""The scheduling engine every synchronous pool is built on.
+"""The scheduling engine every pool is built on: ThreadPool, ProcessPool and AsyncPool.
 
 Owns intake, the bounded priority queue, the worker counts, deadlines, retries,
 shutdown and statistics; how a unit of work runs is the ``Backend``'s
@@ -11,9 +11,14 @@ shutdown and statistics; how a unit of work runs is the ``Backend``'s
                                  ├─ fewer workers than the target? ── backend.spawn
                                  └─ else: priority queue (bounded: put() waits)
 
-    timer thread ── retry re-queue, per-task deadline (backend.give_up)
+    an async caller: put(block=False) ── QueueFull ── want_room, park in the event
+        loop; room freed calls backend.room, which wakes it to put() again
 
-    a worker (a thread, or the process backend's reader for a child):
+    timer thread ── retry re-queue, per-task deadline (backend.give_up), unless the
+                    backend keeps deadlines itself (``own_deadlines``: a cancel scope)
+
+    a worker (a thread; the process backend's reader for a child; a task of an
+    event loop, ``_backends/async_backend.py``):
         begin(worker, task) ── run it ── end(worker, task, outcome) ──┬─ next task
                                                                        ├─ parked
                                                                        └─ leaving
@@ -21,7 +26,7 @@ shutdown and statistics; how a unit of work runs is the ``Backend``'s
 One lock guards the queue, the worker counts and the statistics: ``end`` takes it
 once per task, to record the task's end and pick the next one, so statistics cost no
 extra synchronisation. Counts are exact; latencies of tasks quicker than 0.1 ms are
-sampled 1 in 16 (as the async engine's), each sample standing for the 16 tasks.
+sampled 1 in 16, each sample standing for the 16 tasks.
 
 The priority queue is a ``deque`` per priority, with the priorities present kept
 sorted, so pushing and popping cost O(1) in the common case of few distinct
@@ -41,7 +46,13 @@ as one woken: it calls ``woke`` once it runs, so that a burst starts workers one
 time, in order, as those running fall behind.
 
 ``_requeue`` is the timer's way in: a retried task skips the bound, as it was admitted
-once already.
+once already. A backend whose workers live on another thread (an event loop's) hops
+there in its ``resume`` and ``spawn``.
+
+For front ends that own some of the work: ``withdraw`` takes queued and retrying tasks
+that match out (a cancelled ``AsyncFuture``, a ``map`` run left early, a failed group's
+tasks), ``start`` starts workers up front, and a task stopped while running ends
+``TASK_STOPPED`` (counted cancelled, never retried).
 """
 
 from __future__ import annotations
@@ -80,7 +91,7 @@ __all__ = ["CLOSING", "LOGGER", "OPEN", "SHUTDOWN_MESSAGE", "Engine", "settle"]
 # The stdlib's executors' logger: code written for them configures this one.
 LOGGER: Final = logging.getLogger("concurrent.futures")
 
-# The engine's states, named as the async engine's (RUNNING is a task's state there).
+# The engine's states.
 # Plain ints, not an IntEnum: put() compares the state on every task, and an IntEnum
 # member compares 3.5 to 5.5 ns slower than an int (20 to 45 ns more read as
 # EngineState.OPEN; python -m timeit, CPython 3.11 and 3.13).
@@ -88,7 +99,7 @@ OPEN: Final = 0  # taking work
 CLOSING: Final = 1  # no intake; workers drain what is queued and exit
 SHUTDOWN_MESSAGE: Final = "cannot schedule new futures after shutdown"
 # Tasks that run in under _FAST seconds get their latency sampled 1 in
-# (_SAMPLE_MASK + 1), as the async engine's: a sample costs about 0.45 us, as much as
+# (_SAMPLE_MASK + 1): a sample costs about 0.45 us, as much as
 # the rest of a tiny task's end. The counts stay exact.
 _FAST: Final = 1e-4
 _SAMPLE_MASK: Final = 15
