@@ -7,6 +7,7 @@ and trio; waits are bounded.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from typing import Any
 
@@ -232,3 +233,102 @@ async def test_cancel_where_cancels_one_specs_tasks_only() -> None:
             assert await other_running == "other"
             assert await other_queued == 2
     assert sorted(ends.calls.values()) == [1, 1]
+
+
+# -- on the one engine ------------------------------------------------------------------------
+
+async def test_many_submitters_waiting_for_room_all_get_in() -> None:
+    gate = Gate()
+    async with wp.AsyncPool(1, queue_size=1) as pool:
+        blocker = await pool.submit(gate.task, "first")
+        await gate.wait_entered(1)
+        futures: list[AsyncFuture[Any]] = []
+
+        async def submit(i: int) -> None:
+            futures.append(await pool.submit(echo, i))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(submit, i)
+            await anyio.wait_all_tasks_blocked()
+            assert len(futures) == 1  # one fits the queue; five wait for room
+            gate.opened.set()
+        with anyio.fail_after(WAIT):
+            assert sorted([await f for f in futures]) == list(range(6))
+            assert await blocker == "first"
+    stats = pool.statistics()
+    assert (stats.submitted, stats.completed, stats.queued) == (7, 7, 0)
+
+
+async def test_a_submitter_cancelled_while_waiting_for_room_leaves_no_trace() -> None:
+    gate = Gate()
+    async with wp.AsyncPool(1, queue_size=1) as pool:
+        blocker = await pool.submit(gate.task, "first")
+        await gate.wait_entered(1)
+        queued = await pool.submit(echo, 1)
+        with anyio.move_on_after(0.05) as scope:
+            await pool.submit(echo, "never")
+        assert scope.cancelled_caught
+        waiter: list[AsyncFuture[Any]] = []
+
+        async def submit() -> None:
+            waiter.append(await pool.submit(echo, 2))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(submit)
+            await anyio.wait_all_tasks_blocked()
+            assert waiter == []
+            gate.opened.set()  # room frees: the remaining waiter is woken
+        with anyio.fail_after(WAIT):
+            assert [await blocker, await queued, await waiter[0]] == ["first", 1, 2]
+    assert pool.statistics().submitted == 3
+
+
+async def test_workers_start_at_async_with_and_are_counted_idle() -> None:
+    async with wp.AsyncPool(4) as pool:
+        await anyio.wait_all_tasks_blocked()
+        stats = pool.statistics()
+        assert (stats.workers, stats.idle, stats.busy) == (4, 4, 0)
+    assert pool.statistics().workers == 0
+
+
+async def test_a_deadline_is_kept_on_the_loop_without_a_timer_thread() -> None:
+    async def slow() -> None:
+        await anyio.sleep(WAIT)
+
+    async with wp.AsyncPool(2, timeout=0.05) as pool:
+        job = await pool.submit(slow)
+        with anyio.fail_after(WAIT):
+            with pytest.raises(wp.TaskTimeout, match=r"^task timed out after 0.05 s$"):
+                await job
+        assert not [t for t in threading.enumerate() if t.name.endswith("_timer")]
+    assert pool.statistics().timed_out == 1
+
+
+async def test_a_running_task_cancelled_is_not_retried() -> None:
+    gate = Gate()
+    async with wp.AsyncPool(1, retry=wp.Retry(attempts=3, backoff=0)) as pool:
+        job = await pool.submit(gate.task)
+        await gate.wait_entered(1)
+        assert job.cancel()
+        with anyio.fail_after(WAIT):
+            with pytest.raises(wp.Cancelled, match=r"^cancelled while running$"):
+                await job
+    stats = pool.statistics()
+    assert (gate.entered, stats.retried, stats.cancelled) == (1, 0, 1)
+
+
+async def test_a_retry_after_a_backoff_comes_back_from_the_timer_thread() -> None:
+    attempts: list[int] = []
+
+    async def flaky() -> int:
+        attempts.append(wp.current().attempt)
+        if len(attempts) < 3:
+            raise Boom
+        return len(attempts)
+
+    async with wp.AsyncPool(1, retry=wp.Retry(attempts=3, backoff=0.01)) as pool:
+        with anyio.fail_after(WAIT):
+            assert await pool.run(flaky) == 3
+    assert attempts == [1, 2, 3]
+    assert pool.statistics().retried == 2

@@ -7,6 +7,6 @@ shutdown, statistics) of every pool, sync and async; ``contract`` its records
 contract composed into it; ``threaded`` the thread-per-worker driver of its step;
 ``async_task`` the handle ``AsyncPool`` hands out (``AsyncFuture``) and its tasks'
 options (``Spec``). How one unit of work runs (a thread, a child process, a task of an
-event loop) is a backend's (``workpool._backends``), which drives the engine's step. May import ``_core`` and ``_backends``' leaf helpers; never a
-pool, a group, the pipeline or the CLI.
+event loop) is a backend's (``workpool._backends``), which drives the engine's step.
+May import ``_core`` and ``_backends``' leaf helpers; never a pool, a group, the pipeline or the CLI.
 """
