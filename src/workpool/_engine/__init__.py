@@ -8,5 +8,6 @@ contract composed into it; ``threaded`` the thread-per-worker driver of its step
 ``async_task`` the handle ``AsyncPool`` hands out (``AsyncFuture``) and its tasks'
 options (``Spec``). How one unit of work runs (a thread, a child process, a task of an
 event loop) is a backend's (``workpool._backends``), which drives the engine's step.
-May import ``_core`` and ``_backends``' leaf helpers; never a pool, a group, the pipeline or the CLI.
+May import ``_core`` and ``_backends``' leaf helpers; never a pool, a group, the
+pipeline or the CLI.
 """
