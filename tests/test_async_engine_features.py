@@ -332,3 +332,20 @@ async def test_a_retry_after_a_backoff_comes_back_from_the_timer_thread() -> Non
             assert await pool.run(flaky) == 3
     assert attempts == [1, 2, 3]
     assert pool.statistics().retried == 2
+
+
+async def test_a_cancellation_around_the_pool_lists_each_unfinished_task_once() -> None:
+    gate = Gate()
+    pool = wp.AsyncPool(3, queue_size=4)
+    futures: list[AsyncFuture[Any]] = []
+    with anyio.CancelScope() as scope:
+        async with pool:
+            for i in range(7):
+                futures.append(await pool.submit(gate.task, i))
+            await gate.wait_entered(3)
+            scope.cancel()
+            await anyio.sleep(WAIT)
+    assert all(f.cancelled() for f in futures)
+    assert sorted(map(id, pool.unfinished)) == sorted(map(id, futures))
+    stats = pool.statistics()
+    assert (stats.submitted, stats.cancelled, stats.workers) == (7, 7, 0)

@@ -140,7 +140,8 @@ class AsyncPool:
         self._last_fn: Any = None  # the last callable submitted, and its spec: a loop
         self._last_spec = self._defaults[ASYNC]  # submitting one function checks it once
         self._unfinished: list[AsyncFuture[Any]] = []
-        self._running: list[Any] = []  # running when a shutdown stopped them
+        # Running when a shutdown stopped them (once each: a stop may come twice).
+        self._running: dict[Any, None] = {}
         self._lifetime = AsyncExitStack()  # holds the task group from start to exit
 
     @property
@@ -230,7 +231,7 @@ class AsyncPool:
         """Cancel what is queued or waiting to retry; interrupt what runs, or give up
         on it if *give_up* (a drain ran out of time: threads are not waited for)."""
         engine = self._engine
-        self._running += engine.running_futures()
+        self._running.update(dict.fromkeys(engine.running_futures()))
         self._unfinished += [f for f in engine.cancel_all() if type(f) is AsyncFuture]
         if give_up:
             engine.abandon_running()
@@ -242,7 +243,7 @@ class AsyncPool:
         finally:
             self._state = CLOSED
             self._engine.join(None)  # every worker left: this closes the timer
-            running, self._running = self._running, []
+            running, self._running = self._running, {}
             self._unfinished += [f for f in running
                                  if type(f) is AsyncFuture and f.cancelled()]
 
