@@ -137,6 +137,9 @@ class AsyncBackend(Backend):
         self.limiter: anyio.CapacityLimiter | None = None
         self.on_asyncio = False
         self.stuck = 0  # threads given up on, still running (under _THREAD_LOCK)
+        # The futures of tasks its workers ended because of a cancellation around the
+        # pool (the pool lists them as unfinished).
+        self.stopped: dict[Any, None] = {}
         self._thread = 0  # the loop's thread
         self._soon: Callable[[Callable[[], object]], None] = _nothing
 
@@ -421,9 +424,11 @@ class AsyncBackend(Backend):
             reason = ("cancelled by shutdown while running" if by_shutdown and
                       worker.reason is None else worker.reason or "cancelled while running")
             return engine.end(worker, task, TASK_STOPPED, Cancelled(reason), started)
+        self.stopped[task.future] = None
         nxt = engine.end(worker, task, TASK_STOPPED,
                          Cancelled("cancelled by shutdown while running"), started)
         while nxt is not None:
+            self.stopped[nxt.future] = None
             nxt = engine.end(worker, nxt, TASK_STOPPED,
                              Cancelled("cancelled by shutdown before it started"), started)
         raise exc

@@ -139,9 +139,9 @@ class AsyncPool:
                                      rated=rate is not None) for kind in (ASYNC, SYNC)}
         self._last_fn: Any = None  # the last callable submitted, and its spec: a loop
         self._last_spec = self._defaults[ASYNC]  # submitting one function checks it once
-        self._unfinished: list[AsyncFuture[Any]] = []
-        # Running when a shutdown stopped them (once each: a stop may come twice).
-        self._running: dict[Any, None] = {}
+        # What a shutdown cancelled, once each (a stop may come twice), in order.
+        self._unfinished: dict[AsyncFuture[Any], None] = {}
+        self._running: dict[Any, None] = {}  # running when a shutdown stopped them
         self._lifetime = AsyncExitStack()  # holds the task group from start to exit
 
     @property
@@ -232,7 +232,8 @@ class AsyncPool:
         on it if *give_up* (a drain ran out of time: threads are not waited for)."""
         engine = self._engine
         self._running.update(dict.fromkeys(engine.running_futures()))
-        self._unfinished += [f for f in engine.cancel_all() if type(f) is AsyncFuture]
+        self._unfinished.update(
+            dict.fromkeys(f for f in engine.cancel_all() if type(f) is AsyncFuture))
         if give_up:
             engine.abandon_running()
 
@@ -243,9 +244,13 @@ class AsyncPool:
         finally:
             self._state = CLOSED
             self._engine.join(None)  # every worker left: this closes the timer
+            # Those it stopped, and those its workers stopped as a cancellation
+            # around the pool ended them.
             running, self._running = self._running, {}
-            self._unfinished += [f for f in running
-                                 if type(f) is AsyncFuture and f.cancelled()]
+            running.update(self._backend.stopped)
+            self._backend.stopped.clear()
+            self._unfinished.update(dict.fromkeys(
+                f for f in running if type(f) is AsyncFuture and f.cancelled()))
 
     # -- submitting ---------------------------------------------------------------------
 
