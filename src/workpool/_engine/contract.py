@@ -163,8 +163,8 @@ class Worker:
     engine gave up on it (``abandoned``) or it leaves (``leaving``), and the thread
     that runs it, if one does."""
 
-    __slots__ = ("abandoned", "ctx", "deadline", "first", "leaving", "next", "slot", "task",
-                 "thread")
+    __slots__ = ("abandoned", "ctx", "deadline", "first", "idle_since", "leaving", "limited",
+                 "next", "slot", "task", "thread")
 
     def __init__(self, worker_id: int) -> None:
         self.slot = WorkerSlot(worker_id)
@@ -178,6 +178,8 @@ class Worker:
         self.leaving = False
         self.thread: threading.Thread | None = None
         self.deadline: TimerHandle | None = None  # the timer call of the task's deadline
+        self.idle_since = 0.0  # when it parked (monotonic): an Autoscale pool retires it
+        self.limited = False  # its task counts against an Adaptive limit (until it ends)
 
 
 class Scheduler(Protocol):

@@ -58,6 +58,7 @@ tasks), ``start`` starts workers up front, and a task stopped while running ends
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import logging
 import threading
@@ -70,6 +71,7 @@ from functools import partial
 from typing import Any, Final
 
 from .._core.context import TaskContext
+from .._core.dynamic import Adaptive, Autoscale, Limiter, Scaler
 from .._core.exceptions import Cancelled, PoolClosed, QueueFull, TaskTimeout
 from .._core.ratelimit import TokenBucket
 from .._core.retry import Retry
@@ -112,9 +114,22 @@ class Engine:
 
     def __init__(self, backend: Backend, *, workers: int, queue_size: int,
                  timeout: float | None, retry: Retry | None, bucket: TokenBucket | None,
-                 name: str, broken_type: type[Exception]) -> None:
+                 name: str, broken_type: type[Exception],
+                 dynamic: Autoscale | Adaptive | None = None) -> None:
         self.backend = backend
-        self.target = workers
+        self.target = workers  # the most workers now: a fixed count, or a dynamic bound
+        # A dynamic pool's state (see "dynamic pools" in the module docstring).
+        self.scaler: Scaler | None = None
+        self.limiter: Limiter | None = None
+        self._adaptive: Adaptive | None = None
+        self._sweep_at: float | None = None  # when the idle sweep is due, if armed
+        if isinstance(dynamic, Autoscale):
+            self.scaler = dynamic.scaler()
+            self.target = dynamic.max
+        elif isinstance(dynamic, Adaptive):
+            self._adaptive = dynamic
+            self.limiter = dynamic.limiter()
+            self.target = self.limiter.limit
         self.capacity = queue_size
         self.timeout = timeout
         self.retry = retry
@@ -333,6 +348,7 @@ class Engine:
         worker.first = first
         with self._lock:
             self._workers.add(worker)
+            self._record()
         try:
             self.backend.spawn(worker)
         except BaseException:
@@ -379,6 +395,10 @@ class Engine:
         # stops it) or is seen here (see cancel_all).
         if self.halted:
             return TASK_FAILED, Cancelled("cancelled by shutdown")
+        if self.limiter is not None:
+            with self._lock:
+                self.limiter.on_start()
+            worker.limited = True
         return None
 
     def end(self, worker: Worker, task: Task, kind: int, value: Any,
@@ -394,6 +414,7 @@ class Engine:
             worker.deadline.cancel()
             worker.deadline = None
         retry_delay = None
+        grow: list[Task] | None = None
         with self._lock:
             if worker.abandoned:  # given up on: its task was settled then
                 self._stuck -= 1
@@ -424,7 +445,9 @@ class Engine:
                     stats.timed_out += task.count
                 else:
                     stats.failed += task.count
-            if not self._size:
+            if worker.limited:
+                grow = self._adapt(worker, kind, value, _perf() - started)
+            if not self._size or self._alive > self.target:
                 nxt = None
                 self._park_or_retire(worker)
             elif len(self._prios) == 1:  # _pop(), inline: priority 0 alone
@@ -444,6 +467,9 @@ class Engine:
             self._schedule_retry(task, retry_delay)
         elif kind != TASK_CANCELLED:
             settle(task.future, None, value)
+        if grow:
+            for first in grow:
+                self._spawn(first)
         return nxt
 
     def _sample(self, task: Task, started: float) -> None:
@@ -465,17 +491,125 @@ class Engine:
             return task
 
     def _park_or_retire(self, worker: Worker) -> None:
-        """Under the lock: *worker* has nothing to run; it leaves a closing pool
-        (idle ones leave with it) or waits for work, which a blocked put() can hand
-        it (the only way in with ``queue_size=0``)."""
+        """Under the lock: *worker* has nothing to run (or is one too many); it leaves
+        a closing pool (idle ones leave with it) or a pool above its target (resized
+        down, or an adaptive limit that fell), or waits for work, which a blocked put()
+        can hand it (the only way in with ``queue_size=0``)."""
         if self.state != OPEN and not self._retrying:
             self._alive -= 1
             worker.leaving = True
             self._release_idle()
+        elif self._alive > self.target:
+            self._alive -= 1
+            worker.leaving = True
+            self._record()
         else:
             self._parked.append(worker)
+            if self.scaler is not None:
+                worker.idle_since = time.monotonic()
+                self._arm_sweep(worker.idle_since + self.scaler.idle_timeout)
             if self._put_waiters:
                 self._room()
+
+    # -- dynamic pools: Autoscale and Adaptive -------------------------------------------
+
+    def _record(self) -> None:
+        """Under the lock: note the worker count in an Autoscale pool's history."""
+        if self.scaler is not None:
+            self.scaler.record(time.monotonic(), self._alive)
+
+    def _arm_sweep(self, when: float) -> None:
+        """Under the lock: make sure the idle sweep runs by *when* (the timer's own
+        lock is taken inside the engine's, never the other way round)."""
+        if self._sweep_at is not None and self._sweep_at <= when:
+            return
+        timer = self._timer
+        if timer is None or timer.closed:
+            timer = self._timer = Timer(f"{self.name}_timer")
+        self._sweep_at = when
+        timer.call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        """The timer's call: workers of an Autoscale pool idle for ``idle_timeout``
+        leave, the longest idle first, down to ``min``; it comes again for the next."""
+        scaler = self.scaler
+        assert scaler is not None
+        with self._lock:
+            self._sweep_at = None
+            now = time.monotonic()
+            parked = self._parked
+            retired = False
+            while (parked and self._alive > scaler.min
+                   and scaler.may_retire(workers=self._alive,
+                                         idle_since=parked[0].idle_since, now=now)):
+                worker = parked.pop(0)  # parked in order: the first waited longest
+                self._alive -= 1
+                worker.leaving = True
+                self.backend.release(worker)
+                retired = True
+            if retired:
+                self._record()
+            if parked and self._alive > scaler.min and self.state == OPEN:
+                self._arm_sweep(scaler.retire_at(parked[0].idle_since))
+
+    def _adapt(self, worker: Worker, kind: int, value: Any, latency: float) -> list[Task]:
+        """Under the lock: *worker*'s task, counted against the adaptive limit, ended
+        after *latency* seconds: feed the limiter and follow its limit. Returns the
+        queued tasks that workers started now for a limit that rose must run."""
+        worker.limited = False
+        limiter, adaptive = self.limiter, self._adaptive
+        assert limiter is not None and adaptive is not None
+        dropped = False
+        if kind == TASK_FAILED:
+            try:
+                dropped = adaptive.is_drop(value)
+            except Exception:  # the user's predicate: its bug must not stop the pool
+                LOGGER.exception("exception in the drop predicate of %r", adaptive)
+        limiter.on_end(latency, dropped, _perf())
+        old, self.target = self.target, limiter.limit
+        return self._grow() if self.target > old else []
+
+    def _grow(self) -> list[Task]:
+        """Under the lock: start workers for queued tasks, up to the target (after it
+        rose); returns the tasks the new workers start with."""
+        firsts: list[Task] = []
+        while self._size and self._alive < self.target and not self._parked:
+            task = self._pop()
+            assert task is not None
+            self._alive += 1
+            firsts.append(task)
+        return firsts
+
+    def resize(self, workers: int | None = None, *, low: int | None = None,
+               high: int | None = None) -> None:
+        """Move the pool's size (checked by the caller): a fixed pool keeps *workers*;
+        an Autoscale pool's bounds become *low* and *high* (*workers*: both at most
+        that); an Adaptive pool's limit bounds become *low* and *high*. Workers above
+        the new size leave: idle ones now, busy ones once their task ended; queued
+        tasks get new workers at once when it grew."""
+        with self._lock:
+            if self.scaler is not None:
+                scaler = self.scaler
+                if workers is not None:
+                    high, low = workers, min(scaler.min, workers)
+                scaler.resize(min=low, max=high)
+                self.target = scaler.max
+            elif self.limiter is not None:
+                self.limiter.resize(min=low, max=high)
+                self.target = self.limiter.limit
+            else:
+                assert workers is not None
+                self.target = workers
+            parked = self._parked
+            while self._alive > self.target and parked:
+                worker = parked.pop(0)
+                self._alive -= 1
+                worker.leaving = True
+                self.backend.release(worker)
+            grow = self._grow()
+            self._record()
+        for first in grow:
+            self._spawn(first)
 
     def _release_idle(self) -> None:
         """Under the lock: every parked worker leaves."""
@@ -484,6 +618,8 @@ class Engine:
             self._alive -= 1
             worker.leaving = True
             self.backend.release(worker)
+        if parked:
+            self._record()
 
     def left(self, worker: Worker) -> None:
         """*worker* left, its resources released (its thread ending, or its process
@@ -525,6 +661,8 @@ class Engine:
             worker.task = None
             self._alive -= 1
             self._stuck += 1
+            grow = (self._adapt(worker, TASK_FAILED, error, task.timeout or 0.0)
+                    if worker.limited else [])
             delay = self._retry_delay(task, error)
             if delay is None:
                 if isinstance(error, TaskTimeout):
@@ -548,6 +686,8 @@ class Engine:
             settle(task.future, None, error)
         if replace:
             self._spawn(None)
+        for first in grow:
+            self._spawn(first)
 
     # -- retries ------------------------------------------------------------------------
 
@@ -560,7 +700,7 @@ class Engine:
             return None
         self.stats.retried += 1
         task.attempt += 1
-        return policy.delay(task.attempt - 1)
+        return policy.delay_for(error, task.attempt - 1)
 
     def _schedule_retry(self, task: Task, delay: float) -> None:
         handle = self.timer().call_later(delay, partial(self._requeue, task))
@@ -827,10 +967,20 @@ class Engine:
         """A snapshot of the counters, and of the queue and workers now."""
         with self._lock:
             running = sum(1 for w in self._workers if w.task is not None and not w.abandoned)
-            return self.stats.snapshot(
+            snapshot = self.stats.snapshot(
                 queued=self._size + len(self._retrying), running=running,
                 workers=self._alive, busy=max(0, self._alive - len(self._parked)),
                 stuck=self._stuck + self.backend.stray())
+            scaler, limiter = self.scaler, self.limiter
+            if scaler is not None:
+                return dataclasses.replace(snapshot, min_workers=scaler.min,
+                                           max_workers=scaler.max,
+                                           workers_history=scaler.history)
+            if limiter is not None:
+                return dataclasses.replace(snapshot, limit=limiter.limit,
+                                           limit_history=limiter.history,
+                                           drops=limiter.drops)
+            return snapshot
 
     def live_workers(self) -> list[Worker]:
         """The workers now in the pool (tests read their processes)."""
