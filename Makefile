@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo bench lint typecheck pytest clean
+.PHONY: test demo bench lint typecheck pytest clean docs docs-serve dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,20 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[cli]'
 	touch $@
 
+# GNU parallel (Debian's package) is the third row of `workpool bench --only run`; where
+# it cannot be installed (not root, not Debian) that row says so and the rest runs.
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[bench,cli]'
+	-command -v parallel >/dev/null || apt-get install -y -q parallel
+	touch $@
+
+# The docs build also runs every example of the site and the docstring check.
+$(VENV)/.docs-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[docs,test]'
+	touch $@
+
+$(VENV)/.release-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[release]'
 	touch $@
 
 test: $(VENV)/.test-installed
@@ -33,5 +45,27 @@ demo: $(VENV)/.demo-installed
 bench: $(VENV)/.bench-installed
 	$(BIN)/workpool bench
 
+# make docs: the site, strict (a warning fails it), into site/ as plain HTML files.
+docs: $(VENV)/.docs-installed
+	$(BIN)/ruff check docs
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_docs_examples.py tests/test_docstrings.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# make docs-serve: the site on http://127.0.0.1:$(DOCS_PORT)/workpool/, rebuilt on every edit.
+DOCS_PORT ?= 8000
+docs-serve: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+# make dist: the sdist and wheel a release uploads, checked as the index renders them,
+# and the wheel installed into a fresh venv.
+dist: $(VENV)/.release-installed
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist
+	$(BIN)/twine check --strict dist/*
+	rm -rf build/dist-venv
+	$(BIN)/python -m venv build/dist-venv
+	build/dist-venv/bin/python -m pip install -q dist/*.whl
+	cd build && dist-venv/bin/python -c 'import workpool; print("workpool", workpool.__version__, "installs and imports")'
+
 clean:
-	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build dist site .mypy_cache .ruff_cache .pytest_cache

@@ -125,7 +125,8 @@ def test_make_demo_installs_the_cli_extra_only(tmp_path: Path) -> None:
     assert installs == [f"{venv}/bin/python -m pip install -q -e '.[cli]'"]
     with (ROOT / "pyproject.toml").open("rb") as f:
         extras = tomllib.load(f)["project"]["optional-dependencies"]
-    assert extras["cli"] == ["rich>=13"]  # rich draws the live view; no benchmark peer
+    # rich draws the live view, matplotlib the plot of `workpool tune`; no benchmark peer
+    assert extras["cli"] == ["rich>=13", "matplotlib>=3.7"]
 
 
 def test_make_bench_still_installs_the_peers(tmp_path: Path) -> None:

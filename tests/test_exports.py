@@ -19,6 +19,7 @@ def test_all_is_sorted() -> None:
 def test_all_is_complete() -> None:
     public = {name for name in dir(wp) if not name.startswith("_")}
     public -= {"annotations"}
+    public -= {"exporters"}  # a subpackage (an extra): an attribute once imported
     assert public == set(wp.__all__)
 
 
@@ -30,7 +31,7 @@ def test_unknown_names_raise_attribute_error() -> None:
 def _imported_after(code: str) -> set[str]:
     """The heavy modules loaded by a fresh interpreter after running *code*."""
     heavy = ["anyio", "asyncio", "sqlite3", "rich", "cloudpickle", "trio", "multiprocessing",
-             "concurrent.futures.process"]
+             "concurrent.futures.process", "dask", "distributed"]
     probe = f"import sys; {code}; import json; print(json.dumps([m for m in {heavy!r} "
     probe += "if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
@@ -50,14 +51,21 @@ def test_threads_load_only_what_they_need() -> None:
     processes = {"multiprocessing", "concurrent.futures.process"}
     assert _imported_after("import workpool as wp; wp.ProcessPool") == {"cloudpickle", *processes}
     assert "anyio" in _imported_after("import workpool as wp; wp.AsyncPool")
+    assert {"dask", "distributed"} <= _imported_after("import workpool as wp; wp.DaskPool")
+
+
+def test_walk_loads_no_pool_until_it_runs() -> None:
+    assert _imported_after("import workpool as wp; wp.walk; wp.awalk") == set()
 
 
 def test_lazy_names_are_the_same_objects_as_their_modules() -> None:
     from workpool._pipeline import Pipeline
     from workpool._pools.async_pool import AsyncPool
+    from workpool._pools.dask import DaskPool
 
     assert wp.AsyncPool is AsyncPool
     assert wp.Pipeline is Pipeline
+    assert wp.DaskPool is DaskPool
     assert wp.AsyncFuture.__module__ == "workpool"  # loaded with its family
 
 
@@ -72,6 +80,11 @@ def test_public_classes_say_workpool_module() -> None:
         obj = getattr(wp, name)
         if inspect.isclass(obj):
             assert obj.__module__ == "workpool", name
+
+
+def test_dynamic_policies_load_nothing_heavy() -> None:
+    assert _imported_after("import workpool as wp; wp.Autoscale; wp.Adaptive") == set()
+    assert wp.Autoscale.__module__ == wp.Adaptive.__module__ == "workpool"
 
 
 def test_worker_crashed_loads_with_its_base_alone() -> None:
@@ -90,3 +103,7 @@ def test_worker_crashed_says_workpool_however_it_was_loaded() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out == "workpool.WorkerCrashed: died\n"
+
+
+def test_memory_budget_loads_no_heavy_module() -> None:
+    assert _imported_after("import workpool as wp; wp.MemoryBudget; wp.memory_limit()") == set()

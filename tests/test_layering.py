@@ -53,6 +53,16 @@ RULES = [
     Rule("the pipeline reaches pools through their API, never the engine's insides",
          "_pipeline", "_engine.engine _engine.contract _engine.threaded _backends "
          "!_backends.aio"),
+    Rule("exporters read what opted in through the public API and _core alone",
+         "exporters", f"* !_core !exporters !{TOP}"),
+    Rule("exporters are extras: nothing of workpool imports them but the CLI (the "
+         "demo's --metrics)", "* !exporters !_cli", "exporters"),
+    Rule("walks are a front end, as the pipeline: pools' API, the process pool's pickling "
+         "and _core, never the engine's insides", "_walk",
+         "_engine _backends !_backends._child !_backends._pickling _groups _sync _pipeline "
+         "_cli _bench _demo"),
+    Rule("only the public front and the benchmarks import walks",
+         f"* !_walk !_bench !{TOP}", "_walk"),
 ]
 
 

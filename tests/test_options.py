@@ -307,10 +307,10 @@ def test_a_stage_waits_for_a_budget_held_elsewhere_and_stops_when_cancelled() ->
     (lambda p: p.map(t.square, cost=2), ValueError,
      "cost is tokens of a budget: pass budget= too (cost=2)"),
     (lambda p: p.map(t.square, budget=2), TypeError,
-     "budget must be a wp.Semaphore or None, got 2"),
+     "budget must be a wp.Semaphore, a wp.MemoryBudget or None, got 2"),
     (lambda p: p.map(t.asquare, kind="async", budget=wp.Semaphore(2)), ValueError,
      "budget= is a wp.Semaphore, which would block an async stage's event loop: kind "
-     "must be 'thread' or 'process' with a budget"),
+     "must be 'thread', 'process' or 'dask' with a budget"),
 ])
 def test_stage_budget_rules(call: Callable[[wp.Pipeline[int]], object],
                             error: type[Exception], message: str) -> None:

@@ -591,7 +591,7 @@ def test_workers_as_a_multiple_of_cpus() -> None:
     (lambda p: p.map(t.square, workers=-0.5), ValueError, "must be > 0, got -0.5"),
     (lambda p: p.map(t.square, workers="2"), TypeError, "workers must be an int or a float"),
     (lambda p: p.map(t.square, kind="fiber"), ValueError,
-     "kind must be 'thread', 'process' or 'async', got 'fiber'"),
+     "kind must be 'thread', 'process', 'async' or 'dask', got 'fiber'"),
     (lambda p: p.map(t.square, on_error="ignore"), ValueError,
      "on_error must be one of 'raise', 'return', 'collect', 'skip', not 'ignore'"),
     (lambda p: p.map(t.square, buffer=0), ValueError, "buffer must be >= 1, got 0"),

@@ -452,7 +452,10 @@ def test_child_traceback_is_the_cause() -> None:
     (_tasks.kill_self, (signal.SIGTERM,), "signal SIGTERM"),
     (_tasks.segfault, (), "signal SIGSEGV"),
 ])
-def test_a_crash_fails_only_its_task(task: Any, args: tuple[Any, ...], how: str) -> None:
+def test_a_crash_fails_only_its_task(task: Any, args: tuple[Any, ...], how: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cgroup that counts OOM kills and counted none: a SIGKILL is then no OOM kill.
+    monkeypatch.setattr("workpool._backends.process.oom_kill_count", lambda root: 0)
     with wp.ProcessPool(2) as pool:
         before = [pool.submit(_tasks.square, i) for i in range(4)]
         crashed = pool.submit(task, *args)
@@ -464,6 +467,35 @@ def test_a_crash_fails_only_its_task(task: Any, args: tuple[Any, ...], how: str)
     assert str(error) == f"the worker process running the task died ({how})"
     stats = pool.statistics()
     assert (stats.completed, stats.failed) == (8, 1)
+
+
+def test_a_sigkill_when_the_oom_kill_count_rose_is_the_oom_killer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The count as the pool reads it: 0 when it is made, then 1 at each death.
+    counts = itertools.count()
+    monkeypatch.setattr("workpool._backends.process.oom_kill_count",
+                        lambda root: next(counts))
+    retry = wp.Retry(attempts=5, backoff=0.001, on=(wp.WorkerCrashed,))
+    with wp.ProcessPool(1, retry=retry, max_crashes=2) as pool:
+        killed = pool.submit(_tasks.kill_self, signal.SIGKILL)
+        assert pool.submit(_tasks.square, 3).result(WAIT) == 9
+        error = killed.exception(WAIT)
+    assert isinstance(error, wp.WorkerCrashed)
+    assert str(error) == (
+        "the worker process running the task was killed by the OOM killer (signal "
+        "SIGKILL; the oom_kill count of its cgroup rose from 1 to 2); the task crashed 2 "
+        "workers and is quarantined (max_crashes=2)")
+
+
+def test_a_sigkill_without_an_oom_kill_count_may_be_the_oom_killer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("workpool._backends.process.oom_kill_count", lambda root: None)
+    with wp.ProcessPool(1) as pool:
+        error = pool.submit(_tasks.kill_self, signal.SIGKILL).exception(WAIT)
+        exited = pool.submit(_tasks.exit_with, 3).exception(WAIT)
+    assert str(error) == ("the worker process running the task was killed by SIGKILL "
+                          "(possibly the OOM killer)")
+    assert str(exited) == "the worker process running the task died (exit code 3)"
 
 
 def test_a_poison_pill_is_quarantined() -> None:

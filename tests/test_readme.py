@@ -21,3 +21,12 @@ def test_fan_out_fan_in_example() -> None:
     exec(_block_defining("parallel"), namespace)
     results = namespace["parallel"]([range(50), range(50, 100)], lambda x: x * 2, workers=4)
     assert sorted(results) == [x * 2 for x in range(100)]
+
+
+def test_walk_example(tmp_path: Path) -> None:
+    for sub in ("a/b/c", "a/d", "e"):
+        (tmp_path / sub).mkdir(parents=True)
+    namespace: dict[str, Any] = {}
+    exec(_block_defining("listdir"), namespace)
+    found = sorted(namespace["subdirectories"](str(tmp_path), workers=3))
+    assert found == sorted(str(tmp_path / p) for p in ("", "a", "a/b", "a/b/c", "a/d", "e"))

@@ -1,4 +1,5 @@
-"""wp.cpus() against fake /proc and /sys/fs/cgroup trees, and wp.io_workers()."""
+"""wp.cpus() and wp.memory_limit() against fake /proc and /sys/fs/cgroup trees, and
+wp.io_workers()."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import workpool as wp
-from workpool._core.sizing import _cpus_from
+from workpool._core.sizing import CgroupDir, _cpus_from, memory_limit_from, physical_memory
 
 V2_MOUNT = "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev - cgroup2 cgroup2 rw,nsdelegate"
 V1_CPU_MOUNT = ("32 31 0:29 {root} /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:7 - "
@@ -196,6 +197,88 @@ def test_cpus_on_this_machine() -> None:
     n = wp.cpus()
     assert isinstance(n, int)
     assert 1 <= n <= allowed
+
+
+# -- memory_limit -----------------------------------------------------------------------
+
+GIB = 2**30
+RAM = 16 * GIB  # the physical memory the fake machines have
+V1_MEMORY_MOUNT = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory"
+
+
+def v2_memory_tree(root: Path, cgroup_path: str, memory_max: dict[str, str]) -> Path:
+    files = {f"/sys/fs/cgroup{d.rstrip('/')}/memory.max": v for d, v in memory_max.items()}
+    return make_tree(root, cgroup=f"0::{cgroup_path}\n", mounts=[V2_MOUNT], files=files)
+
+
+def test_v2_memory_max_of_our_cgroup(tmp_path: Path) -> None:
+    root = v2_memory_tree(tmp_path, "/app.slice/app.service",
+                          {"/app.slice/app.service": str(2 * GIB)})
+    assert memory_limit_from(root, RAM) == (
+        2 * GIB, CgroupDir(2, root / "sys/fs/cgroup/app.slice/app.service"))
+
+
+def test_v2_nested_limits_the_tightest_binds(tmp_path: Path) -> None:
+    root = v2_memory_tree(tmp_path, "/a/b/c", {"/a": str(GIB), "/a/b": "max",
+                                               "/a/b/c": str(3 * GIB)})
+    assert memory_limit_from(root, RAM) == (GIB, CgroupDir(2, root / "sys/fs/cgroup/a"))
+
+
+def test_v2_no_limit_anywhere_is_the_physical_memory(tmp_path: Path) -> None:
+    root = v2_memory_tree(tmp_path, "/a/b", {"/a": "max", "/a/b": "max"})
+    assert memory_limit_from(root, RAM) == (RAM, None)
+
+
+def test_a_limit_above_the_physical_memory_is_the_physical_memory(tmp_path: Path) -> None:
+    root = v2_memory_tree(tmp_path, "/a", {"/a": str(64 * GIB)})
+    assert memory_limit_from(root, RAM) == (RAM, None)
+
+
+def test_v1_memory_limit_in_bytes(tmp_path: Path) -> None:
+    mount = "35 31 0:32 /docker/abc /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory"
+    root = make_tree(tmp_path, cgroup="4:memory:/docker/abc\n3:cpu:/docker/abc\n",
+                     mounts=[mount],
+                     files={"/sys/fs/cgroup/memory/memory.limit_in_bytes": "536870912"})
+    assert memory_limit_from(root, RAM) == (
+        512 * 2**20, CgroupDir(1, root / "sys/fs/cgroup/memory"))
+
+
+def test_v1_nested_and_unlimited(tmp_path: Path) -> None:
+    # v1 writes a number near 2**63 for "no limit".
+    base = "/sys/fs/cgroup/memory"
+    root = make_tree(tmp_path, cgroup="4:memory:/batch/job7\n", mounts=[V1_MEMORY_MOUNT],
+                     files={f"{base}/memory.limit_in_bytes": "9223372036854771712",
+                            f"{base}/batch/memory.limit_in_bytes": str(4 * GIB),
+                            f"{base}/batch/job7/memory.limit_in_bytes": "9223372036854771712"})
+    assert memory_limit_from(root, RAM) == (4 * GIB, CgroupDir(1, root / f"{base[1:]}/batch"))
+
+
+def test_hybrid_v1_memory_with_an_empty_unified_hierarchy(tmp_path: Path) -> None:
+    root = make_tree(
+        tmp_path, cgroup="4:memory:/x\n1:cpu:/\n0::/\n",
+        mounts=[V1_MEMORY_MOUNT, "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw"],
+        files={"/sys/fs/cgroup/memory/x/memory.limit_in_bytes": str(3 * GIB)})
+    assert memory_limit_from(root, RAM)[0] == 3 * GIB
+
+
+def test_memory_fallback_to_sys_fs_cgroup(tmp_path: Path) -> None:
+    v2 = make_tree(tmp_path / "v2", files={"/sys/fs/cgroup/memory.max": str(GIB)})
+    v1 = make_tree(tmp_path / "v1",
+                   files={"/sys/fs/cgroup/memory/memory.limit_in_bytes": str(2 * GIB)})
+    assert memory_limit_from(v2, RAM)[0] == GIB
+    assert memory_limit_from(v1, RAM)[0] == 2 * GIB
+
+
+@pytest.mark.parametrize("text", ["", "max", "-1", "bogus", "1.5e9"])
+def test_unreadable_memory_limits_are_ignored(tmp_path: Path, text: str) -> None:
+    root = v2_memory_tree(tmp_path, "/a", {"/a": text})
+    assert memory_limit_from(root, RAM) == (RAM, None)
+
+
+def test_memory_limit_on_this_machine() -> None:
+    limit = wp.memory_limit()
+    assert isinstance(limit, int)
+    assert 0 < limit <= physical_memory()
 
 
 # -- io_workers --------------------------------------------------------------------------

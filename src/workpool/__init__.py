@@ -25,13 +25,17 @@ from ._core.exceptions import WorkpoolError as WorkpoolError
 from ._core.exceptions import WouldBlock as WouldBlock
 from ._core.outcome import Error as Error
 from ._core.outcome import Value as Value
+from ._core.progress import ProgressCounts as ProgressCounts
 from ._core.ratelimit import RateLimit as RateLimit
 from ._core.retry import Retry as Retry
 from ._core.sizing import cpus as cpus
 from ._core.sizing import io_workers as io_workers
+from ._core.sizing import memory_limit as memory_limit
 from ._core.stats import PoolStatistics as PoolStatistics
 
 if _typing.TYPE_CHECKING:
+    from ._core.dynamic import Adaptive as Adaptive
+    from ._core.dynamic import Autoscale as Autoscale
     from ._core.failures import CollectedError as CollectedError
     from ._core.process_errors import WorkerCrashed as WorkerCrashed
     from ._engine.async_task import AsyncFuture as AsyncFuture
@@ -41,31 +45,43 @@ if _typing.TYPE_CHECKING:
     from ._pipeline import PipelineReport as PipelineReport
     from ._pipeline import StageReport as StageReport
     from ._pools.async_pool import AsyncPool as AsyncPool
+    from ._pools.dask import DaskPool as DaskPool
     from ._pools.executor import ThreadPool as ThreadPool
     from ._pools.process import ProcessPool as ProcessPool
     from ._sync.async_semaphore import AsyncSemaphore as AsyncSemaphore
+    from ._sync.memory_budget import MemoryBudget as MemoryBudget
+    from ._sync.memory_budget import MemoryBudgetStatistics as MemoryBudgetStatistics
     from ._sync.merge import amerge as amerge
     from ._sync.merge import merge as merge
     from ._sync.semaphore import Semaphore as Semaphore
     from ._sync.semaphore import SemaphoreStatistics as SemaphoreStatistics
+    from ._walk import WalkStatistics as WalkStatistics
+    from ._walk import awalk as awalk
+    from ._walk import walk as walk
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adaptive",
     "AsyncFuture",
     "AsyncGroup",
     "AsyncPool",
     "AsyncSemaphore",
+    "Autoscale",
     "Cancelled",
     "CollectedError",
+    "DaskPool",
     "Error",
     "Group",
     "ItemsFailed",
+    "MemoryBudget",
+    "MemoryBudgetStatistics",
     "Pipeline",
     "PipelineReport",
     "PoolClosed",
     "PoolStatistics",
     "ProcessPool",
+    "ProgressCounts",
     "QueueFull",
     "RateLimit",
     "Retry",
@@ -76,14 +92,18 @@ __all__ = [
     "TaskTimeout",
     "ThreadPool",
     "Value",
+    "WalkStatistics",
     "WorkerCrashed",
     "WorkpoolError",
     "WouldBlock",
     "amerge",
+    "awalk",
     "cpus",
     "current",
     "io_workers",
+    "memory_limit",
     "merge",
+    "walk",
 ]
 
 
@@ -95,13 +115,18 @@ _LAZY: dict[str, dict[str, str]] = {
     "threads": {"ThreadPool": "._pools.executor", "Group": "._groups.group",
                 "Semaphore": "._sync.semaphore", "SemaphoreStatistics": "._sync.semaphore"},
     "processes": {"ProcessPool": "._pools.process"},
+    "dask": {"DaskPool": "._pools.dask"},
     "crashes": {"WorkerCrashed": "._core.process_errors"},
     "failures": {"CollectedError": "._core.failures"},
+    "dynamic": {"Adaptive": "._core.dynamic", "Autoscale": "._core.dynamic"},
     "async": {"AsyncPool": "._pools.async_pool", "AsyncFuture": "._engine.async_task",
               "AsyncGroup": "._groups.async_group", "AsyncSemaphore": "._sync.async_semaphore",
               "merge": "._sync.merge", "amerge": "._sync.merge"},
+    "memory": {"MemoryBudget": "._sync.memory_budget",
+               "MemoryBudgetStatistics": "._sync.memory_budget"},
     "pipelines": {"Pipeline": "._pipeline", "PipelineReport": "._pipeline",
                   "StageReport": "._pipeline"},
+    "walks": {"walk": "._walk", "awalk": "._walk", "WalkStatistics": "._walk"},
 }
 _FAMILY = {name: family for family, names in _LAZY.items() for name in names}
 

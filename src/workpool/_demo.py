@@ -223,8 +223,10 @@ def prepare(db: Path, resume: bool) -> None:
 def run_demo(*, pages: int = 3000, rate: float = 250.0, fetchers: int = 16,
              db: Path = Path("workpool-demo.sqlite"), resume: bool = False, seed: int = 1,
              unavailable: float = 0.1, progress: bool = True,
-             out: TextIO | None = None) -> DemoResult:
-    """Serve *pages* pages locally and run fetch -> parse -> batch -> write over them.
+             out: TextIO | None = None, metrics: bool = False) -> DemoResult:
+    """Serve *pages* pages locally and run fetch -> parse -> batch -> write over them;
+    with *metrics*, the pipeline's stages show as ``demo/fetch`` and ``demo/parse`` to
+    the Prometheus exporter.
 
     Raises:
         DatabaseError: *db* cannot be opened (checked before anything starts).
@@ -234,7 +236,7 @@ def run_demo(*, pages: int = 3000, rate: float = 250.0, fetchers: int = 16,
     prepare(db, resume)
     with serve(pages, seed=seed, unavailable=unavailable) as (base, stats):
         urls = (f"{base}/page/{n}" for n in range(pages))
-        pipe = (wp.Pipeline(urls, journal=db, key=_page_id)
+        pipe = (wp.Pipeline(urls, journal=db, key=_page_id, metrics="demo" if metrics else False)
                 .map(fetch, workers=fetchers, rate=wp.RateLimit(per_second=rate),
                      retry=wp.Retry(attempts=8, backoff=0.05, on=(ServiceUnavailable,)),
                      ordered=False, name="fetch")

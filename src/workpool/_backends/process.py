@@ -22,8 +22,9 @@ A worker is a child process with its bookkeeping; no thread is its own. The read
 reacts to a reply by settling the task through the engine's step (``Engine.end``)
 and sending the worker's next task at once; to a child that dies (signal,
 ``os._exit``, OOM kill) by failing only the task it ran, with ``WorkerCrashed`` (a
-fresh child is started for the worker's next task). A deadline kills the child
-(terminate, then kill after a grace), and the reader turns that death into
+fresh child is started for the worker's next task); a SIGKILL is told apart as the
+OOM killer's when our cgroup's ``oom_kill`` count rose since the last. A deadline kills
+the child (terminate, then kill after a grace), and the reader turns that death into
 ``TaskTimeout``. So do the hard stop of a shutdown (``abandon_running``) and a
 cancelled pipeline stage (``cancel_all``), into ``Cancelled``;
 ``shutdown(cancel_futures=True)`` lets running tasks finish. The reader reads every
@@ -63,13 +64,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from functools import partial
 from multiprocessing.context import BaseContext
+from pathlib import Path
 from queue import SimpleQueue
-from typing import Any
+from typing import Any, cast
 
 from .._core.chunk import Chunk
 from .._core.exceptions import Cancelled, TaskTimeout
+from .._core.memory import oom_kill_count
 from .._core.process_errors import WorkerCrashed
 from .._engine.contract import TASK_FAILED, TASK_OK, Backend, Task, Worker
 from .._engine.engine import LOGGER, OPEN
@@ -86,6 +90,7 @@ from ._pickling import (
 __all__ = ["ProcessBackend", "default_context"]
 
 KILL_GRACE = 0.5  # seconds between terminate and kill
+_ROOT = Path("/")  # where /proc and /sys/fs/cgroup are read from
 
 # How a call failed as a whole, beyond the child's own kinds (ERR, BADARGS).
 _DIED = -1  # the child died (or could not start): see _death_error
@@ -198,6 +203,11 @@ class ProcessBackend(Backend):
         # The reader's own: the workers it drives, the children reaped in this round.
         self._workers: set[ProcessWorker] = set()
         self._touched: set[ProcessWorker] = set()
+        self._oom_kills = oom_kill_count(_ROOT)  # as last seen: a rise is the OOM killer
+        # Counted by the reader alone, for the pool's statistics: tasks failed for good
+        # by a worker's death, and children started in place of one that had been ready.
+        self.crashed = 0
+        self.restarts = 0
 
     # -- in the caller --------------------------------------------------------------------
 
@@ -522,6 +532,8 @@ class ProcessBackend(Backend):
                 child_conn.close()
         with self._lock:
             worker.process, worker.conn = process, parent_conn
+            if worker.started_once:  # in place of a child that died, was killed or retired
+                self.restarts += 1
         worker.ready = False
         selector = self._selector
         assert selector is not None
@@ -538,7 +550,7 @@ class ProcessBackend(Backend):
         if status != _child.OK:
             LOGGER.critical("Exception in initializer:", exc_info=error)
             code = self._reap(worker)
-            self._start_failed(worker, WorkerCrashed(_death_description(code)))
+            self._start_failed(worker, WorkerCrashed(self._death_description(code)))
             return
         worker.ready = True
         worker.started_once = True
@@ -630,7 +642,7 @@ class ProcessBackend(Backend):
             worker.preloaded = False  # killed in its first task before it said ready
         elif not worker.started_once:  # the first child, before it was ready
             code = self._reap(worker)
-            self._start_failed(worker, WorkerCrashed(_death_description(code)))
+            self._start_failed(worker, WorkerCrashed(self._death_description(code)))
             return
         code = self._reap(worker)
         job = worker.job
@@ -652,7 +664,22 @@ class ProcessBackend(Backend):
         if reason == "cancel":
             return Cancelled("cancelled by shutdown: its worker process was killed")
         task.crashes += 1
-        return self._crashed(task, _death_description(code))
+        return self._crashed(task, self._death_description(code))
+
+    def _death_description(self, code: int | None) -> str:
+        """How a child died, from its exit *code*; for a SIGKILL, whether the OOM
+        killer sent it (our cgroup's ``oom_kill`` count rose since the last look)."""
+        if code != -signal.SIGKILL:
+            return _death_description(code)
+        before, self._oom_kills = self._oom_kills, oom_kill_count(_ROOT)
+        if before is not None and self._oom_kills is not None and self._oom_kills > before:
+            return (f"the worker process running the task was killed by the OOM killer "
+                    f"(signal SIGKILL; the oom_kill count of its cgroup rose from {before} "
+                    f"to {self._oom_kills})")
+        if self._oom_kills is None:
+            return ("the worker process running the task was killed by SIGKILL (possibly "
+                    "the OOM killer)")
+        return _death_description(code)
 
     def _crashed(self, task: Task, description: str) -> WorkerCrashed:
         if task.crashes >= self.max_crashes:
@@ -828,12 +855,17 @@ class ProcessBackend(Backend):
         ERR or BADARGS, _BADFN, _DIED or _NOSTART)."""
         task = job.task
         items = task.items
+        crash = isinstance(error, WorkerCrashed)
         if items is None or (len(items) == 1 and task.retry is not None):
             self._end(worker, job, TASK_FAILED, error)  # the engine retries a lone item
+            future = cast("Future[Any]", task.future)  # a ProcessPool's task: a stdlib one
+            if crash and future.done() and not future.cancelled() and future.exception() is error:
+                self.crashed += task.count  # failed for good, not retried
             return
         if job.single and kind != _NOSTART:
             job.errors[job.start] = error
             job.start += 1
+            self.crashed += crash
         elif not job.single and len(items) - job.start > 1 and (
                 kind == _child.BADARGS
                 or (kind == _DIED and not isinstance(error, Cancelled | TaskTimeout))):
@@ -842,6 +874,8 @@ class ProcessBackend(Backend):
             # fails (the others run again: their results died with the worker).
             job.single = True
         else:
+            if crash:
+                self.crashed += len(items) - job.start
             job.errors.update((i, error) for i in range(job.start, len(items)))
             job.start = len(items)
         self._next_piece(worker, job)

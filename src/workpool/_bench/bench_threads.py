@@ -7,6 +7,8 @@ DESIGN.md, "Numbers it must reach".
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import queue
 import threading
@@ -89,6 +91,29 @@ def tiny_map(quick: bool) -> dict[str, float]:
         ],
         unit="us/task", scale=1e6 / n, baseline=f"{TPE}.map",
         targets=[Target("ThreadPool.map", ">=", 10)], title=f"{n:,} tasks",
+    )
+
+
+@scenario
+def map_progress(quick: bool) -> dict[str, float]:
+    """200k tiny tasks through map, with progress off, to a callable, and as plain lines"""
+    n = 20_000 if quick else 200_000
+
+    def mapped(progress: object) -> float:
+        with contextlib.redirect_stderr(io.StringIO()):  # the plain lines: not a terminal
+            t0 = time.perf_counter()
+            with ThreadPool() as pool:
+                for _ in pool.map(_tiny, range(n), progress=progress):
+                    pass
+            return time.perf_counter() - t0
+
+    return compare(
+        [
+            ("ThreadPool.map", _option(lambda: mapped(False))),
+            ("progress=callable", _option(lambda: mapped(lambda counts: None))),
+            ("progress=True", _option(lambda: mapped(True))),
+        ],
+        unit="us/task", scale=1e6 / n, baseline="ThreadPool.map", title=f"{n:,} tasks",
     )
 
 

@@ -67,7 +67,7 @@ QUICK_REPEATS = 3
 
 #: The peers the ``bench`` extra installs (import names), each imported only where it is
 #: measured: without one, its rows say "not installed" and the rest of the suite runs.
-PEERS = ("aiometer", "joblib", "mpire", "pebble", "pypeln", "trio")
+PEERS = ("aiometer", "distributed", "joblib", "mpire", "pebble", "pypeln", "trio")
 INSTALL_PEERS = "pip install 'workpool[bench]'"
 
 

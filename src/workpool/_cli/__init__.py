@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("bench", "demo")
+SUBCOMMANDS: tuple[str, ...] = ("bench", "demo", "run", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,6 +45,10 @@ def register(commands: Subcommands) -> None:
     parser.add_argument("--seed", metavar="N", type=int, default=1,
                         help="seed of the generated pages and 503s (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="no live view")
+    parser.add_argument("--metrics", metavar="PORT", type=_port, default=None,
+                        help="serve the stages' Prometheus metrics at "
+                             "http://127.0.0.1:PORT/metrics while it runs (0: a free port; "
+                             "needs the prometheus extra)")
     parser.set_defaults(handler=run)
 
 
@@ -57,15 +61,37 @@ def run(args: argparse.Namespace) -> int:
         prepare(args.db, args.resume)  # before the banner: a bad --db is a usage error
     except DatabaseError as exc:
         return fail("demo", str(exc))
+    served = None  # the metrics server and its thread
+    if args.metrics is not None:
+        try:
+            from ..exporters import prometheus
+        except ImportError:
+            return fail("demo", "--metrics needs prometheus-client: "
+                                "pip install 'workpool[prometheus]'")
+        try:
+            served = prometheus.start_http_server(args.metrics)
+        except OSError as exc:
+            return fail("demo", f"cannot serve metrics on 127.0.0.1:{args.metrics}: "
+                                f"{exc.strerror or exc}")
     echo(f"workpool demo: {args.pages:,} pages from a local server, fetch -> parse -> "
          f"batch -> write into {args.db}{' (resuming)' if args.resume else ''}", style="bold")
+    if served is not None:
+        echo(f"metrics: http://127.0.0.1:{served[0].server_port}/metrics "
+             "(stages demo/fetch and demo/parse)")
     try:
         result = run_demo(pages=args.pages, rate=args.rate, db=args.db, resume=args.resume,
-                          seed=args.seed, progress=not args.no_progress)
+                          seed=args.seed, progress=not args.no_progress,
+                          metrics=served is not None)
     except KeyboardInterrupt:
         print(f"\nworkpool demo: interrupted; what was written stays in {args.db}. "
               f"Finish with: workpool demo --resume --db {args.db}", file=sys.stderr)
         return 130
+    finally:
+        if served is not None:
+            server, thread = served
+            server.shutdown()
+            server.server_close()
+            thread.join()
     report = result.report
     echo()
     echo(str(report))
@@ -79,6 +105,16 @@ def run(args: argparse.Namespace) -> int:
         echo(f"workpool demo: {args.pages - result.stored:,} pages missing", style="red")
         return 1
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port in 0..65535, got {value}")
+    return value
 
 
 def _positive_float(text: str) -> float:

@@ -14,7 +14,9 @@ Where each keyword is accepted (``-``: not accepted, and why)::
     rate      the pool's    -                 - (the pool's)     - (the pool's)    per stage
     priority  -             schedule          - (5)              -                 - (6)
     budget    every task    (the pool's)      every item (7)     - (9)             per item (8)
-    cost      -             schedule          - (1 per item)     - (9)             per item (8)
+    cost      -             schedule          per item (7)       - (9)             per item (8)
+    progress  -             -                 bar or callable    - (10)            - (10)
+    metrics   the pool's    -                 -                  own pool's (11)   all (11)
 
 ``on_error``, the same four values everywhere (``check_on_error``):
 
@@ -35,12 +37,19 @@ result must be ready, so that code written for ``concurrent.futures`` keeps work
 per-item limit is the pool's ``timeout``. (4) a group's ``timeout`` bounds the block;
 ``batch(timeout=)`` is how long a partial batch waits. (5) a map's items have one
 priority, the default. (6) a stage's items run on a pool of the stage's own, so there is
-nothing to order them against. (7) one token per item. (8) ``budget=`` a
-``wp.Semaphore`` (shared with anything else), ``cost=`` tokens per item, held while it
-is handed to the workers and until it ends; thread and process stages (an async stage
-runs in an event loop of its own, which a blocking ``wp.Semaphore`` would stall). (9) a
+nothing to order them against. (7) ``cost=`` tokens per item (1 unless said), an int
+or a function of the item (then each item is a chunk of its own). (8) ``budget=`` a
+``wp.Semaphore`` or a ``wp.MemoryBudget`` (shared with anything else), ``cost=`` tokens
+per item, an int or a function of the item, held while it is handed to the workers and
+until it ends; thread and process stages (an async stage runs in an event loop of its
+own, which a blocking budget would stall). A ``wp.MemoryBudget`` lets a cost larger
+than its capacity through, alone; a ``wp.Semaphore`` refuses it. (9) a
 group's tasks hold the budget of the pool it runs on (``pool=``), if any; the group
-itself takes none.
+itself takes none. (10) ``map(progress=True)`` draws a live bar, ``progress=callable``
+receives ``wp.ProgressCounts`` (``_core/progress.py``); groups have no ``map``, and a
+pipeline shows every stage at once: ``Pipeline.run(progress=True)``. (11) ``metrics=True``
+or a name shows the object to ``workpool.exporters.prometheus`` (``_core/metrics.py``):
+a group its own pool (not with ``pool=``), ``Pipeline(metrics=)`` every pooled stage.
 """
 
 from __future__ import annotations
@@ -54,13 +63,14 @@ from .retry import Retry
 
 __all__ = [
     "ON_ERROR", "OnError",
-    "check_budget", "check_choice", "check_chunksize", "check_cost", "check_grace",
+    "Cost", "check_budget", "check_choice", "check_chunksize", "check_cost", "check_grace",
     "check_map_args", "check_map_timeout", "check_on_error",
     "check_pool_options", "check_rate", "check_retry", "check_schedule_args",
-    "check_timeout", "check_window", "pool_workers", "stage_workers",
+    "check_timeout", "check_window", "item_cost", "pool_workers", "stage_workers",
 ]
 
 OnError = Literal["raise", "return", "collect", "skip"]
+Cost = int | Callable[[Any], int]  # cost= where items have one each: tokens, or a function
 ON_ERROR: Final = ("raise", "return", "collect", "skip")
 
 
@@ -168,32 +178,60 @@ def check_rate(rate: RateLimit | None) -> None:
         raise TypeError(f"rate must be a wp.RateLimit or None, got {rate!r}")
 
 
-def check_cost(cost: int) -> int:
-    """``cost=``: the tokens of a budget one task holds, an int >= 1."""
+def check_cost(cost: Cost, *, per_item: bool = False) -> Cost:
+    """``cost=``: the tokens of a budget one task holds, an int >= 1; where *per_item*
+    (``map``, stages), a function of the item that returns them may stand instead."""
+    if per_item and callable(cost):
+        return cost
     if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+        if per_item and not isinstance(cost, int):
+            raise ValueError(f"cost must be an int >= 1 or a function of the item, "
+                             f"got {cost!r}")
         raise ValueError(f"cost must be an int >= 1, got {cost!r}")
     return cost
 
 
-def check_budget(budget: object, kind: type[Any], cost: int = 1) -> None:
-    """``budget=``: None, or a semaphore of *kind* (named ``wp.<kind>`` in the error)
-    whose capacity is at least *cost*, which is checked too (a task that costs more
-    than the whole budget would wait for ever).
+def check_budget(budget: object, kind: type[Any] | tuple[type[Any], ...], cost: Cost = 1,
+                 *, bounded: bool = True) -> None:
+    """``budget=``: None, or a semaphore of *kind* (each named ``wp.<kind>`` in the
+    error), with ``cost=`` (an int, or a function of the item) checked too: where the
+    budget is *bounded*, an int cost must not exceed its capacity (that task would wait
+    for ever; a ``wp.MemoryBudget`` runs it alone instead).
 
     Raises:
         TypeError: *budget* is not a *kind*.
-        ValueError: a bad *cost*, or more than the budget's capacity.
+        ValueError: a bad *cost*, or more than a bounded budget's capacity.
     """
-    check_cost(cost)
+    check_cost(cost, per_item=True)
     if budget is None:
         if cost != 1:
-            raise ValueError(f"cost is tokens of a budget: pass budget= too (cost={cost})")
+            raise ValueError(f"cost is tokens of a budget: pass budget= too (cost={cost!r})")
         return
-    if not isinstance(budget, kind):
-        raise TypeError(f"budget must be a wp.{kind.__name__} or None, got {budget!r}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(budget, kinds):
+        listed = ", ".join(f"a wp.{k.__name__}" for k in kinds)
+        raise TypeError(f"budget must be {listed} or None, got {budget!r}")
     capacity = budget.capacity
-    if cost > capacity:
+    if bounded and isinstance(cost, int) and cost > capacity:
         raise ValueError(f"cost must be <= the budget's capacity ({capacity}), got {cost}")
+
+
+def item_cost(cost: Cost, item: Any, bound: int | None) -> int:
+    """The tokens *item* holds: *cost*, or what ``cost(item)`` returns, which must be an
+    int >= 1, and at most *bound* (a bounded budget's capacity) unless *bound* is None.
+
+    Raises:
+        ValueError: ``cost(item)`` returned something else.
+        Whatever ``cost(item)`` raised.
+    """
+    if not callable(cost):
+        return cost
+    n = cost(item)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"cost(item) must return an int >= 1, got {n!r}")
+    if bound is not None and n > bound:
+        raise ValueError(f"cost(item) must be <= the budget's capacity ({bound}), got {n}")
+    return n
 
 
 def check_pool_options(queue_size: int, retry: Retry | None, rate: RateLimit | None,

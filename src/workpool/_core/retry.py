@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from typing import Literal, final
 
 from .exceptions import Cancelled
 
-__all__ = ["Retry"]
+__all__ = ["Retry", "retry_after"]
 
 Jitter = Literal["full", "equal", "none"]
 RetryOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
@@ -82,3 +83,39 @@ class Retry:
         if self.jitter == "full":
             return uniform(0.0, base)
         return uniform(base / 2, base)
+
+    def delay_for(self, exc: BaseException, attempt: int,
+                  rng: random.Random | None = None) -> float:
+        """Seconds to wait after run number *attempt* failed with *exc*: ``delay``, or
+        longer when *exc* carries a retry-after hint (an attribute ``retry_after`` in
+        seconds, see ``retry_after``): the service said when to come back, and an
+        earlier retry would only be refused again. The hint is not capped by
+        ``max_backoff``."""
+        backoff = self.delay(attempt, rng)
+        hint = retry_after(exc)
+        return backoff if hint is None else max(hint, backoff)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The seconds *exc* asks to wait before its task runs again, or None.
+
+    An exception carries the hint as an attribute ``retry_after``: a number of seconds
+    (int or float, >= 0) or the text of an HTTP ``Retry-After`` header in seconds
+    (``"30"``). Anything else (absent, None, a date, negative) is no hint.
+
+    Example::
+
+        class Throttled(Exception):
+            def __init__(self, seconds: float) -> None:
+                super().__init__(f"429, retry in {seconds} s")
+                self.retry_after = seconds
+    """
+    hint = getattr(exc, "retry_after", None)
+    if isinstance(hint, str):
+        try:
+            hint = float(hint.strip())
+        except ValueError:
+            return None
+    if isinstance(hint, bool) or not isinstance(hint, int | float):
+        return None
+    return float(hint) if math.isfinite(hint) and hint >= 0 else None

@@ -558,7 +558,8 @@ class Engine:
         queued tasks that workers started now for a limit that rose must run."""
         worker.limited = False
         limiter, adaptive = self.limiter, self._adaptive
-        assert limiter is not None and adaptive is not None
+        assert limiter is not None
+        assert adaptive is not None
         dropped = False
         if kind == TASK_FAILED:
             try:

@@ -39,6 +39,7 @@ import anyio.lowlevel
 
 from .._backends.aio import NO_LOT, Lot, lot_type
 from .._core.exceptions import WouldBlock
+from .._core.metrics import register
 from .._core.options import check_timeout
 from .._engine.async_task import (
     ASYNC,
@@ -51,7 +52,17 @@ from .._engine.async_task import (
 )
 from .._engine.contract import new_call
 from .._pools.async_pool import AsyncPool
-from .policy import CLOSED, EXITING, NEW, OPEN, GroupBase, check_limit, verdict
+from .policy import (
+    CLOSED,
+    EXITING,
+    NEW,
+    OPEN,
+    GroupBase,
+    check_group_metrics,
+    check_limit,
+    group_samples,
+    verdict,
+)
 
 __all__ = ["AsyncGroup"]
 
@@ -104,6 +115,9 @@ class AsyncGroup(GroupBase):
             group is cancelled and leaving the block raises ``TimeoutError``
             (inside the ``ExceptionGroup`` if tasks failed too).
         name: names the group's worker tasks (default ``workpool-agroup-N``).
+        metrics: True (under the group's name) or a name: show the statistics of the
+            group's own pool to ``workpool.exporters.prometheus`` while the group
+            lives (not with *pool*: opt that pool in instead).
 
     Cost: a ``go`` creates no task, a few microseconds, about a third of
     ``asyncio.TaskGroup.create_task`` with a semaphore: the group's own pool starts
@@ -123,17 +137,19 @@ class AsyncGroup(GroupBase):
         pages = g.results()                      # in go order
     """
 
-    __slots__ = ("_active", "_base_error", "_cancel_exc", "_cancelled", "_cancelled_tasks",
-                 "_direct", "_done", "_engine", "_errors", "_exiting", "_failed",
-                 "_last_fn", "_limit", "_name", "_own", "_pool", "_scope", "_space",
-                 "_space_waiters", "_spec", "_stack", "_state",
+    __slots__ = ("__weakref__", "_active", "_base_error", "_cancel_exc", "_cancelled",
+                 "_cancelled_tasks", "_direct", "_done", "_engine", "_errors", "_exiting",
+                 "_failed", "_last_fn", "_limit", "_name", "_own", "_pool", "_scope",
+                 "_space", "_space_waiters", "_spec", "_stack", "_state",
                  "_timed_out", "_timeout", "_values")
 
     def __init__(self, limit: int | None = None, *, pool: AsyncPool | None = None,
-                 timeout: float | None = None, name: str | None = None) -> None:
+                 timeout: float | None = None, name: str | None = None,
+                 metrics: bool | str = False) -> None:
         limit = check_limit(limit)
         if pool is not None and not isinstance(pool, AsyncPool):
             raise TypeError(f"pool must be a wp.AsyncPool or None, got {pool!r}")
+        check_group_metrics(metrics, pool)
         self._limit = limit
         self._timeout = check_timeout(timeout)
         self._name = name or f"workpool-agroup-{next(_COUNTER)}"
@@ -168,6 +184,7 @@ class AsyncGroup(GroupBase):
         self._scope: anyio.CancelScope | None = None  # the block's
         self._stack = AsyncExitStack()  # the own pool, then the block's scope
         self._cancel_exc: type[BaseException] = BaseException
+        register(self, metrics, self._name, group_samples)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -438,6 +455,9 @@ class AsyncGroup(GroupBase):
             raise RuntimeError(f"AsyncGroup.results() needs every task to succeed: "
                                f"{self._failed} failed, {self._cancelled_tasks} cancelled")
         return list(self._values)
+
+    def _metrics_pool(self) -> AsyncPool | None:
+        return self._pool if self._own else None
 
     def __repr__(self) -> str:
         state = ("new", "open", "exiting", "closed")[self._state]

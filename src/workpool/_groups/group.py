@@ -37,10 +37,21 @@ from typing import Any, Final, ParamSpec, TypeVar, final
 
 from .._core.context import TaskContext, WorkerSlot, current, current_slot, install_slot
 from .._core.exceptions import Cancelled, WouldBlock
+from .._core.metrics import register
 from .._core.options import check_timeout
 from .._core.timer import Timer
 from .._pools.executor import ThreadPool
-from .policy import CLOSED, EXITING, NEW, OPEN, GroupBase, check_limit, verdict
+from .policy import (
+    CLOSED,
+    EXITING,
+    NEW,
+    OPEN,
+    GroupBase,
+    check_group_metrics,
+    check_limit,
+    group_samples,
+    verdict,
+)
 
 __all__ = ["Group"]
 
@@ -143,6 +154,9 @@ class Group(GroupBase):
             (inside the ``ExceptionGroup`` if tasks failed too).
         name: names the group's threads (default ``workpool-group-N``, threads
             ``workpool-group-N_0``, ``_1``...).
+        metrics: True (under the group's name) or a name: show the statistics of the
+            group's own pool to ``workpool.exporters.prometheus`` while the group
+            lives (not with *pool*: opt that pool in instead).
 
     Cost: about what ``ThreadPoolExecutor.submit`` costs, limit or not: a task goes
     straight to the group's own ``wp.ThreadPool`` of ``limit`` threads, and the
@@ -162,11 +176,13 @@ class Group(GroupBase):
     """
 
     def __init__(self, limit: int | None = None, *, pool: Executor | None = None,
-                 timeout: float | None = None, name: str | None = None) -> None:
+                 timeout: float | None = None, name: str | None = None,
+                 metrics: bool | str = False) -> None:
         self._limit = check_limit(limit)
         if pool is not None and not isinstance(pool, Executor):
             raise TypeError(f"pool must be a concurrent.futures.Executor (such as "
                             f"wp.ThreadPool) or None, got {pool!r}")
+        check_group_metrics(metrics, pool)
         self._timeout = check_timeout(timeout)
         self._name = name or f"workpool-group-{next(_COUNTER)}"
         self._pool: Executor | None = pool
@@ -198,6 +214,7 @@ class Group(GroupBase):
         self._timed_out = False
         self._timer: Timer | None = None
         self._last_fn: Any = None
+        register(self, metrics, self._name, group_samples)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -589,6 +606,9 @@ class Group(GroupBase):
             raise RuntimeError(f"Group.results() needs every task to succeed: {failed} "
                                f"failed, {cancelled} cancelled")
         return [value for value in self._values if value is not NOT_STARTED]
+
+    def _metrics_pool(self) -> ThreadPool | None:
+        return self._own
 
     def __repr__(self) -> str:
         state = ("new", "open", "exiting", "closed")[self._state]

@@ -1,5 +1,6 @@
-"""What ``Group`` and ``AsyncGroup`` share: the life-cycle states, the ``limit`` check
-and the verdict (what leaving a group's block raises). May import ``_core`` only.
+"""What ``Group`` and ``AsyncGroup`` share: the life-cycle states, the ``limit`` check,
+the verdict (what leaving a group's block raises) and the ``metrics=`` check and
+sample. May import ``_core`` only.
 
 The verdict, as the docstrings of both groups state it: a ``KeyboardInterrupt`` or
 ``SystemExit`` (of a task or of the block) is raised as it is; otherwise every real
@@ -12,9 +13,12 @@ own through, an async group swallows its own cancel scope's).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["CLOSED", "EXITING", "NEW", "OPEN", "GroupBase", "check_limit", "verdict"]
+from .._core.metrics import MetricsSample, check_metrics, read_statistics
+
+__all__ = ["CLOSED", "EXITING", "NEW", "OPEN", "GroupBase", "check_group_metrics",
+           "check_limit", "group_samples", "verdict"]
 
 NEW: Final = 0
 OPEN: Final = 1
@@ -50,6 +54,29 @@ def check_limit(limit: int | None) -> int | None:
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     return limit
+
+
+def check_group_metrics(metrics: bool | str, pool: object) -> None:
+    """Validate a group's ``metrics=``: a group shows the statistics of its own pool,
+    so not with ``pool=`` (which may run other work: opt that pool in instead).
+
+    Raises:
+        TypeError: *metrics* is not a bool or a str.
+        ValueError: an empty name, or *metrics* with *pool*.
+    """
+    check_metrics(metrics)
+    if metrics is not False and pool is not None:
+        raise ValueError("metrics= shows the group's own pool: with pool=, pass "
+                         "metrics= to that pool instead")
+
+
+def group_samples(group: Any, name: str) -> list[MetricsSample]:
+    """What a group with ``metrics=`` shows: its own pool's statistics (once it has a
+    pool: a ``Group`` makes it on entering), with the group's ``limit``."""
+    pool = group._metrics_pool()
+    if pool is None:
+        return []
+    return [MetricsSample(name, type(group).__name__, read_statistics(pool), group.limit)]
 
 
 def verdict(message: str, errors: Sequence[Exception], base_error: BaseException | None,

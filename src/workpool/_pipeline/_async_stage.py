@@ -20,14 +20,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .._backends.aio import NO_LOT, Lot, new_lot
+from .._core.metrics import read_statistics
+from .._core.stats import PoolStatistics
 from ._channel import Aborted, Channel, LoopScope, Slots, aget_many, aput_many
 from ._spec import StageSpec, worker_function
 from ._stages import RunContext, StageRuntime
+
+if TYPE_CHECKING:
+    from .._pools.async_pool import AsyncPool
 
 __all__ = ["AsyncStage", "LoopThread", "leaf"]
 
@@ -101,6 +106,7 @@ class AsyncStage(StageRuntime):
         self._ready: Lot = NO_LOT  # where the emitter waits for a finished item
         self._expected: int | None = None
         self.running = 0
+        self._pool: AsyncPool | None = None  # while the stage runs
         loop.add(self._serve, f"{spec.name}-stage")
 
     async def _serve(self) -> None:
@@ -113,8 +119,8 @@ class AsyncStage(StageRuntime):
         spec = self.spec
         limit = Slots(2 * spec.workers)
         self._ready = new_lot()
-        pool = AsyncPool(spec.workers, timeout=spec.timeout, retry=spec.retry,
-                         rate=spec.rate, name=f"pipeline-{spec.name}")
+        pool = self._pool = AsyncPool(spec.workers, timeout=spec.timeout, retry=spec.retry,
+                                      rate=spec.rate, name=f"pipeline-{spec.name}")
         async with pool, anyio.create_task_group() as tg:
             tg.start_soon(self._dispatch, pool, limit)
             await self._emit(limit)
@@ -202,6 +208,12 @@ class AsyncStage(StageRuntime):
 
     def busy(self) -> int:
         return self.running
+
+    def statistics(self) -> PoolStatistics | None:
+        # Read from another thread than the loop's: read_statistics reads again if
+        # it met the loop changing the pool's queue.
+        pool = self._pool
+        return None if pool is None else read_statistics(pool)
 
 
 def leaf(error: BaseException) -> BaseException:

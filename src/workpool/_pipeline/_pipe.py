@@ -7,19 +7,21 @@ fresh run (so a pipeline over a list can run twice; over a generator, once).
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Generic, Literal, Never, TypeVar, final, overload
 
-from .._core.options import OnError, stage_workers
+from .._core.metrics import check_metrics, register
+from .._core.options import Cost, OnError, stage_workers
 from .._core.outcome import Outcome
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.sizing import cpus
-from .._sync.semaphore import Semaphore
+from .._sync.memory_budget import Budget
 from ._report import PipelineReport
-from ._run import AsyncPipelineIterator, PipelineIterator, Run
+from ._run import AsyncPipelineIterator, PipelineIterator, Run, run_samples
 from ._spec import (
     BATCH,
     EACH,
@@ -37,11 +39,13 @@ from ._spec import (
 
 __all__ = ["Pipeline"]
 
+_COUNTER = itertools.count(1)  # names pipelines with metrics=True
+
 T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
 Key = str | int | bytes
 Dropping = Literal["raise", "collect", "skip"]  # on_error values that pass values on as they are
-SyncKind = Literal["thread", "process"]
+SyncKind = Literal["thread", "process", "dask"]
 
 
 @final
@@ -60,16 +64,23 @@ class Pipeline(Generic[T_co]):
             (at-least-once). ``each(fn, transactional=True)`` makes a sink that writes
             into this same database exactly-once.
         key: the journal key of a source item: a str, int or bytes, unique per item.
+        metrics: True (named ``pipeline-N``) or a name: while a run lives, show the
+            statistics of each stage that runs on a pool (thread, process and async
+            stages) to ``workpool.exporters.prometheus``, as ``name/stage``.
 
     Stages (each returns a new pipeline): ``map``, ``filter``, ``flat_map``, ``each``
     (a sink), ``batch``, ``unbatch``. Function stages take ``workers`` (an int, or a
     float: that multiple of ``wp.cpus()``, rounded half up, at least 1, so ``1.0`` is
-    one per CPU and ``0.5`` on 2 CPUs is 1), ``kind`` ("thread", "process", "async"),
+    one per CPU and ``0.5`` on 2 CPUs is 1), ``kind`` ("thread", "process", "async",
+    "dask": on a ``wp.DaskPool`` over the current default ``distributed.Client``, or,
+    when there is none, a ``LocalCluster`` the run starts for its dask stages and
+    closes at its end; ``workers`` is then the most chunks in flight on the cluster),
     ``buffer`` (the bounded queue to the next stage, default ``max(64, 2 * workers)``),
     ``ordered``, ``timeout``, ``retry``, ``rate``, ``on_error`` ("raise", "return",
     "collect" or "skip", as on every pool's ``map``), ``budget`` and ``cost`` (a
-    ``wp.Semaphore`` each item holds ``cost`` tokens of while it is out, thread and
-    process stages) and ``name`` (in the report, default ``"map(fn)"``).
+    ``wp.Semaphore`` or ``wp.MemoryBudget`` each item holds ``cost`` tokens of while it
+    is out, an int or a function of the item; thread, process and dask stages) and
+    ``name`` (in the report, default ``"map(fn)"``).
 
     Run it by iterating (``for x in pipe``, ``async for x in pipe``) or with
     ``run()``, which returns a ``PipelineReport``. Leaving the loop early, Ctrl-C, or
@@ -90,20 +101,24 @@ class Pipeline(Generic[T_co]):
         print(pipe.run(progress=True))
     """
 
-    __slots__ = ("_journal", "_key", "_source", "_stages")
+    __slots__ = ("_journal", "_key", "_metrics", "_source", "_stages")
 
     @overload
     def __init__(self, source: Iterable[T_co], *,
                  journal: str | os.PathLike[str] | None = None,
-                 key: Callable[[T_co], Key] | None = None) -> None: ...
+                 key: Callable[[T_co], Key] | None = None,
+                 metrics: bool | str = False) -> None: ...
     @overload
     def __init__(self, source: AsyncIterable[T_co], *,
                  journal: str | os.PathLike[str] | None = None,
-                 key: Callable[[T_co], Key] | None = None) -> None: ...
+                 key: Callable[[T_co], Key] | None = None,
+                 metrics: bool | str = False) -> None: ...
 
     def __init__(self, source: Iterable[T_co] | AsyncIterable[T_co], *,
                  journal: str | os.PathLike[str] | None = None,
-                 key: Callable[[T_co], Key] | None = None) -> None:
+                 key: Callable[[T_co], Key] | None = None,
+                 metrics: bool | str = False) -> None:
+        check_metrics(metrics)
         if not hasattr(type(source), "__aiter__") and not hasattr(type(source), "__iter__"):
             raise TypeError(f"source must be an iterable or an async iterable, got {source!r}")
         if journal is not None and key is None:
@@ -119,6 +134,8 @@ class Pipeline(Generic[T_co]):
         self._journal = journal
         self._key = key
         self._stages: tuple[StageSpec, ...] = ()
+        self._metrics = (None if metrics is False else
+                         f"pipeline-{next(_COUNTER)}" if metrics is True else metrics)
 
     def _then(self, spec: StageSpec) -> Pipeline[Any]:
         if self._stages and self._stages[-1].op == EACH:
@@ -133,13 +150,14 @@ class Pipeline(Generic[T_co]):
         new._source = self._source
         new._journal = self._journal
         new._key = self._key
+        new._metrics = self._metrics
         new._stages = (*self._stages, spec)
         return new
 
     def _stage(self, op: str, fn: Any, *, workers: Workers, kind: str, buffer: int | None,
                ordered: bool, timeout: float | None, retry: Retry | None,
                rate: RateLimit | None, on_error: str, name: str | None,
-               budget: Semaphore | None, cost: int,
+               budget: Budget | None, cost: Cost,
                transactional: bool = False) -> Pipeline[Any]:
         check_stage(op, fn, kind, on_error, retry, rate, budget, cost)
         count = stage_workers(workers, cpus)
@@ -158,35 +176,35 @@ class Pipeline(Generic[T_co]):
             kind: Literal["async"], buffer: int | None = None, ordered: bool = True,
             timeout: float | None = None, retry: Retry | None = None,
             rate: RateLimit | None = None, on_error: Dropping = "raise",
-            budget: Semaphore | None = None, cost: int = 1,
+            budget: Budget | None = None, cost: Cost = 1,
             name: str | None = None) -> Pipeline[U]: ...
     @overload
     def map(self, fn: Callable[[T_co], U], *, workers: Workers = 1,
             kind: SyncKind = "thread", buffer: int | None = None, ordered: bool = True,
             timeout: float | None = None, retry: Retry | None = None,
             rate: RateLimit | None = None, on_error: Dropping = "raise",
-            budget: Semaphore | None = None, cost: int = 1,
+            budget: Budget | None = None, cost: Cost = 1,
             name: str | None = None) -> Pipeline[U]: ...
     @overload
     def map(self, fn: Callable[[T_co], Awaitable[U]], *, workers: Workers = 1,
             kind: Literal["async"], buffer: int | None = None, ordered: bool = True,
             timeout: float | None = None, retry: Retry | None = None,
             rate: RateLimit | None = None, on_error: Literal["return"],
-            budget: Semaphore | None = None, cost: int = 1,
+            budget: Budget | None = None, cost: Cost = 1,
             name: str | None = None) -> Pipeline[Outcome[U]]: ...
     @overload
     def map(self, fn: Callable[[T_co], U], *, workers: Workers = 1,
             kind: SyncKind = "thread", buffer: int | None = None, ordered: bool = True,
             timeout: float | None = None, retry: Retry | None = None,
             rate: RateLimit | None = None, on_error: Literal["return"],
-            budget: Semaphore | None = None, cost: int = 1,
+            budget: Budget | None = None, cost: Cost = 1,
             name: str | None = None) -> Pipeline[Outcome[U]]: ...
 
     def map(self, fn: Callable[[T_co], Any], *, workers: Workers = 1, kind: str = "thread",
             buffer: int | None = None, ordered: bool = True, timeout: float | None = None,
             retry: Retry | None = None, rate: RateLimit | None = None,
-            on_error: OnError = "raise", budget: Semaphore | None = None,
-            cost: int = 1, name: str | None = None) -> Pipeline[Any]:
+            on_error: OnError = "raise", budget: Budget | None = None,
+            cost: Cost = 1, name: str | None = None) -> Pipeline[Any]:
         """Apply *fn* to every item, on *workers* workers of *kind*.
 
         A thread stage suits I/O and code that releases the GIL, a process stage
@@ -200,9 +218,11 @@ class Pipeline(Generic[T_co]):
         takes a failed item's place ("return"); or failed items are dropped and
         counted ("skip"), or dropped, kept with their tracebacks, and raised together
         as ``wp.ItemsFailed`` once everything else came out ("collect"). With
-        ``budget`` (a ``wp.Semaphore``, shared with anything), each item holds
-        ``cost`` tokens of it from its hand-off to the workers to its end (thread
-        and process stages).
+        ``budget`` (a ``wp.Semaphore`` or a ``wp.MemoryBudget``, shared with
+        anything), each item holds ``cost`` tokens of it from its hand-off to the
+        workers to its end (thread and process stages): an int, or a function of the
+        item called in this process (``cost=len`` for bytes; each item then goes to
+        the workers on its own).
 
         Costs a few microseconds per item on threads; items are handed to the
         workers in chunks while they are quick.
@@ -222,27 +242,27 @@ class Pipeline(Generic[T_co]):
 
     @overload
     def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
-               kind: Literal["thread", "process", "async"] = "thread",
+               kind: Literal["thread", "process", "async", "dask"] = "thread",
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: Dropping = "raise",
-               budget: Semaphore | None = None, cost: int = 1,
+               budget: Budget | None = None, cost: Cost = 1,
                name: str | None = None) -> Pipeline[T_co]: ...
     @overload
     def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
-               kind: Literal["thread", "process", "async"] = "thread",
+               kind: Literal["thread", "process", "async", "dask"] = "thread",
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: Literal["return"],
-               budget: Semaphore | None = None, cost: int = 1,
+               budget: Budget | None = None, cost: Cost = 1,
                name: str | None = None) -> Pipeline[Outcome[T_co]]: ...
 
     def filter(self, pred: Callable[[T_co], object], *, workers: Workers = 1,
-               kind: Literal["thread", "process", "async"] = "thread",
+               kind: Literal["thread", "process", "async", "dask"] = "thread",
                buffer: int | None = None, ordered: bool = True,
                timeout: float | None = None, retry: Retry | None = None,
                rate: RateLimit | None = None, on_error: OnError = "raise",
-               budget: Semaphore | None = None, cost: int = 1,
+               budget: Budget | None = None, cost: Cost = 1,
                name: str | None = None) -> Pipeline[Any]:
         """Keep the items for which *pred* is true (awaited when ``kind="async"``).
 
@@ -263,35 +283,35 @@ class Pipeline(Generic[T_co]):
                  workers: Workers = 1, kind: Literal["async"], buffer: int | None = None,
                  ordered: bool = True, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
-                 on_error: Dropping = "raise", budget: Semaphore | None = None,
-                 cost: int = 1, name: str | None = None) -> Pipeline[U]: ...
+                 on_error: Dropping = "raise", budget: Budget | None = None,
+                 cost: Cost = 1, name: str | None = None) -> Pipeline[U]: ...
     @overload
     def flat_map(self, fn: Callable[[T_co], AsyncIterable[U]], *,
                  workers: Workers = 1, kind: Literal["async"], buffer: int | None = None,
                  ordered: bool = True, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
-                 on_error: Dropping = "raise", budget: Semaphore | None = None,
-                 cost: int = 1, name: str | None = None) -> Pipeline[U]: ...
+                 on_error: Dropping = "raise", budget: Budget | None = None,
+                 cost: Cost = 1, name: str | None = None) -> Pipeline[U]: ...
     @overload
     def flat_map(self, fn: Callable[[T_co], Iterable[U]], *, workers: Workers = 1,
                  kind: SyncKind = "thread", buffer: int | None = None,
                  ordered: bool = True, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
-                 on_error: Dropping = "raise", budget: Semaphore | None = None,
-                 cost: int = 1, name: str | None = None) -> Pipeline[U]: ...
+                 on_error: Dropping = "raise", budget: Budget | None = None,
+                 cost: Cost = 1, name: str | None = None) -> Pipeline[U]: ...
     @overload
     def flat_map(self, fn: Callable[[T_co], Any], *, workers: Workers = 1,
                  kind: str = "thread", buffer: int | None = None, ordered: bool = True,
                  timeout: float | None = None, retry: Retry | None = None,
                  rate: RateLimit | None = None, on_error: Literal["return"],
-                 budget: Semaphore | None = None, cost: int = 1,
+                 budget: Budget | None = None, cost: Cost = 1,
                  name: str | None = None) -> Pipeline[Outcome[Any]]: ...
 
     def flat_map(self, fn: Callable[[T_co], Any], *, workers: Workers = 1,
                  kind: str = "thread", buffer: int | None = None, ordered: bool = True,
                  timeout: float | None = None, retry: Retry | None = None,
                  rate: RateLimit | None = None, on_error: OnError = "raise",
-                 budget: Semaphore | None = None, cost: int = 1,
+                 budget: Budget | None = None, cost: Cost = 1,
                  name: str | None = None) -> Pipeline[Any]:
         """Replace every item by the items of the iterable *fn* returns (for an async
         stage: an async iterable, or an awaitable of an iterable).
@@ -315,23 +335,23 @@ class Pipeline(Generic[T_co]):
              kind: Literal["thread"] = "thread", buffer: int | None = None,
              ordered: bool = True, timeout: None = None, retry: Retry | None = None,
              rate: RateLimit | None = None, on_error: Dropping = "raise",
-             budget: Semaphore | None = None, cost: int = 1,
+             budget: Budget | None = None, cost: Cost = 1,
              name: str | None = None) -> Pipeline[Never]: ...
     @overload
     def each(self, fn: Callable[[T_co], object], *, transactional: Literal[False] = False,
-             workers: Workers = 1, kind: Literal["thread", "process", "async"] = "thread",
+             workers: Workers = 1, kind: Literal["thread", "process", "async", "dask"] = "thread",
              buffer: int | None = None, ordered: bool = True,
              timeout: float | None = None, retry: Retry | None = None,
              rate: RateLimit | None = None, on_error: Dropping = "raise",
-             budget: Semaphore | None = None, cost: int = 1,
+             budget: Budget | None = None, cost: Cost = 1,
              name: str | None = None) -> Pipeline[Never]: ...
 
     def each(self, fn: Callable[..., object], *, transactional: bool = False,
              workers: Workers = 1, kind: str = "thread", buffer: int | None = None,
              ordered: bool = True, timeout: float | None = None,
              retry: Retry | None = None, rate: RateLimit | None = None,
-             on_error: OnError = "raise", budget: Semaphore | None = None,
-             cost: int = 1, name: str | None = None) -> Pipeline[Never]:
+             on_error: OnError = "raise", budget: Budget | None = None,
+             cost: Cost = 1, name: str | None = None) -> Pipeline[Never]:
         """A sink: call *fn* on every item for its effect; nothing comes out.
 
         With ``transactional=True`` (a pipeline with a journal), ``fn(connection,
@@ -420,6 +440,8 @@ class Pipeline(Generic[T_co]):
 
     def _start(self) -> Run:
         run = Run(self._source, self._stages, self._journal, self._key)
+        if self._metrics is not None:
+            register(run, True, self._metrics, run_samples)
         try:
             run.start()
         except BaseException:

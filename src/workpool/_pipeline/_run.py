@@ -24,6 +24,7 @@ from typing import Any, Final, Generic, TypeVar, final
 import anyio
 
 from .._core.exceptions import ItemsFailed
+from .._core.metrics import MetricsSample
 from ._async_stage import AsyncStage, LoopThread
 from ._channel import Aborted, Channel, LoopScope, aget_many, aput_many
 from ._journal import Book, Journal, Tag
@@ -31,7 +32,7 @@ from ._report import CollectedError, CollectedErrors, PipelineReport, elapsed, s
 from ._spec import BATCH, EACH, UNBATCH, StageSpec
 from ._stages import BatchStage, PoolStage, StageRuntime, UnbatchStage
 
-__all__ = ["AsyncPipelineIterator", "PipelineIterator", "Run"]
+__all__ = ["AsyncPipelineIterator", "PipelineIterator", "Run", "run_samples"]
 
 T = TypeVar("T")
 SOURCE_BUFFER: Final = 64
@@ -127,6 +128,18 @@ class Source:
         self._scope.cancel()
 
 
+def run_samples(run: Run, name: str) -> list[MetricsSample]:
+    """What a run of a pipeline with ``metrics=`` shows: a sample per stage that runs
+    on a pool, named ``name/stage``."""
+    samples = []
+    for stage in run.stages:
+        stats = stage.statistics()
+        if stats is not None:
+            samples.append(MetricsSample(f"{name}/{stage.spec.name}", "stage", stats,
+                                         stage.workers))
+    return samples
+
+
 class Run:
     """Everything one iteration of a pipeline started. See the module docstring."""
 
@@ -146,6 +159,9 @@ class Run:
         self.channels += [Channel(spec.buffer, spec.name) for spec in specs]
         self.output = self.channels[-1]
         self.loop = LoopThread(self.fail)
+        # The client of the LocalCluster the run's dask stages share when there is no
+        # default distributed.Client (started by the first, closed at the run's end).
+        self._dask: Any = None
         self.stages: list[StageRuntime] = []
         try:
             for index, spec in enumerate(specs):
@@ -155,6 +171,7 @@ class Run:
             for stage in self.stages:
                 stage.cancel()
                 stage.join()
+            self._close_dask()
             raise
         self.source = Source(self, source, key)
         self.started = time.perf_counter()
@@ -223,8 +240,28 @@ class Run:
                 self.journal.close()  # what finished stays recorded
             raise
         finally:
+            self._close_dask()
             if self.ended is None:
                 self.ended = time.perf_counter()
+
+    def dask_client(self) -> Any:
+        """The ``distributed.Client`` of the run's dask stages: the current default
+        client, or a LocalCluster's that the run starts once and closes at its end."""
+        from .._pools.dask import default_client, local_client
+
+        with self._lock:
+            if self._dask is None:
+                client = default_client()
+                if client is not None:
+                    return client
+                self._dask = local_client()
+            return self._dask
+
+    def _close_dask(self) -> None:
+        with self._lock:
+            client, self._dask = self._dask, None
+        if client is not None:
+            client.close()
 
     def _join(self) -> None:
         if self.source.thread is not None and self.source.thread.ident is not None:

@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, Final
 
 from .._core.options import (
+    Cost,
     check_budget,
     check_choice,
     check_on_error,
@@ -25,6 +26,7 @@ from .._core.options import (
 )
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
+from .._sync.memory_budget import Budget, MemoryBudget
 from .._sync.semaphore import Semaphore
 
 __all__ = [
@@ -42,7 +44,7 @@ EACH: Final = "each"
 BATCH: Final = "batch"
 UNBATCH: Final = "unbatch"
 
-KINDS: Final = ("thread", "process", "async")
+KINDS: Final = ("thread", "process", "async", "dask")
 # The on_error values each op cannot honour, with the rule.
 _REFUSED: Final = {EACH: {"return": "on_error='return' puts a failure in its item's place "
                                     "in the output, and each() has none: on_error must "
@@ -64,8 +66,8 @@ class StageSpec:
     retry: Retry | None = None
     rate: RateLimit | None = None
     on_error: str = "raise"
-    budget: Semaphore | None = None
-    cost: int = 1  # tokens of the budget per item
+    budget: Budget | None = None
+    cost: Cost = 1  # tokens of the budget per item, or a function of the item
     size: int = 0  # batch
     transactional: bool = False  # each
 
@@ -93,21 +95,20 @@ def check_buffer(buffer: int | None, workers: int) -> int:
 
 
 def check_stage(op: str, fn: Any, kind: str, on_error: str, retry: Any, rate: Any,
-                budget: Any, cost: int) -> None:
+                budget: Any, cost: Cost) -> None:
     """Check the options every function stage shares."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {fn!r}")
-    if kind == "dask":
-        raise ValueError("kind 'dask' needs wp.DaskPool, which this version does not have; "
-                         "kind must be 'thread', 'process' or 'async'")
     check_choice(kind, "kind", KINDS)
     check_on_error(on_error, _REFUSED.get(op))
     check_retry(retry)
     check_rate(rate)
-    check_budget(budget, Semaphore, cost)
+    check_budget(budget, (Semaphore, MemoryBudget), cost,
+                 bounded=not isinstance(budget, MemoryBudget))
     if budget is not None and kind == "async":
-        raise ValueError("budget= is a wp.Semaphore, which would block an async stage's "
-                         "event loop: kind must be 'thread' or 'process' with a budget")
+        raise ValueError(f"budget= is a wp.{type(budget).__name__}, which would block an "
+                         "async stage's event loop: kind must be 'thread', 'process' or "
+                         "'dask' with a budget")
 
 
 def stage_name(op: str, fn: Any) -> str:

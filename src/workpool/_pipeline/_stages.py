@@ -1,11 +1,12 @@
-"""How a stage runs: on a pool (thread, process, the journal's writer) or inline.
+"""How a stage runs: on a pool (thread, process, dask, the journal's writer) or inline.
 
 A pooled stage is two threads around a pool::
 
     input channel ──▶ dispatcher ── chunk of what is there (never waits to fill one)
                         │  waits for a slot: at most 2 x workers chunks in flight
                         ▼
-                      pool (ThreadPool / ProcessPool chunks, or the journal writer)
+                      pool (ThreadPool / ProcessPool / DaskPool chunks, or the journal
+                      writer)
                         │  done callback
                         ▼
                       emitter ── in input order (a reorder buffer by sequence number)
@@ -15,11 +16,12 @@ A pooled stage is two threads around a pool::
 
 The dispatcher takes the items already in the input channel, up to the chunk size, so a
 slow source never waits for a chunk to fill; the chunk size grows while items are quick
-(a chunk should take about 2 ms on threads, 20 ms on processes) and stays 1 under a
-timeout, retry or rate policy, which then apply per item. With a ``budget``, the
-dispatcher takes ``cost`` tokens per item of a chunk before handing it to the pool, and
-they go back when the chunk ends (a chunk is never larger than the budget allows, and
-a cancelled stage stops waiting for tokens within 50 ms). The emitter frees a slot only
+(a chunk should take about 2 ms on threads, 20 ms on processes, 100 ms on Dask) and
+stays 1 under a timeout, retry or rate policy, which then apply per item. With a
+``budget``, the dispatcher takes ``cost`` tokens per item of a chunk before handing it to
+the pool, and they go back when the chunk ends (a chunk is never larger than the budget
+allows, items with a cost function go one per chunk, and a cancelled stage stops waiting
+for tokens within 50 ms). The emitter frees a slot only
 once the output channel took the chunk's results, so a slow stage downstream holds
 everything upstream within its buffers.
 """
@@ -36,7 +38,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .._core.chunk import Chunk
 from .._core.failures import CollectedError, collected
+from .._core.options import item_cost
 from .._core.outcome import Error, Value
+from .._core.stats import PoolStatistics
+from .._sync.memory_budget import MemoryBudget
 from ._channel import Aborted, Channel, Slots
 from ._journal import Book, Journal, Tag
 from ._report import Counters
@@ -44,7 +49,7 @@ from ._spec import EACH, FILTER, FLAT, MAP, StageSpec, worker_function
 
 if TYPE_CHECKING:
     from .._pools.executor import ExecutorPool
-    from .._sync.semaphore import Semaphore
+    from .._sync.memory_budget import Budget
 
 __all__ = ["BatchStage", "PoolStage", "RunContext", "StageRuntime", "UnbatchStage"]
 
@@ -63,6 +68,8 @@ class RunContext(Protocol):
     def fail(self, error: BaseException) -> None: ...
 
     def collect(self, failure: CollectedError) -> None: ...
+
+    def dask_client(self) -> Any: ...
 
 
 class StageRuntime:
@@ -103,6 +110,10 @@ class StageRuntime:
     def busy(self) -> int:
         """Workers running an item now."""
         return 0
+
+    def statistics(self) -> PoolStatistics | None:
+        """The statistics of the pool the stage runs its items on, if it has one."""
+        return None
 
     def thread(self, target: Callable[[], None], role: str) -> None:
         """Add a thread that runs *target*, failing the run if it raises."""
@@ -204,7 +215,7 @@ def _finished(done: SimpleQueue[Any], pending: _Pending, _: Future[Chunk]) -> No
     done.put(pending)
 
 
-def _give_back(budget: Semaphore, tokens: int, _: Future[Chunk]) -> None:
+def _give_back(budget: Budget, tokens: int, _: Future[Chunk]) -> None:
     budget.release(tokens)
 
 
@@ -216,8 +227,9 @@ class _End:
 
 
 class PoolStage(StageRuntime):
-    """A stage whose function runs on a ``ThreadPool``, a ``ProcessPool`` or (for a
-    transactional sink) the journal's writer thread. See the module docstring."""
+    """A stage whose function runs on a ``ThreadPool``, a ``ProcessPool``, a
+    ``DaskPool`` or (for a transactional sink) the journal's writer thread. See the
+    module docstring."""
 
     def __init__(self, run: RunContext, spec: StageSpec, source: Channel,
                  sink: Channel) -> None:
@@ -225,12 +237,21 @@ class PoolStage(StageRuntime):
         self.kind = spec.kind
         self.closed = False  # read by running thread chunks: stop between items
         self.chunk = 1
-        # With a budget, a chunk's tokens must all be free at once: never more than it has.
-        self.max_chunk = (MAX_CHUNK if spec.budget is None
-                          else max(1, min(MAX_CHUNK, spec.budget.capacity // spec.cost)))
+        # With a budget, a chunk's tokens must all be free at once: never more than it
+        # has (but for one item larger than a MemoryBudget, which runs it alone). With a
+        # cost function, one item per chunk: each holds its own cost.
+        self.max_chunk = MAX_CHUNK
+        self.bound: int | None = None  # what cost(item) may not exceed
+        if spec.budget is not None:
+            capacity = spec.budget.capacity
+            per_item = spec.cost if isinstance(spec.cost, int) else capacity
+            self.max_chunk = max(1, min(MAX_CHUNK, capacity // per_item))
+            if not isinstance(spec.budget, MemoryBudget):
+                self.bound = capacity
         self.inflight = 0  # chunks handed to the pool and not yet passed on
         self.fixed = spec.policies or spec.transactional
-        self.target = 0.02 if spec.kind == "process" else 0.002
+        # Seconds a chunk should take: longer where a chunk's round trip costs more.
+        self.target = {"process": 0.02, "dask": 0.1}.get(spec.kind, 0.002)
         self.slots = Slots(2 * spec.workers)
         self.done: SimpleQueue[Any] = SimpleQueue()
         self.fn = worker_function(spec)
@@ -248,6 +269,11 @@ class PoolStage(StageRuntime):
             from .._pools.process import ProcessPool
 
             return ProcessPool(spec.workers, rate=spec.rate, name=name)
+        if spec.kind == "dask":
+            from .._pools.dask import DaskPool
+
+            return DaskPool(self.run.dask_client(), workers=spec.workers, rate=spec.rate,
+                            name=name)
         from .._pools.executor import ThreadPool
 
         return ThreadPool(spec.workers, rate=spec.rate, name=name)
@@ -267,7 +293,7 @@ class PoolStage(StageRuntime):
         return self.pool._submit_chunk(self.fn, values, flag=self, timeout=spec.timeout,
                                        retry=spec.retry)
 
-    def _take_tokens(self, budget: Semaphore, n: int) -> None:
+    def _take_tokens(self, budget: Budget, n: int) -> None:
         """Wait for *n* tokens of *budget* (the stage's items' cost), looking at
         ``closed`` every ``_TOKEN_WAIT`` seconds: the budget may be held elsewhere."""
         while not budget.acquire(n, _TOKEN_WAIT):
@@ -290,7 +316,7 @@ class PoolStage(StageRuntime):
                 if budget is None:
                     future = self._submit(values, envs)
                 else:
-                    tokens = cost * len(envs)
+                    tokens = sum(item_cost(cost, v, self.bound) for v in values)
                     self._take_tokens(budget, tokens)
                     try:
                         future = self._submit(values, envs)
@@ -385,6 +411,9 @@ class PoolStage(StageRuntime):
         if self.pool is None:
             return min(1, self.inflight)
         return self.pool.statistics().running
+
+    def statistics(self) -> PoolStatistics | None:
+        return None if self.pool is None else self.pool.statistics()
 
 
 class BatchStage(StageRuntime):

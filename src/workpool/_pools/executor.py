@@ -21,8 +21,11 @@ from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, cast, final, over
 
 from .._core.chunk import Chunk, ChunkRun
 from .._core.exceptions import Cancelled, WouldBlock
+from .._core.metrics import check_metrics, register
 from .._core.options import (
+    Cost,
     OnError,
+    check_budget,
     check_grace,
     check_map_args,
     check_pool_options,
@@ -31,11 +34,13 @@ from .._core.options import (
     pool_workers,
 )
 from .._core.outcome import Error, Value
+from .._core.progress import ProgressArg, check_progress
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
 from .._engine.contract import Backend, Run, Task, TaskFuture, new_call
 from .._engine.engine import OPEN, Engine
+from .._sync.memory_budget import Budget, MemoryBudget
 from .._sync.semaphore import Semaphore
 from .map import MapIterator, MapRun, results
 
@@ -88,11 +93,12 @@ class ExecutorPool(Executor):
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
                  initargs: tuple[Any, ...] = (), name: str | None = None,
-                 budget: Semaphore | None = None, thread_name_prefix: str = "") -> None:
+                 budget: Budget | None = None, thread_name_prefix: str = "",
+                 metrics: bool | str = False) -> None:
         count = pool_workers(workers, max_workers, self._default_workers())
         check_pool_options(queue_size, retry, rate, initializer)
-        if budget is not None and not isinstance(budget, Semaphore):
-            raise TypeError(f"budget must be a wp.Semaphore or None, got {budget!r}")
+        check_budget(budget, (Semaphore, MemoryBudget))
+        check_metrics(metrics)
         self._budget = budget
         self._timeout = check_timeout(timeout)
         self._retry = retry
@@ -115,6 +121,7 @@ class ExecutorPool(Executor):
         self._engine.finalizer = weakref.finalize(self, self._engine.close_intake)
         if _exiting:  # created by an atexit hook: refuses work as the stdlib's does
             self._engine.close_intake(_EXIT_ERROR)
+        register(self, metrics, self._name)
 
     def _default_workers(self) -> int:
         raise NotImplementedError
@@ -170,7 +177,8 @@ class ExecutorPool(Executor):
 
     def _submit_chunk(self, fn: Callable[..., Any], items: list[Any], *, star: bool = False,
                       flag: ChunkRun | None = None, timeout: float | None = None,
-                      retry: Retry | None = None, block: bool = True) -> Future[Chunk]:
+                      retry: Retry | None = None, block: bool = True,
+                      tokens: int | None = None) -> Future[Chunk]:
         """The pools' chunk API, what ``map`` and pipeline stages stand on: run *fn*
         on each of *items* (``fn(*item)`` when *star*) as one task; its future's
         ``Chunk`` holds a value per item and the errors by index (an item's error fails
@@ -180,7 +188,8 @@ class ExecutorPool(Executor):
         *flag* is the run the chunk belongs to: a running thread chunk stops between
         items once ``flag.closed`` is true, and what the backend prepares once per run
         (the pickled *fn*, for processes) is kept per *flag*. A rate limit applies per
-        item; the budget, if any, is held for ``len(items)`` tokens. Blocks while the
+        item; the budget, if any, is held for *tokens* (``len(items)`` unless given:
+        one per item). Blocks while the
         queue is full, unless not *block* (``wp.QueueFull``, or ``wp.WouldBlock`` for
         the budget).
 
@@ -200,7 +209,7 @@ class ExecutorPool(Executor):
         if self._budget is None:
             self._engine.put(task, block=block)
         else:
-            self._put_with_budget(task, len(items), block)
+            self._put_with_budget(task, len(items) if tokens is None else tokens, block)
         return _future(task)
 
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -265,18 +274,21 @@ class ExecutorPool(Executor):
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
-            on_error: Literal["raise", "collect", "skip"] = "raise") -> MapIterator[T]: ...
+            on_error: Literal["raise", "collect", "skip"] = "raise",
+            cost: Cost = 1, progress: ProgressArg = False) -> MapIterator[T]: ...
 
     @overload
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
-            on_error: Literal["return"]) -> MapIterator[Value[T] | Error]: ...
+            on_error: Literal["return"], cost: Cost = 1,
+            progress: ProgressArg = False) -> MapIterator[Value[T] | Error]: ...
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int | str = "auto",
             ordered: bool = True, window: int | None = None,
-            on_error: OnError = "raise") -> MapIterator[Any]:
+            on_error: OnError = "raise", cost: Cost = 1,
+            progress: ProgressArg = False) -> MapIterator[Any]:
         """Lazily apply *fn* to the items of *iterables* (zipped, as ``map``).
 
         Reads the input only ``window`` items ahead of what you consumed, so an endless
@@ -289,7 +301,14 @@ class ExecutorPool(Executor):
         "collect" drops them too and, after the last item, raises ``wp.ItemsFailed``
         listing them all (the same on every pool and pipeline stage). ``timeout`` is
         the stdlib's: ``TimeoutError`` if a result is not ready that many seconds
-        after the call.
+        after the call. ``cost`` is what each item holds of the pool's ``budget``
+        while it is out: an int, or a function of the item (``len``, say: then each
+        item is a chunk of its own); it is called in this thread, as items are read.
+        ``progress=True`` shows a live bar on standard error (count, rate, time left;
+        plain lines when it is not a terminal) while you iterate; ``progress=callable``
+        is called with ``wp.ProgressCounts`` instead (in your thread, at most ten times
+        a second, and once at the end). The total is the input's ``len()`` when it has
+        one.
 
         Closing the iterator early cancels what is queued. An iterator nobody
         iterates still runs all its items by the pool's shutdown, as the stdlib's.
@@ -298,12 +317,17 @@ class ExecutorPool(Executor):
 
             for size in pool.map(len, open("big.txt"), ordered=False):
                 total += size
+
+            squares = list(pool.map(square, range(10_000), progress=True))
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         if not iterables:
             raise TypeError("map() must have at least one iterable")
         check_map_args(chunksize, window, on_error, timeout)
+        check_budget(self._budget, (Semaphore, MemoryBudget), cost,
+                     bounded=not isinstance(self._budget, MemoryBudget))
+        check_progress(progress)
         if self._engine.state != OPEN:
             self._engine.put(Task(fn, (), {}, Future()))  # raises as submit would
         policies = (self._timeout is not None or self._retry is not None
@@ -313,7 +337,8 @@ class ExecutorPool(Executor):
                      ordered=ordered, window=window, on_error=on_error,
                      workers=self._workers, target=self._chunk_target,
                      max_chunk=self._max_chunk, task_timeout=self._timeout,
-                     task_retry=self._retry, budget=self._budget)
+                     task_retry=self._retry, budget=self._budget, cost=cost,
+                     progress=progress)
         self._engine.remember_map(run)
         run.fill()
         return results(run)
@@ -446,9 +471,12 @@ class ThreadPool(ExecutorPool, ThreadPoolExecutor):
             the worker's ``wp.current().state``.
         name: prefix of the threads' names (``thread_name_prefix``, the stdlib's
             name for it, is accepted too).
-        budget: a ``wp.Semaphore`` every task takes ``cost`` tokens of (1 unless
-            ``schedule(..., cost=n)`` says otherwise) from admission to its end: with
-            costs in bytes, the pool bounds the bytes in flight, not only the tasks.
+        budget: a ``wp.Semaphore`` or a ``wp.MemoryBudget`` every task takes ``cost``
+            tokens of (1 unless ``schedule(..., cost=n)`` or ``map(..., cost=)`` says
+            otherwise) from admission to its end: with costs in bytes, the pool bounds
+            the bytes in flight, not only the tasks.
+        metrics: True (under the pool's name) or a name: show the pool's statistics
+            to ``workpool.exporters.prometheus`` while it lives.
 
     Whatever a task raises, ``BaseException`` included (``KeyboardInterrupt``,
     ``SystemExit``), fails that task's future alone, as with the stdlib's executors:

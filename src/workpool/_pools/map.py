@@ -31,11 +31,13 @@ from typing import Any, TypeVar
 from .._core.chunk import Chunk
 from .._core.exceptions import ItemsFailed
 from .._core.failures import CollectedError, CollectedErrors, collected
-from .._core.options import OnError
+from .._core.options import Cost, OnError, item_cost
 from .._core.outcome import Error, Value
+from .._core.progress import ProgressArg, input_total
 from .._core.retry import Retry
 from .._engine.engine import Engine
-from .._sync.semaphore import Semaphore
+from .._sync.memory_budget import Budget, MemoryBudget
+from .progress import make_tracker
 
 __all__ = ["MapIterator", "MapRun", "results"]
 
@@ -50,7 +52,8 @@ class MapRun:
                  *, timeout: float | None, chunksize: int | str, ordered: bool,
                  window: int | None, on_error: OnError, workers: int, target: float,
                  max_chunk: int, task_timeout: float | None = None,
-                 task_retry: Retry | None = None, budget: Semaphore | None = None) -> None:
+                 task_retry: Retry | None = None, budget: Budget | None = None,
+                 cost: Cost = 1, progress: ProgressArg = False) -> None:
         self.engine = engine  # remembers a map nobody iterated (drained at shutdown)
         self.submit = submit  # the pool's chunk API (ExecutorPool._submit_chunk)
         self.fn = fn
@@ -63,11 +66,17 @@ class MapRun:
         self.chunk = 1 if self.auto else int(chunksize)
         self.growing = self.auto  # see the module docstring
         self.max_chunk = max_chunk if window is None else max(1, min(max_chunk, window // 2))
-        # Each item of a chunk holds one token of the budget while it is out (taken
-        # by _submit_chunk): a chunk is never larger than the budget.
+        # Each item of a chunk holds `cost` tokens of the budget while it is out (taken
+        # by _submit_chunk): a chunk never costs more than the budget, but for one item
+        # costlier than a MemoryBudget (which runs it alone). A cost function: one item
+        # per chunk, each holding its own cost.
+        self.cost = cost
+        self.bound = None if budget is None or isinstance(budget, MemoryBudget) else (
+            budget.capacity)  # what cost(item) may not exceed
         if budget is not None:
-            self.max_chunk = min(self.max_chunk, budget.capacity)
-            self.chunk = min(self.chunk, budget.capacity)
+            per_item = cost if isinstance(cost, int) else budget.capacity
+            self.max_chunk = max(1, min(self.max_chunk, budget.capacity // per_item))
+            self.chunk = min(self.chunk, self.max_chunk)
         self.workers = workers
         self.target = target
         self.fixed_window = window
@@ -82,6 +91,8 @@ class MapRun:
         self.items: list[Any] = []  # the chunk next_chunk returned last
         self.failures: list[CollectedError] = []
         self.where = f"map({getattr(fn, '__name__', type(fn).__name__)})"
+        # Advanced once per chunk handed out (None: no progress=).
+        self.progress = make_tracker(progress, input_total(iterables), self.where)
         self.closed = False
         self.exhausted = False
         self.input_error: Exception | None = None  # what reading the input raised
@@ -121,8 +132,11 @@ class MapRun:
                 self.exhausted = True
                 if not items:
                     return
+            tokens = None if self.cost == 1 else sum(
+                item_cost(self.cost, item, self.bound) for item in items)
             future = self.submit(self.fn, items, star=self.star, flag=self,
-                                 timeout=self.task_timeout, retry=self.task_retry)
+                                 timeout=self.task_timeout, retry=self.task_retry,
+                                 tokens=tokens)
             self.outstanding += len(items)
             if self.keep:
                 self.sent[future] = items
@@ -199,6 +213,7 @@ class MapRun:
     def drain(self) -> None:
         """Run everything to the end, dropping the results (an unconsumed map at
         shutdown runs all its items, as the stdlib's eager map does)."""
+        self.progress = None  # nobody watches it
         try:
             for _ in _chunks(self, started=True):
                 pass
@@ -246,11 +261,14 @@ def _chunks(run: MapRun, started: bool) -> Generator[Iterator[Any], None, None]:
     """*run*'s results, a list per chunk, under its ``on_error`` (see ``_core.options``):
     the first error raised after the items before it, ending the map ("raise"); an
     outcome per item ("return"); failed items dropped ("skip"), and kept to be raised
-    at the end ("collect")."""
+    at the end ("collect"). Advances ``run.progress``, if any, once per chunk."""
     if not started:
         run.engine.forget_map(run)
     mode = run.on_error
     outcomes = mode == "return"
+    progress = run.progress
+    if progress is not None:
+        progress.start()
     try:
         while True:
             got = run.next_chunk()
@@ -265,21 +283,25 @@ def _chunks(run: MapRun, started: bool) -> Generator[Iterator[Any], None, None]:
                 values = ([Value(v) for v in values] if not errors else
                           [Value(v) if i not in errors else Error(errors[i])
                            for i, v in enumerate(values)])
-                yield _handing_out(values)
-            elif not errors:
-                yield _handing_out(values)
-            elif mode == "raise":
+            elif errors and mode == "raise":
                 first = min(errors)
                 if first:
                     del values[first:]
+                    if progress is not None:
+                        progress.advance(first)
                     yield _handing_out(values)
                 raise errors[first]
-            else:
+            elif errors:  # skip, collect
                 if run.keep:
                     run.failures += [collected(run.where, run.items[i], errors[i])
                                      for i in sorted(errors)]
-                yield _handing_out([v for i, v in enumerate(values) if i not in errors])
+                values = [v for i, v in enumerate(values) if i not in errors]
+            if progress is not None:  # counted as it is handed out
+                progress.advance(size, chunk.failed)
+            yield _handing_out(values)
             # Resumed once the chain took every item of the chunk: consumed.
             run.outstanding -= size
     finally:
         run.close()
+        if progress is not None:
+            progress.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from multiprocessing.context import BaseContext
 from typing import Any, final
 
@@ -17,8 +18,9 @@ from .._backends._pickling import can_send
 from .._backends.process import ProcessBackend
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
+from .._core.stats import PoolStatistics
 from .._engine.contract import Backend, Task, new_call
-from .._sync.semaphore import Semaphore
+from .._sync.memory_budget import Budget
 from .executor import ExecutorPool
 
 __all__ = ["ProcessPool"]
@@ -102,7 +104,17 @@ class ProcessPool(ExecutorPool):
     Args:
         workers: processes to keep (default ``wp.cpus()``).
         max_workers: the stdlib's name for *workers*.
-        queue_size, timeout, retry, rate, name, budget: as for ``ThreadPool``.
+        queue_size: tasks that may wait for a worker, as for ``ThreadPool``.
+        timeout: seconds a task may run; then its worker is killed and replaced,
+            and its future fails with ``wp.TaskTimeout``.
+        retry: a ``wp.Retry`` policy, as for ``ThreadPool``.
+        rate: a ``wp.RateLimit`` shared by all workers, as for ``ThreadPool``.
+        name: names the pool in its ``repr`` and its worker processes (``name_0``, ...)
+            and reader thread.
+        budget: a ``wp.Semaphore`` or ``wp.MemoryBudget`` every task takes ``cost``
+            tokens of, as for ``ThreadPool``.
+        metrics: True or a name: show the pool to ``workpool.exporters.prometheus``,
+            as for ``ThreadPool``.
         initializer: called once in each worker process with *initargs*; its return
             value is that worker's ``wp.current().state`` (load a model once per worker).
         mp_context: a ``multiprocessing`` context (default: the first workers forked
@@ -141,7 +153,7 @@ class ProcessPool(ExecutorPool):
                  max_tasks_per_worker: int | None = None,
                  max_tasks_per_child: int | None = None,
                  max_memory_per_worker: int | None = None, max_crashes: int = 3,
-                 budget: Semaphore | None = None) -> None:
+                 budget: Budget | None = None, metrics: bool | str = False) -> None:
         self._options: dict[str, Any] = {
             "mp_context": mp_context,
             "max_tasks": _max_tasks(max_tasks_per_worker, max_tasks_per_child, mp_context),
@@ -150,7 +162,7 @@ class ProcessPool(ExecutorPool):
         }
         super().__init__(workers, max_workers=max_workers, queue_size=queue_size,
                          timeout=timeout, retry=retry, rate=rate, initializer=initializer,
-                         initargs=initargs, name=name, budget=budget)
+                         initargs=initargs, name=name, budget=budget, metrics=metrics)
 
     def _default_workers(self) -> int:
         from .._core.sizing import cpus
@@ -174,6 +186,14 @@ class ProcessPool(ExecutorPool):
             self._engine.count_failed_at_intake()
             return None
         return new_call(fn, (), {}, future, priority, timeout, retry, key, payload)
+
+    def statistics(self) -> PoolStatistics:
+        """A frozen snapshot of the pool's counters and latencies, with ``crashed``
+        (tasks its workers' deaths failed) and ``restarts`` (workers replaced)."""
+        backend = self._backend
+        assert isinstance(backend, ProcessBackend)
+        return replace(super().statistics(), crashed=backend.crashed,
+                       restarts=backend.restarts)
 
     def __enter__(self) -> ProcessPool:
         return self

@@ -1,0 +1,481 @@
+"""Dynamic pools: ``wp.Adaptive`` against fixed worker counts on a simulated service.
+
+The service (``SimulatedService``, in-process, asyncio) has a known best concurrency
+C*: a request's latency is flat up to C* requests in flight, then grows with the queue
+(and a little more: an overloaded service also thrashes), and above a hard cap of
+1.5 x C* it answers "429" at once. Halfway through a run its capacity halves (C*/2).
+
+One run, side by side: the adaptive limit from ``min=1``, a sweep of fixed worker
+counts (the best of which is the bar), and fixed pools sized too small and too large.
+Reported (targets from the feature's contract): windows to reach C* ±10%, overshoot,
+windows to settle after the halving, the 429 share in steady state, throughput against
+the best fixed count; a PNG plot of the limit and throughput over time
+(matplotlib, in the ``bench`` extra) whose path is in the table's title.
+
+Until the engine takes ``workers=wp.Adaptive(...)``, every contender runs on
+``LimiterPool``, a stand-alone driver over the same ``Limiter`` the engine will use (a
+fixed count n as ``Adaptive(min=n, max=n)``): ``_pool`` is the one line that changes
+then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import workpool as wp
+from workpool._core.dynamic import LimitSample
+from workpool._core.stats import StatsRecorder
+
+from .harness import Target, compare, scenario
+
+__all__ = ["LimiterPool", "Overloaded", "ScalerPool", "ServiceModel", "SimulatedService",
+           "adaptive", "autoscale_burst"]
+
+BEST = 40  # C*, requests in flight before latency climbs
+BASE = 0.05  # seconds: the latency without a queue
+BAND = 0.10  # "reached C*" means within ±10%
+
+
+class Overloaded(Exception):
+    """The service's "429 Too Many Requests"."""
+
+    status = 429
+
+
+def is_overloaded(exc: BaseException) -> bool:
+    """The drop predicate the adaptive pool is given: an HTTP 429."""
+    return getattr(exc, "status", None) == 429
+
+
+@dataclass(slots=True)
+class ServiceModel:
+    """Latency as a function of the requests in flight (this one included).
+
+    Up to ``capacity`` in flight: ``base``. Beyond: the queue stretches it in
+    proportion (``n / capacity``), and thrashing by ``1 + thrash * excess``, so that
+    throughput falls past the knee as a real overloaded service's does. More than
+    ``cap_factor * capacity`` in flight: rejected (429), and a rejection in progress
+    weighs ``reject_cost`` of a request on the others (refusing is not free).
+    """
+
+    capacity: int
+    base: float = BASE
+    cap_factor: float = 1.5
+    thrash: float = 0.5
+    reject_cost: float = 0.25
+
+    @property
+    def cap(self) -> int:
+        """The most requests in flight the service accepts."""
+        return int(self.capacity * self.cap_factor)
+
+    def latency(self, in_flight: float) -> float:
+        """Seconds a request takes under a load of *in_flight* requests."""
+        c = self.capacity
+        excess = max(0, in_flight - c) / c
+        return self.base * max(1.0, in_flight / c) * (1 + self.thrash * excess)
+
+
+@dataclass(slots=True)
+class SimulatedService:
+    """The model served in this event loop; it records every answer ``(time, ok)``."""
+
+    model: ServiceModel
+    seed: int = 1
+    in_flight: int = 0
+    rejecting: int = 0
+    answers: list[tuple[float, bool]] = field(default_factory=list)
+    _rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def halve(self) -> None:
+        """The service loses half its capacity (and of its hard cap)."""
+        self.model = replace(self.model, capacity=self.model.capacity // 2)
+
+    async def request(self) -> None:
+        """One request: its latency, or ``Overloaded`` after one base latency."""
+        model = self.model
+        if self.in_flight >= model.cap:
+            self.rejecting += 1
+            try:
+                await asyncio.sleep(model.base)
+            finally:
+                self.rejecting -= 1
+            self.answers.append((time.monotonic(), False))
+            raise Overloaded("429 Too Many Requests")
+        self.in_flight += 1
+        try:
+            jitter = 1 + self._rng.uniform(-0.02, 0.02)
+            load = self.in_flight + model.reject_cost * self.rejecting
+            await asyncio.sleep(model.latency(load) * jitter)
+        finally:
+            self.in_flight -= 1
+        self.answers.append((time.monotonic(), True))
+
+
+class _Pool(Protocol):
+    """What the runs need of a pool: ``wp.AsyncPool``'s own names."""
+
+    async def __aenter__(self) -> _Pool: ...
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None: ...
+
+    async def submit(self, fn: Callable[[], Awaitable[None]], /) -> object: ...
+
+    def statistics(self) -> wp.PoolStatistics: ...
+
+
+class LimiterPool:
+    """A stand-alone driver of ``wp.Adaptive``: ``submit`` waits while the limiter has
+    no room, then runs the call as a task and reports its latency and drop. A fixed
+    count of n runs on it too, as ``Adaptive(min=n, max=n)``, so that every contender
+    pays the same overhead."""
+
+    def __init__(self, workers: wp.Adaptive) -> None:
+        self._spec = workers
+        self._limiter = workers.limiter()
+        self._room = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> LimiterPool:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await asyncio.gather(*self._tasks)
+
+    async def submit(self, fn: Callable[[], Awaitable[None]], /) -> None:
+        """Start *fn* once the limit allows one more in flight."""
+        limiter = self._limiter
+        while limiter.in_flight >= limiter.limit:
+            self._room.clear()
+            await self._room.wait()
+        limiter.on_start()
+        task = asyncio.create_task(self._run(fn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, fn: Callable[[], Awaitable[None]]) -> None:
+        t0 = time.monotonic()
+        dropped = False
+        try:
+            await fn()
+        except Exception as exc:
+            dropped = self._spec.is_drop(exc)
+        now = time.monotonic()
+        self._limiter.on_end(now - t0, dropped, now)
+        self._room.set()
+
+    def statistics(self) -> wp.PoolStatistics:
+        """The limit fields of the pool statistics (the counters are not kept)."""
+        lim = self._limiter
+        blank = StatsRecorder().snapshot(queued=0, running=lim.in_flight, workers=lim.limit,
+                                         busy=lim.in_flight, stuck=0)
+        return replace(blank, limit=lim.limit, limit_history=lim.history, drops=lim.drops)
+
+
+def _pool(workers: int | wp.Adaptive) -> _Pool:
+    # Once the engine takes Adaptive: wp.AsyncPool(workers=workers, queue_size=0).
+    return LimiterPool(workers if isinstance(workers, wp.Adaptive) else
+                       wp.Adaptive(min=workers, max=workers))
+
+
+# -- one run ---------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Run:
+    """What one pool did against the service: its answers, and its limit history."""
+
+    start: float
+    halved_at: float
+    end: float
+    answers: list[tuple[float, bool]]
+    history: tuple[LimitSample, ...] = ()
+
+    def rate(self, t0: float, t1: float, *, ok: bool = True) -> float:
+        """Answers of the kind *ok* per second between *t0* and *t1* (run seconds)."""
+        n = sum(1 for t, good in self.answers
+                if good == ok and t0 <= t - self.start < t1)
+        return n / (t1 - t0) if t1 > t0 else 0.0
+
+
+async def _run(workers: int | wp.Adaptive, phase: float) -> Run:
+    service = SimulatedService(ServiceModel(BEST))
+
+    async def call() -> None:
+        await service.request()
+
+    loop = asyncio.get_running_loop()
+    async with _pool(workers) as pool:
+        start = time.monotonic()
+        loop.call_later(phase, service.halve)
+        while time.monotonic() - start < 2 * phase:
+            await pool.submit(call)
+        history = pool.statistics().limit_history
+    return Run(start, start + phase, start + 2 * phase, service.answers, history)
+
+
+def run(workers: int | wp.Adaptive, phase: float) -> Run:
+    """Run *workers* against a fresh service: *phase* seconds at C*, as long at C*/2."""
+    return asyncio.run(_run(workers, phase))
+
+
+# -- what the adaptive run reached -------------------------------------------------------
+
+def _in_band(limit: int, best: float) -> bool:
+    return abs(limit - best) <= BAND * best
+
+
+def windows_to_reach(history: tuple[LimitSample, ...], best: float) -> int | None:
+    """1-based count of windows until the limit first falls within ±10% of *best*."""
+    return next((i + 1 for i, s in enumerate(history) if _in_band(s.limit, best)), None)
+
+
+def windows_to_settle(history: tuple[LimitSample, ...], best: float, hold: int = 5) -> (
+        int | None):
+    """1-based count of windows until the limit is within ±10% of *best* and stays
+    there for *hold* windows (fewer if the history ends sooner)."""
+    for i in range(len(history)):
+        if all(_in_band(s.limit, best) for s in history[i:i + hold]):
+            return i + 1
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Dynamics:
+    """The adaptive run's numbers."""
+
+    reach: float  # windows from min=1 to C* ±10% (inf: never)
+    overshoot: float  # % above C* at the highest limit before the halving
+    settle: float  # windows after the halving to settle at C*/2 ±10% (inf: never)
+    steady_429: float  # % of answers that were 429 outside the two transients
+    windows: int
+
+
+def dynamics(r: Run) -> Dynamics:
+    """Read ``Dynamics`` off an adaptive run."""
+    first = tuple(s for s in r.history if s.time < r.halved_at)
+    second = tuple(s for s in r.history if s.time >= r.halved_at)
+    reach = windows_to_reach(first, BEST)
+    settle = windows_to_settle(second, BEST / 2)
+    top = max((s.limit for s in first), default=0)
+    steady = []
+    if reach is not None:
+        steady.append((first[reach - 1].time, r.halved_at))
+    if settle is not None:
+        steady.append((second[settle - 1].time, r.end))
+    answered = [ok for t, ok in r.answers if any(a <= t < b for a, b in steady)]
+    share = 100 * answered.count(False) / len(answered) if answered else math.nan
+    return Dynamics(math.inf if reach is None else reach, 100 * (top / BEST - 1),
+                    math.inf if settle is None else settle, share, len(r.history))
+
+
+# -- the plot ----------------------------------------------------------------------------
+
+def plot(r: Run, fixed: dict[str, Run], path: Path) -> Path | None:
+    """Draw the adaptive run's limit and throughput over time (and the throughput of
+    the *fixed* runs) into *path*; None when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phase = r.halved_at - r.start
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
+    times = [s.time - r.start for s in r.history]
+    top.step(times, [s.limit for s in r.history], where="post", label="Adaptive limit")
+    top.plot([0, phase, phase, 2 * phase], [BEST, BEST, BEST / 2, BEST / 2], "k--",
+             label="C* (best concurrency)")
+    top.set_ylabel("concurrency")
+    top.legend(loc="upper right")
+    for name, run_ in [("Adaptive", r), *fixed.items()]:
+        length = run_.end - run_.start
+        step = length / 40
+        edges = [i * step for i in range(40)]
+        scale = 2 * phase / length  # shorter fixed runs, stretched
+        bottom.plot([t * scale for t in edges], [run_.rate(t, t + step) for t in edges],
+                    label=name, linewidth=2 if name == "Adaptive" else 1)
+    bottom.set_xlabel("seconds (capacity halves at the middle)")
+    bottom.set_ylabel("requests/s (OK)")
+    bottom.legend(loc="upper right", fontsize="small")
+    fig.suptitle(f"wp.Adaptive on a simulated service: C* = {BEST}, then {BEST // 2}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# -- the scenario ------------------------------------------------------------------------
+
+def _throughput(r: Run) -> float:
+    """OK answers per second over a run, each half's rate weighted alike (so that the
+    shorter fixed runs compare with the adaptive one)."""
+    half = r.halved_at - r.start
+    return (r.rate(0, half) + r.rate(half, 2 * half)) / 2
+
+
+@scenario
+def adaptive(quick: bool) -> dict[str, float]:
+    """Adaptive concurrency against fixed worker counts on a service whose capacity halves."""
+    phase, fixed_phase = (8.0, 1.0) if quick else (12.0, 2.0)
+    spec = wp.Adaptive(min=1, max=4 * BEST, window=0.1, drop=is_overloaded)
+    sweep = [20, 30, 40, 50] if quick else [20, 25, 30, 35, 40, 45, 50, 60]
+    ours = run(spec, phase)
+    fixed = {f"fixed {n}": run(n, fixed_phase) for n in sweep}
+    small, large = BEST // 8, 3 * BEST
+    edges = {f"fixed {small} (too small)": run(small, fixed_phase),
+             f"fixed {large} (too large)": run(large, fixed_phase)}
+    rates = {name: _throughput(r) for name, r in {**fixed, **edges}.items()}
+    best = max(fixed, key=lambda name: rates[name])
+    d = dynamics(ours)
+    path = plot(ours, {best: fixed[best], **edges},
+                Path(tempfile.gettempdir()) / "workpool-bench" / "dynamic-adaptive.png")
+    shown = f"plot: {path}" if path else "no plot: matplotlib not installed"
+    adaptive_rate = _throughput(ours)
+    contenders: list[tuple[str, Callable[[], float]]] = [
+        ("wp.Adaptive", lambda: adaptive_rate),
+        *[(f"{name} (best)" if name == best else name, lambda r=rate: r)
+          for name, rate in rates.items()]]
+    got = compare(contenders, unit="requests/s", baseline=f"{best} (best)",
+                  higher_is_better={"requests/s"}, repeats=1,
+                  title=f"throughput over the run, {BEST} then {BEST // 2}; {shown}",
+                  targets=[Target("wp.Adaptive", ">=", 0.9)])
+    got |= compare(
+        [("wp.Adaptive", lambda: {
+            "windows to C*": d.reach, "overshoot %": d.overshoot,
+            "windows to settle": d.settle, "429 % steady": d.steady_429})],
+        unit="windows to C*", repeats=1,
+        title=f"the limit, {d.windows} windows of >= {spec.window} s",
+        targets=[Target("wp.Adaptive", "<=", 20, on="value"),
+                 Target("wp.Adaptive", "<=", 25, on="value", unit="overshoot %"),
+                 Target("wp.Adaptive", "<=", 5, on="value", unit="windows to settle"),
+                 Target("wp.Adaptive", "<", 1, on="value", unit="429 % steady")])
+    return got
+
+
+# -- Autoscale on a burst ------------------------------------------------------------------
+
+class ScalerPool:
+    """A stand-alone driver of ``wp.Autoscale``: worker tasks over an ``asyncio.Queue``,
+    started as ``Scaler.to_start`` says when a task is submitted, each leaving once
+    ``Scaler.may_retire`` says so after ``idle_timeout`` without a task."""
+
+    def __init__(self, workers: wp.Autoscale) -> None:
+        self._scaler = workers.scaler()
+        self._queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = 0  # workers waiting for a task
+        self.ended = 0
+
+    @property
+    def workers(self) -> int:
+        """The workers alive now."""
+        return len(self._tasks)
+
+    @property
+    def history(self) -> tuple[tuple[float, int], ...]:
+        """``(time, workers)`` at each change."""
+        return self._scaler.history
+
+    async def __aenter__(self) -> ScalerPool:
+        self._grow(0)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _grow(self, backlog: int) -> None:
+        for _ in range(self._scaler.to_start(workers=self.workers, idle=self._idle,
+                                             backlog=backlog)):
+            task = asyncio.create_task(self._work())
+            self._tasks.add(task)
+            task.add_done_callback(self._left)
+        self._scaler.record(time.monotonic(), self.workers)
+
+    def _left(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._scaler.record(time.monotonic(), self.workers)
+
+    async def submit(self, fn: Callable[[], Awaitable[None]], /) -> None:
+        """Queue *fn*; start a worker for it if none is idle."""
+        self._queue.put_nowait(fn)
+        self._grow(self._queue.qsize())
+
+    async def _work(self) -> None:
+        scaler = self._scaler
+        while True:
+            idle_since = time.monotonic()
+            self._idle += 1
+            try:
+                fn = await asyncio.wait_for(self._queue.get(), scaler.idle_timeout)
+            except TimeoutError:
+                if scaler.may_retire(workers=self.workers, idle_since=idle_since,
+                                     now=time.monotonic()):
+                    return
+                continue
+            finally:
+                self._idle -= 1
+            await fn()
+            self.ended += 1
+
+
+def _scaled_pool(workers: wp.Autoscale) -> ScalerPool:
+    return ScalerPool(workers)  # once wired: wp.AsyncPool(workers=workers)
+
+
+async def _burst(workers: wp.Autoscale, n: int, task_s: float) -> dict[str, float]:
+    async def task() -> None:
+        await asyncio.sleep(task_s)
+
+    async with _scaled_pool(workers) as pool:
+        await asyncio.sleep(0.05)  # idle before the burst
+        t0 = time.monotonic()
+        for _ in range(n):
+            await pool.submit(task)
+        while pool.ended < n:
+            await asyncio.sleep(0.001)
+        done = time.monotonic()
+        deadline = done + workers.idle_timeout + 1.5
+        while pool.workers > workers.min and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        back = next((t for t, w in reversed(pool.history) if w == workers.min and t >= done),
+                    math.inf)
+        peak = max(w for _, w in pool.history)
+    return {"tasks/s": n / (done - t0), "s back to min": back - done, "peak workers": peak}
+
+
+@scenario
+def autoscale_burst(quick: bool) -> dict[str, float]:
+    """Autoscale on a burst of 10,000 tasks after idle, against a fixed pool of its max."""
+    top, idle_timeout = 100, 1.0
+    n, task_s = (10_000, 0.01) if quick else (10_000, 0.02)
+    scaled = wp.Autoscale(min=0, max=top, idle_timeout=idle_timeout)
+    fixed = wp.Autoscale(min=top, max=top, idle_timeout=idle_timeout)
+    got = compare(
+        [(f"fixed {top}", lambda: asyncio.run(_burst(fixed, n, task_s))["tasks/s"]),
+         ("wp.Autoscale", lambda: asyncio.run(_burst(scaled, n, task_s)))],
+        unit="tasks/s", baseline=f"fixed {top}", higher_is_better={"tasks/s"},
+        title=f"{n:,} tasks of {task_s * 1000:g} ms; Autoscale(min=0, max={top}, "
+              f"idle_timeout={idle_timeout:g})",
+        targets=[Target("wp.Autoscale", ">=", 0.95),
+                 Target("wp.Autoscale", "<=", idle_timeout + 1, on="value",
+                        unit="s back to min")])
+    return got
