@@ -38,6 +38,7 @@ import anyio
 import anyio.lowlevel
 
 from .._backends.aio import NO_LOT, Lot, lot_type
+from .._core.dynamic import Adaptive, Autoscale
 from .._core.exceptions import WouldBlock
 from .._core.metrics import register
 from .._core.options import check_timeout
@@ -107,7 +108,8 @@ class AsyncGroup(GroupBase):
 
     Args:
         limit: the most tasks in flight at once (None: no limit, every ``go``
-            starts its task at once).
+            starts its task at once); or a ``wp.Autoscale`` or ``wp.Adaptive`` for
+            the group's own pool (``go`` blocks at its ``max``), as for ``Group``.
         pool: a ``wp.AsyncPool`` to run the tasks on (with its timeout, retry, rate
             and budget), instead of an ``AsyncPool`` of the group's own; the group
             still applies its limit and cancellation and does not close the pool.
@@ -143,12 +145,13 @@ class AsyncGroup(GroupBase):
                  "_space", "_space_waiters", "_spec", "_stack", "_state",
                  "_timed_out", "_timeout", "_values")
 
-    def __init__(self, limit: int | None = None, *, pool: AsyncPool | None = None,
+    def __init__(self, limit: int | Autoscale | Adaptive | None = None, *,
+                 pool: AsyncPool | None = None,
                  timeout: float | None = None, name: str | None = None,
                  metrics: bool | str = False) -> None:
-        limit = check_limit(limit)
         if pool is not None and not isinstance(pool, AsyncPool):
             raise TypeError(f"pool must be a wp.AsyncPool or None, got {pool!r}")
+        limit, dynamic = check_limit(limit, pool)
         check_group_metrics(metrics, pool)
         self._limit = limit
         self._timeout = check_timeout(timeout)
@@ -157,7 +160,7 @@ class AsyncGroup(GroupBase):
         self._direct = self._own  # go() queues on the own pool itself: not cancelled
         if pool is None:
             size = limit or UNLIMITED  # the limit bounds the queue too: it never fills
-            pool = AsyncPool(size, queue_size=size, name=self._name)
+            pool = AsyncPool(dynamic or size, queue_size=size, name=self._name)
             pool._lazy = True
         self._pool = pool
         engine = self._engine = pool._engine

@@ -268,15 +268,15 @@ class PoolStage(StageRuntime):
         if spec.kind == "process":
             from .._pools.process import ProcessPool
 
-            return ProcessPool(spec.workers, rate=spec.rate, name=name)
+            return ProcessPool(spec.pool_workers, rate=spec.rate, name=name)
         if spec.kind == "dask":
             from .._pools.dask import DaskPool
 
-            return DaskPool(self.run.dask_client(), workers=spec.workers, rate=spec.rate,
+            return DaskPool(self.run.dask_client(), workers=spec.pool_workers, rate=spec.rate,
                             name=name)
         from .._pools.executor import ThreadPool
 
-        return ThreadPool(spec.workers, rate=spec.rate, name=name)
+        return ThreadPool(spec.pool_workers, rate=spec.rate, name=name)
 
     def _submit(self, values: list[Any], envs: list[Any]) -> Future[Chunk]:
         spec = self.spec

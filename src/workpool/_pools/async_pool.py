@@ -30,8 +30,10 @@ from .._core.exceptions import PoolClosed, QueueFull, WouldBlock
 from .._core.metrics import check_metrics, register
 from .._core.options import (
     OnError,
+    Workers,
     check_map_args,
     check_pool_options,
+    check_resize,
     check_schedule_args,
     check_timeout,
     pool_workers,
@@ -119,13 +121,13 @@ class AsyncPool:
                 print(page)
     """
 
-    def __init__(self, workers: int | None = None, *, max_workers: int | None = None,
+    def __init__(self, workers: Workers | None = None, *, max_workers: int | None = None,
                  queue_size: int = 1024, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
                  initargs: Iterable[Any] = (), name: str | None = None,
                  budget: AsyncSemaphore | None = None, metrics: bool | str = False) -> None:
-        count = pool_workers(workers, max_workers, 100)
+        count, dynamic = pool_workers(workers, max_workers, 100)
         check_pool_options(queue_size, retry, rate, initializer)
         check_metrics(metrics)
         if budget is not None and not isinstance(budget, AsyncSemaphore):
@@ -137,7 +139,8 @@ class AsyncPool:
         self._engine = engine = Engine(
             backend, workers=count, queue_size=queue_size, timeout=check_timeout(timeout),
             retry=retry, bucket=None if rate is None else rate.bucket(), name=self._name,
-            broken_type=PoolClosed)
+            broken_type=PoolClosed, dynamic=dynamic)
+        self._dynamic = dynamic
         self._state = NEW
         # Start the workers as tasks need them (AsyncGroup's own pool), not up front.
         self._lazy = False
@@ -168,7 +171,10 @@ class AsyncPool:
         self._state = OPEN
         try:
             if not self._lazy:
-                self._engine.start(self._engine.target)
+                engine = self._engine
+                # A dynamic pool starts at its floor: Autoscale's min, Adaptive's limit.
+                scaler = engine.scaler
+                engine.start(engine.target if scaler is None else scaler.min)
                 # A failing initializer fails the start, with its own error.
                 await backend.wait_initialized()
                 if backend.init_error is not None:
@@ -562,6 +568,28 @@ class AsyncPool:
                      window=window, chunksize=chunksize, on_error=on_error, timeout=timeout,
                      budget=self._budget)
         return track_async(MapResults(run, on_error), progress, iterables, run.where)
+
+    def resize(self, workers: int | None = None, *, min: int | None = None,
+               max: int | None = None) -> None:
+        """Change the pool's size while it runs.
+
+        A fixed pool keeps *workers* from now on. An Autoscale pool takes a new
+        ``max`` (*workers*, or ``max=``) and ``min``; an Adaptive pool new bounds for
+        its limit (``min=``, ``max=``). Workers above the new size leave: idle ones at
+        once, busy ones when their task ends (no task is stopped or lost); when the
+        size grows, queued tasks get new workers at once.
+
+        Raises:
+            TypeError: a count where bounds are expected (or the other way round).
+            ValueError: a count below 1, or bounds that break the policy's rules.
+
+        Example::
+
+            pool.resize(32)                      # a fixed pool
+            pool.resize(min=2, max=64)           # an Autoscale pool
+        """
+        check_resize(self._dynamic, workers, min, max)
+        self._engine.resize(workers, low=min, high=max)
 
     # -- what is going on -----------------------------------------------------------------
 

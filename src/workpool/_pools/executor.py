@@ -25,10 +25,12 @@ from .._core.metrics import check_metrics, register
 from .._core.options import (
     Cost,
     OnError,
+    Workers,
     check_budget,
     check_grace,
     check_map_args,
     check_pool_options,
+    check_resize,
     check_schedule_args,
     check_timeout,
     pool_workers,
@@ -88,14 +90,14 @@ class ExecutorPool(Executor):
     _chunk_target: ClassVar[float]  # seconds a map chunk should take
     _max_chunk: ClassVar[int]
 
-    def __init__(self, workers: int | None = None, *, max_workers: int | None = None,
+    def __init__(self, workers: Workers | None = None, *, max_workers: int | None = None,
                  queue_size: int = 1024, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
                  initargs: tuple[Any, ...] = (), name: str | None = None,
                  budget: Budget | None = None, thread_name_prefix: str = "",
                  metrics: bool | str = False) -> None:
-        count = pool_workers(workers, max_workers, self._default_workers())
+        count, dynamic = pool_workers(workers, max_workers, self._default_workers())
         check_pool_options(queue_size, retry, rate, initializer)
         check_budget(budget, (Semaphore, MemoryBudget))
         check_metrics(metrics)
@@ -111,7 +113,8 @@ class ExecutorPool(Executor):
         self._engine = Engine(
             self._backend, workers=count, queue_size=queue_size, timeout=self._timeout,
             retry=retry, bucket=None if rate is None else rate.bucket(), name=self._name,
-            broken_type=self._broken_type)
+            broken_type=self._broken_type, dynamic=dynamic)
+        self._dynamic = dynamic
         # What the backend prepared once per run of chunks (a map, a pipeline stage),
         # kept while the run lives.
         self._runs: weakref.WeakKeyDictionary[ChunkRun, Run] = weakref.WeakKeyDictionary()
@@ -132,8 +135,33 @@ class ExecutorPool(Executor):
 
     @property
     def workers(self) -> int:
-        """The number of workers the pool keeps."""
-        return self._workers
+        """The number of workers the pool keeps (a dynamic pool: the most it may have
+        now, its ``max`` or its adaptive limit)."""
+        return self._engine.target
+
+    def resize(self, workers: int | None = None, *, min: int | None = None,
+               max: int | None = None) -> None:
+        """Change the pool's size while it runs.
+
+        A fixed pool keeps *workers* from now on. An Autoscale pool takes a new
+        ``max`` (*workers*, or ``max=``) and ``min``; an Adaptive pool new bounds for
+        its limit (``min=``, ``max=``). Workers above the new size leave: idle ones at
+        once, busy ones when their task ends (no task is stopped or lost); when the
+        size grows, queued tasks get new workers at once.
+
+        Raises:
+            TypeError: a count where bounds are expected (or the other way round).
+            ValueError: a count below 1, or bounds that break the policy's rules.
+
+        Example::
+
+            pool.resize(32)                      # a fixed pool
+            pool.resize(min=2, max=64)           # an Autoscale pool
+        """
+        check_resize(self._dynamic, workers, min, max)
+        self._engine.resize(workers, low=min, high=max)
+        if self._dynamic is None:
+            self._max_workers = self._engine.target
 
     # -- submitting ------------------------------------------------------------------
 
@@ -431,7 +459,7 @@ class ExecutorPool(Executor):
 
     def __repr__(self) -> str:
         stats = self.statistics()
-        return (f"<{type(self).__name__} {self._name!r} workers={self._workers} "
+        return (f"<{type(self).__name__} {self._name!r} workers={self.workers} "
                 f"running={stats.running} queued={stats.queued}>")
 
 

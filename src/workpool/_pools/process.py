@@ -16,6 +16,7 @@ from typing import Any, final
 # Imported with the module, not at the first pool: a pool starts as fast as the stdlib's.
 from .._backends._pickling import can_send
 from .._backends.process import ProcessBackend
+from .._core.options import Workers
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
@@ -144,7 +145,7 @@ class ProcessPool(ExecutorPool):
     _chunk_target = 0.02
     _max_chunk = 8192
 
-    def __init__(self, workers: int | None = None, *, max_workers: int | None = None,
+    def __init__(self, workers: Workers | None = None, *, max_workers: int | None = None,
                  queue_size: int = 1024, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
