@@ -382,6 +382,12 @@ class ProcessBackend(Backend):
     def close(self) -> None:
         with self._lock:  # forked workers no worker took: intake is over, let them go
             spares, self._spares = self._spares, []
+            # A reader left with no worker (an Autoscale pool at min=0) waits for
+            # nothing: woken, it sees intake is over and ends.
+            if self._reader is not None and not self._signalled and self._wake_fds:
+                self._signalled = True
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_fds[1], b"\0")
         for process, conn in spares:
             with contextlib.suppress(OSError):
                 conn.send_bytes(_STOP)
