@@ -76,7 +76,8 @@ class Pipeline(Generic[T_co]):
     for a dynamic stage, whose current workers or limit the live view shows), ``kind``
     ("thread", "process", "async", "dask": on a ``wp.DaskPool`` over the current
     default ``distributed.Client``, or, when there is none, a ``LocalCluster`` the run
-    starts for its dask stages and closes at its end; ``workers`` is then the most chunks in flight on the cluster),
+    starts for its dask stages and closes at its end; ``workers`` is then the most
+    chunks in flight on the cluster),
     ``buffer`` (the bounded queue to the next stage, default ``max(64, 2 * workers)``),
     ``ordered``, ``timeout``, ``retry``, ``rate``, ``on_error`` ("raise", "return",
     "collect" or "skip", as on every pool's ``map``), ``budget`` and ``cost`` (a
