@@ -90,7 +90,12 @@ class StageRuntime:
 
     @property
     def workers(self) -> int:
-        """Workers the stage runs its function on."""
+        """Workers the stage runs its function on now: a dynamic stage's current
+        workers (``wp.Autoscale``) or limit (``wp.Adaptive``), as the live view shows."""
+        if self.spec.dynamic is not None:
+            stats = self.statistics()
+            if stats is not None:
+                return stats.limit if stats.limit is not None else stats.workers
         return self.spec.workers
 
     def start(self) -> None:
