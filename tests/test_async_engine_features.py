@@ -318,7 +318,7 @@ async def test_a_running_task_cancelled_is_not_retried() -> None:
     assert (gate.entered, stats.retried, stats.cancelled) == (1, 0, 1)
 
 
-async def test_a_retry_after_a_backoff_comes_back_from_the_timer_thread() -> None:
+async def test_a_retry_after_a_backoff_comes_back_without_a_timer_thread() -> None:
     attempts: list[int] = []
 
     async def flaky() -> int:
@@ -330,6 +330,7 @@ async def test_a_retry_after_a_backoff_comes_back_from_the_timer_thread() -> Non
     async with wp.AsyncPool(1, retry=wp.Retry(attempts=3, backoff=0.01)) as pool:
         with anyio.fail_after(WAIT):
             assert await pool.run(flaky) == 3
+        assert not [t for t in threading.enumerate() if t.name.endswith("_timer")]
     assert attempts == [1, 2, 3]
     assert pool.statistics().retried == 2
 
@@ -349,3 +350,30 @@ async def test_a_cancellation_around_the_pool_lists_each_unfinished_task_once() 
     assert sorted(map(id, pool.unfinished)) == sorted(map(id, futures))
     stats = pool.statistics()
     assert (stats.submitted, stats.cancelled, stats.workers) == (7, 7, 0)
+
+
+async def test_a_retry_that_needs_a_new_worker_starts_it_on_the_loop() -> None:
+    # The backoff's task re-queues the retry while the one worker is busy and the lazy
+    # pool is below its size: it starts a worker task, on the loop.
+    gate = Gate()
+    failed = anyio.Event()
+
+    async def flaky() -> str:
+        if not failed.is_set():
+            failed.set()
+            raise Boom
+        return "again"
+
+    async with lazy_pool(2, retry=wp.Retry(attempts=2, backoff=0.1)) as pool:
+        job = await pool.submit(flaky)
+        with anyio.fail_after(WAIT):
+            await failed.wait()
+        blocker = await pool.submit(gate.task, "held")  # the one worker takes it
+        await gate.wait_entered(1)
+        assert pool.statistics().workers == 1
+        with anyio.fail_after(WAIT):
+            assert await job == "again"
+        assert pool.statistics().workers == 2
+        gate.opened.set()
+        with anyio.fail_after(WAIT):
+            assert await blocker == "held"

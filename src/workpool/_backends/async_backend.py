@@ -25,8 +25,10 @@ cancel scope, replaced only once a task is interrupted (``interrupt``: the scope
 cancelled, the task ends ``TASK_STOPPED``, the worker goes on in a fresh one); deadlines
 are cancel scopes with a deadline on the loop (``own_deadlines``), not timer calls.
 
-Calls from other threads (the engine's timer thread re-queues a retried task:
-``resume``, ``spawn``) hop onto the loop's thread; on it they act at once.
+Every call into the backend comes from the loop's thread, so nothing here takes a lock
+or hops between threads: the engine's timed calls are the loop's too (deadlines are
+cancel scopes, ``own_deadlines``; a retry's backoff is a task, ``call_later``), and
+AsyncPool is driven from the loop alone.
 
 A sync callable runs in a worker thread through a ``ThreadCall``, which the pool may
 give up on (at the task's timeout, or a shutdown out of time) while the thread,
@@ -60,6 +62,7 @@ import anyio.to_thread
 
 from .._core.context import TaskContext, WorkerSlot, current, install_slot
 from .._core.exceptions import Cancelled
+from .._core.timer import TimerHandle
 from .._engine.async_task import (
     QUEUED,
     RUNNING,
@@ -72,7 +75,7 @@ from .._engine.async_task import (
 )
 from .._engine.contract import TASK_FAILED, TASK_OK, TASK_STOPPED, Backend, Task, Worker
 from .._engine.engine import settle
-from .aio import AsyncioLot, Lot, call_soon_threadsafe, lot_type, no_lot
+from .aio import NO_LOT, AsyncioLot, Lot, lot_type, no_lot
 
 __all__ = ["DAEMON_THREADS", "AsyncBackend", "AsyncWorker", "DaemonThreads", "ThreadCall",
            "is_cancellation"]
@@ -101,9 +104,9 @@ class AsyncWorker(Worker):
 
     __slots__ = ("call", "inbox", "lot", "reason", "restart", "scope")
 
-    def __init__(self, worker_id: int, lot: Lot) -> None:
+    def __init__(self, worker_id: int) -> None:
         super().__init__(worker_id)
-        self.lot = lot
+        self.lot: Lot = NO_LOT  # made on the loop, in spawn
         self.inbox: Task | None = None
         self.scope: anyio.CancelScope | None = None
         self.restart = False
@@ -140,8 +143,6 @@ class AsyncBackend(Backend):
         # The futures of tasks its workers ended because of a cancellation around the
         # pool (the pool lists them as unfinished).
         self.stopped: dict[Any, None] = {}
-        self._thread = 0  # the loop's thread
-        self._soon: Callable[[Callable[[], object]], None] = _nothing
 
     def bind(self, tg: Any) -> None:
         """In the event loop: start workers in *tg* from now on."""
@@ -156,59 +157,58 @@ class AsyncBackend(Backend):
         # returns (and anyio's default one is shared: 40 threads in all).
         self.limiter = anyio.CapacityLimiter(math.inf)
         self.tg = tg
-        self._thread = threading.get_ident()
-        self._soon = call_soon_threadsafe()
-
-    def _on_loop(self, fn: Callable[[], object]) -> bool:
-        """Whether the caller is on the loop's thread; if not, *fn* runs there soon."""
-        if threading.get_ident() == self._thread:
-            return True
-        self._soon(fn)
-        return False
 
     # -- the workers ------------------------------------------------------------------
 
     def new_worker(self, worker_id: int) -> Worker:
-        return AsyncWorker(worker_id, self.new_lot())
+        return AsyncWorker(worker_id)
 
     def spawn(self, worker: Worker) -> None:
         assert isinstance(worker, AsyncWorker)
-        if self._on_loop(partial(self.spawn, worker)):
-            self.alive += 1
-            self.workers.append(worker)
-            if self.initializer is not None:
-                self.initializing += 1
-            self.tg.start_soon(self._work, worker,
-                               name=f"{self.engine.name}_{worker.slot.worker_id}")
+        worker.lot = self.new_lot()
+        self.alive += 1
+        self.workers.append(worker)
+        if self.initializer is not None:
+            self.initializing += 1
+        self.tg.start_soon(self._work, worker,
+                           name=f"{self.engine.name}_{worker.slot.worker_id}")
 
     def resume(self, worker: Worker, task: Task) -> None:
         assert isinstance(worker, AsyncWorker)
         worker.inbox = task
-        if self._on_loop(worker.lot.unpark):
-            worker.lot.unpark()
+        worker.lot.unpark()
 
     def release(self, worker: Worker) -> None:
         assert isinstance(worker, AsyncWorker)
-        if self._on_loop(worker.lot.unpark):
-            worker.lot.unpark()
+        worker.lot.unpark()
 
     def room(self, every: bool = False) -> bool:
         space = self.space
         if space is None or not space.waiters:
             return False
-        if self._on_loop(self._room_all):
-            if every:
-                space.unpark_all()
-            else:
-                space.unpark()
+        if every:
+            space.unpark_all()
+        else:
+            space.unpark()
         return True
-
-    def _room_all(self) -> None:
-        if self.space is not None:
-            self.space.unpark_all()
 
     def stray(self) -> int:
         return self.stuck
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        """A retry's backoff, kept on the loop by a task of the pool's (no timer
+        thread): the re-queue runs on the loop, where starting a worker task works."""
+        handle = _LoopTimerHandle(time.monotonic() + delay, callback)
+        self.tg.start_soon(self._later, delay, handle,
+                           name=f"{self.engine.name}_retry")
+        return handle
+
+    async def _later(self, delay: float, handle: _LoopTimerHandle) -> None:
+        with anyio.CancelScope() as scope:
+            handle.scope = scope
+            await anyio.sleep(delay)
+        if not handle.cancelled:
+            handle.callback()
 
     # -- stopping ---------------------------------------------------------------------
 
@@ -218,8 +218,6 @@ class AsyncBackend(Backend):
         context, and the worker waits for the thread). *reason* is what its future is
         cancelled with (default: "cancelled while running", or "by shutdown")."""
         assert isinstance(worker, AsyncWorker)
-        if not self._on_loop(partial(self.interrupt, worker, task, reason)):
-            return
         if worker.task is not task:
             return
         ctx = worker.slot.ctx
@@ -235,8 +233,6 @@ class AsyncBackend(Backend):
         fails with *error* now, the thread runs on counted as stuck); an async task
         is interrupted."""
         assert isinstance(worker, AsyncWorker)
-        if not self._on_loop(partial(self.give_up, worker, task, error)):
-            return
         call = worker.call
         if call is not None and worker.task is task:
             # Said as every task a shutdown stops on this pool says it.
@@ -519,8 +515,20 @@ class AsyncBackend(Backend):
         raise self.engine.timed_out(task)
 
 
-def _nothing(fn: Callable[[], object]) -> None:
-    """Hops nowhere: the backend is not bound to a loop yet."""
+class _LoopTimerHandle(TimerHandle):
+    """A timed call kept by a task of the loop: cancelling it (on the loop) ends the
+    task's wait too, so that no task waits out a backoff nobody needs."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        super().__init__(when, callback)
+        self.scope: anyio.CancelScope | None = None
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 def _in_thread(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

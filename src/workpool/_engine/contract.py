@@ -314,6 +314,12 @@ class Backend(ABC):
         whose callers block in ``Engine.put`` need nothing here."""
         return False
 
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run *callback* (a retry's re-queue) after *delay* seconds, cancellably: on
+        the engine's timer thread, unless the backend keeps time itself (an event
+        loop's, in a task of its own: the callback then runs on the loop)."""
+        return self.engine.timer().call_later(delay, callback)
+
     def stray(self) -> int:
         """Calls given up on that still run outside any worker (a thread an event
         loop's worker stopped waiting for), counted as ``stuck`` in statistics."""

@@ -14,8 +14,9 @@ shutdown and statistics; how a unit of work runs is the ``Backend``'s
     an async caller: put(block=False) ── QueueFull ── want_room, park in the event
         loop; room freed calls backend.room, which wakes it to put() again
 
-    timer thread ── retry re-queue, per-task deadline (backend.give_up), unless the
-                    backend keeps deadlines itself (``own_deadlines``: a cancel scope)
+    timer thread ── retry re-queue (backend.call_later), per-task deadline
+                    (backend.give_up); an event loop's backend keeps both on the
+                    loop (``own_deadlines``: a cancel scope; call_later: a task)
 
     a worker (a thread; the process backend's reader for a child; a task of an
     event loop, ``_backends/async_backend.py``):
@@ -46,8 +47,8 @@ as one woken: it calls ``woke`` once it runs, so that a burst starts workers one
 time, in order, as those running fall behind.
 
 ``_requeue`` is the timer's way in: a retried task skips the bound, as it was admitted
-once already. A backend whose workers live on another thread (an event loop's) hops
-there in its ``resume`` and ``spawn``.
+once already; it runs where the backend's ``call_later`` runs it (the timer thread,
+or an event loop's task).
 
 For front ends that own some of the work: ``withdraw`` takes queued and retrying tasks
 that match out (a cancelled ``AsyncFuture``, a ``map`` run left early, a failed group's
@@ -374,6 +375,8 @@ class Engine:
                 return TASK_CANCELLED, None
         elif self.stop.is_set():
             return TASK_FAILED, Cancelled("cancelled by shutdown")
+        elif task.future.done():  # a retry cancelled once handed to this worker
+            return TASK_CANCELLED, None
         slot = worker.slot
         timeout = task.timeout
         if timeout is None:
@@ -704,7 +707,7 @@ class Engine:
         return policy.delay_for(error, task.attempt - 1)
 
     def _schedule_retry(self, task: Task, delay: float) -> None:
-        handle = self.timer().call_later(delay, partial(self._requeue, task))
+        handle = self.backend.call_later(delay, partial(self._requeue, task))
         with self._lock:
             if task in self._retrying:
                 self._retrying[task] = handle
