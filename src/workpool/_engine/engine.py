@@ -124,6 +124,8 @@ class Engine:
         self.limiter: Limiter | None = None
         self._adaptive: Adaptive | None = None
         self._sweep_at: float | None = None  # when the idle sweep is due, if armed
+        self._sweep: TimerHandle | None = None
+        self._timer_lock = threading.Lock()
         if isinstance(dynamic, Autoscale):
             self.scaler = dynamic.scaler()
             self.target = dynamic.max
@@ -522,23 +524,22 @@ class Engine:
             self.scaler.record(time.monotonic(), self._alive)
 
     def _arm_sweep(self, when: float) -> None:
-        """Under the lock: make sure the idle sweep runs by *when* (the timer's own
-        lock is taken inside the engine's, never the other way round)."""
+        """Under the lock: make sure the idle sweep runs by *when*, where the backend
+        keeps time (the timer thread, or an event loop's task: the sweep then runs on
+        the loop, where its workers may be released)."""
         if self._sweep_at is not None and self._sweep_at <= when:
             return
-        timer = self._timer
-        if timer is None or timer.closed:
-            timer = self._timer = Timer(f"{self.name}_timer")
         self._sweep_at = when
-        timer.call_at(when, self._sweep)
+        self._sweep = self.backend.call_later(max(0.0, when - time.monotonic()),
+                                              self._sweep_idle)
 
-    def _sweep(self) -> None:
+    def _sweep_idle(self) -> None:
         """The timer's call: workers of an Autoscale pool idle for ``idle_timeout``
         leave, the longest idle first, down to ``min``; it comes again for the next."""
         scaler = self.scaler
         assert scaler is not None
         with self._lock:
-            self._sweep_at = None
+            self._sweep_at = self._sweep = None
             now = time.monotonic()
             parked = self._parked
             retired = False
@@ -716,7 +717,10 @@ class Engine:
         """The pool's timer thread (started on first use)."""
         timer = self._timer
         if timer is None or timer.closed:
-            with self._lock:
+            # A lock of its own, not the engine's: a backend's call_later may be asked
+            # under the engine's lock (the idle sweep), and the timer's lock is only
+            # ever taken after the engine's, never before.
+            with self._timer_lock:
                 if self._timer is None or self._timer.closed:
                     self._timer = Timer(f"{self.name}_timer")
                 timer = self._timer
@@ -763,6 +767,9 @@ class Engine:
             self.backend.room(every=True)
             if not self._size and not self._retrying:
                 self._release_idle()
+            if self._sweep is not None:  # nothing idles past a close
+                self._sweep.cancel()
+                self._sweep_at = self._sweep = None
         self.backend.close()
 
     def cancel_pending(self) -> list[TaskFuture]:
@@ -928,6 +935,8 @@ class Engine:
         self._retrying = {}
         self._maps = set()
         self._timer = None
+        self._timer_lock = threading.Lock()
+        self._sweep_at = self._sweep = None
         self.state = CLOSING
         self.halted = True
         self.closed_error = (PoolClosed, "cannot schedule new futures in a forked child "
