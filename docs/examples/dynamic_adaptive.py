@@ -53,7 +53,7 @@ async def main():
         halved = time.perf_counter() + 0.5     # the clock of limit_history's times
         asyncio.get_running_loop().call_later(0.5, setattr, service, "best", 4)
         # map reads ahead 4 x the limit it starts with by default: let it read more.
-        answers = [n async for n in pool.map(service.request, range(700), window=256)]
+        answers = [n async for n in pool.map(service.request, range(700))]
         s = pool.statistics()
     before = [w.limit for w in s.limit_history if w.time < halved]
     after = [w.limit for w in s.limit_history if w.time > halved + 0.3]

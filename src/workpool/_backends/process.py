@@ -342,7 +342,7 @@ class ProcessBackend(Backend):
         fork and the reader starts.
         """
         ctx = multiprocessing.get_context("fork")
-        for worker_id in range(self.engine.target):
+        for worker_id in range(self.engine.eager):
             parent_conn, child_conn = ctx.Pipe()
             process = ctx.Process(
                 target=_child.main, name=f"{self.engine.name}_{worker_id}", daemon=False,

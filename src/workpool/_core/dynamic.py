@@ -338,6 +338,11 @@ class Limiter:
         self._max_flight = self.in_flight
 
     @property
+    def max(self) -> int:
+        """The highest the limit may go."""
+        return self._spec.max
+
+    @property
     def history(self) -> tuple[LimitSample, ...]:
         """The last 512 closed windows, oldest first."""
         return tuple(self._history)

@@ -187,12 +187,16 @@ class Scheduler(Protocol):
     and the step that drives a worker."""
 
     name: str  # the pool's name: workers' and threads' names start with it
-    target: int  # how many workers the pool keeps
+    target: int  # how many workers the pool keeps (a dynamic pool: the most, now)
     bucket: TokenBucket | None  # the pool's rate limit
     stop: threading.Event  # set once queued work is cancelled: rate-limit waits end
     halted: bool  # set by the hard stop: nothing more may start
     state: int  # OPEN, or CLOSING once intake is over
     waking: int  # 1 while a worker woken by resume must call woke() (lazy_wake)
+
+    @property
+    def eager(self) -> int:
+        """How many workers may start at once with the first task."""
 
     def begin(self, worker: Worker, task: Task) -> tuple[int, Any] | None:
         """*task* is about to run on *worker*: None to run it, or its outcome."""

@@ -518,6 +518,15 @@ class Engine:
 
     # -- dynamic pools: Autoscale and Adaptive -------------------------------------------
 
+    @property
+    def eager(self) -> int:
+        """How many workers a backend may start at once when the first task comes
+        (the process backend forks them while the caller has one thread): all of a
+        fixed pool's; an Autoscale pool's ``min`` and one spare, so that an idle
+        dynamic pool holds no more than it was asked to."""
+        scaler = self.scaler
+        return self.target if scaler is None else min(self.target, scaler.min + 1)
+
     def _record(self) -> None:
         """Under the lock: note the worker count in an Autoscale pool's history."""
         if self.scaler is not None:

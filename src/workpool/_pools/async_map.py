@@ -164,7 +164,10 @@ class MapRun:
                          else time.monotonic() + timeout)
         self.auto = chunksize == "auto" and spec.fast
         self.chunk = int(chunksize) if isinstance(chunksize, int) and spec.fast else 1
-        self.window = window if window is not None else 4 * engine.target
+        # Four items per worker the pool may have (a dynamic pool's most, not its
+        # current count: an adaptive limit could not grow past a window sized on it).
+        most = engine.target if engine.limiter is None else engine.limiter.max
+        self.window = window if window is not None else 4 * most
         self.max_chunk = max(1, self.window // 4)
         # The consumer reads the input in steps of an eighth of the window.
         self.refill_at = self.window - max(1, self.window // 8)
