@@ -87,7 +87,8 @@ def test_defaults_and_aliases() -> None:
     ({"timeout": "soon"}, TypeError, r"^timeout must be a number of seconds or None"),
     ({"retry": 3}, TypeError, r"^retry must be a wp.Retry or None, got 3$"),
     ({"rate": 10}, TypeError, r"^rate must be a wp.RateLimit or None, got 10$"),
-    ({"workers": "4"}, TypeError, r"^workers must be an int, got '4'$"),
+    ({"workers": "4"}, TypeError,
+     r"^workers must be an int, a wp.Autoscale or a wp.Adaptive, got '4'$"),
 ])
 def test_bad_configuration_is_refused_with_the_rule(options: dict[str, Any],
                                                     error: type[Exception],

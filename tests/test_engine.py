@@ -22,10 +22,12 @@ from workpool._core.context import install_slot
 from workpool._engine.contract import (
     TASK_FAILED,
     TASK_OK,
+    TASK_STOPPED,
     Backend,
     Scheduler,
     Task,
     Worker,
+    new_call,
 )
 from workpool._engine.engine import Engine
 
@@ -240,3 +242,128 @@ def test_fast_tasks_are_counted_exactly_and_their_latency_sampled() -> None:
     assert 0 < stats.run_time_p50 <= stats.run_time_p99
     assert 0 <= stats.queue_wait_p50 <= stats.queue_wait_p99
     assert stats.throughput > 0
+
+
+# -- what the engine offers front ends that own some of the work (AsyncPool's) ---------
+
+
+class RoomBackend(QueueBackend):
+    """Counts the engine's calls to ``room`` (a waiter parked outside a thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rooms: list[bool] = []
+        self.waiting = 0
+
+    def room(self, every: bool = False) -> bool:
+        self.rooms.append(every)
+        if not self.waiting:
+            return False
+        self.waiting -= 1
+        return True
+
+
+def _task(fn: Any, *args: Any, priority: int = 0, retry: wp.Retry | None = None) -> Task:
+    return Task(fn, args, {}, Future(), priority, retry=retry)
+
+
+def test_new_call_makes_the_task_task_makes() -> None:
+    future: Future[Any] = Future()
+    made = new_call(_tasks.square, (3,), {"k": 1}, future, 5, 2.0, None, "key", "payload")
+    plain = Task(_tasks.square, (3,), {"k": 1}, future, 5, 2.0, None, "key",
+                 payload="payload")
+    assert {name: getattr(made, name) for name in Task.__slots__} == {
+        name: getattr(plain, name) for name in Task.__slots__}
+
+
+def test_withdraw_takes_matching_queued_tasks_out_and_counts_them_cancelled() -> None:
+    gate = threading.Event()
+    backend = QueueBackend()
+    try:
+        engine = _engine(backend, workers=1)
+        blocker = _put(engine, gate.wait, WAIT)
+        tasks = [_task(_tasks.square, i, priority=i % 2) for i in range(6)]
+        for task in tasks:
+            engine.put(task)
+        queued, retrying = engine.withdraw(lambda t: t.args[0] % 3 == 0)
+        assert ([t.args[0] for t in queued], retrying) == ([3, 0], [])  # priority order
+        assert engine.statistics().queued == 4
+        gate.set()
+        assert blocker.result(WAIT) is True
+        kept = [t for t in tasks if t not in queued]
+        assert [t.future.result(WAIT) for t in kept] == [1, 4, 16, 25]  # type: ignore[attr-defined]
+        assert all(not t.future.done() for t in queued)  # the caller settles them
+        engine.close_intake()
+        assert engine.join(time.monotonic() + WAIT)
+        stats = engine.statistics()
+        assert (stats.submitted, stats.completed, stats.cancelled) == (7, 5, 2)
+    finally:
+        gate.set()
+        backend.stop()
+
+
+def test_start_starts_workers_up_to_the_target_before_any_task() -> None:
+    backend = QueueBackend()
+    try:
+        engine = _engine(backend, workers=3)
+        engine.start(5)
+        engine.start(1)  # at the target already
+        assert _until(lambda: engine.statistics().idle == 3)
+        assert engine.statistics().workers == 3
+        assert _put(engine, _tasks.square, 4).result(WAIT) == 16
+        engine.close_intake()
+        assert engine.join(time.monotonic() + WAIT)
+        assert engine.statistics().workers == 0
+    finally:
+        backend.stop()
+
+
+def test_a_task_stopped_while_running_is_counted_cancelled_and_never_retried() -> None:
+    backend = QueueBackend()
+    try:
+        engine = _engine(backend, workers=1)
+        worker = backend.new_worker(99)
+        task = _task(_tasks.square, 2, retry=wp.Retry(attempts=3, backoff=0))
+        assert engine.begin(worker, task) is None
+        assert engine.end(worker, task, TASK_STOPPED, wp.Cancelled("stopped"), 0.0) is None
+        with pytest.raises(wp.Cancelled, match=r"^stopped$"):
+            task.future.result(0)  # type: ignore[attr-defined]
+        stats = engine.statistics()
+        assert (stats.cancelled, stats.retried, stats.failed) == (1, 0, 0)
+    finally:
+        backend.stop()
+
+
+def test_room_is_called_while_a_waiter_is_parked_and_no_longer() -> None:
+    gate = threading.Event()
+    backend = RoomBackend()
+    try:
+        engine = _engine(backend, workers=1, queue_size=1)
+        blocker = _put(engine, gate.wait, WAIT)
+        engine.put(_task(_tasks.square, 1))
+        with pytest.raises(wp.QueueFull, match=r"^queue is full \(1 tasks\)$"):
+            engine.put(_task(_tasks.square, 2), block=False)
+        backend.waiting = 1
+        engine.want_room(1)
+        gate.set()
+        assert blocker.result(WAIT) is True
+        assert _until(lambda: engine.statistics().idle == 1)
+        # The pop woke the waiter (True); the next call found none parked (False):
+        # the engine stopped calling.
+        assert backend.rooms == [False, False]
+        engine.want_room(-1)  # woken: a no-op
+        engine.close_intake()
+        assert backend.rooms[-1] is True  # intake closed: every waiter wakes
+        assert engine.join(time.monotonic() + WAIT)
+    finally:
+        gate.set()
+        backend.stop()
+
+
+def _until(check: Any) -> bool:
+    deadline = time.monotonic() + WAIT
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True

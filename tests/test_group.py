@@ -280,9 +280,9 @@ def test_properties_and_repr() -> None:
 @pytest.mark.parametrize(("limit", "error", "message"), [
     (0, ValueError, "limit must be >= 1, got 0"),
     (-3, ValueError, "limit must be >= 1, got -3"),
-    (2.5, TypeError, "limit must be an int or None, got 2.5"),
-    (True, TypeError, "limit must be an int or None, got True"),
-    ("8", TypeError, "limit must be an int or None, got '8'"),
+    (2.5, TypeError, "limit must be an int, a wp.Autoscale, a wp.Adaptive or None, got 2.5"),
+    (True, TypeError, "limit must be an int, a wp.Autoscale, a wp.Adaptive or None, got True"),
+    ("8", TypeError, "limit must be an int, a wp.Autoscale, a wp.Adaptive or None, got '8'"),
 ])
 @pytest.mark.parametrize("cls", [wp.Group, wp.AsyncGroup])
 def test_bad_limit(cls: type[Any], limit: Any, error: type[Exception], message: str) -> None:

@@ -1,2 +1,4 @@
 """Ways of running work, one module each, behind one contract: ``_engine.contract``
-(``Backend``) for the sync engine."""
+(``Backend``), composed into the one engine: threads (``thread``), child processes
+(``process``), tasks of an event loop (``async_backend``); ``aio`` is the ``Lot``, the
+parking primitive of every async wait."""

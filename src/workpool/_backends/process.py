@@ -64,11 +64,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from functools import partial
 from multiprocessing.context import BaseContext
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Any
+from typing import Any, cast
 
 from .._core.chunk import Chunk
 from .._core.exceptions import Cancelled, TaskTimeout
@@ -341,7 +342,7 @@ class ProcessBackend(Backend):
         fork and the reader starts.
         """
         ctx = multiprocessing.get_context("fork")
-        for worker_id in range(self.engine.target):
+        for worker_id in range(self.engine.eager):
             parent_conn, child_conn = ctx.Pipe()
             process = ctx.Process(
                 target=_child.main, name=f"{self.engine.name}_{worker_id}", daemon=False,
@@ -381,6 +382,12 @@ class ProcessBackend(Backend):
     def close(self) -> None:
         with self._lock:  # forked workers no worker took: intake is over, let them go
             spares, self._spares = self._spares, []
+            # A reader left with no worker (an Autoscale pool at min=0) waits for
+            # nothing: woken, it sees intake is over and ends.
+            if self._reader is not None and not self._signalled and self._wake_fds:
+                self._signalled = True
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_fds[1], b"\0")
         for process, conn in spares:
             with contextlib.suppress(OSError):
                 conn.send_bytes(_STOP)
@@ -857,7 +864,7 @@ class ProcessBackend(Backend):
         crash = isinstance(error, WorkerCrashed)
         if items is None or (len(items) == 1 and task.retry is not None):
             self._end(worker, job, TASK_FAILED, error)  # the engine retries a lone item
-            future = task.future
+            future = cast("Future[Any]", task.future)  # a ProcessPool's task: a stdlib one
             if crash and future.done() and not future.cancelled() and future.exception() is error:
                 self.crashed += task.count  # failed for good, not retried
             return

@@ -12,10 +12,10 @@ windows to settle after the halving, the 429 share in steady state, throughput a
 the best fixed count; a PNG plot of the limit and throughput over time
 (matplotlib, in the ``bench`` extra) whose path is in the table's title.
 
-Until the engine takes ``workers=wp.Adaptive(...)``, every contender runs on
-``LimiterPool``, a stand-alone driver over the same ``Limiter`` the engine will use (a
-fixed count n as ``Adaptive(min=n, max=n)``): ``_pool`` is the one line that changes
-then.
+Every contender is a ``wp.AsyncPool`` (``workers=wp.Adaptive(...)`` or a fixed count),
+in a closed loop through an unbuffered hand-off (``queue_size=0``): a request is sent
+as soon as the pool takes one. The burst scenario runs ``workers=wp.Autoscale(...)``
+against a fixed pool of its ``max``.
 """
 
 from __future__ import annotations
@@ -25,19 +25,16 @@ import math
 import random
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
-from typing import Protocol
 
 import workpool as wp
 from workpool._core.dynamic import LimitSample
-from workpool._core.stats import StatsRecorder
 
 from .harness import Target, compare, scenario
 
-__all__ = ["LimiterPool", "Overloaded", "ScalerPool", "ServiceModel", "SimulatedService",
+__all__ = ["Overloaded", "ServiceModel", "SimulatedService",
            "adaptive", "autoscale_burst"]
 
 BEST = 40  # C*, requests in flight before latency climbs
@@ -124,72 +121,9 @@ class SimulatedService:
         self.answers.append((time.monotonic(), True))
 
 
-class _Pool(Protocol):
-    """What the runs need of a pool: ``wp.AsyncPool``'s own names."""
-
-    async def __aenter__(self) -> _Pool: ...
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None: ...
-
-    async def submit(self, fn: Callable[[], Awaitable[None]], /) -> object: ...
-
-    def statistics(self) -> wp.PoolStatistics: ...
-
-
-class LimiterPool:
-    """A stand-alone driver of ``wp.Adaptive``: ``submit`` waits while the limiter has
-    no room, then runs the call as a task and reports its latency and drop. A fixed
-    count of n runs on it too, as ``Adaptive(min=n, max=n)``, so that every contender
-    pays the same overhead."""
-
-    def __init__(self, workers: wp.Adaptive) -> None:
-        self._spec = workers
-        self._limiter = workers.limiter()
-        self._room = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> LimiterPool:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await asyncio.gather(*self._tasks)
-
-    async def submit(self, fn: Callable[[], Awaitable[None]], /) -> None:
-        """Start *fn* once the limit allows one more in flight."""
-        limiter = self._limiter
-        while limiter.in_flight >= limiter.limit:
-            self._room.clear()
-            await self._room.wait()
-        limiter.on_start()
-        task = asyncio.create_task(self._run(fn))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, fn: Callable[[], Awaitable[None]]) -> None:
-        t0 = time.monotonic()
-        dropped = False
-        try:
-            await fn()
-        except Exception as exc:
-            dropped = self._spec.is_drop(exc)
-        now = time.monotonic()
-        self._limiter.on_end(now - t0, dropped, now)
-        self._room.set()
-
-    def statistics(self) -> wp.PoolStatistics:
-        """The limit fields of the pool statistics (the counters are not kept)."""
-        lim = self._limiter
-        blank = StatsRecorder().snapshot(queued=0, running=lim.in_flight, workers=lim.limit,
-                                         busy=lim.in_flight, stuck=0)
-        return replace(blank, limit=lim.limit, limit_history=lim.history, drops=lim.drops)
-
-
-def _pool(workers: int | wp.Adaptive) -> _Pool:
-    # Once the engine takes Adaptive: wp.AsyncPool(workers=workers, queue_size=0).
-    return LimiterPool(workers if isinstance(workers, wp.Adaptive) else
-                       wp.Adaptive(min=workers, max=workers))
+def _pool(workers: int | wp.Adaptive) -> wp.AsyncPool:
+    # An unbuffered hand-off: the closed loop below submits only as the pool takes.
+    return wp.AsyncPool(workers=workers, queue_size=0)
 
 
 # -- one run ---------------------------------------------------------------------------
@@ -370,95 +304,25 @@ def adaptive(quick: bool) -> dict[str, float]:
 
 # -- Autoscale on a burst ------------------------------------------------------------------
 
-class ScalerPool:
-    """A stand-alone driver of ``wp.Autoscale``: worker tasks over an ``asyncio.Queue``,
-    started as ``Scaler.to_start`` says when a task is submitted, each leaving once
-    ``Scaler.may_retire`` says so after ``idle_timeout`` without a task."""
-
-    def __init__(self, workers: wp.Autoscale) -> None:
-        self._scaler = workers.scaler()
-        self._queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._idle = 0  # workers waiting for a task
-        self.ended = 0
-
-    @property
-    def workers(self) -> int:
-        """The workers alive now."""
-        return len(self._tasks)
-
-    @property
-    def history(self) -> tuple[tuple[float, int], ...]:
-        """``(time, workers)`` at each change."""
-        return self._scaler.history
-
-    async def __aenter__(self) -> ScalerPool:
-        self._grow(0)
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _grow(self, backlog: int) -> None:
-        for _ in range(self._scaler.to_start(workers=self.workers, idle=self._idle,
-                                             backlog=backlog)):
-            task = asyncio.create_task(self._work())
-            self._tasks.add(task)
-            task.add_done_callback(self._left)
-        self._scaler.record(time.monotonic(), self.workers)
-
-    def _left(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._scaler.record(time.monotonic(), self.workers)
-
-    async def submit(self, fn: Callable[[], Awaitable[None]], /) -> None:
-        """Queue *fn*; start a worker for it if none is idle."""
-        self._queue.put_nowait(fn)
-        self._grow(self._queue.qsize())
-
-    async def _work(self) -> None:
-        scaler = self._scaler
-        while True:
-            idle_since = time.monotonic()
-            self._idle += 1
-            try:
-                fn = await asyncio.wait_for(self._queue.get(), scaler.idle_timeout)
-            except TimeoutError:
-                if scaler.may_retire(workers=self.workers, idle_since=idle_since,
-                                     now=time.monotonic()):
-                    return
-                continue
-            finally:
-                self._idle -= 1
-            await fn()
-            self.ended += 1
-
-
-def _scaled_pool(workers: wp.Autoscale) -> ScalerPool:
-    return ScalerPool(workers)  # once wired: wp.AsyncPool(workers=workers)
-
-
 async def _burst(workers: wp.Autoscale, n: int, task_s: float) -> dict[str, float]:
     async def task() -> None:
         await asyncio.sleep(task_s)
 
-    async with _scaled_pool(workers) as pool:
+    async with wp.AsyncPool(workers=workers) as pool:
         await asyncio.sleep(0.05)  # idle before the burst
         t0 = time.monotonic()
         for _ in range(n):
             await pool.submit(task)
-        while pool.ended < n:
+        while pool.statistics().completed < n:
             await asyncio.sleep(0.001)
         done = time.monotonic()
         deadline = done + workers.idle_timeout + 1.5
-        while pool.workers > workers.min and time.monotonic() < deadline:
+        while pool.statistics().workers > workers.min and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        back = next((t for t, w in reversed(pool.history) if w == workers.min and t >= done),
+        history = pool.statistics().workers_history
+        back = next((t for t, w in reversed(history) if w == workers.min and t >= done),
                     math.inf)
-        peak = max(w for _, w in pool.history)
+        peak = max(w for _, w in history)
     return {"tasks/s": n / (done - t0), "s back to min": back - done, "peak workers": peak}
 
 

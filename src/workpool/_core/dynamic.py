@@ -21,6 +21,7 @@ The retry-after hint that a dropped task's error may carry is ``_core.retry``'s 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Callable
@@ -337,6 +338,11 @@ class Limiter:
         self._max_flight = self.in_flight
 
     @property
+    def max(self) -> int:
+        """The highest the limit may go."""
+        return self._spec.max
+
+    @property
     def history(self) -> tuple[LimitSample, ...]:
         """The last 512 closed windows, oldest first."""
         return tuple(self._history)
@@ -345,6 +351,21 @@ class Limiter:
     def no_load_latency(self) -> float | None:
         """The latency the service shows without a queue (seconds), once measured."""
         return min(self._baseline) if self._baseline else None
+
+    def resize(self, *, min: int | None = None, max: int | None = None) -> None:
+        """Move the limit's bounds; either may be omitted. Checked as ``Adaptive``'s
+        are; the limit is brought within them.
+
+        Raises:
+            ValueError: a bound breaks its rule, or min > max.
+        """
+        spec = dataclasses.replace(self._spec, min=self._spec.min if min is None else min,
+                                   max=self._spec.max if max is None else max)
+        self._spec = spec
+        if self.limit < spec.min:
+            self.limit = spec.min
+        elif self.limit > spec.max:
+            self.limit = spec.max
 
     def on_start(self) -> None:
         """A task starts (the owner checked ``in_flight < limit``)."""

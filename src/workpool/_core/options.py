@@ -58,6 +58,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
+from .dynamic import Adaptive, Autoscale
 from .ratelimit import RateLimit
 from .retry import Retry
 
@@ -258,27 +259,67 @@ def check_schedule_args(priority: int, retry: Retry | None,
     check_cost(cost)
 
 
-def pool_workers(workers: int | None, max_workers: int | None, default: int) -> int:
-    """A pool's worker count: ``workers`` or its stdlib alias ``max_workers``, checked;
-    *default* if neither is given.
+Workers = int | Autoscale | Adaptive
+"""What ``workers=`` takes: a count, or a dynamic pool's policy."""
+
+
+def pool_workers(workers: Workers | None, max_workers: int | None,
+                 default: int) -> tuple[int, Autoscale | Adaptive | None]:
+    """A pool's worker count and dynamic policy: ``workers`` (an int, a
+    ``wp.Autoscale`` or a ``wp.Adaptive``) or its stdlib alias ``max_workers``,
+    checked; *default* workers if neither is given. The count is the most workers the
+    pool may have (a dynamic policy's ``max``).
 
     Raises:
-        TypeError: both are given and differ, or *workers* is not an int.
+        TypeError: both are given and differ, or *workers* is none of the above.
         ValueError: a count below 1 (for ``max_workers``, the stdlib's message).
     """
     if workers is not None and max_workers is not None and workers != max_workers:
         raise TypeError("pass workers or max_workers, not both")
     if max_workers is not None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            raise TypeError(f"max_workers must be an int, got {max_workers!r}")
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")  # the stdlib's message
-        return max_workers
+        return max_workers, None
     if workers is None:
-        return default
+        return default, None
+    if isinstance(workers, Autoscale | Adaptive):
+        return workers.max, workers
     if isinstance(workers, bool) or not isinstance(workers, int):
-        raise TypeError(f"workers must be an int, got {workers!r}")
+        raise TypeError(f"workers must be an int, a wp.Autoscale or a wp.Adaptive, got "
+                        f"{workers!r}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    return workers
+    return workers, None
+
+
+def check_resize(dynamic: Autoscale | Adaptive | None, workers: int | None,
+                 low: int | None, high: int | None) -> None:
+    """Check the arguments of a pool's ``resize``: a count for a fixed pool; a count
+    (the new ``max``) or ``min=``/``max=`` for a dynamic one.
+
+    Raises:
+        TypeError: a count where bounds are expected or the other way round, or not
+            an int.
+        ValueError: a count below 1, or bounds that break their policy's rules.
+    """
+    for name, value in (("workers", workers), ("min", low), ("max", high)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    if dynamic is None:
+        if low is not None or high is not None:
+            raise TypeError("min= and max= resize a wp.Autoscale or wp.Adaptive pool; "
+                            "a fixed pool takes resize(workers)")
+        if workers is None:
+            raise TypeError("resize() needs the new worker count")
+    elif isinstance(dynamic, Adaptive) and workers is not None:
+        raise TypeError("an Adaptive pool's limit moves by itself: resize(min=, max=) "
+                        "moves its bounds")
+    elif workers is None and low is None and high is None:
+        raise TypeError("resize() needs workers, min= or max=")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
 
 
 def stage_workers(workers: int | float, cpus: Callable[[], int]) -> int:

@@ -1,18 +1,24 @@
-"""What ``AsyncPool`` queues and runs: tasks (``AsyncFuture``) and ``map`` chunks.
+"""What ``AsyncPool`` hands out and how its tasks are described: ``AsyncFuture`` (the
+public handle, and the engine's ``TaskFuture`` of the task) and ``Spec`` (a task's
+options, shared by every task submitted with the same ones).
 
-An ``AsyncFuture`` is both the queue entry and the caller's handle, so a submit
-allocates one object. Its life::
+Owns the handle's states; the engine (``engine.py``) and the event-loop backend
+(``_backends/async_backend.py``) settle it through the ``TaskFuture`` methods. May
+import ``_core`` only (the lot type under ``TYPE_CHECKING``). Its life::
 
-    QUEUED ──worker takes it──▶ RUNNING ──▶ VALUE | ERROR | CANCELLED   (each once)
-      ▲                            │
-      └──── retry, after a delay ──┘   (waiting in the pool's retry timer, no worker)
+    QUEUED ──set_running_or_notify_cancel──▶ RUNNING ──▶ VALUE | ERROR | CANCELLED
+                                               │            (each once)
+                                               └─ between retries it stays RUNNING:
+                                                  the engine holds its task, no worker
+
+An error that is a ``wp.Cancelled`` ends it CANCELLED (a shutdown, its owner, a user's
+``cancel()``); everything else ERROR.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections.abc import Callable, Generator
 from concurrent.futures import InvalidStateError
 from types import FunctionType, MethodType
@@ -24,13 +30,13 @@ from .._core.retry import Retry
 if TYPE_CHECKING:
     from .._backends.aio import Lot
 
-__all__ = ["ASYNC", "SYNC", "AsyncFuture", "Chunk", "ChunkOwner", "Failure", "Job", "Spec",
-           "TaskOwner", "fn_name", "kind_of", "new_future"]
+__all__ = ["ASYNC", "SYNC", "AsyncFuture", "Failure", "Spec", "TaskOwner", "fn_name",
+           "kind_of", "new_future"]
 
 T = TypeVar("T")
 LOGGER: Final = logging.getLogger("workpool")
 
-QUEUED: Final = 0  # in the queue, or waiting for a retry
+QUEUED: Final = 0  # in the queue, or handed to a worker that has not started it
 RUNNING: Final = 1
 VALUE: Final = 2
 ERROR: Final = 3
@@ -41,14 +47,16 @@ SYNC: Final = 1  # a plain callable: run in a worker thread
 
 
 class TaskOwner(Protocol):
-    """What an ``AsyncFuture`` asks of the engine that runs it (``AsyncEngine``): a lot
-    to wait in, and to cancel it. The engine imports this module, so it names it by
-    this contract, not by import."""
+    """What an ``AsyncFuture`` asks of the pool that runs it (the event-loop backend,
+    ``_backends/async_backend.py``): a lot to wait in, and to cancel it. The backend
+    imports this module, so it names it by this contract, not by import."""
 
     new_lot: Callable[[], Lot]  # a lot of the running event loop's library
 
-    def cancel_job(self, job: AsyncFuture[Any]) -> None:
-        """``AsyncFuture.cancel()`` of a task that has not finished."""
+    def cancel_future(self, future: AsyncFuture[Any]) -> None:
+        """``AsyncFuture.cancel()`` of a task that has not finished: withdraw it from
+        the queue or its retry wait, or interrupt the worker running it, or (handed
+        to a worker not started yet) mark it so that it never starts."""
 
 
 @final
@@ -105,18 +113,15 @@ class AsyncFuture(Generic[T]):
     """
 
     # Few slots: a program holding many futures pays the garbage collector per slot.
-    __slots__ = ("_args", "_attempt", "_fn", "_index", "_kwargs", "_notify", "_spec",
-                 "_state", "_t0", "_value")
+    # The engine's task holds the future, not the other way round: no reference
+    # cycle, so a future is freed as soon as its last holder lets go.
+    __slots__ = ("_fn", "_index", "_notify", "_spec", "_state", "_value")
 
-    _fn: Callable[..., Any]
-    _args: tuple[Any, ...]
-    _kwargs: dict[str, Any]
+    _fn: Callable[..., Any]  # for repr
     _spec: Spec
     _state: int
     _value: Any  # the value, or the exception of a failed or cancelled task
     _notify: _Notify | None
-    _attempt: int
-    _t0: float  # when it was queued, if its latency is sampled; else 0.0
     _index: int  # its place in its spec's owner's order (AsyncGroup: go order); or unset
 
     def __init__(self) -> None:
@@ -179,8 +184,44 @@ class AsyncFuture(Generic[T]):
         """
         if self._state >= VALUE:
             return False
-        self._spec.owner.cancel_job(self)
+        self._spec.owner.cancel_future(self)
         return True
+
+    # -- the engine's side (``TaskFuture``) ----------------------------------------------
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """The task starts on a worker: False if it was cancelled first."""
+        if self._state == CANCELLED:
+            return False
+        self._state = RUNNING
+        return True
+
+    def set_result(self, result: T, /) -> None:
+        """The task returned *result*.
+
+        Raises:
+            InvalidStateError: the future was settled already.
+        """
+        if self._state >= VALUE:
+            raise InvalidStateError(f"{self!r} is settled already")
+        self._state = VALUE
+        self._value = result
+        if self._notify is not None:
+            self._notify_all()
+        on_end = self._spec.on_end
+        if on_end is not None:
+            on_end(self)
+
+    def set_exception(self, exception: BaseException | None, /) -> None:
+        """The task ended with *exception* (CANCELLED for a ``wp.Cancelled``).
+
+        Raises:
+            InvalidStateError: the future was settled already.
+        """
+        if self._state >= VALUE:
+            raise InvalidStateError(f"{self!r} is settled already")
+        assert exception is not None
+        self._finish(CANCELLED if isinstance(exception, Cancelled) else ERROR, exception)
 
     def add_done_callback(self, fn: Callable[[AsyncFuture[T]], object]) -> None:
         """Call ``fn(future)`` when the task finishes (now, if it has)."""
@@ -246,19 +287,15 @@ def _call(fn: Callable[[Any], object], future: AsyncFuture[Any]) -> None:
 _new = object.__new__
 
 
-def new_future(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-               spec: Spec, t0: float) -> AsyncFuture[Any]:
-    """A queued task. Bypasses ``__init__`` (there is no public constructor)."""
-    job: AsyncFuture[Any] = _new(AsyncFuture)
-    job._fn = fn
-    job._args = args
-    job._kwargs = kwargs
-    job._spec = spec
-    job._state = QUEUED
-    job._notify = None
-    job._attempt = 1
-    job._t0 = t0
-    return job
+def new_future(fn: Callable[..., Any], spec: Spec) -> AsyncFuture[Any]:
+    """The handle of a task of *fn* about to be queued. Bypasses ``__init__`` (there is
+    no public constructor)."""
+    future: AsyncFuture[Any] = _new(AsyncFuture)
+    future._fn = fn
+    future._spec = spec
+    future._state = QUEUED
+    future._notify = None
+    return future
 
 
 def fn_name(fn: Any) -> str:
@@ -297,20 +334,6 @@ def kind_of(fn: Any) -> int:
     return SYNC
 
 
-class ChunkOwner(Protocol):
-    """What a ``map`` run offers the workers that run its chunks."""
-
-    fn: Callable[..., Any]
-    spec: Spec
-    star: bool
-    stopped: bool
-
-    def deliver(self, chunk: Chunk, results: list[Any], seconds: float,
-                failed: int = 0) -> None:
-        """Take a chunk's results: a value or a ``Failure`` per item that ran (*failed*
-        of them failures); items past the end of *results* were cancelled."""
-
-
 class Failure:
     """An item's error among a chunk's results (a value is stored as itself)."""
 
@@ -320,21 +343,14 @@ class Failure:
         self.error = error
 
 
-@final
-class Chunk:
-    """A run of ``map`` items handed to one worker: one queue entry, one wake-up and
-    one statistics sample for the lot. Items are argument tuples when ``run.star``."""
+class ChunkEnd:
+    """How a chunk of quick ``map`` items ended, its chunk's value for the engine: a
+    value or ``Failure`` per item that ran (``failed`` of them failures; items past
+    the end were cancelled), and the seconds they took."""
 
-    __slots__ = ("_attempt", "_spec", "_t0", "count", "items", "run", "seq")
+    __slots__ = ("failed", "results", "seconds")
 
-    def __init__(self, run: ChunkOwner, items: list[Any], seq: int) -> None:
-        self.run = run
-        self.items = items
-        self.seq = seq
-        self.count = len(items)
-        self._spec = run.spec
-        self._attempt = 1
-        self._t0 = time.monotonic()
-
-
-Job = AsyncFuture[Any] | Chunk
+    def __init__(self, results: list[Any], failed: int, seconds: float) -> None:
+        self.results = results
+        self.failed = failed
+        self.seconds = seconds

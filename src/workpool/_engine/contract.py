@@ -1,9 +1,11 @@
 """The records the sync engine schedules and the contract a backend implements.
 
-Owns ``Task`` (a call or a chunk of ``map`` items), ``Run`` (what a pool prepares
-once for all the chunks of one run), ``Worker`` (a worker's bookkeeping) and
-``Backend``, the one typed contract between ``Engine`` (``engine.py``) and the ways
-of running work (``_backends/``). May import ``_core`` only.
+Owns ``Task`` (a call or a chunk of ``map`` items; ``new_call`` makes a call fast),
+``TaskFuture`` (what a task settles: a ``concurrent.futures.Future``, an
+``AsyncFuture``, an async ``map`` chunk), ``Run`` (what a pool prepares once for all
+the chunks of one run), ``Worker`` (a worker's bookkeeping) and ``Backend``, the one
+typed contract between ``Engine`` (``engine.py``) and the ways of running work
+(``_backends/``). May import ``_core`` only.
 
 A backend is composed into the engine, which owns intake, queue, counts, deadlines,
 retries, shutdown and statistics. The backend says how a unit of work runs::
@@ -14,9 +16,12 @@ retries, shutdown and statistics. The backend says how a unit of work runs::
                        release (a parked one leaves)
     stopping           interrupt (cancel_all), give_up (deadline passed, hard stop)
     its resources      close (intake is over), after_fork_in_child
+    async callers      room (the queue has room for a caller parked in want_room)
+    how it runs        lazy_wake, lazy_spawn, own_deadlines, reuse_context (flags)
 
 Whatever drives a worker (a thread per worker: ``threaded.ThreadedBackend``; one
-reader thread for every child process: ``_backends.process``) reports each task's end
+reader thread for every child process: ``_backends.process``; a task of an event loop
+per worker: ``_backends.async_backend``) reports each task's end
 through one step, ``Engine.end``: "this task ended with this outcome on this worker",
 which counts it, settles or retries it, and returns the worker's next task, or None
 when the worker is parked (``Engine.resume`` hands it the next one) or leaving
@@ -28,10 +33,9 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
-from .._core.context import WorkerSlot
+from .._core.context import TaskContext, WorkerSlot
 from .._core.exceptions import TaskTimeout
 from .._core.ratelimit import TokenBucket
 from .._core.retry import Retry
@@ -40,14 +44,39 @@ from .._core.timer import Timer, TimerHandle
 if TYPE_CHECKING:
     from .._core.chunk import ChunkRun
 
-__all__ = ["TASK_CANCELLED", "TASK_FAILED", "TASK_OK", "Backend", "Run", "Scheduler", "Task",
-           "Worker"]
+__all__ = ["TASK_CANCELLED", "TASK_FAILED", "TASK_OK", "TASK_STOPPED", "Backend", "Run",
+           "Scheduler", "Task", "TaskFuture", "Worker", "new_call"]
 
 # How a task ended, as a backend reports it to Engine.end (named apart from the child
 # protocol's OK and from the AsyncFuture states).
 TASK_OK: Final = 0  # it returned: settle its future with the value
 TASK_FAILED: Final = 1  # it raised, or was stopped: retry it or settle with the error
 TASK_CANCELLED: Final = 2  # its future was cancelled before it started: nothing to settle
+TASK_STOPPED: Final = 3  # it was stopped while running (a cancellation): settle with the
+#                          error, never retried, counted as cancelled
+
+
+class TaskFuture(Protocol):
+    """The handle a task settles, as the engine drives it: what both
+    ``concurrent.futures.Future`` (the sync pools') and ``AsyncFuture`` (the async
+    pool's) offer, and any object that stands for a task's end (an async ``map``
+    chunk's delivery). ``set_result`` and ``set_exception`` raise
+    ``InvalidStateError`` on a handle already settled."""
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """The task starts: False if it was cancelled first (it must not run)."""
+
+    def set_result(self, result: Any, /) -> None:
+        """The task returned *result*."""
+
+    def set_exception(self, exception: BaseException | None, /) -> None:
+        """The task ended with *exception*."""
+
+    def cancel(self) -> bool:
+        """Cancel the task before it starts; False if that is too late."""
+
+    def done(self) -> bool:
+        """Whether the task ended."""
 
 
 class Run:
@@ -73,7 +102,7 @@ class Task:
                  "run", "star", "timeout")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                 future: Future[Any], priority: int = 0, timeout: float | None = None,
+                 future: TaskFuture, priority: int = 0, timeout: float | None = None,
                  retry: Retry | None = None, key: Any = None, *, payload: Any = None,
                  items: list[Any] | None = None, star: bool = False,
                  flag: ChunkRun | None = None, run: Run | None = None) -> None:
@@ -97,22 +126,60 @@ class Task:
         self.enqueued = 0.0
 
 
+_new = object.__new__
+
+
+def new_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+             future: TaskFuture, priority: int, timeout: float | None, retry: Retry | None,
+             key: Any, payload: Any) -> Task:
+    """``Task(fn, args, kwargs, future, priority, timeout, retry, key,
+    payload=payload)``, made faster: a call is what every ``submit`` makes, and a
+    class's ``__init__`` with keywords costs twice these plain stores."""
+    task: Task = _new(Task)
+    task.fn = fn
+    task.args = args
+    task.kwargs = kwargs
+    task.future = future
+    task.priority = priority
+    task.timeout = timeout
+    task.retry = retry
+    task.key = key
+    task.payload = payload
+    task.items = None
+    task.star = False
+    task.flag = None
+    task.run = None
+    task.count = 1
+    task.attempt = 1
+    task.crashes = 0
+    task.quarantined = False
+    task.enqueued = 0.0
+    return task
+
+
 class Worker:
     """A worker's bookkeeping, which backends extend: the task it runs (``task``,
     under the engine's lock), its first task until it starts (``first``), whether the
     engine gave up on it (``abandoned``) or it leaves (``leaving``), and the thread
     that runs it, if one does."""
 
-    __slots__ = ("abandoned", "deadline", "first", "leaving", "slot", "task", "thread")
+    __slots__ = ("abandoned", "ctx", "deadline", "first", "idle_since", "leaving", "limited",
+                 "next", "slot", "task", "thread")
 
     def __init__(self, worker_id: int) -> None:
         self.slot = WorkerSlot(worker_id)
         self.first: Task | None = None
+        self.ctx: TaskContext | None = None  # kept for its next task (reuse_context)
+        # The task Engine.end picked for it, until it begins (a backend that cancels
+        # queued work of one owner reaches it here: its end's callbacks run between).
+        self.next: Task | None = None
         self.task: Task | None = None
         self.abandoned = False
         self.leaving = False
         self.thread: threading.Thread | None = None
         self.deadline: TimerHandle | None = None  # the timer call of the task's deadline
+        self.idle_since = 0.0  # when it parked (monotonic): an Autoscale pool retires it
+        self.limited = False  # its task counts against an Adaptive limit (until it ends)
 
 
 class Scheduler(Protocol):
@@ -120,12 +187,16 @@ class Scheduler(Protocol):
     and the step that drives a worker."""
 
     name: str  # the pool's name: workers' and threads' names start with it
-    target: int  # how many workers the pool keeps
+    target: int  # how many workers the pool keeps (a dynamic pool: the most, now)
     bucket: TokenBucket | None  # the pool's rate limit
     stop: threading.Event  # set once queued work is cancelled: rate-limit waits end
     halted: bool  # set by the hard stop: nothing more may start
     state: int  # OPEN, or CLOSING once intake is over
     waking: int  # 1 while a worker woken by resume must call woke() (lazy_wake)
+
+    @property
+    def eager(self) -> int:
+        """How many workers may start at once with the first task."""
 
     def begin(self, worker: Worker, task: Task) -> tuple[int, Any] | None:
         """*task* is about to run on *worker*: None to run it, or its outcome."""
@@ -150,6 +221,9 @@ class Scheduler(Protocol):
     def abandon(self, worker: Worker, task: Task, error: BaseException) -> None:
         """Give up on *worker*, stuck in *task*: settle it, start a replacement."""
 
+    def withdraw(self, match: Callable[[Task], bool]) -> tuple[list[Task], list[Task]]:
+        """Take the queued and retrying tasks that *match* out: (queued, retrying)."""
+
     def timer(self) -> Timer:
         """The pool's timer thread."""
 
@@ -167,6 +241,21 @@ class Backend(ABC):
     #: Whether a worker woken by ``resume`` calls ``Scheduler.woke`` before it runs
     #: the task: the engine then wakes one worker at a time (see ``engine.py``).
     lazy_wake: ClassVar[bool] = False
+    #: Whether a worker started for a task counts as woken, as above, until it calls
+    #: ``Scheduler.woke`` once running: put() then queues instead of starting one
+    #: worker per task of a burst, and tasks start in the order they came (an event
+    #: loop starts new tasks in any order).
+    lazy_spawn: ClassVar[bool] = False
+    #: Whether a worker's task context serves its next tasks too, until one is
+    #: cancelled (or has a deadline, or is a retry): for backends where nothing
+    #: outside the pool holds a task's context once the task ended (a ``Group`` on a
+    #: thread pool keeps its tasks' contexts to cancel them).
+    reuse_context: ClassVar[bool] = False
+    #: Whether the backend enforces a task's deadline itself (an event loop's cancel
+    #: scope with a deadline is exact and costs no thread): ``Engine.begin`` then sets
+    #: the context's deadline but arms no timer call, and the backend ends a task past
+    #: it with ``Scheduler.timed_out``'s error.
+    own_deadlines: ClassVar[bool] = False
     engine: Scheduler
 
     def attach(self, engine: Scheduler) -> None:
@@ -221,6 +310,24 @@ class Backend(ABC):
         """*task* must end now with *error* (its deadline passed: ``TaskTimeout``;
         the hard stop of a shutdown: ``Cancelled``): a thread is abandoned
         (``Engine.abandon``), a process killed."""
+
+    def room(self, every: bool = False) -> bool:
+        """Under the lock: the queue has room again (or intake closed: *every*) while
+        callers wait for room without blocking a thread (``Engine.want_room``): wake
+        one of them (*every* one); False when none was waiting any more. Backends
+        whose callers block in ``Engine.put`` need nothing here."""
+        return False
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run *callback* (a retry's re-queue) after *delay* seconds, cancellably: on
+        the engine's timer thread, unless the backend keeps time itself (an event
+        loop's, in a task of its own: the callback then runs on the loop)."""
+        return self.engine.timer().call_later(delay, callback)
+
+    def stray(self) -> int:
+        """Calls given up on that still run outside any worker (a thread an event
+        loop's worker stopped waiting for), counted as ``stuck`` in statistics."""
+        return 0
 
     # -- the backend's own resources --------------------------------------------------
 

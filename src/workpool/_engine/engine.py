@@ -1,4 +1,4 @@
-"""The scheduling engine every synchronous pool is built on.
+"""The scheduling engine every pool is built on: ThreadPool, ProcessPool and AsyncPool.
 
 Owns intake, the bounded priority queue, the worker counts, deadlines, retries,
 shutdown and statistics; how a unit of work runs is the ``Backend``'s
@@ -11,9 +11,15 @@ shutdown and statistics; how a unit of work runs is the ``Backend``'s
                                  ├─ fewer workers than the target? ── backend.spawn
                                  └─ else: priority queue (bounded: put() waits)
 
-    timer thread ── retry re-queue, per-task deadline (backend.give_up)
+    an async caller: put(block=False) ── QueueFull ── want_room, park in the event
+        loop; room freed calls backend.room, which wakes it to put() again
 
-    a worker (a thread, or the process backend's reader for a child):
+    timer thread ── retry re-queue (backend.call_later), per-task deadline
+                    (backend.give_up); an event loop's backend keeps both on the
+                    loop (``own_deadlines``: a cancel scope; call_later: a task)
+
+    a worker (a thread; the process backend's reader for a child; a task of an
+    event loop, ``_backends/async_backend.py``):
         begin(worker, task) ── run it ── end(worker, task, outcome) ──┬─ next task
                                                                        ├─ parked
                                                                        └─ leaving
@@ -21,7 +27,7 @@ shutdown and statistics; how a unit of work runs is the ``Backend``'s
 One lock guards the queue, the worker counts and the statistics: ``end`` takes it
 once per task, to record the task's end and pick the next one, so statistics cost no
 extra synchronisation. Counts are exact; latencies of tasks quicker than 0.1 ms are
-sampled 1 in 16 (as the async engine's), each sample standing for the 16 tasks.
+sampled 1 in 16, each sample standing for the 16 tasks.
 
 The priority queue is a ``deque`` per priority, with the priorities present kept
 sorted, so pushing and popping cost O(1) in the common case of few distinct
@@ -35,39 +41,60 @@ tasks is so drained by the workers already running, without a thread wake-up per
 task, while tasks that block still each get a worker. The queue may then hold as many
 tasks past its bound as workers are parked: each is as good as handed to one. While
 a worker is parked and none is being woken, the queue is empty, so handing a task
-straight to a parked worker keeps priority order.
+straight to a parked worker keeps priority order. A backend whose workers start lazily
+too (``Backend.lazy_spawn``: an event loop's tasks) treats a worker started for a task
+as one woken: it calls ``woke`` once it runs, so that a burst starts workers one at a
+time, in order, as those running fall behind.
 
 ``_requeue`` is the timer's way in: a retried task skips the bound, as it was admitted
-once already.
+once already; it runs where the backend's ``call_later`` runs it (the timer thread,
+or an event loop's task).
+
+For front ends that own some of the work: ``withdraw`` takes queued and retrying tasks
+that match out (a cancelled ``AsyncFuture``, a ``map`` run left early, a failed group's
+tasks), ``start`` starts workers up front, and a task stopped while running ends
+``TASK_STOPPED`` (counted cancelled, never retried).
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import logging
 import threading
 import time
 import weakref
 from collections import deque
-from concurrent.futures import Future, InvalidStateError
+from collections.abc import Callable
+from concurrent.futures import InvalidStateError
 from functools import partial
 from typing import Any, Final
 
 from .._core.context import TaskContext
+from .._core.dynamic import Adaptive, Autoscale, Limiter, Scaler
 from .._core.exceptions import Cancelled, PoolClosed, QueueFull, TaskTimeout
 from .._core.ratelimit import TokenBucket
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics, StatsRecorder
 from .._core.timer import Timer, TimerHandle
-from .contract import TASK_CANCELLED, TASK_FAILED, TASK_OK, Backend, Task, Worker
+from .contract import (
+    TASK_CANCELLED,
+    TASK_FAILED,
+    TASK_OK,
+    TASK_STOPPED,
+    Backend,
+    Task,
+    TaskFuture,
+    Worker,
+)
 
 __all__ = ["CLOSING", "LOGGER", "OPEN", "SHUTDOWN_MESSAGE", "Engine", "settle"]
 
 # The stdlib's executors' logger: code written for them configures this one.
 LOGGER: Final = logging.getLogger("concurrent.futures")
 
-# The engine's states, named as the async engine's (RUNNING is a task's state there).
+# The engine's states.
 # Plain ints, not an IntEnum: put() compares the state on every task, and an IntEnum
 # member compares 3.5 to 5.5 ns slower than an int (20 to 45 ns more read as
 # EngineState.OPEN; python -m timeit, CPython 3.11 and 3.13).
@@ -75,10 +102,11 @@ OPEN: Final = 0  # taking work
 CLOSING: Final = 1  # no intake; workers drain what is queued and exit
 SHUTDOWN_MESSAGE: Final = "cannot schedule new futures after shutdown"
 # Tasks that run in under _FAST seconds get their latency sampled 1 in
-# (_SAMPLE_MASK + 1), as the async engine's: a sample costs about 0.45 us, as much as
+# (_SAMPLE_MASK + 1): a sample costs about 0.45 us, as much as
 # the rest of a tiny task's end. The counts stay exact.
 _FAST: Final = 1e-4
 _SAMPLE_MASK: Final = 15
+_perf: Final = time.perf_counter
 
 
 class Engine:
@@ -87,9 +115,24 @@ class Engine:
 
     def __init__(self, backend: Backend, *, workers: int, queue_size: int,
                  timeout: float | None, retry: Retry | None, bucket: TokenBucket | None,
-                 name: str, broken_type: type[Exception]) -> None:
+                 name: str, broken_type: type[Exception],
+                 dynamic: Autoscale | Adaptive | None = None) -> None:
         self.backend = backend
-        self.target = workers
+        self.target = workers  # the most workers now: a fixed count, or a dynamic bound
+        # A dynamic pool's state (see "dynamic pools" in the module docstring).
+        self.scaler: Scaler | None = None
+        self.limiter: Limiter | None = None
+        self._adaptive: Adaptive | None = None
+        self._sweep_at: float | None = None  # when the idle sweep is due, if armed
+        self._sweep: TimerHandle | None = None
+        self._timer_lock = threading.Lock()
+        if isinstance(dynamic, Autoscale):
+            self.scaler = dynamic.scaler()
+            self.target = dynamic.max
+        elif isinstance(dynamic, Adaptive):
+            self._adaptive = dynamic
+            self.limiter = dynamic.limiter()
+            self.target = self.limiter.limit
         self.capacity = queue_size
         self.timeout = timeout
         self.retry = retry
@@ -110,14 +153,20 @@ class Engine:
         self._sample_mask = 0
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
-        self._put_waiters = 0
-        self._queues: dict[int, deque[Task]] = {}
-        self._prios: list[int] = []  # negated priorities present, ascending
+        self._put_waiters = 0  # callers waiting for room: threads in put(), and
+        self._room_waiters = 0  # those of them that wait without a thread (want_room)
+        # The queue of priority 0 stands, empty or not: a queue that keeps emptying
+        # and filling (tasks handed on as they come) costs no deque and no insort.
+        self._queues: dict[int, deque[Task]] = {0: deque()}
+        self._prios: list[int] = [0]  # negated priorities present, ascending
         self._size = 0
         self._parked: list[Worker] = []
         # 1 while a worker woken by resume() has not called woke() yet, and others are
         # parked (lazy backends only): put() queues meanwhile instead of waking another.
         self._lazy = int(backend.lazy_wake)
+        self._own_deadlines = backend.own_deadlines
+        self._lazy_spawn = int(backend.lazy_spawn)
+        self._reuse = backend.reuse_context
         self.waking = 0
         self._workers: set[Worker] = set()
         # Notified when a worker leaves the set or is given up on: what join() waits
@@ -136,9 +185,11 @@ class Engine:
 
     # -- intake -------------------------------------------------------------------------
 
-    def put(self, task: Task, block: bool = True) -> None:
+    def put(self, task: Task, block: bool = True, bounded: bool = True) -> None:
         """Admit *task*: hand it to a parked worker, start a worker, or queue it,
-        waiting while the queue is full (``QueueFull`` when not *block*)."""
+        waiting while the queue is full (``QueueFull`` when not *block*). A caller
+        bounded otherwise (an async ``map`` run, by its window) passes not *bounded*:
+        the task is queued past the bound."""
         worker: Worker | None = None
         with self._lock:
             while True:
@@ -155,13 +206,21 @@ class Engine:
                     # to a parked worker if it is not taken by then.
                     room = self.capacity + len(parked)
                 elif self._alive < self.target:
-                    self._alive += 1
-                    break
+                    if not self.waking:
+                        self._alive += 1
+                        self.waking = self._lazy_spawn
+                        break
+                    # A worker started for an earlier task passes this one on.
+                    room = self.capacity + 1
                 else:
                     room = self.capacity
-                if self._size < room:
-                    task.enqueued = time.perf_counter()
-                    self._push(task)
+                if self._size < room or not bounded:
+                    task.enqueued = _perf()
+                    if task.priority:
+                        self._push(task)
+                    else:  # _push(), inline: the standing queue of priority 0
+                        self._queues[0].append(task)
+                        self._size += 1
                     self.stats.submitted += task.count
                     return
                 if not block:
@@ -172,7 +231,7 @@ class Engine:
                 finally:
                     self._put_waiters -= 1
             self.stats.submitted += task.count
-        task.enqueued = time.perf_counter()
+        task.enqueued = _perf()
         if worker is not None:
             self.backend.resume(worker, task)
         else:
@@ -196,16 +255,42 @@ class Engine:
     def _pop(self) -> Task | None:
         if not self._size:
             return None
-        prio = self._prios[0]
+        prios = self._prios
+        prio = prios[0]
         queue = self._queues[prio]
+        if not queue:  # the standing queue of priority 0: lower priorities' turn
+            prio = prios[1]
+            queue = self._queues[prio]
         task = queue.popleft()
-        if not queue:
+        if not queue and prio:
             del self._queues[prio]
-            del self._prios[0]
+            prios.remove(prio)
         self._size -= 1
         if self._put_waiters:
-            self._not_full.notify()
+            self._room()
         return task
+
+    def _room(self) -> None:
+        """Under the lock: a queued task left, or a worker parked: one waiter for room
+        may go on (a thread blocked in put(), or a caller of ``want_room``)."""
+        if self._room_waiters and not self.backend.room():
+            # None of them is parked any more: those woken try put() again, and say
+            # so anew if they must wait again. (Pops stop calling the backend.)
+            self._put_waiters -= self._room_waiters
+            self._room_waiters = 0
+        if self._put_waiters > self._room_waiters:
+            self._not_full.notify()
+
+    def want_room(self, delta: int) -> None:
+        """A caller that cannot block a thread (an event loop's) is about to wait for
+        room (+1), after ``put(block=False)`` raised ``QueueFull``, or stopped
+        waiting before it was woken (-1): while any waits, room freed calls
+        ``Backend.room``, until it says that nobody waits any more (the woken ones
+        count no more: they try put() again, and say so anew if they must wait)."""
+        with self._lock:
+            if delta > 0 or self._room_waiters:
+                self._put_waiters += delta
+                self._room_waiters += delta
 
     def _requeue(self, task: Task) -> None:
         """Put a retried task back, past the queue bound: it was admitted already."""
@@ -250,6 +335,7 @@ class Engine:
                     self.waking = 1
             elif self._alive < self.target:
                 self._alive += 1
+                self.waking = self._lazy_spawn
             else:
                 return
             task = self._pop()
@@ -265,6 +351,7 @@ class Engine:
         worker.first = first
         with self._lock:
             self._workers.add(worker)
+            self._record()
         try:
             self.backend.spawn(worker)
         except BaseException:
@@ -281,29 +368,42 @@ class Engine:
         running, with its context and deadline), or the outcome it ends with
         without running (its future was cancelled; a shutdown stopped it), for
         ``end``."""
-        if task.attempt == 1:
+        worker.next = None
+        attempt = task.attempt
+        if attempt == 1:
             if self.halted:  # stopped while handed straight to this worker
                 task.future.cancel()
             if not task.future.set_running_or_notify_cancel():
                 return TASK_CANCELLED, None
         elif self.stop.is_set():
             return TASK_FAILED, Cancelled("cancelled by shutdown")
+        elif task.future.done():  # a retry cancelled once handed to this worker
+            return TASK_CANCELLED, None
         slot = worker.slot
         timeout = task.timeout
         if timeout is None:
-            slot.ctx = TaskContext(slot, task.attempt)
+            ctx = worker.ctx
+            if ctx is None or ctx._cancelled or attempt != 1:
+                ctx = TaskContext(slot, attempt)
+                if self._reuse:
+                    worker.ctx = ctx
+            slot.ctx = ctx
             worker.task = task
         else:
             deadline = time.monotonic() + timeout
             slot.ctx = TaskContext(slot, task.attempt, deadline)
             worker.task = task
-            if not self.halted:
+            if not self.halted and not self._own_deadlines:
                 worker.deadline = self.timer().call_at(
                     deadline, partial(self._deadline, worker, task))
         # Checked once the task shows as running: a halt either sees it there (and
         # stops it) or is seen here (see cancel_all).
         if self.halted:
             return TASK_FAILED, Cancelled("cancelled by shutdown")
+        if self.limiter is not None:
+            with self._lock:
+                self.limiter.on_start()
+            worker.limited = True
         return None
 
     def end(self, worker: Worker, task: Task, kind: int, value: Any,
@@ -313,13 +413,13 @@ class Engine:
         starting at *started* (``perf_counter``): count it, settle or retry it, and
         return the worker's next task; None when the worker is parked now
         (``Backend.resume`` wakes it) or leaving (``worker.leaving``)."""
-        handle = worker.deadline
-        if handle is not None:
-            handle.cancel()
+        # The hot path of every pool: one lock round, the success case first, and
+        # each attribute read once.
+        if worker.deadline is not None:
+            worker.deadline.cancel()
             worker.deadline = None
-        future = task.future
         retry_delay = None
-        stats = self.stats
+        grow: list[Task] | None = None
         with self._lock:
             if worker.abandoned:  # given up on: its task was settled then
                 self._stuck -= 1
@@ -327,14 +427,18 @@ class Engine:
                 return None
             worker.task = None
             worker.slot.ctx = None
+            stats = self.stats
             if kind == TASK_OK:
-                failed = value.failed if task.items is not None else 0
-                stats.completed += task.count - failed
-                stats.failed += failed
-                self._tick += 1
-                if not self._tick & self._sample_mask:
+                if task.items is None:
+                    stats.completed += 1
+                else:
+                    failed = value.failed
+                    stats.completed += task.count - failed
+                    stats.failed += failed
+                tick = self._tick = self._tick + 1
+                if not tick & self._sample_mask:
                     self._sample(task, started)
-            elif kind == TASK_CANCELLED:
+            elif kind in (TASK_CANCELLED, TASK_STOPPED):
                 stats.cancelled += task.count
             else:
                 retry_delay = self._retry_delay(task, value)
@@ -346,15 +450,31 @@ class Engine:
                     stats.timed_out += task.count
                 else:
                     stats.failed += task.count
-            nxt = self._pop()
-            if nxt is None:
+            if worker.limited:
+                grow = self._adapt(worker, kind, value, _perf() - started)
+            if not self._size or self._alive > self.target:
+                nxt = None
                 self._park_or_retire(worker)
-        if retry_delay is not None:
+            elif len(self._prios) == 1:  # _pop(), inline: priority 0 alone
+                worker.next = nxt = self._queues[0].popleft()
+                self._size -= 1
+                if self._put_waiters:
+                    self._room()
+            else:
+                worker.next = nxt = self._pop()
+        if kind == TASK_OK:
+            # settle(), inline (contextlib.suppress would cost a call and a context)
+            try:  # noqa: SIM105
+                task.future.set_result(value)
+            except InvalidStateError:
+                pass
+        elif retry_delay is not None:
             self._schedule_retry(task, retry_delay)
-        elif kind == TASK_OK:
-            settle(future, value, None)
-        elif kind == TASK_FAILED:
-            settle(future, None, value)
+        elif kind != TASK_CANCELLED:
+            settle(task.future, None, value)
+        if grow:
+            for first in grow:
+                self._spawn(first)
         return nxt
 
     def _sample(self, task: Task, started: float) -> None:
@@ -376,17 +496,134 @@ class Engine:
             return task
 
     def _park_or_retire(self, worker: Worker) -> None:
-        """Under the lock: *worker* has nothing to run; it leaves a closing pool
-        (idle ones leave with it) or waits for work, which a blocked put() can hand
-        it (the only way in with ``queue_size=0``)."""
+        """Under the lock: *worker* has nothing to run (or is one too many); it leaves
+        a closing pool (idle ones leave with it) or a pool above its target (resized
+        down, or an adaptive limit that fell), or waits for work, which a blocked put()
+        can hand it (the only way in with ``queue_size=0``)."""
         if self.state != OPEN and not self._retrying:
             self._alive -= 1
             worker.leaving = True
             self._release_idle()
+        elif self._alive > self.target:
+            self._alive -= 1
+            worker.leaving = True
+            self._record()
         else:
             self._parked.append(worker)
+            if self.scaler is not None:
+                worker.idle_since = time.monotonic()
+                self._arm_sweep(worker.idle_since + self.scaler.idle_timeout)
             if self._put_waiters:
-                self._not_full.notify()
+                self._room()
+
+    # -- dynamic pools: Autoscale and Adaptive -------------------------------------------
+
+    @property
+    def eager(self) -> int:
+        """How many workers a backend may start at once when the first task comes
+        (the process backend forks them while the caller has one thread): all of a
+        fixed pool's; an Autoscale pool's ``min`` and one spare, so that an idle
+        dynamic pool holds no more than it was asked to."""
+        scaler = self.scaler
+        return self.target if scaler is None else min(self.target, scaler.min + 1)
+
+    def _record(self) -> None:
+        """Under the lock: note the worker count in an Autoscale pool's history."""
+        if self.scaler is not None:
+            self.scaler.record(time.monotonic(), self._alive)
+
+    def _arm_sweep(self, when: float) -> None:
+        """Under the lock: make sure the idle sweep runs by *when*, where the backend
+        keeps time (the timer thread, or an event loop's task: the sweep then runs on
+        the loop, where its workers may be released)."""
+        if self._sweep_at is not None and self._sweep_at <= when:
+            return
+        self._sweep_at = when
+        self._sweep = self.backend.call_later(max(0.0, when - time.monotonic()),
+                                              self._sweep_idle)
+
+    def _sweep_idle(self) -> None:
+        """The timer's call: workers of an Autoscale pool idle for ``idle_timeout``
+        leave, the longest idle first, down to ``min``; it comes again for the next."""
+        scaler = self.scaler
+        assert scaler is not None
+        with self._lock:
+            self._sweep_at = self._sweep = None
+            now = time.monotonic()
+            parked = self._parked
+            retired = False
+            while (parked and self._alive > scaler.min
+                   and scaler.may_retire(workers=self._alive,
+                                         idle_since=parked[0].idle_since, now=now)):
+                worker = parked.pop(0)  # parked in order: the first waited longest
+                self._alive -= 1
+                worker.leaving = True
+                self.backend.release(worker)
+                retired = True
+            if retired:
+                self._record()
+            if parked and self._alive > scaler.min and self.state == OPEN:
+                self._arm_sweep(scaler.retire_at(parked[0].idle_since))
+
+    def _adapt(self, worker: Worker, kind: int, value: Any, latency: float) -> list[Task]:
+        """Under the lock: *worker*'s task, counted against the adaptive limit, ended
+        after *latency* seconds: feed the limiter and follow its limit. Returns the
+        queued tasks that workers started now for a limit that rose must run."""
+        worker.limited = False
+        limiter, adaptive = self.limiter, self._adaptive
+        assert limiter is not None
+        assert adaptive is not None
+        dropped = False
+        if kind == TASK_FAILED:
+            try:
+                dropped = adaptive.is_drop(value)
+            except Exception:  # the user's predicate: its bug must not stop the pool
+                LOGGER.exception("exception in the drop predicate of %r", adaptive)
+        limiter.on_end(latency, dropped, _perf())
+        old, self.target = self.target, limiter.limit
+        return self._grow() if self.target > old else []
+
+    def _grow(self) -> list[Task]:
+        """Under the lock: start workers for queued tasks, up to the target (after it
+        rose); returns the tasks the new workers start with."""
+        firsts: list[Task] = []
+        while self._size and self._alive < self.target and not self._parked:
+            task = self._pop()
+            assert task is not None
+            self._alive += 1
+            firsts.append(task)
+        return firsts
+
+    def resize(self, workers: int | None = None, *, low: int | None = None,
+               high: int | None = None) -> None:
+        """Move the pool's size (checked by the caller): a fixed pool keeps *workers*;
+        an Autoscale pool's bounds become *low* and *high* (*workers*: both at most
+        that); an Adaptive pool's limit bounds become *low* and *high*. Workers above
+        the new size leave: idle ones now, busy ones once their task ended; queued
+        tasks get new workers at once when it grew."""
+        with self._lock:
+            if self.scaler is not None:
+                scaler = self.scaler
+                if workers is not None:
+                    high, low = workers, min(scaler.min, workers)
+                scaler.resize(min=low, max=high)
+                self.target = scaler.max
+            elif self.limiter is not None:
+                self.limiter.resize(min=low, max=high)
+                self.target = self.limiter.limit
+            else:
+                assert workers is not None
+                self.target = workers
+            parked = self._parked
+            while self._alive > self.target and parked:
+                worker = parked.pop(0)
+                self._alive -= 1
+                worker.leaving = True
+                self.backend.release(worker)
+            grow = self._grow()
+            self._record()
+        for first in grow:
+            self._spawn(first)
 
     def _release_idle(self) -> None:
         """Under the lock: every parked worker leaves."""
@@ -395,12 +632,20 @@ class Engine:
             self._alive -= 1
             worker.leaving = True
             self.backend.release(worker)
+        if parked:
+            self._record()
 
     def left(self, worker: Worker) -> None:
         """*worker* left, its resources released (its thread ending, or its process
         reaped): join() stops waiting for it."""
         with self._lock:
             self._workers.discard(worker)
+            if not worker.leaving and worker in self._parked:
+                # It ended while parked (its event loop task was cancelled from
+                # outside): it is gone, not idle.
+                self._parked.remove(worker)
+                self._alive -= 1
+                worker.leaving = True
             thread = worker.thread
             if (thread is not None and not worker.abandoned
                     and thread is threading.current_thread() and thread not in self._left):
@@ -430,6 +675,8 @@ class Engine:
             worker.task = None
             self._alive -= 1
             self._stuck += 1
+            grow = (self._adapt(worker, TASK_FAILED, error, task.timeout or 0.0)
+                    if worker.limited else [])
             delay = self._retry_delay(task, error)
             if delay is None:
                 if isinstance(error, TaskTimeout):
@@ -453,6 +700,8 @@ class Engine:
             settle(task.future, None, error)
         if replace:
             self._spawn(None)
+        for first in grow:
+            self._spawn(first)
 
     # -- retries ------------------------------------------------------------------------
 
@@ -465,10 +714,10 @@ class Engine:
             return None
         self.stats.retried += 1
         task.attempt += 1
-        return policy.delay(task.attempt - 1)
+        return policy.delay_for(error, task.attempt - 1)
 
     def _schedule_retry(self, task: Task, delay: float) -> None:
-        handle = self.timer().call_later(delay, partial(self._requeue, task))
+        handle = self.backend.call_later(delay, partial(self._requeue, task))
         with self._lock:
             if task in self._retrying:
                 self._retrying[task] = handle
@@ -477,7 +726,10 @@ class Engine:
         """The pool's timer thread (started on first use)."""
         timer = self._timer
         if timer is None or timer.closed:
-            with self._lock:
+            # A lock of its own, not the engine's: a backend's call_later may be asked
+            # under the engine's lock (the idle sweep), and the timer's lock is only
+            # ever taken after the engine's, never before.
+            with self._timer_lock:
                 if self._timer is None or self._timer.closed:
                     self._timer = Timer(f"{self.name}_timer")
                 timer = self._timer
@@ -500,6 +752,7 @@ class Engine:
             while (task := self._pop()) is not None:
                 victims.append(task)
             self._not_full.notify_all()
+            self.backend.room(every=True)
             self._release_idle()
             for task in victims:
                 self.stats.failed += task.count
@@ -520,11 +773,15 @@ class Engine:
                 if error is not None:
                     self.closed_error = error
             self._not_full.notify_all()
+            self.backend.room(every=True)
             if not self._size and not self._retrying:
                 self._release_idle()
+            if self._sweep is not None:  # nothing idles past a close
+                self._sweep.cancel()
+                self._sweep_at = self._sweep = None
         self.backend.close()
 
-    def cancel_pending(self) -> list[Future[Any]]:
+    def cancel_pending(self) -> list[TaskFuture]:
         """Cancel queued tasks and tasks waiting for a retry; running ones go on (as
         the stdlib's ``shutdown(cancel_futures=True)``): stopping them is
         ``abandon_running``'s and ``cancel_all``'s.
@@ -542,7 +799,7 @@ class Engine:
                 self.stats.cancelled += task.count
             for task, _ in retrying:
                 self.stats.cancelled += task.count
-        cancelled: list[Future[Any]] = []
+        cancelled: list[TaskFuture] = []
         for task in queued:
             if task.future.cancel():
                 cancelled.append(task.future)
@@ -556,7 +813,7 @@ class Engine:
             cancelled.append(task.future)
         return cancelled
 
-    def cancel_all(self) -> list[Future[Any]]:
+    def cancel_all(self) -> list[TaskFuture]:
         """Stop everything now, in one call: cancel queued tasks and tasks waiting for
         a retry, and stop running ones (``Backend.interrupt``: cooperatively for
         threads, by a kill for processes). A task handed to a worker that has not
@@ -575,16 +832,61 @@ class Engine:
             self.backend.interrupt(worker, task)
         return cancelled
 
+    def withdraw(self, match: Callable[[Task], bool]) -> tuple[list[Task], list[Task]]:
+        """Take the queued tasks and the tasks waiting for a retry that *match* out of
+        the engine, counted as cancelled: (queued, retrying). The caller settles their
+        futures (a cancelled ``AsyncFuture``, the chunks of a ``map`` its consumer
+        left, a group's tasks once it failed). A closing pool's idle workers leave if
+        nothing is left."""
+        with self._lock:
+            queued: list[Task] = []
+            for prio in list(self._prios):
+                queue = self._queues[prio]
+                kept = deque(task for task in queue if not match(task))
+                if len(kept) == len(queue):
+                    continue
+                queued += [task for task in queue if match(task)]
+                if kept or not prio:
+                    self._queues[prio] = kept
+                else:
+                    del self._queues[prio]
+                    self._prios.remove(prio)
+            self._size -= len(queued)
+            retrying = [task for task in self._retrying if match(task)]
+            handles = [self._retrying.pop(task) for task in retrying]
+            for task in queued + retrying:
+                self.stats.cancelled += task.count
+            if queued and self._put_waiters:
+                self._not_full.notify(len(queued))
+                if self._room_waiters:
+                    self.backend.room(every=True)
+            if self.state != OPEN and not self._size and not self._retrying:
+                self._release_idle()
+        for handle in handles:
+            if handle is not None:
+                handle.cancel()
+        return queued, retrying
+
+    def start(self, workers: int) -> None:
+        """Start *workers* more workers now, without tasks (they park), up to the
+        target: for a pool that starts its workers up front, as ``AsyncPool`` does at
+        ``async with`` (the sync pools start theirs as tasks come)."""
+        with self._lock:
+            workers = max(0, min(workers, self.target - self._alive))
+            self._alive += workers
+        for _ in range(workers):
+            self._spawn(None)
+
     def _running(self) -> list[tuple[Worker, Task]]:
         with self._lock:
             return [(w, w.task) for w in self._workers
                     if w.task is not None and not w.abandoned]
 
-    def running_futures(self) -> list[Future[Any]]:
+    def running_futures(self) -> list[TaskFuture]:
         """The futures of the tasks running now."""
         return [task.future for _, task in self._running()]
 
-    def abandon_running(self) -> list[Future[Any]]:
+    def abandon_running(self) -> list[TaskFuture]:
         """Give up on every running task (``Backend.give_up``: a thread is abandoned,
         a process killed): its future fails with ``Cancelled``."""
         with self._lock:
@@ -632,15 +934,18 @@ class Engine:
         self._not_full = threading.Condition(self._lock)
         self._workers_changed = threading.Condition(self._lock)
         self.stop = threading.Event()
-        self._put_waiters = self._size = self._alive = self._stuck = self.waking = 0
-        self._queues = {}
-        self._prios = []
+        self._put_waiters = self._room_waiters = self._size = self._alive = 0
+        self._stuck = self.waking = 0
+        self._queues = {0: deque()}
+        self._prios = [0]
         self._parked = []
         self._workers = set()
         self._left = []
         self._retrying = {}
         self._maps = set()
         self._timer = None
+        self._timer_lock = threading.Lock()
+        self._sweep_at = self._sweep = None
         self.state = CLOSING
         self.halted = True
         self.closed_error = (PoolClosed, "cannot schedule new futures in a forked child "
@@ -667,6 +972,12 @@ class Engine:
 
     # -- statistics ---------------------------------------------------------------------
 
+    def count_submitted(self, items: int) -> None:
+        """*items* joined a task still queued (``Task.items`` of an async ``map``
+        chunk, and its ``count``): they are submitted too."""
+        with self._lock:
+            self.stats.submitted += items
+
     def count_failed_at_intake(self) -> None:
         """A call whose future failed before it reached the queue (its arguments could
         not be sent to a worker process): submitted, and failed."""
@@ -678,10 +989,20 @@ class Engine:
         """A snapshot of the counters, and of the queue and workers now."""
         with self._lock:
             running = sum(1 for w in self._workers if w.task is not None and not w.abandoned)
-            return self.stats.snapshot(
+            snapshot = self.stats.snapshot(
                 queued=self._size + len(self._retrying), running=running,
                 workers=self._alive, busy=max(0, self._alive - len(self._parked)),
-                stuck=self._stuck)
+                stuck=self._stuck + self.backend.stray())
+            scaler, limiter = self.scaler, self.limiter
+            if scaler is not None:
+                return dataclasses.replace(snapshot, min_workers=scaler.min,
+                                           max_workers=scaler.max,
+                                           workers_history=scaler.history)
+            if limiter is not None:
+                return dataclasses.replace(snapshot, limit=limiter.limit,
+                                           limit_history=limiter.history,
+                                           drops=limiter.drops)
+            return snapshot
 
     def live_workers(self) -> list[Worker]:
         """The workers now in the pool (tests read their processes)."""
@@ -689,7 +1010,7 @@ class Engine:
             return list(self._workers)
 
 
-def settle(future: Future[Any], value: Any, error: BaseException | None) -> None:
+def settle(future: TaskFuture, value: Any, error: BaseException | None) -> None:
     """Resolve *future*; a future that someone else resolved first stays as it is."""
     try:
         if error is None:

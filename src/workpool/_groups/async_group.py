@@ -8,11 +8,11 @@ A group runs its tasks on a pool, and schedules nothing itself::
                    │ no                                   (fn never runs)
                    ▼
        the group's own lazy AsyncPool(limit) ── or ── the AsyncPool passed as pool=
-         (its queue, straight)                         (submit's path: room, budget)
+         (Engine.put, straight)                        (submit's path: room, budget)
                    │  every task carries the group's Spec: its on_end hook counts the
                    ▼  task's end where the engine settles it, no done callback each
-    the first failure: the pool cancels the group's tasks (cancel_owned: queued ones
-    never start, running ones are interrupted), the block's cancel scope is cancelled,
+    the first failure: the pool cancels the group's tasks (its backend's cancel_where:
+    queued ones never start, running ones are interrupted), the block's cancel scope is cancelled,
     waiting go() calls return cancelled futures
     __aexit__: wait until no task is in flight, leave the scope and the own pool,
     raise the verdict (``policy.py``, shared with ``Group``)
@@ -38,6 +38,7 @@ import anyio
 import anyio.lowlevel
 
 from .._backends.aio import NO_LOT, Lot, lot_type
+from .._core.dynamic import Adaptive, Autoscale
 from .._core.exceptions import WouldBlock
 from .._core.metrics import register
 from .._core.options import check_timeout
@@ -50,6 +51,7 @@ from .._engine.async_task import (
     Spec,
     new_future,
 )
+from .._engine.contract import new_call
 from .._pools.async_pool import AsyncPool
 from .policy import (
     CLOSED,
@@ -106,7 +108,8 @@ class AsyncGroup(GroupBase):
 
     Args:
         limit: the most tasks in flight at once (None: no limit, every ``go``
-            starts its task at once).
+            starts its task at once); or a ``wp.Autoscale`` or ``wp.Adaptive`` for
+            the group's own pool (``go`` blocks at its ``max``), as for ``Group``.
         pool: a ``wp.AsyncPool`` to run the tasks on (with its timeout, retry, rate
             and budget), instead of an ``AsyncPool`` of the group's own; the group
             still applies its limit and cancellation and does not close the pool.
@@ -138,16 +141,17 @@ class AsyncGroup(GroupBase):
 
     __slots__ = ("__weakref__", "_active", "_base_error", "_cancel_exc", "_cancelled",
                  "_cancelled_tasks", "_direct", "_done", "_engine", "_errors", "_exiting",
-                 "_failed", "_idle_workers", "_last_fn", "_limit", "_name", "_own", "_pool",
-                 "_queue", "_scope", "_space", "_space_waiters", "_spec", "_stack", "_state",
+                 "_failed", "_last_fn", "_limit", "_name", "_own", "_pool", "_scope",
+                 "_space", "_space_waiters", "_spec", "_stack", "_state",
                  "_timed_out", "_timeout", "_values")
 
-    def __init__(self, limit: int | None = None, *, pool: AsyncPool | None = None,
+    def __init__(self, limit: int | Autoscale | Adaptive | None = None, *,
+                 pool: AsyncPool | None = None,
                  timeout: float | None = None, name: str | None = None,
                  metrics: bool | str = False) -> None:
-        limit = check_limit(limit)
         if pool is not None and not isinstance(pool, AsyncPool):
             raise TypeError(f"pool must be a wp.AsyncPool or None, got {pool!r}")
+        limit, dynamic = check_limit(limit, pool)
         check_group_metrics(metrics, pool)
         self._limit = limit
         self._timeout = check_timeout(timeout)
@@ -156,13 +160,13 @@ class AsyncGroup(GroupBase):
         self._direct = self._own  # go() queues on the own pool itself: not cancelled
         if pool is None:
             size = limit or UNLIMITED  # the limit bounds the queue too: it never fills
-            pool = AsyncPool(size, queue_size=size, name=self._name)
-            pool._engine.lazy = True
+            pool = AsyncPool(dynamic or size, queue_size=size, name=self._name)
+            pool._lazy = True
         self._pool = pool
         engine = self._engine = pool._engine
         # Every task of the group carries this spec (the pool's options); its end
         # hook counts the task's end. A refused go() gets a future without the hook.
-        self._spec = Spec(engine, ASYNC, engine.timeout, engine.retry,
+        self._spec = Spec(pool._backend, ASYNC, engine.timeout, engine.retry,
                           rated=engine.bucket is not None, on_end=self._ended)
         self._state = NEW
         self._exiting = False  # the block has ended: __aexit__ waits for the last task
@@ -182,9 +186,6 @@ class AsyncGroup(GroupBase):
         self._done: Lot = NO_LOT  # __aexit__ waiting for the last task
         self._scope: anyio.CancelScope | None = None  # the block's
         self._stack = AsyncExitStack()  # the own pool, then the block's scope
-        # The own pool's queue and idle workers (known once it started), for go().
-        self._queue = engine.q
-        self._idle_workers = NO_LOT.waiters
         self._cancel_exc: type[BaseException] = BaseException
         register(self, metrics, self._name, group_samples)
 
@@ -199,7 +200,6 @@ class AsyncGroup(GroupBase):
         self._space_waiters = self._space.waiters
         if self._own:
             await self._stack.enter_async_context(self._pool)
-            self._idle_workers = self._engine.idle.waiters
         deadline = math.inf if self._timeout is None else anyio.current_time() + self._timeout
         self._scope = self._stack.enter_context(anyio.CancelScope(deadline=deadline))
         self._state = OPEN
@@ -281,8 +281,8 @@ class AsyncGroup(GroupBase):
             RuntimeError: the group was not entered, or its block has exited.
             TypeError: *fn* is not a coroutine function.
         """
-        # The hot path, inline (a call costs as much as the rest): queue the task on
-        # the own pool and make sure a worker is on its way (AsyncEngine.push).
+        # The hot path, inline (a call costs as much as the rest): hand the task to
+        # the own pool's engine (its queue never fills: it is as long as the limit).
         if self._state != OPEN:
             self._check_state()
         if fn is not self._last_fn:
@@ -297,26 +297,18 @@ class AsyncGroup(GroupBase):
                 await anyio.lowlevel.checkpoint()  # the block's cancellation, if ours
                 return self._refused(fn, args, kwargs)
             return await self._submit(fn, args, kwargs)
+        spec = self._spec
         job: AsyncFuture[T] = _new(AsyncFuture)  # new_future(), inline
         job._fn = fn
-        job._args = args
-        job._kwargs = kwargs
-        job._spec = self._spec
+        job._spec = spec
         job._state = QUEUED
         job._notify = None
-        job._attempt = 1
-        job._t0 = 0.0
         values = self._values
         job._index = len(values)
         values.append(None)
         self._active += 1
-        self._queue.append(job)
-        engine = self._engine
-        if not engine.woken:
-            if self._idle_workers:
-                engine.wake()
-            elif len(engine.workers) < engine.size:
-                engine.grow()
+        self._engine.put(new_call(fn, args, kwargs, job, 0, spec.timeout, spec.retry, None,
+                                  spec), False)
         return job
 
     def go_nowait(self, fn: Callable[P, Awaitable[T]], /, *args: P.args,
@@ -338,22 +330,24 @@ class AsyncGroup(GroupBase):
             raise WouldBlock(f"the group is at its limit ({limit} tasks in flight)")
         if self._cancelled:
             return self._refused(fn, args, kwargs)
+        pool = self._pool
+        task = pool._task(fn, args, kwargs, self._spec)
         if not self._direct:
-            self._engine.check_open()
-            job = self._new_job(fn, args, kwargs)
+            pool._check_open()
             self._active += 1
             try:
-                self._pool._put_now(job, 1)
+                job = pool._put_now(task, 1)
             except BaseException:
                 self._release()
                 raise
             return self._admitted(job)
-        job = new_future(fn, args, kwargs, self._spec, 0.0)
-        job._index = len(self._values)
+        future = task.future
+        assert type(future) is AsyncFuture
+        future._index = len(self._values)
         self._values.append(None)
         self._active += 1
-        self._engine.push(job)
-        return job
+        self._engine.put(task, False)
+        return future
 
     def _check_state(self) -> None:
         if self._state == NEW:
@@ -367,22 +361,19 @@ class AsyncGroup(GroupBase):
                  kwargs: dict[str, Any]) -> AsyncFuture[Any]:
         """The handle ``go`` returns once the group is cancelled: cancelled already
         (its spec has no end hook: it never was in flight)."""
-        job = new_future(fn, args, kwargs, self._engine.defaults[ASYNC], 0.0)
+        del args, kwargs  # fn never runs
+        job = new_future(fn, self._pool._defaults[ASYNC])
         job._cancelled(NOT_STARTED)
         self._cancelled_tasks += 1
         return job
 
-    def _new_job(self, fn: Callable[..., Any], args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> AsyncFuture[Any]:
-        return new_future(fn, args, kwargs, self._spec, self._engine.stamp())
-
     async def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...],
                       kwargs: dict[str, Any]) -> AsyncFuture[Any]:
         """Queue a task on the pool passed as ``pool`` (its room, its budget)."""
-        job = self._new_job(fn, args, kwargs)
+        pool = self._pool
         self._active += 1
         try:
-            await self._pool._put(job, 1, True)
+            job = await pool._put(pool._task(fn, args, kwargs, self._spec), 1, True)
         except BaseException:
             self._release()
             raise
@@ -445,7 +436,9 @@ class AsyncGroup(GroupBase):
         """Refuse new tasks, cancel those queued and running, wake waiting go()s."""
         self._cancelled = True
         self._direct = False
-        self._engine.cancel_owned(self._spec, NOT_STARTED, WITH_GROUP)
+        spec = self._spec
+        self._pool._backend.cancel_where(lambda task: task.payload is spec, NOT_STARTED,
+                                         WITH_GROUP)
         self._space.unpark_all()
 
     # -- results ------------------------------------------------------------------------

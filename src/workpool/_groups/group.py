@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, final
 
 from .._core.context import TaskContext, WorkerSlot, current, current_slot, install_slot
+from .._core.dynamic import Adaptive, Autoscale
 from .._core.exceptions import Cancelled, WouldBlock
 from .._core.metrics import register
 from .._core.options import check_timeout
@@ -141,7 +142,10 @@ class Group(GroupBase):
 
     Args:
         limit: the most tasks in flight at once (None: no limit, every ``go``
-            starts its task at once).
+            starts its task at once); or a ``wp.Autoscale`` (threads of the group's
+            own pool come and go between its bounds, ``go`` blocks at its ``max``) or
+            a ``wp.Adaptive`` (the tasks running at once follow its limit, those
+            beyond wait in the pool's queue; ``go`` blocks at its ``max``).
         pool: a ``concurrent.futures.Executor`` (``wp.ThreadPool``, a process pool,
             a ``ThreadPoolExecutor``...) to run the tasks on, instead of a
             ``wp.ThreadPool`` of the group's own; the group still applies its limit
@@ -175,13 +179,14 @@ class Group(GroupBase):
         pages = g.results()                 # in go order
     """
 
-    def __init__(self, limit: int | None = None, *, pool: Executor | None = None,
+    def __init__(self, limit: int | Autoscale | Adaptive | None = None, *,
+                 pool: Executor | None = None,
                  timeout: float | None = None, name: str | None = None,
                  metrics: bool | str = False) -> None:
-        self._limit = check_limit(limit)
         if pool is not None and not isinstance(pool, Executor):
             raise TypeError(f"pool must be a concurrent.futures.Executor (such as "
                             f"wp.ThreadPool) or None, got {pool!r}")
+        self._limit, self._dynamic = check_limit(limit, pool)
         check_group_metrics(metrics, pool)
         self._timeout = check_timeout(timeout)
         self._name = name or f"workpool-group-{next(_COUNTER)}"
@@ -224,7 +229,7 @@ class Group(GroupBase):
                 raise RuntimeError("a Group can be entered only once")
             self._state = OPEN
         if self._pool is None:
-            self._own = ThreadPool(self._limit or UNLIMITED, name=self._name,
+            self._own = ThreadPool(self._dynamic or self._limit or UNLIMITED, name=self._name,
                                    initializer=self._worker_started)
         if self._timeout is not None:
             self._timer = Timer(f"{self._name}_timer")

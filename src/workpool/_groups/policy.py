@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from .._core.dynamic import Adaptive, Autoscale
 from .._core.metrics import MetricsSample, check_metrics, read_statistics
 
 __all__ = ["CLOSED", "EXITING", "NEW", "OPEN", "GroupBase", "check_group_metrics",
@@ -45,15 +46,31 @@ class GroupBase:
         return self._cancelled
 
 
-def check_limit(limit: int | None) -> int | None:
-    """Validate a group's ``limit`` (None: no limit)."""
+def check_limit(limit: int | Autoscale | Adaptive | None,
+                pool: object) -> tuple[int | None, Autoscale | Adaptive | None]:
+    """Validate a group's ``limit``: None (no limit), an int, or a dynamic policy for
+    the group's own pool (``wp.Autoscale``: threads come and go between its bounds;
+    ``wp.Adaptive``: the tasks running at once follow its limit). Returns the most
+    tasks in flight (``go`` blocks there) and the policy, if any.
+
+    Raises:
+        TypeError: *limit* is none of those, or a policy with *pool* (it sizes the
+            group's own pool).
+        ValueError: an int below 1.
+    """
     if limit is None:
-        return None
+        return None, None
+    if isinstance(limit, Autoscale | Adaptive):
+        if pool is not None:
+            raise TypeError(f"a {type(limit).__name__} limit sizes the group's own pool: "
+                            "not with pool= (give that pool the policy instead)")
+        return limit.max, limit
     if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be an int or None, got {limit!r}")
+        raise TypeError(f"limit must be an int, a wp.Autoscale, a wp.Adaptive or None, "
+                        f"got {limit!r}")
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    return limit
+    return limit, None
 
 
 def check_group_metrics(metrics: bool | str, pool: object) -> None:

@@ -119,7 +119,7 @@ class AsyncStage(StageRuntime):
         spec = self.spec
         limit = Slots(2 * spec.workers)
         self._ready = new_lot()
-        pool = self._pool = AsyncPool(spec.workers, timeout=spec.timeout, retry=spec.retry,
+        pool = self._pool = AsyncPool(spec.pool_workers, timeout=spec.timeout, retry=spec.retry,
                                       rate=spec.rate, name=f"pipeline-{spec.name}")
         async with pool, anyio.create_task_group() as tg:
             tg.start_soon(self._dispatch, pool, limit)

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Generic, Literal, Never, TypeVar, final, overload
 
+from .._core.dynamic import Adaptive, Autoscale
 from .._core.metrics import check_metrics, register
 from .._core.options import Cost, OnError, stage_workers
 from .._core.outcome import Outcome
@@ -71,10 +72,12 @@ class Pipeline(Generic[T_co]):
     Stages (each returns a new pipeline): ``map``, ``filter``, ``flat_map``, ``each``
     (a sink), ``batch``, ``unbatch``. Function stages take ``workers`` (an int, or a
     float: that multiple of ``wp.cpus()``, rounded half up, at least 1, so ``1.0`` is
-    one per CPU and ``0.5`` on 2 CPUs is 1), ``kind`` ("thread", "process", "async",
-    "dask": on a ``wp.DaskPool`` over the current default ``distributed.Client``, or,
-    when there is none, a ``LocalCluster`` the run starts for its dask stages and
-    closes at its end; ``workers`` is then the most chunks in flight on the cluster),
+    one per CPU and ``0.5`` on 2 CPUs is 1; or a ``wp.Autoscale`` or ``wp.Adaptive``
+    for a dynamic stage, whose current workers or limit the live view shows), ``kind``
+    ("thread", "process", "async", "dask": on a ``wp.DaskPool`` over the current
+    default ``distributed.Client``, or, when there is none, a ``LocalCluster`` the run
+    starts for its dask stages and closes at its end; ``workers`` is then the most
+    chunks in flight on the cluster),
     ``buffer`` (the bounded queue to the next stage, default ``max(64, 2 * workers)``),
     ``ordered``, ``timeout``, ``retry``, ``rate``, ``on_error`` ("raise", "return",
     "collect" or "skip", as on every pool's ``map``), ``budget`` and ``cost`` (a
@@ -160,12 +163,16 @@ class Pipeline(Generic[T_co]):
                budget: Budget | None, cost: Cost,
                transactional: bool = False) -> Pipeline[Any]:
         check_stage(op, fn, kind, on_error, retry, rate, budget, cost)
-        count = stage_workers(workers, cpus)
+        dynamic: Autoscale | Adaptive | None = None
+        if isinstance(workers, Autoscale | Adaptive):
+            dynamic, count = workers, workers.max
+        else:
+            count = stage_workers(workers, cpus)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {name!r}")
         return self._then(StageSpec(
             op=op, name=name or stage_name(op, fn), fn=fn, kind=kind, workers=count,
-            buffer=check_buffer(buffer, count), ordered=bool(ordered),
+            dynamic=dynamic, buffer=check_buffer(buffer, count), ordered=bool(ordered),
             timeout=check_timeout(timeout), retry=retry, rate=rate, on_error=on_error,
             budget=budget, cost=cost, transactional=transactional))
 

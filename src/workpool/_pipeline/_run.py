@@ -286,7 +286,7 @@ class Run:
     def report(self) -> PipelineReport:
         """The run's numbers so far (or in the end)."""
         seconds = elapsed(self.started, self.ended)
-        stages = tuple(stage_report(s.spec.name, s.kind, s.workers, s.counters, seconds,
+        stages = tuple(stage_report(s.spec.name, s.kind, s.spec.workers, s.counters, seconds,
                                     None if s.spec.rate is None else s.spec.rate.per_second,
                                     sink=s.spec.op == EACH)
                        for s in self.stages)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
+from .._core.dynamic import Adaptive, Autoscale
 from .._core.options import (
     Cost,
     check_budget,
@@ -35,7 +36,7 @@ __all__ = [
     "worker_function",
 ]
 
-Workers = int | float
+Workers = int | float | Autoscale | Adaptive
 
 MAP: Final = "map"
 FILTER: Final = "filter"
@@ -59,7 +60,8 @@ class StageSpec:
     name: str
     fn: Callable[..., Any] | None = None
     kind: str = "thread"
-    workers: int = 1
+    workers: int = 1  # the most workers (a dynamic policy's max)
+    dynamic: Autoscale | Adaptive | None = None  # a dynamic stage's policy
     buffer: int = 64
     ordered: bool = True
     timeout: float | None = None
@@ -70,6 +72,11 @@ class StageSpec:
     cost: Cost = 1  # tokens of the budget per item, or a function of the item
     size: int = 0  # batch
     transactional: bool = False  # each
+
+    @property
+    def pool_workers(self) -> int | Autoscale | Adaptive:
+        """What the stage's pool takes as ``workers=``."""
+        return self.workers if self.dynamic is None else self.dynamic
 
     @property
     def pooled(self) -> bool:

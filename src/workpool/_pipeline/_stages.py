@@ -90,7 +90,12 @@ class StageRuntime:
 
     @property
     def workers(self) -> int:
-        """Workers the stage runs its function on."""
+        """Workers the stage runs its function on now: a dynamic stage's current
+        workers (``wp.Autoscale``) or limit (``wp.Adaptive``), as the live view shows."""
+        if self.spec.dynamic is not None:
+            stats = self.statistics()
+            if stats is not None:
+                return stats.limit if stats.limit is not None else stats.workers
         return self.spec.workers
 
     def start(self) -> None:
@@ -268,15 +273,15 @@ class PoolStage(StageRuntime):
         if spec.kind == "process":
             from .._pools.process import ProcessPool
 
-            return ProcessPool(spec.workers, rate=spec.rate, name=name)
+            return ProcessPool(spec.pool_workers, rate=spec.rate, name=name)
         if spec.kind == "dask":
             from .._pools.dask import DaskPool
 
-            return DaskPool(self.run.dask_client(), workers=spec.workers, rate=spec.rate,
+            return DaskPool(self.run.dask_client(), workers=spec.pool_workers, rate=spec.rate,
                             name=name)
         from .._pools.executor import ThreadPool
 
-        return ThreadPool(spec.workers, rate=spec.rate, name=name)
+        return ThreadPool(spec.pool_workers, rate=spec.rate, name=name)
 
     def _submit(self, values: list[Any], envs: list[Any]) -> Future[Chunk]:
         spec = self.spec

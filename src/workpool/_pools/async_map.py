@@ -3,11 +3,16 @@
 ::
 
     sync input ──the consumer reads, in __anext__──┐
-                                                   ├─▶ chunks ─▶ engine queue ─▶ workers
-    async input ──a feeder task in the pool reads──┘                               │
-                                                                                   ▼
-    consumer ◀── item by item ◀── chunks in input order (by sequence number) ◀─ deliver()
-                                  or as they finish (a FIFO)
+                                                   ├─▶ chunks ─▶ Engine.put ─▶ workers
+    async input ──a feeder task in the pool reads──┘                              │
+                                                                                  ▼
+    consumer ◀── item by item ◀── chunks in input order (by sequence number) ◀─ the
+                                  or as they finish (a FIFO)      engine settles the
+                                                                  chunk: deliver()
+
+A chunk is one engine ``Task`` (``items``, ``flag`` the run), and its ``Chunk`` is the
+task's future: the engine settles it with the chunk's ``ChunkEnd`` (or the error of
+its one item, past its retries), which hands the results to the run.
 
 At most ``window`` items are read and not yet consumed, so an endless source maps in
 flat memory. A new item joins the last chunk while that chunk still waits in the queue
@@ -25,25 +30,30 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import InvalidStateError
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import anyio
 
-from .._core.exceptions import Cancelled, ItemsFailed
+from .._core.exceptions import Cancelled, ItemsFailed, PoolClosed
 from .._core.failures import CollectedError, CollectedErrors, collected
 from .._core.options import OnError
 from .._core.outcome import Error, Value
-from .._engine.async_task import Chunk, Failure, Spec
+from .._engine.async_task import ChunkEnd, Failure, Spec
+from .._engine.contract import Task
+from .._engine.engine import OPEN, SHUTDOWN_MESSAGE
 
 if TYPE_CHECKING:
-    from .._engine.async_engine import AsyncEngine
+    from .._backends.async_backend import AsyncBackend
+    from .._engine.engine import Engine
     from .._sync.async_semaphore import AsyncSemaphore
 
-__all__ = ["MapResults", "MapRun"]
+__all__ = ["Chunk", "MapResults", "MapRun"]
 
 T = TypeVar("T")
 _TARGET: Final = 0.0005  # seconds an auto-sized chunk should take
 _EMPTY: Final[list[Any]] = []
+_NO_KWARGS: Final[dict[str, Any]] = {}
 
 
 def _is_async(iterable: Any) -> bool:
@@ -68,14 +78,70 @@ async def _azip(iterables: tuple[Any, ...]) -> AsyncIterator[tuple[Any, ...]]:
                 await it.aclose()
 
 
+class Chunk:
+    """A run of ``map`` items handed to one worker: one engine task, one wake-up and one
+    statistics sample for the lot; the ``TaskFuture`` of that task, through which the
+    engine hands its end to the run. Items are argument tuples when ``run.star``."""
+
+    __slots__ = ("count", "ended", "items", "run", "seq", "started")
+
+    def __init__(self, run: MapRun, items: list[Any], seq: int) -> None:
+        self.run = run
+        self.items = items
+        self.seq = seq
+        self.count = len(items)
+        self.started = self.ended = False
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """A worker takes the chunk: False (and the chunk ends, cancelled) once the
+        run is stopped (or the chunk was cancelled already)."""
+        if self.ended:
+            return False
+        if self.run.stopped:
+            self._end([], 0.0)
+            return False
+        self.started = True
+        return True
+
+    def set_result(self, result: ChunkEnd, /) -> None:
+        """The chunk ran (its items' values and errors)."""
+        self._end(result.results, result.seconds, result.failed)
+
+    def set_exception(self, exception: BaseException | None, /) -> None:
+        """The chunk's one item failed past its retries (a stopped chunk: cancelled)."""
+        assert exception is not None
+        if isinstance(exception, Cancelled) and self.run.stopped:
+            self._end([], 0.0)
+        else:
+            self._end([Failure(exception)], 0.0, 1)
+
+    def cancel(self) -> bool:
+        """Withdrawn by a shutdown before it started: its items are cancelled."""
+        if self.ended:
+            return False
+        self._end([], 0.0)
+        return True
+
+    def done(self) -> bool:
+        """Whether the chunk's end was handed to the run."""
+        return self.ended
+
+    def _end(self, results: list[Any], seconds: float, failed: int = 0) -> None:
+        if self.ended:
+            raise InvalidStateError("the chunk ended already")
+        self.ended = True
+        self.run.deliver(self, results, seconds, failed)
+
+
 class MapRun:
     """The state of one ``map`` call, shared by its consumer, feeder and workers."""
 
-    def __init__(self, engine: AsyncEngine, fn: Callable[..., Any], spec: Spec,
-                 iterables: tuple[Any, ...], *, ordered: bool, window: int | None,
-                 chunksize: int | str, on_error: OnError, timeout: float | None,
-                 budget: AsyncSemaphore | None = None) -> None:
+    def __init__(self, engine: Engine, backend: AsyncBackend, fn: Callable[..., Any],
+                 spec: Spec, iterables: tuple[Any, ...], *, ordered: bool,
+                 window: int | None, chunksize: int | str, on_error: OnError,
+                 timeout: float | None, budget: AsyncSemaphore | None = None) -> None:
         self.engine = engine
+        self.backend = backend
         # Each item holds one token of the pool's budget from before it is read until
         # its chunk ends (deliver, or removed from the queue by close).
         self.budget = budget
@@ -98,7 +164,10 @@ class MapRun:
                          else time.monotonic() + timeout)
         self.auto = chunksize == "auto" and spec.fast
         self.chunk = int(chunksize) if isinstance(chunksize, int) and spec.fast else 1
-        self.window = window if window is not None else 4 * engine.size
+        # Four items per worker the pool may have (a dynamic pool's most, not its
+        # current count: an adaptive limit could not grow past a window sized on it).
+        most = engine.target if engine.limiter is None else engine.limiter.max
+        self.window = window if window is not None else 4 * most
         self.max_chunk = max(1, self.window // 4)
         # The consumer reads the input in steps of an eighth of the window.
         self.refill_at = self.window - max(1, self.window // 8)
@@ -110,10 +179,12 @@ class MapRun:
         self.seq = 0  # chunks made
         self.want = 0  # ordered: the next chunk the consumer takes
         self.tail: Chunk | None = None
+        self.tail_task: Task | None = None  # the last chunk's task, while it may grow
+        self.inflight = 0  # chunks put and not yet ended
         self.ready: dict[int, tuple[Chunk, list[Any]]] = {}
         self.finished: deque[tuple[Chunk, list[Any]]] = deque()
-        self.lot = engine.new_lot()  # the consumer waits here
-        self.room = engine.new_lot()  # the feeder waits here for the window
+        self.lot = backend.new_lot()  # the consumer waits here
+        self.room = backend.new_lot()  # the feeder waits here for the window
         self.feeder: anyio.CancelScope | None = None
         self.feeding = False
         self.thread = threading.get_ident()
@@ -121,27 +192,54 @@ class MapRun:
     # -- the producer side -------------------------------------------------------------
 
     def start(self) -> None:
-        self.engine.check_open()
+        self.check_open()
         self.started = True
-        self.engine.maps.add(self)
+        self.engine.remember_map(self)
         if self.is_async:
             self.feeding = True
-            self.engine.tg.start_soon(self._feed, name=f"{self.engine.name}_map_feeder")
+            self.backend.tg.start_soon(self._feed, name=f"{self.engine.name}_map_feeder")
+
+    def check_open(self) -> None:
+        """Raise ``PoolClosed`` unless the pool takes work."""
+        if self.engine.state != OPEN:
+            raise PoolClosed(SHUTDOWN_MESSAGE)
+
+    def _put(self, item: Any) -> None:
+        """Join *item* to the last chunk while no worker took it and it is smaller than
+        the chunk size (batching costs no latency then), else put a new chunk. A
+        chunk waits in the engine's queue past its bound: the window bounds a run."""
+        tail = self.tail
+        task = self.tail_task
+        if (task is not None and tail is not None and not tail.started
+                and tail.count < self.chunk):
+            tail.items.append(item)
+            tail.count += 1
+            self._sync_tail()
+            return
+        self._put_new(item)
+
+    def _put_new(self, item: Any) -> None:
+        """Put *item* in a chunk of its own, the new tail."""
+        self._sync_tail()
+        self.tail = tail = Chunk(self, [item], self.seq)
+        self.seq += 1
+        self.inflight += 1
+        self.tail_task = task = Task(self.fn, (), _NO_KWARGS, tail, 0, self.spec.timeout,
+                                     self.spec.retry, payload=self.spec, items=tail.items,
+                                     star=self.star, flag=self)
+        self.engine.put(task, False, bounded=False)
 
     def fill(self) -> None:
         """Read the sync input up to the window (the consumer's own task)."""
         self.starved = False
         if self.exhausted or self.failed_seen or self.closed:
             return
-        engine = self.engine
-        engine.check_open()
+        self.check_open()
         source = self.source
-        q = engine.q
-        size = self.chunk
-        tail = self.tail
         read = 0
         room = self.window - self.outstanding
         budget = self.budget
+        size = self.chunk
         try:
             while read < room:
                 if budget is not None and not self._take_token(budget):
@@ -159,20 +257,28 @@ class MapRun:
                     self.exhausted = True
                     break
                 read += 1
-                # Join the last chunk while it still waits in the queue: batching
-                # costs no latency then, since no worker would have taken it yet.
-                if tail is not None and tail.count < size and q and q[-1] is tail:
+                # _put(), inline for the common case: the item joins the tail.
+                # _put(), inline for the common case: the item joins the tail (its
+                # task's count follows in _sync_tail: no worker runs meanwhile).
+                tail = self.tail
+                if tail is not None and not tail.started and tail.count < size:
                     tail.items.append(item)
                     tail.count += 1
                 else:
-                    tail = Chunk(self, [item], self.seq)
-                    self.seq += 1
-                    engine.push(tail)
+                    self._put_new(item)
         finally:
-            self.tail = tail
             self.outstanding += read
-            engine.stats.submitted += read
-            engine.wake_for_queue()
+            self._sync_tail()
+
+    def _sync_tail(self) -> None:
+        """Items joined the tail since its task was put: count them (``Task.count``,
+        and submitted)."""
+        task = self.tail_task
+        if task is not None and self.tail is not None:
+            joined = self.tail.count - task.count
+            if joined:
+                task.count += joined
+                self.engine.count_submitted(joined)
 
     def _take_token(self, budget: AsyncSemaphore) -> bool:
         """Take a token for the next item without waiting (the spare one first)."""
@@ -207,20 +313,9 @@ class MapRun:
         if self.closed:
             self._return_tokens(1)
             return
-        engine = self.engine
-        engine.check_open()
-        q = engine.q
-        tail = self.tail
-        if tail is not None and tail.count < self.chunk and q and q[-1] is tail:
-            tail.items.append(item)
-            tail.count += 1
-        else:
-            self.tail = tail = Chunk(self, [item], self.seq)
-            self.seq += 1
-            engine.push(tail)
-            engine.wake_for_queue()
+        self.check_open()
+        self._put(item)
         self.outstanding += 1
-        engine.stats.submitted += 1
 
     async def _feed(self) -> None:
         """The feeder task of an async input."""
@@ -261,6 +356,9 @@ class MapRun:
                 failed: int = 0) -> None:
         """A chunk ended: a value or ``Failure`` per item that ran (the rest was
         cancelled)."""
+        self.inflight -= 1
+        if chunk is self.tail:
+            self.tail = self.tail_task = None
         if self.budget is not None:
             self._return_tokens(chunk.count)
         if self.closed:
@@ -312,9 +410,12 @@ class MapRun:
         self.closed = self.stopped = True
         self.ready.clear()
         self.finished.clear()
-        self.engine.maps.discard(self)
+        self.engine.forget_map(self)
         if self.started:
-            self._return_tokens(self.engine.cancel_chunks(self))
+            # Queued chunks end cancelled now (their items never delivered); running
+            # ones are interrupted and end on their own.
+            self.backend.cancel_where(lambda task: task.flag is self, "map cancelled",
+                                      None)
         if self.spare:
             assert self.budget is not None
             self.budget.release(self.spare)
@@ -332,9 +433,7 @@ class MapRun:
 
     def busy(self) -> bool:
         """Whether a worker or the feeder still runs something of this map."""
-        if self.feeding:
-            return True
-        return any(type(w.job) is Chunk and w.job.run is self for w in self.engine.workers)
+        return self.feeding or self.inflight > 0
 
 
 class MapResults(Generic[T]):

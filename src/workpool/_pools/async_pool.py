@@ -1,23 +1,39 @@
 """``AsyncPool``: bounded async work on asyncio (with uvloop when installed) and trio.
 
 The front end: argument checks, the public methods and the ``async with`` life cycle.
-The queue and the workers are the ``AsyncEngine``'s (``_engine/async_engine.py``); ``map``
-lives in ``_async_map.py``.
+The queue, the counts, retries, shutdown and statistics are the one ``Engine``'s
+(``_engine/engine.py``), as for every pool; its workers are tasks of the pool's task
+group (``_backends/async_backend.py``); ``map`` lives in ``async_map.py``. May import
+``_core``, ``_engine``, ``_backends`` and ``_sync``.
+
+::
+
+    async with ── AsyncBackend.bind(task group) ── Engine.start(workers) ── initializers
+    submit ── Engine.put(task, block=False) ──▶ a parked worker, a new one, or the queue
+       └─ QueueFull: park on the backend's space lot (Engine.want_room) and try again
+    aclose ── close_intake ── drain (workers leave once nothing is queued) or cancel_all
+       ── give_up what still runs after a drain out of time ── every worker task ended
 """
 
 from __future__ import annotations
 
-import time
+import math
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar, final, overload
+from typing import Any, Final, Literal, ParamSpec, TypeVar, final, overload
 
+import anyio
+
+from .._backends.async_backend import AsyncBackend
 from .._core.exceptions import PoolClosed, QueueFull, WouldBlock
 from .._core.metrics import check_metrics, register
 from .._core.options import (
     OnError,
+    Workers,
     check_map_args,
     check_pool_options,
+    check_resize,
     check_schedule_args,
     check_timeout,
     pool_workers,
@@ -27,8 +43,9 @@ from .._core.progress import ProgressArg
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
-from .._engine.async_engine import NEW, OPEN, SHUTDOWN_MESSAGE, AsyncEngine
-from .._engine.async_task import QUEUED, AsyncFuture, Spec, new_future
+from .._engine.async_task import ASYNC, QUEUED, SYNC, AsyncFuture, Spec, kind_of, new_future
+from .._engine.contract import Task, new_call
+from .._engine.engine import SHUTDOWN_MESSAGE, Engine
 from .._sync.async_semaphore import AsyncSemaphore
 from .async_map import MapResults, MapRun
 from .progress import track_async
@@ -39,7 +56,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 _COUNTER = iter(range(1, 1 << 62))
 _new = object.__new__
-_monotonic = time.monotonic
+NEW: Final = 0
+OPEN: Final = 1  # entered: taking work
+CLOSED: Final = 2  # closing or closed
+NOT_RUNNING: Final = "AsyncPool is not running: use 'async with AsyncPool(...)'"
 
 
 @final
@@ -101,13 +121,13 @@ class AsyncPool:
                 print(page)
     """
 
-    def __init__(self, workers: int | None = None, *, max_workers: int | None = None,
+    def __init__(self, workers: Workers | None = None, *, max_workers: int | None = None,
                  queue_size: int = 1024, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
                  initargs: Iterable[Any] = (), name: str | None = None,
                  budget: AsyncSemaphore | None = None, metrics: bool | str = False) -> None:
-        count = pool_workers(workers, max_workers, 100)
+        count, dynamic = pool_workers(workers, max_workers, 100)
         check_pool_options(queue_size, retry, rate, initializer)
         check_metrics(metrics)
         if budget is not None and not isinstance(budget, AsyncSemaphore):
@@ -115,35 +135,62 @@ class AsyncPool:
                             f"waits for its tokens in the event loop), got {budget!r}")
         self._budget = budget
         self._name = name or f"AsyncPool-{next(_COUNTER)}"
-        self._engine = AsyncEngine(
-            workers=count, queue_size=queue_size, timeout=check_timeout(timeout),
-            retry=retry, rate=rate, name=self._name, initializer=initializer,
-            initargs=tuple(initargs))
+        self._backend = backend = AsyncBackend(initializer, tuple(initargs))
+        self._engine = engine = Engine(
+            backend, workers=count, queue_size=queue_size, timeout=check_timeout(timeout),
+            retry=retry, bucket=None if rate is None else rate.bucket(), name=self._name,
+            broken_type=PoolClosed, dynamic=dynamic)
+        self._dynamic = dynamic
+        self._state = NEW
+        # Start the workers as tasks need them (AsyncGroup's own pool), not up front.
+        self._lazy = False
+        self._defaults = {kind: Spec(backend, kind, engine.timeout, retry,
+                                     rated=rate is not None) for kind in (ASYNC, SYNC)}
+        self._last_fn: Any = None  # the last callable submitted, and its spec: a loop
+        self._last_spec = self._defaults[ASYNC]  # submitting one function checks it once
+        # What a shutdown cancelled, once each (a stop may come twice), in order.
+        self._unfinished: dict[AsyncFuture[Any], None] = {}
+        self._running: dict[Any, None] = {}  # running when a shutdown stopped them
+        self._lifetime = AsyncExitStack()  # holds the task group from start to exit
         register(self, metrics, self._name)
 
     @property
     def workers(self) -> int:
         """The number of worker tasks."""
-        return self._engine.size
+        return self._engine.target
 
     # -- life cycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncPool:
-        engine = self._engine
-        if engine.state != NEW:
-            if engine.state == OPEN:
+        if self._state != NEW:
+            if self._state == OPEN:
                 raise RuntimeError("AsyncPool can be entered only once")
             raise PoolClosed(SHUTDOWN_MESSAGE)
-        await engine.start()
+        backend = self._backend
+        backend.bind(await self._lifetime.enter_async_context(anyio.create_task_group()))
+        self._state = OPEN
+        try:
+            if not self._lazy:
+                engine = self._engine
+                # A dynamic pool starts at its floor: Autoscale's min, Adaptive's limit.
+                scaler = engine.scaler
+                engine.start(engine.target if scaler is None else scaler.min)
+                # A failing initializer fails the start, with its own error.
+                await backend.wait_initialized()
+                if backend.init_error is not None:
+                    raise backend.init_error
+        except BaseException:
+            await self._close(cancel=True, timeout=None)
+            await self._exit()
+            raise
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        engine = self._engine
         try:
-            await engine.close(cancel=exc is not None, timeout=None)
+            await self._close(cancel=exc is not None, timeout=None)
         finally:
-            await engine.exit()
+            await self._exit()
 
     async def aclose(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         """Stop taking work, then drain, cancel, or drain until a deadline.
@@ -164,12 +211,75 @@ class AsyncPool:
             RuntimeError: called by a task of this pool (it would wait for itself).
         """
         timeout = check_timeout(timeout)
-        if self._engine.is_own_task():
+        if self._backend.is_own_task():
             raise RuntimeError("a task of an AsyncPool cannot close its own pool: "
                                "aclose() would wait for the task itself")
-        await self._engine.close(cancel=cancel, timeout=timeout)
+        await self._close(cancel=cancel, timeout=timeout)
+
+    async def _close(self, *, cancel: bool, timeout: float | None) -> None:
+        """Stop intake, then drain (until *timeout*) or cancel; wait for the workers."""
+        if self._state == NEW:
+            self._state = CLOSED
+            return
+        engine = self._engine
+        backend = self._backend
+        if self._state == OPEN:
+            self._state = CLOSED
+            for run in engine.take_maps():
+                run.abandon()
+            engine.close_intake()
+        try:
+            if not cancel and backend.alive:
+                # Idle workers leave once nothing is queued or waiting to retry.
+                with anyio.move_on_after(math.inf if timeout is None else timeout):
+                    await backend.wait_ended()
+            if backend.alive:
+                self._stop(give_up=not cancel)
+                await backend.wait_ended()
+        except BaseException:
+            self._stop(give_up=False)
+            raise
+
+    def _stop(self, give_up: bool) -> None:
+        """Cancel what is queued or waiting to retry; interrupt what runs, or give up
+        on it if *give_up* (a drain ran out of time: threads are not waited for)."""
+        engine = self._engine
+        self._running.update(dict.fromkeys(engine.running_futures()))
+        self._unfinished.update(
+            dict.fromkeys(f for f in engine.cancel_all() if type(f) is AsyncFuture))
+        if give_up:
+            engine.abandon_running()
+
+    async def _exit(self) -> None:
+        """Leave the task group (from the task that started it), every worker gone."""
+        try:
+            await self._lifetime.aclose()
+        finally:
+            self._state = CLOSED
+            self._engine.join(None)  # every worker left: this closes the timer
+            # Those it stopped, and those its workers stopped as a cancellation
+            # around the pool ended them.
+            running, self._running = self._running, {}
+            running.update(self._backend.stopped)
+            self._backend.stopped.clear()
+            self._unfinished.update(dict.fromkeys(
+                f for f in running if type(f) is AsyncFuture and f.cancelled()))
 
     # -- submitting ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        """Raise unless the pool takes work."""
+        if self._state == NEW:
+            raise RuntimeError(NOT_RUNNING)
+        if self._state != OPEN:
+            raise PoolClosed(SHUTDOWN_MESSAGE)
+
+    def _spec_for(self, fn: Any) -> Spec:
+        """The default spec for *fn* (remembered for the next call with the same fn)."""
+        spec = self._defaults[kind_of(fn)]
+        self._last_fn = fn
+        self._last_spec = spec
+        return spec
 
     @overload
     async def run(self, fn: Callable[P, Awaitable[T]], /,
@@ -218,40 +328,25 @@ class AsyncPool:
             futures = [await pool.submit(fetch, url) for url in urls]
             pages = [await f for f in futures]
         """
-        # The hot path, inlined (a call costs as much as the rest): make the future,
-        # wait for room if the queue is full, queue it, wake a worker if none is coming.
-        engine = self._engine
-        if engine.state != OPEN:
-            engine.check_open()
+        # The hot path, inlined (a call costs as much as the rest): make the future
+        # and its task, hand it to the engine, wait for room if the queue is full.
+        if self._state != OPEN:
+            self._check_open()
+        spec = self._last_spec if fn is self._last_fn else self._spec_for(fn)
+        future: AsyncFuture[Any] = _new(AsyncFuture)  # new_future(), inline
+        future._fn = fn
+        future._spec = spec
+        future._state = QUEUED
+        future._notify = None
+        task = new_call(fn, args, kwargs, future, spec.priority, spec.timeout, spec.retry,
+                        spec.key, spec)
         if self._budget is not None:
-            spec = engine.last_spec if fn is engine.last_fn else engine.spec_for(fn)
-            return await self._put_with_budget(
-                new_future(fn, args, kwargs, spec, engine.stamp()), 1)
-        job: AsyncFuture[Any] = _new(AsyncFuture)
-        job._fn = fn
-        job._args = args
-        job._kwargs = kwargs
-        job._spec = engine.last_spec if fn is engine.last_fn else engine.spec_for(fn)
-        job._state = QUEUED
-        job._notify = None
-        job._attempt = 1
-        engine.tick += 1
-        job._t0 = 0.0 if engine.tick & engine.sample_mask else _monotonic()
-        q = engine.q
-        if (len(q) + len(engine.heap) - engine.woken >= engine.capacity
-                and not engine.idle.waiters):
-            await engine.wait_room()
-        engine.stats.submitted += 1
-        if job._spec.priority:
-            engine.push(job)
-        else:
-            q.append(job)
-            if not engine.woken:
-                if engine.idle.waiters:
-                    engine.wake()
-                elif len(engine.workers) < engine.size:
-                    engine.grow()
-        return job
+            return await self._put_with_budget(task, 1)
+        try:
+            self._engine.put(task, False)
+        except QueueFull:
+            await self._wait_room(task)
+        return future
 
     @overload
     def submit_nowait(self, fn: Callable[P, Awaitable[T]], /,
@@ -267,85 +362,97 @@ class AsyncPool:
         Raises:
             QueueFull: the queue is full (a ``wp.WouldBlock``).
         """
-        engine = self._engine
-        engine.check_open()
-        spec = engine.last_spec if fn is engine.last_fn else engine.spec_for(fn)
-        return self._put_now(new_future(fn, args, kwargs, spec, engine.stamp()), 1)
+        self._check_open()
+        spec = self._last_spec if fn is self._last_fn else self._spec_for(fn)
+        return self._put_now(self._task(fn, args, kwargs, spec), 1)
 
-    async def _put(self, job: AsyncFuture[Any], cost: int, block: bool) -> AsyncFuture[Any]:
-        """Queue *job*, made by this pool or by a front end over it (``AsyncGroup``),
+    def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+              spec: Spec) -> Task:
+        """A task of *fn* with *spec*'s options, and its future (``task.future``)."""
+        return new_call(fn, args, kwargs, new_future(fn, spec), spec.priority,
+                        spec.timeout, spec.retry, spec.key, spec)
+
+    async def _wait_room(self, task: Task) -> None:
+        """Queue *task* once the queue has room, waiting in the event loop (a thread
+        would block it). Raises PoolClosed if the pool closes meanwhile."""
+        engine = self._engine
+        space = self._backend.space
+        assert space is not None
+        while True:
+            # Counted until the engine wakes it: room freed calls the backend then.
+            engine.want_room(1)
+            try:
+                await space.park()
+            except BaseException:
+                # Still counted if it was parked; woken first (asyncio), its wake-up
+                # went on to the next waiter (the Lot's rule), who is counted.
+                engine.want_room(-1)
+                raise
+            try:
+                engine.put(task, False)
+                return
+            except QueueFull:
+                continue
+
+    async def _put(self, task: Task, cost: int, block: bool) -> AsyncFuture[Any]:
+        """Queue *task*, made by this pool or by a front end over it (``AsyncGroup``),
         holding *cost* tokens of the budget: waiting for room and tokens if *block*,
-        else raising as ``submit_nowait`` does.
+        else raising as ``submit_nowait`` does. Returns its future.
 
         Raises:
             PoolClosed: the pool was closed (RuntimeError before it was entered).
         """
-        engine = self._engine
-        engine.check_open()
+        self._check_open()
         if not block:
-            return self._put_now(job, cost)
+            return self._put_now(task, cost)
         if self._budget is not None:
-            return await self._put_with_budget(job, cost)
-        if not engine.has_room():
-            await engine.wait_room()
-        engine.stats.submitted += 1
-        engine.push(job)
-        return job
+            return await self._put_with_budget(task, cost)
+        try:
+            self._engine.put(task, False)
+        except QueueFull:
+            await self._wait_room(task)
+        return _future_of(task)
 
-    def _put_now(self, job: AsyncFuture[Any], cost: int) -> AsyncFuture[Any]:
-        """Queue *job* holding *cost* tokens of the budget, or raise ``wp.QueueFull``
+    def _put_now(self, task: Task, cost: int) -> AsyncFuture[Any]:
+        """Queue *task* holding *cost* tokens of the budget, or raise ``wp.QueueFull``
         (or ``wp.WouldBlock``: the budget lacks the tokens)."""
-        if self._budget is not None:
-            self._take_nowait(cost)
-            return self._charge(self._put_or_return(job, cost), cost)
-        return self._put_nowait(job)
-
-    def _take_nowait(self, cost: int) -> None:
         budget = self._budget
-        assert budget is not None
+        if budget is None:
+            self._engine.put(task, False)
+            return _future_of(task)
         if not budget.try_acquire(cost):
             raise WouldBlock(f"budget has {budget.statistics().available} of the {cost} "
                              "tokens this task costs")
-
-    def _put_or_return(self, job: AsyncFuture[Any], cost: int) -> AsyncFuture[Any]:
-        """``_put_nowait``, giving the *cost* tokens taken for *job* back if it fails."""
         try:
-            return self._put_nowait(job)
+            self._engine.put(task, False)
         except BaseException:
-            assert self._budget is not None
-            self._budget.release(cost)
+            budget.release(cost)
             raise
+        return self._charge(task, cost)
 
-    def _charge(self, job: AsyncFuture[Any], cost: int) -> AsyncFuture[Any]:
-        """*job*, queued holding *cost* tokens: they go back when it ends."""
+    def _charge(self, task: Task, cost: int) -> AsyncFuture[Any]:
+        """*task*, queued holding *cost* tokens: they go back when it ends."""
         budget = self._budget
         assert budget is not None
-        job.add_done_callback(lambda _: budget.release(cost))
-        return job
+        future = _future_of(task)
+        future.add_done_callback(lambda _: budget.release(cost))
+        return future
 
-    async def _put_with_budget(self, job: AsyncFuture[Any], cost: int) -> AsyncFuture[Any]:
-        """Queue *job* once *cost* tokens of the budget are free, waiting for them and
+    async def _put_with_budget(self, task: Task, cost: int) -> AsyncFuture[Any]:
+        """Queue *task* once *cost* tokens of the budget are free, waiting for them and
         for room in the queue; they return to the budget when the task ends."""
         budget = self._budget
         assert budget is not None
         await budget.acquire(cost)
-        engine = self._engine
         try:
-            await engine.wait_room()  # raises PoolClosed if it closed meanwhile
+            try:
+                self._engine.put(task, False)
+            except QueueFull:
+                await self._wait_room(task)  # raises PoolClosed if it closed meanwhile
         except BaseException:
             budget.release(cost)
             raise
-        engine.stats.submitted += 1
-        engine.push(job)
-        return self._charge(job, cost)
-
-    def _put_nowait(self, job: AsyncFuture[Any]) -> AsyncFuture[Any]:
-        engine = self._engine
-        if not engine.has_room():
-            raise QueueFull(f"queue is full ({engine.capacity} tasks)")
-        engine.stats.submitted += 1
-        engine.push(job)
-        return job
+        return self._charge(task, cost)
 
     @overload
     async def schedule(self, fn: Callable[..., Awaitable[T]],
@@ -383,16 +490,14 @@ class AsyncPool:
 
             urgent = await pool.schedule(fetch, ("/health",), priority=10, timeout=2.0)
         """
-        engine = self._engine
-        engine.check_open()
+        self._check_open()
         check_schedule_args(priority, retry, kwargs, cost)
-        base = engine.spec_for(fn)
-        spec = Spec(engine, base.kind,
+        base = self._spec_for(fn)
+        spec = Spec(self._backend, base.kind,
                     base.timeout if timeout is None else check_timeout(timeout),
                     base.retry if retry is None else retry, priority, key,
-                    rated=engine.bucket is not None)
-        return await self._put(new_future(fn, tuple(args), kwargs or {}, spec,
-                                          engine.stamp()), cost, block)
+                    rated=self._engine.bucket is not None)
+        return await self._put(self._task(fn, tuple(args), kwargs or {}, spec), cost, block)
 
     @overload
     def map(self, fn: Callable[..., Awaitable[T]], *iterables: Any, ordered: bool = True,
@@ -457,12 +562,34 @@ class AsyncPool:
         check_map_args(chunksize, window, on_error, timeout)
         if not iterables:
             raise TypeError("map() must have at least one iterable")
-        engine = self._engine
-        engine.check_open()
-        run = MapRun(engine, fn, engine.spec_for(fn), iterables, ordered=ordered,
+        self._check_open()
+        run = MapRun(self._engine, self._backend, fn, self._spec_for(fn), iterables,
+                     ordered=ordered,
                      window=window, chunksize=chunksize, on_error=on_error, timeout=timeout,
                      budget=self._budget)
         return track_async(MapResults(run, on_error), progress, iterables, run.where)
+
+    def resize(self, workers: int | None = None, *, min: int | None = None,
+               max: int | None = None) -> None:
+        """Change the pool's size while it runs.
+
+        A fixed pool keeps *workers* from now on. An Autoscale pool takes a new
+        ``max`` (*workers*, or ``max=``) and ``min``; an Adaptive pool new bounds for
+        its limit (``min=``, ``max=``). Workers above the new size leave: idle ones at
+        once, busy ones when their task ends (no task is stopped or lost); when the
+        size grows, queued tasks get new workers at once.
+
+        Raises:
+            TypeError: a count where bounds are expected (or the other way round).
+            ValueError: a count below 1, or bounds that break the policy's rules.
+
+        Example::
+
+            pool.resize(32)                      # a fixed pool
+            pool.resize(min=2, max=64)           # an Autoscale pool
+        """
+        check_resize(self._dynamic, workers, min, max)
+        self._engine.resize(workers, low=min, high=max)
 
     # -- what is going on -----------------------------------------------------------------
 
@@ -474,9 +601,16 @@ class AsyncPool:
     @property
     def unfinished(self) -> tuple[AsyncFuture[Any], ...]:
         """Futures that a shutdown cancelled (queued, waiting to retry or running)."""
-        return tuple(self._engine.unfinished)
+        return tuple(self._unfinished)
 
     def __repr__(self) -> str:
         stats = self.statistics()
         return (f"<AsyncPool {self._name!r} workers={self.workers} "
                 f"running={stats.running} queued={stats.queued}>")
+
+
+def _future_of(task: Task) -> AsyncFuture[Any]:
+    """The future of a task this pool made (the engine types it as a ``TaskFuture``)."""
+    future = task.future
+    assert type(future) is AsyncFuture
+    return future

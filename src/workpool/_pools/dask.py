@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import BrokenExecutor, Future
 from typing import Any, Final, TypeVar, final
 
-from .._core.options import check_pool_options, pool_workers
+from .._core.options import Workers, check_pool_options, pool_workers
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._engine.contract import Backend
@@ -156,7 +156,7 @@ class DaskPool(ExecutorPool):
     _max_chunk = 8192
 
     def __init__(self, client: distributed.Client | None = None, *, address: str | None = None,
-                 workers: int | None = None, max_workers: int | None = None,
+                 workers: Workers | None = None, max_workers: int | None = None,
                  queue_size: int = 1024, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,

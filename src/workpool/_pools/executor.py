@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.thread import BrokenThreadPool
 from types import TracebackType
-from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, final, overload
+from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, cast, final, overload
 
 from .._core.chunk import Chunk, ChunkRun
 from .._core.exceptions import Cancelled, WouldBlock
@@ -25,10 +25,12 @@ from .._core.metrics import check_metrics, register
 from .._core.options import (
     Cost,
     OnError,
+    Workers,
     check_budget,
     check_grace,
     check_map_args,
     check_pool_options,
+    check_resize,
     check_schedule_args,
     check_timeout,
     pool_workers,
@@ -38,7 +40,7 @@ from .._core.progress import ProgressArg, check_progress
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
-from .._engine.contract import Backend, Run, Task
+from .._engine.contract import Backend, Run, Task, TaskFuture, new_call
 from .._engine.engine import OPEN, Engine
 from .._sync.memory_budget import Budget, MemoryBudget
 from .._sync.semaphore import Semaphore
@@ -88,14 +90,14 @@ class ExecutorPool(Executor):
     _chunk_target: ClassVar[float]  # seconds a map chunk should take
     _max_chunk: ClassVar[int]
 
-    def __init__(self, workers: int | None = None, *, max_workers: int | None = None,
+    def __init__(self, workers: Workers | None = None, *, max_workers: int | None = None,
                  queue_size: int = 1024, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
                  initargs: tuple[Any, ...] = (), name: str | None = None,
                  budget: Budget | None = None, thread_name_prefix: str = "",
                  metrics: bool | str = False) -> None:
-        count = pool_workers(workers, max_workers, self._default_workers())
+        count, dynamic = pool_workers(workers, max_workers, self._default_workers())
         check_pool_options(queue_size, retry, rate, initializer)
         check_budget(budget, (Semaphore, MemoryBudget))
         check_metrics(metrics)
@@ -111,7 +113,8 @@ class ExecutorPool(Executor):
         self._engine = Engine(
             self._backend, workers=count, queue_size=queue_size, timeout=self._timeout,
             retry=retry, bucket=None if rate is None else rate.bucket(), name=self._name,
-            broken_type=self._broken_type)
+            broken_type=self._broken_type, dynamic=dynamic)
+        self._dynamic = dynamic
         # What the backend prepared once per run of chunks (a map, a pipeline stage),
         # kept while the run lives.
         self._runs: weakref.WeakKeyDictionary[ChunkRun, Run] = weakref.WeakKeyDictionary()
@@ -132,8 +135,33 @@ class ExecutorPool(Executor):
 
     @property
     def workers(self) -> int:
-        """The number of workers the pool keeps."""
-        return self._workers
+        """The number of workers the pool keeps (a dynamic pool: the most it may have
+        now, its ``max`` or its adaptive limit)."""
+        return self._engine.target
+
+    def resize(self, workers: int | None = None, *, min: int | None = None,
+               max: int | None = None) -> None:
+        """Change the pool's size while it runs.
+
+        A fixed pool keeps *workers* from now on. An Autoscale pool takes a new
+        ``max`` (*workers*, or ``max=``) and ``min``; an Adaptive pool new bounds for
+        its limit (``min=``, ``max=``). Workers above the new size leave: idle ones at
+        once, busy ones when their task ends (no task is stopped or lost); when the
+        size grows, queued tasks get new workers at once.
+
+        Raises:
+            TypeError: a count where bounds are expected (or the other way round).
+            ValueError: a count below 1, or bounds that break the policy's rules.
+
+        Example::
+
+            pool.resize(32)                      # a fixed pool
+            pool.resize(min=2, max=64)           # an Autoscale pool
+        """
+        check_resize(self._dynamic, workers, min, max)
+        self._engine.resize(workers, low=min, high=max)
+        if self._dynamic is None:
+            self._max_workers = self._engine.target
 
     # -- submitting ------------------------------------------------------------------
 
@@ -173,7 +201,7 @@ class ExecutorPool(Executor):
         except BaseException:
             budget.release(cost)
             raise
-        task.future.add_done_callback(lambda _: budget.release(cost))
+        _future(task).add_done_callback(lambda _: budget.release(cost))
 
     def _submit_chunk(self, fn: Callable[..., Any], items: list[Any], *, star: bool = False,
                       flag: ChunkRun | None = None, timeout: float | None = None,
@@ -210,15 +238,14 @@ class ExecutorPool(Executor):
             self._engine.put(task, block=block)
         else:
             self._put_with_budget(task, len(items) if tokens is None else tokens, block)
-        future: Future[Chunk] = task.future
-        return future
+        return _future(task)
 
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               future: Future[Any], priority: int, timeout: float | None, retry: Retry | None,
               key: Any) -> Task | None:
         """The task for a call; None if *future* failed already (then the call is
         counted as submitted and failed)."""
-        return Task(fn, args, kwargs, future, priority, timeout, retry, key)
+        return new_call(fn, args, kwargs, future, priority, timeout, retry, key, None)
 
     def submit_nowait(self, fn: Callable[P, T], /, *args: P.args,
                       **kwargs: P.kwargs) -> Future[T]:
@@ -374,11 +401,11 @@ class ExecutorPool(Executor):
         engine.close_intake()
         left = self._unfinished
         if cancel_futures:
-            left += engine.cancel_pending()
+            left += _futures(engine.cancel_pending())
         if not wait or engine.join(deadline):
             return
-        running = engine.running_futures()
-        left += engine.cancel_pending()
+        running = _futures(engine.running_futures())
+        left += _futures(engine.cancel_pending())
         engine.abandon_running()
         engine.join(None)
         # Running tasks given up on; a task that finished on its own meanwhile is not.
@@ -395,7 +422,7 @@ class ExecutorPool(Executor):
         engine = self._engine
         engine.take_maps()
         engine.close_intake()
-        self._unfinished += engine.cancel_all()
+        self._unfinished += _futures(engine.cancel_all())
 
     @property
     def unfinished(self) -> tuple[Future[Any], ...]:
@@ -422,7 +449,7 @@ class ExecutorPool(Executor):
         try:
             self.shutdown(wait=True, cancel_futures=True)
         except KeyboardInterrupt:
-            self._unfinished += self._engine.abandon_running()
+            self._unfinished += _futures(self._engine.abandon_running())
             self._engine.join(None)
             raise
 
@@ -432,8 +459,19 @@ class ExecutorPool(Executor):
 
     def __repr__(self) -> str:
         stats = self.statistics()
-        return (f"<{type(self).__name__} {self._name!r} workers={self._workers} "
+        return (f"<{type(self).__name__} {self._name!r} workers={self.workers} "
                 f"running={stats.running} queued={stats.queued}>")
+
+
+def _future(task: Task) -> Future[Any]:
+    """The future of a task this pool made: always a ``concurrent.futures.Future``
+    (the engine types it by what it needs of one, ``TaskFuture``)."""
+    return cast("Future[Any]", task.future)
+
+
+def _futures(futures: list[TaskFuture]) -> list[Future[Any]]:
+    """What the engine returns of this pool's tasks' futures (see ``_future``)."""
+    return cast("list[Future[Any]]", futures)
 
 
 def _was_cancelled(future: Future[Any]) -> bool:

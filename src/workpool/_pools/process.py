@@ -16,10 +16,11 @@ from typing import Any, final
 # Imported with the module, not at the first pool: a pool starts as fast as the stdlib's.
 from .._backends._pickling import can_send
 from .._backends.process import ProcessBackend
+from .._core.options import Workers
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
-from .._engine.contract import Backend, Task
+from .._engine.contract import Backend, Task, new_call
 from .._sync.memory_budget import Budget
 from .executor import ExecutorPool
 
@@ -144,7 +145,7 @@ class ProcessPool(ExecutorPool):
     _chunk_target = 0.02
     _max_chunk = 8192
 
-    def __init__(self, workers: int | None = None, *, max_workers: int | None = None,
+    def __init__(self, workers: Workers | None = None, *, max_workers: int | None = None,
                  queue_size: int = 1024, timeout: float | None = None,
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
@@ -185,7 +186,7 @@ class ProcessPool(ExecutorPool):
             future.set_exception(exc)
             self._engine.count_failed_at_intake()
             return None
-        return Task(fn, (), {}, future, priority, timeout, retry, key, payload=payload)
+        return new_call(fn, (), {}, future, priority, timeout, retry, key, payload)
 
     def statistics(self) -> PoolStatistics:
         """A frozen snapshot of the pool's counters and latencies, with ``crashed``

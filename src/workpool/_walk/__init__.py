@@ -120,7 +120,11 @@ def walk(fn: Callable[[Any], tuple[Any, Iterable[Any]]], roots: Iterable[Any], *
         from .._core.sizing import cpus
         from ._process import ProcessRun
 
-        count = pool_workers(workers, None, cpus())
+        count, dynamic = pool_workers(workers, None, cpus())
+        if dynamic is not None:
+            raise TypeError(f"a process walk keeps a fixed number of worker processes (each "
+                            f"holds its deque of work): workers must be an int, got "
+                            f"{workers!r}")
         return Walk(ProcessRun(fn, roots, count, max_pending, key, on_error), on_error, where)
     from .._pools.executor import ThreadPool
     from ._threads import ThreadRun
