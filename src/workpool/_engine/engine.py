@@ -373,6 +373,8 @@ class Engine:
         ``end``. A task that ``end`` began already (``worker.task`` is it) runs as is."""
         if worker.task is task:
             return None
+        if worker.abandoned:  # given up on while end() handed it the task begun
+            return TASK_CANCELLED, None  # settled then: end() lets the worker leave
         worker.next = None
         attempt = task.attempt
         if attempt == 1:
