@@ -266,6 +266,17 @@ async def test_async_map_counts_returned_and_collected_failures() -> None:
 
 
 @pytest.mark.anyio
+async def test_async_map_counts_skipped_failures_as_the_sync_map_does() -> None:
+    seen = Recorder()
+    async with wp.AsyncPool(4) as pool:
+        out = [x async for x in pool.map(fail_async, range(500), on_error="skip",
+                                         progress=seen)]
+    assert len(out) == 450
+    assert (seen.last.done, seen.last.failed, seen.last.finished) == (500, 50, True)
+    assert [c.finished for c in seen.calls].count(True) == 1
+
+
+@pytest.mark.anyio
 async def test_async_map_closed_early_and_bad_progress() -> None:
     seen = Recorder()
     async with wp.AsyncPool(2) as pool:

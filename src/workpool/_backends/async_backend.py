@@ -391,7 +391,8 @@ class AsyncBackend(Backend):
                 if engine.waking:  # woken while others are parked
                     woke()
             started = perf()
-            outcome = begin(worker, task)
+            # A task end() handed back begun is run as is.
+            outcome = None if worker.task is task else begin(worker, task)
             if outcome is None:
                 try:
                     if task.payload.fast and task.items is None:

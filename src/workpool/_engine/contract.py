@@ -25,7 +25,10 @@ per worker: ``_backends.async_backend``) reports each task's end
 through one step, ``Engine.end``: "this task ended with this outcome on this worker",
 which counts it, settles or retries it, and returns the worker's next task, or None
 when the worker is parked (``Engine.resume`` hands it the next one) or leaving
-(``worker.leaving``).
+(``worker.leaving``). A task ``end`` returns may be begun already (``worker.task`` is
+it: a plain one); a driver calls ``Engine.begin`` on the others (and on those handed
+over otherwise: ``worker.first``, ``resume``, ``next_task``), and ``begin`` of a task
+begun already returns None.
 """
 
 from __future__ import annotations
@@ -199,11 +202,13 @@ class Scheduler(Protocol):
         """How many workers may start at once with the first task."""
 
     def begin(self, worker: Worker, task: Task) -> tuple[int, Any] | None:
-        """*task* is about to run on *worker*: None to run it, or its outcome."""
+        """*task* is about to run on *worker*: None to run it, or its outcome (None
+        at once for a task ``end`` began)."""
 
     def end(self, worker: Worker, task: Task, kind: int, value: Any,
             started: float) -> Task | None:
-        """*task* ended on *worker*: its next task, or None (parked or leaving)."""
+        """*task* ended on *worker*: its next task (begun already when
+        ``worker.task`` is it), or None (parked or leaving)."""
 
     def next_task(self, worker: Worker) -> Task | None:
         """A worker with nothing to run: its next task, as ``end`` gives it."""

@@ -24,6 +24,11 @@ shutdown and statistics; how a unit of work runs is the ``Backend``'s
                                                                        ├─ parked
                                                                        └─ leaving
 
+``end`` begins a plain next task itself (first attempt, no deadline, no adaptive
+limit), after settling the one that ended: the driver runs it without ``begin`` (a
+``begin`` of it returns None), so a stream of plain tasks costs one engine call and
+one lock round per task.
+
 One lock guards the queue, the worker counts and the statistics: ``end`` takes it
 once per task, to record the task's end and pick the next one, so statistics cost no
 extra synchronisation. Counts are exact; latencies of tasks quicker than 0.1 ms are
@@ -367,7 +372,11 @@ class Engine:
         """*task* is about to run on *worker*: None to run it now (it shows as
         running, with its context and deadline), or the outcome it ends with
         without running (its future was cancelled; a shutdown stopped it), for
-        ``end``."""
+        ``end``. A task that ``end`` began already (``worker.task`` is it) runs as is."""
+        if worker.task is task:
+            return None
+        if worker.abandoned:  # given up on while end() handed it the task begun
+            return TASK_CANCELLED, None  # settled then: end() lets the worker leave
         worker.next = None
         attempt = task.attempt
         if attempt == 1:
@@ -412,70 +421,102 @@ class Engine:
         or ``Chunk``, ``TASK_FAILED`` and the error, ``TASK_CANCELLED``), after
         starting at *started* (``perf_counter``): count it, settle or retry it, and
         return the worker's next task; None when the worker is parked now
-        (``Backend.resume`` wakes it) or leaving (``worker.leaving``)."""
+        (``Backend.resume`` wakes it) or leaving (``worker.leaving``).
+
+        A plain next task (first attempt, no deadline, no adaptive limit) comes back
+        begun already (``worker.task`` is it: the driver runs it without ``begin``),
+        so a worker's step between two such tasks is this one call; any other comes
+        back for the driver to ``begin``."""
         # The hot path of every pool: one lock round, the success case first, and
-        # each attribute read once.
-        if worker.deadline is not None:
-            worker.deadline.cancel()
-            worker.deadline = None
-        retry_delay = None
-        grow: list[Task] | None = None
-        with self._lock:
-            if worker.abandoned:  # given up on: its task was settled then
-                self._stuck -= 1
-                worker.leaving = True
-                return None
-            worker.task = None
-            worker.slot.ctx = None
-            stats = self.stats
-            if kind == TASK_OK:
-                if task.items is None:
-                    stats.completed += 1
-                else:
-                    failed = value.failed
-                    stats.completed += task.count - failed
-                    stats.failed += failed
-                tick = self._tick = self._tick + 1
-                if not tick & self._sample_mask:
-                    self._sample(task, started)
-            elif kind in (TASK_CANCELLED, TASK_STOPPED):
-                stats.cancelled += task.count
-            else:
-                retry_delay = self._retry_delay(task, value)
-                if retry_delay is not None:
-                    self._retrying[task] = None
-                elif isinstance(value, Cancelled):
+        # each attribute read once. It loops only for a next task found cancelled.
+        while True:
+            if worker.deadline is not None:
+                worker.deadline.cancel()
+                worker.deadline = None
+            retry_delay = None
+            grow: list[Task] | None = None
+            with self._lock:
+                if worker.abandoned:  # given up on: its task was settled then
+                    self._stuck -= 1
+                    worker.leaving = True
+                    return None
+                worker.task = None
+                worker.slot.ctx = None
+                stats = self.stats
+                if kind == TASK_OK:
+                    if task.items is None:
+                        stats.completed += 1
+                    else:
+                        failed = value.failed
+                        stats.completed += task.count - failed
+                        stats.failed += failed
+                    tick = self._tick = self._tick + 1
+                    if not tick & self._sample_mask:
+                        self._sample(task, started)
+                elif kind in (TASK_CANCELLED, TASK_STOPPED):
                     stats.cancelled += task.count
-                elif isinstance(value, TaskTimeout):
-                    stats.timed_out += task.count
                 else:
-                    stats.failed += task.count
-            if worker.limited:
-                grow = self._adapt(worker, kind, value, _perf() - started)
-            if not self._size or self._alive > self.target:
-                nxt = None
-                self._park_or_retire(worker)
-            elif len(self._prios) == 1:  # _pop(), inline: priority 0 alone
-                worker.next = nxt = self._queues[0].popleft()
-                self._size -= 1
-                if self._put_waiters:
-                    self._room()
+                    retry_delay = self._retry_delay(task, value)
+                    if retry_delay is not None:
+                        self._retrying[task] = None
+                    elif isinstance(value, Cancelled):
+                        stats.cancelled += task.count
+                    elif isinstance(value, TaskTimeout):
+                        stats.timed_out += task.count
+                    else:
+                        stats.failed += task.count
+                if worker.limited:
+                    grow = self._adapt(worker, kind, value, _perf() - started)
+                if not self._size or self._alive > self.target:
+                    nxt = None
+                    self._park_or_retire(worker)
+                elif len(self._prios) == 1:  # _pop(), inline: priority 0 alone
+                    worker.next = nxt = self._queues[0].popleft()
+                    self._size -= 1
+                    if self._put_waiters:
+                        self._room()
+                else:
+                    worker.next = nxt = self._pop()
+            if kind == TASK_OK:
+                # settle(), inline (contextlib.suppress would cost a call and a context)
+                try:  # noqa: SIM105
+                    task.future.set_result(value)
+                except InvalidStateError:
+                    pass
+            elif retry_delay is not None:
+                self._schedule_retry(task, retry_delay)
+            elif kind != TASK_CANCELLED:
+                settle(task.future, None, value)
+            if grow:
+                for first in grow:
+                    self._spawn(first)
+            if (nxt is None or nxt.attempt != 1 or nxt.timeout is not None
+                    or self.limiter is not None):
+                return nxt
+            # begin(), inline for the plain task: after the settle above, whose
+            # callbacks may cancel what was handed to this worker (worker.next).
+            future = nxt.future
+            if self.halted:  # stopped while handed to this worker
+                future.cancel()
+            if future.set_running_or_notify_cancel():
+                slot = worker.slot
+                ctx = worker.ctx
+                if ctx is None or ctx._cancelled:
+                    ctx = TaskContext(slot, 1)
+                    if self._reuse:
+                        worker.ctx = ctx
+                slot.ctx = ctx
+                worker.task = nxt
+                worker.next = None
+                # Checked once the task shows as running (see begin).
+                if not self.halted:
+                    return nxt
+                task, kind, value = nxt, TASK_FAILED, Cancelled("cancelled by shutdown")
             else:
-                worker.next = nxt = self._pop()
-        if kind == TASK_OK:
-            # settle(), inline (contextlib.suppress would cost a call and a context)
-            try:  # noqa: SIM105
-                task.future.set_result(value)
-            except InvalidStateError:
-                pass
-        elif retry_delay is not None:
-            self._schedule_retry(task, retry_delay)
-        elif kind != TASK_CANCELLED:
-            settle(task.future, None, value)
-        if grow:
-            for first in grow:
-                self._spawn(first)
-        return nxt
+                worker.next = None
+                task, kind, value = nxt, TASK_CANCELLED, None
+            started = _perf()
+
 
     def _sample(self, task: Task, started: float) -> None:
         """Under the lock: record *task*'s latency, standing for the tasks not sampled

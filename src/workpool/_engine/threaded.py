@@ -132,7 +132,8 @@ class ThreadedBackend(Backend):
                 if engine.waking:  # it was woken while others are parked
                     woke()
             started = perf()
-            outcome = begin(worker, task)
+            # A task end() handed back begun is run as is.
+            outcome = None if worker.task is task else begin(worker, task)
             if outcome is None:
                 outcome = execute(worker, task)
             kind, value = outcome

@@ -21,6 +21,10 @@ item goes out on its own at once; when they fall behind, items batch up, one que
 and one wake-up per batch. The chunk size grows (at most doubling per chunk) while
 measured items are quick, and is 1 for tasks with a timeout, retry, rate limit or a sync
 function, whose policies apply per item.
+
+``progress=`` is advanced once per chunk the consumer takes (its items that ran, and
+those of them that failed), as the sync ``map`` does per chunk it hands out: its cost
+is per chunk, not per item.
 """
 
 from __future__ import annotations
@@ -39,9 +43,11 @@ from .._core.exceptions import Cancelled, ItemsFailed, PoolClosed
 from .._core.failures import CollectedError, CollectedErrors, collected
 from .._core.options import OnError
 from .._core.outcome import Error, Value
+from .._core.progress import ProgressArg, input_total
 from .._engine.async_task import ChunkEnd, Failure, Spec
 from .._engine.contract import Task
 from .._engine.engine import OPEN, SHUTDOWN_MESSAGE
+from .progress import make_tracker
 
 if TYPE_CHECKING:
     from .._backends.async_backend import AsyncBackend
@@ -83,13 +89,14 @@ class Chunk:
     statistics sample for the lot; the ``TaskFuture`` of that task, through which the
     engine hands its end to the run. Items are argument tuples when ``run.star``."""
 
-    __slots__ = ("count", "ended", "items", "run", "seq", "started")
+    __slots__ = ("count", "ended", "failed", "items", "run", "seq", "started")
 
     def __init__(self, run: MapRun, items: list[Any], seq: int) -> None:
         self.run = run
         self.items = items
         self.seq = seq
         self.count = len(items)
+        self.failed = 0  # of the items that ran (progress= counts them)
         self.started = self.ended = False
 
     def set_running_or_notify_cancel(self) -> bool:
@@ -130,6 +137,7 @@ class Chunk:
         if self.ended:
             raise InvalidStateError("the chunk ended already")
         self.ended = True
+        self.failed = failed
         self.run.deliver(self, results, seconds, failed)
 
 
@@ -139,7 +147,8 @@ class MapRun:
     def __init__(self, engine: Engine, backend: AsyncBackend, fn: Callable[..., Any],
                  spec: Spec, iterables: tuple[Any, ...], *, ordered: bool,
                  window: int | None, chunksize: int | str, on_error: OnError,
-                 timeout: float | None, budget: AsyncSemaphore | None = None) -> None:
+                 timeout: float | None, budget: AsyncSemaphore | None = None,
+                 progress: ProgressArg = False) -> None:
         self.engine = engine
         self.backend = backend
         # Each item holds one token of the pool's budget from before it is read until
@@ -150,6 +159,9 @@ class MapRun:
         self.starved = False  # the last fill stopped for want of a token
         self.fn = fn
         self.where = f"map({getattr(fn, '__name__', type(fn).__name__)})"  # "collect"
+        # Advanced once per chunk the consumer takes (None: no progress=), stopped at
+        # close.
+        self.progress = make_tracker(progress, input_total(iterables), self.where)
         self.spec = spec
         self.star = len(iterables) != 1
         self.is_async = any(_is_async(x) for x in iterables)
@@ -194,6 +206,8 @@ class MapRun:
     def start(self) -> None:
         self.check_open()
         self.started = True
+        if self.progress is not None:
+            self.progress.start()
         self.engine.remember_map(self)
         if self.is_async:
             self.feeding = True
@@ -424,6 +438,8 @@ class MapRun:
             self.feeder.cancel()
         self.room.unpark_all()
         self.lot.unpark_all()
+        if self.started and self.progress is not None:
+            self.progress.stop()
 
     def abandon(self) -> None:
         """The pool is closing: the consumer gets ``Cancelled`` at its next item."""
@@ -515,6 +531,8 @@ class MapResults(Generic[T]):
                     got = run.take()
                     if got is not None:
                         chunk, cur = got
+                        if run.progress is not None:  # counted as it is taken
+                            run.progress.advance(len(cur), chunk.failed)
                         self._chunk, self._cur, self._count = chunk, cur, chunk.count
                         self._pos = 0
                         if cur:

@@ -39,7 +39,7 @@ from .._core.options import (
     pool_workers,
 )
 from .._core.outcome import Outcome
-from .._core.progress import ProgressArg
+from .._core.progress import ProgressArg, check_progress
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
@@ -48,7 +48,6 @@ from .._engine.contract import Task, new_call
 from .._engine.engine import SHUTDOWN_MESSAGE, Engine
 from .._sync.async_semaphore import AsyncSemaphore
 from .async_map import MapResults, MapRun
-from .progress import track_async
 
 __all__ = ["AsyncPool"]
 
@@ -560,14 +559,15 @@ class AsyncPool:
                         break       # the rest is cancelled
         """
         check_map_args(chunksize, window, on_error, timeout)
+        check_progress(progress)
         if not iterables:
             raise TypeError("map() must have at least one iterable")
         self._check_open()
         run = MapRun(self._engine, self._backend, fn, self._spec_for(fn), iterables,
                      ordered=ordered,
                      window=window, chunksize=chunksize, on_error=on_error, timeout=timeout,
-                     budget=self._budget)
-        return track_async(MapResults(run, on_error), progress, iterables, run.where)
+                     budget=self._budget, progress=progress)
+        return MapResults(run, on_error)
 
     def resize(self, workers: int | None = None, *, min: int | None = None,
                max: int | None = None) -> None:

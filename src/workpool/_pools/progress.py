@@ -17,8 +17,9 @@
   map, at most ten times a second as results come out, and once more at the end
   (``finished=True``).
 
-The counting is ``_core/progress.py``; a map advances it once per chunk it hands out,
-so the cost is per chunk, not per item. ``track_async`` wraps an async map's results.
+The counting is ``_core/progress.py``; a map advances it once per chunk it hands out
+(an async map: once per chunk its consumer takes), so the cost is per chunk, not per
+item.
 May import ``_core`` (rich only lazily, when a bar is drawn).
 """
 
@@ -31,22 +32,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final, Generic, Protocol, TextIO, TypeVar, cast
+from typing import Any, Final, Protocol, TextIO
 
-from .._core.exceptions import ItemsFailed
-from .._core.outcome import Error
 from .._core.progress import (
     ProgressArg,
     ProgressCounts,
     ProgressState,
-    check_progress,
-    input_total,
 )
 
-__all__ = ["AsyncTracked", "Tracker", "make_tracker", "plain_line", "track_async"]
-
-T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
+__all__ = ["Tracker", "make_tracker", "plain_line"]
 
 _FRAME: Final = 0.1  # seconds between frames of the bar, and between a callable's calls
 _LINE: Final = 2.0  # seconds between plain lines
@@ -258,88 +252,3 @@ def _isatty(out: TextIO) -> bool:
         return out.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-class _AsyncResults(Protocol[T_co]):
-    def __aiter__(self) -> Any: ...
-
-    async def __anext__(self) -> T_co: ...
-
-    async def aclose(self) -> None: ...
-
-
-R = TypeVar("R", bound=_AsyncResults[Any])
-
-
-class AsyncTracked(Generic[T]):
-    """An async map's results, counted one by one as they come out (the map's own
-    iterator shows no chunks); iterate it as the map's own, ``async with`` included.
-    A callable is polled every 64 items."""
-
-    __slots__ = ("_inner", "_next", "_poll", "_started", "_state", "_tracker")
-
-    def __init__(self, inner: _AsyncResults[T], tracker: Tracker) -> None:
-        self._inner = inner
-        self._next = inner.__anext__
-        self._tracker = tracker
-        self._state = tracker.state
-        self._poll = tracker.poll if isinstance(tracker, Callback) else None
-        self._started = False
-
-    def __aiter__(self) -> AsyncTracked[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        if not self._started:
-            self._started = True
-            self._tracker.start()
-        try:
-            value = await self._next()
-        except BaseException as exc:
-            self._ended(exc)
-            raise
-        state = self._state
-        state.done += 1
-        if type(value) is Error:
-            state.failed += 1
-        poll = self._poll
-        if poll is not None and not state.done & 63:
-            poll()
-        return value
-
-    def _ended(self, exc: BaseException) -> None:
-        if isinstance(exc, ItemsFailed):  # on_error="collect": what it dropped
-            self._state.advance(len(exc.errors), len(exc.errors))
-        self._tracker.stop()
-
-    async def aclose(self) -> None:
-        """Cancel what is queued and running, as the map's own ``aclose``."""
-        try:
-            await self._inner.aclose()
-        finally:
-            if self._started:
-                self._tracker.stop()
-
-    async def __aenter__(self) -> AsyncTracked[T]:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def __del__(self) -> None:
-        if self._started:
-            self._tracker.stop()
-
-
-def track_async(results: R, progress: ProgressArg, iterables: tuple[Any, ...],
-                label: str) -> R:
-    """An async map's *results* as they are (``progress=False``), or counted for
-    *progress* (the total: the length of *iterables*, if they have one): an
-    ``AsyncTracked``, which stands in for them (the same methods).
-
-    Raises:
-        TypeError: *progress* is not True, False or a callable.
-    """
-    check_progress(progress)
-    tracker = make_tracker(progress, input_total(iterables), label)
-    return results if tracker is None else cast(R, AsyncTracked(results, tracker))
