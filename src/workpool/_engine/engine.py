@@ -374,7 +374,9 @@ class Engine:
         without running (its future was cancelled; a shutdown stopped it), for
         ``end``. A task that ``end`` began already (``worker.task`` is it) runs as is."""
         if worker.task is task:
-            return None
+            # It shows as running since end() began it: a halt either sees it there
+            # (and stops it) or is seen here, as below.
+            return (TASK_FAILED, Cancelled("cancelled by shutdown")) if self.halted else None
         if worker.abandoned:  # given up on while end() handed it the task begun
             return TASK_CANCELLED, None  # settled then: end() lets the worker leave
         worker.next = None
