@@ -73,6 +73,7 @@ from typing import Any, cast
 
 from .._core.chunk import Chunk
 from .._core.exceptions import Cancelled, TaskTimeout
+from .._core.forking import can_fork_safely
 from .._core.memory import oom_kill_count
 from .._core.process_errors import WorkerCrashed
 from .._engine.contract import TASK_FAILED, TASK_OK, Backend, Task, Worker
@@ -326,7 +327,7 @@ class ProcessBackend(Backend):
     def _first_spawn(self, worker: ProcessWorker) -> None:
         with self._lock:
             unstarted, self._unstarted = self._unstarted, False
-        if unstarted and self.fork_first and _can_fork_safely():
+        if unstarted and self.fork_first and can_fork_safely():
             # A fork that fails (EAGAIN, say) leaves its worker to start as later ones do.
             with contextlib.suppress(OSError):
                 self._prefork(worker)
@@ -952,18 +953,4 @@ def _hard_kill(process: Any) -> None:
     except (OSError, ValueError):
         pass
 
-
-def _can_fork_safely() -> bool:
-    """True on Linux while this process has exactly one thread (as the kernel counts
-    them, so threads started by C libraries count too)."""
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return False
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1]) == 1 and threading.active_count() == 1
-    except OSError:
-        pass
-    return False
 

@@ -571,22 +571,12 @@ class AsyncPool:
 
     def resize(self, workers: int | None = None, *, min: int | None = None,
                max: int | None = None) -> None:
-        """Change the pool's size while it runs.
-
-        A fixed pool keeps *workers* from now on. An Autoscale pool takes a new
-        ``max`` (*workers*, or ``max=``) and ``min``; an Adaptive pool new bounds for
-        its limit (``min=``, ``max=``). Workers above the new size leave: idle ones at
-        once, busy ones when their task ends (no task is stopped or lost); when the
-        size grows, queued tasks get new workers at once.
+        """Change the pool's size while it runs, as ``ThreadPool.resize`` does: a fixed
+        pool's worker count, or a policy's bounds (``min=``, ``max=``).
 
         Raises:
             TypeError: a count where bounds are expected (or the other way round).
             ValueError: a count below 1, or bounds that break the policy's rules.
-
-        Example::
-
-            pool.resize(32)                      # a fixed pool
-            pool.resize(min=2, max=64)           # an Autoscale pool
         """
         check_resize(self._dynamic, workers, min, max)
         self._engine.resize(workers, low=min, high=max)

@@ -47,6 +47,7 @@ from typing import Any
 
 from .._backends import _child
 from .._backends._pickling import raise_send_error, unpicklable
+from .._core.forking import can_fork_safely
 from .._core.process_errors import WorkerCrashed
 from . import _worker
 from ._common import WalkStatistics
@@ -363,7 +364,7 @@ def _context() -> Any:
     """As the process pool starts its first workers: fork while this process has one
     thread (fast, and nothing can hold a lock), else forkserver where it exists, else
     spawn."""
-    if _single_threaded():
+    if can_fork_safely():
         return multiprocessing.get_context("fork")
     if "forkserver" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("forkserver")
@@ -375,21 +376,6 @@ def _death(code: int | None) -> str:
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(-code).name}"
     return f"exit code {code}"
-
-
-def _single_threaded() -> bool:
-    """True on Linux while this process has exactly one thread (as the kernel counts
-    them: threads that C libraries started count too)."""
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return False
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1]) == 1 and threading.active_count() == 1
-    except OSError:
-        pass
-    return False
 
 
 _END = object()
