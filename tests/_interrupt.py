@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import select
 import signal
 import subprocess
@@ -21,25 +20,20 @@ class Interrupted(NamedTuple):
     seconds: float  # from the SIGINT to the script's exit
 
 
-def interrupt_when_ready(tmp_path: Path, source: str, *, group: bool = False) -> Interrupted:
-    """Run *source* (dedented) as a script; send SIGINT after its first line of output:
-    to the script alone, or with *group* to its whole process group (its children
-    too), as a terminal's Ctrl-C does. Every wait is bounded (30 s); the process is
-    killed if it is still there."""
+def interrupt_when_ready(tmp_path: Path, source: str) -> Interrupted:
+    """Run *source* (dedented) as a script; send SIGINT after its first line of output.
+    Every wait is bounded (30 s); the process is killed if it is still there."""
     script = tmp_path / "ctrl_c.py"
     script.write_text(textwrap.dedent(source))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=group)
+                            stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         readable, _, _ = select.select([proc.stdout], [], [], 30)
         assert readable, "the script never printed its first line"
         ready = proc.stdout.readline()
         sent = time.monotonic()
-        if group:
-            os.killpg(proc.pid, signal.SIGINT)
-        else:
-            proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
         seconds = time.monotonic() - sent
     finally:
