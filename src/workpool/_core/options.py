@@ -284,14 +284,26 @@ def pool_workers(workers: Workers | None, max_workers: int | None,
         return max_workers, None
     if workers is None:
         return default, None
-    if isinstance(workers, Autoscale | Adaptive):
-        return workers.max, workers
-    if isinstance(workers, bool) or not isinstance(workers, int):
-        raise TypeError(f"workers must be an int, a wp.Autoscale or a wp.Adaptive, got "
-                        f"{workers!r}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    return workers, None
+    return size_or_policy("workers", workers, "an int, a wp.Autoscale or a wp.Adaptive")
+
+
+def size_or_policy(name: str, value: object,
+                   kinds: str) -> tuple[int, Autoscale | Adaptive | None]:
+    """A count of workers or tasks (>= 1), or a dynamic policy: the most it allows
+    (the policy's ``max``) and the policy, if any. *kinds* names what *name* takes,
+    for the error.
+
+    Raises:
+        TypeError: *value* is neither an int nor a policy.
+        ValueError: an int below 1.
+    """
+    if isinstance(value, Autoscale | Adaptive):
+        return value.max, value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be {kinds}, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value, None
 
 
 def check_resize(dynamic: Autoscale | Adaptive | None, workers: int | None,

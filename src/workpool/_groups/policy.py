@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from .._core.dynamic import Adaptive, Autoscale
 from .._core.metrics import MetricsSample, check_metrics, read_statistics
+from .._core.options import size_or_policy
 
 __all__ = ["CLOSED", "EXITING", "NEW", "OPEN", "GroupBase", "check_group_metrics",
            "check_limit", "group_samples", "verdict"]
@@ -60,17 +61,10 @@ def check_limit(limit: int | Autoscale | Adaptive | None,
     """
     if limit is None:
         return None, None
-    if isinstance(limit, Autoscale | Adaptive):
-        if pool is not None:
-            raise TypeError(f"a {type(limit).__name__} limit sizes the group's own pool: "
-                            "not with pool= (give that pool the policy instead)")
-        return limit.max, limit
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be an int, a wp.Autoscale, a wp.Adaptive or None, "
-                        f"got {limit!r}")
-    if limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
-    return limit, None
+    if isinstance(limit, Autoscale | Adaptive) and pool is not None:
+        raise TypeError(f"a {type(limit).__name__} limit sizes the group's own pool: "
+                        "not with pool= (give that pool the policy instead)")
+    return size_or_policy("limit", limit, "an int, a wp.Autoscale, a wp.Adaptive or None")
 
 
 def check_group_metrics(metrics: bool | str, pool: object) -> None:
