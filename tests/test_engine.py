@@ -7,6 +7,7 @@ thread that runs whatever worker has work, in turn, through the engine's step
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from concurrent.futures import Future
@@ -367,3 +368,61 @@ def _until(check: Any) -> bool:
             return False
         time.sleep(0.001)
     return True
+
+
+# -- put_next: a task queues its worker's next one ----------------------------------------------
+
+def _park_both(pool: wp.ThreadPool) -> None:
+    """Start the pool's two threads and let both park."""
+    barrier = threading.Barrier(2, timeout=WAIT)
+    for future in [pool.submit(barrier.wait) for _ in range(2)]:
+        future.result(WAIT)
+    deadline = time.monotonic() + WAIT
+    while len(pool._engine._parked) < 2:
+        assert time.monotonic() < deadline, "the workers never parked"
+        time.sleep(0.001)
+
+
+def test_put_next_runs_on_the_worker_whose_task_queued_it() -> None:
+    with wp.ThreadPool(2) as pool:
+        _park_both(pool)
+        nxt: Future[int] = Future()
+
+        def first() -> int:
+            pool._put_future(nxt, threading.get_ident, (), after_me=True)
+            return threading.get_ident()
+
+        ident = pool.submit(first).result(WAIT)
+        assert nxt.result(WAIT) == ident  # the other thread, parked, was not woken
+        assert len(pool._engine._parked) == 2
+        stats = pool.statistics()
+        assert (stats.submitted, stats.completed) == (4, 4)
+
+
+def test_put_next_work_of_a_worker_above_the_target_goes_on_a_parked_one_leaves() -> None:
+    with wp.ThreadPool(2) as pool:
+        _park_both(pool)
+        engine = pool._engine
+        nxt: Future[int] = Future()
+
+        def first() -> int:
+            # As an adaptive limit that fell: the target drops, parked workers stay.
+            with engine._lock:
+                engine.target = 1
+            pool._put_future(nxt, threading.get_ident, (), after_me=True)
+            return threading.get_ident()
+
+        ident = pool.submit(first).result(WAIT)
+        assert nxt.result(WAIT) == ident
+        deadline = time.monotonic() + WAIT
+        while engine._alive != 1 or len(engine._parked) != 1:
+            assert time.monotonic() < deadline, (engine._alive, engine._parked)
+            time.sleep(0.001)
+        assert pool.submit(operator.neg, 3).result(WAIT) == -3
+
+
+def test_put_next_after_shutdown_raises() -> None:
+    pool = wp.ThreadPool(1)
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match=r"^cannot schedule new futures after shutdown$"):
+        pool._put_future(Future(), operator.neg, (1,), after_me=True)

@@ -140,6 +140,64 @@ def test_limit_blocks_go_until_a_task_ends() -> None:
     assert gate.most == 3
 
 
+def _open_when_waiting(g: wp.Group, gate: Gate) -> None:
+    wait_until(lambda: len(g._waiters) == 1)
+    gate.opened.set()
+
+
+def test_a_task_that_ends_hands_its_slot_and_thread_to_the_waiting_go() -> None:
+    """At the limit, the task that ends admits the waiting go()'s task, and its worker
+    runs it next: no worker is woken for it."""
+    gate = Gate()
+    with wp.Group(limit=1) as g:
+        assert g._own is not None
+        backend = g._own._engine.backend
+        resumed: list[Any] = []
+        resume = backend.resume
+
+        def counted(worker: Any, task: Any) -> None:
+            resumed.append(task.args[0])  # its index in go order
+            resume(worker, task)
+
+        backend.resume = counted  # type: ignore[method-assign]
+        g.go(gate.task, 0)
+        gate.wait_entered(1)
+        opener = threading.Thread(target=_open_when_waiting, args=(g, gate))
+        opener.start()
+        handed = g.go(operator.neg, 1)  # waits for the slot: handed over
+        opener.join(WAIT)
+        assert handed.result(WAIT) == -1
+        assert resumed == []
+        stats = g._own.statistics()
+        assert (stats.submitted, stats.completed) == (2, 2)
+    assert g.results() == [0, -1]
+
+
+def test_a_go_whose_hand_off_the_pool_refuses_raises_its_error() -> None:
+    gate = Gate()
+    with wp.Group(limit=1) as g:
+        own = g._own
+        assert own is not None
+        put = own._put_future
+
+        def refuse(future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...], *,
+                   after_me: bool = False) -> None:
+            if after_me:
+                raise wp.PoolClosed("refused")
+            put(future, fn, args)
+
+        own._put_future = refuse  # type: ignore[method-assign]
+        g.go(gate.task, 0)
+        gate.wait_entered(1)
+        opener = threading.Thread(target=_open_when_waiting, args=(g, gate))
+        opener.start()
+        with pytest.raises(wp.PoolClosed, match=r"^refused$"):
+            g.go(operator.neg, 1)
+        opener.join(WAIT)
+        assert g.go(operator.neg, 2).result(WAIT) == -2  # the slot was given back
+    assert g.results() == [0, -2]
+
+
 def test_at_most_limit_tasks_run_at_once() -> None:
     lock = threading.Lock()
     running = most = 0

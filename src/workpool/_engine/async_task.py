@@ -235,6 +235,9 @@ class AsyncFuture(Generic[T]):
     def __await__(self) -> Generator[Any, None, T]:
         if self._state < VALUE:
             yield from self._wait().__await__()
+        if self._state == VALUE:  # result(), inline for the common case
+            value: T = self._value
+            return value
         return self.result()
 
     async def _wait(self) -> None:

@@ -162,7 +162,8 @@ class Engine:
         self._room_waiters = 0  # those of them that wait without a thread (want_room)
         # The queue of priority 0 stands, empty or not: a queue that keeps emptying
         # and filling (tasks handed on as they come) costs no deque and no insort.
-        self._queues: dict[int, deque[Task]] = {0: deque()}
+        self._queue0: deque[Task] = deque()
+        self._queues: dict[int, deque[Task]] = {0: self._queue0}
         self._prios: list[int] = [0]  # negated priorities present, ascending
         self._size = 0
         self._parked: list[Worker] = []
@@ -196,7 +197,10 @@ class Engine:
         bounded otherwise (an async ``map`` run, by its window) passes not *bounded*:
         the task is queued past the bound."""
         worker: Worker | None = None
-        with self._lock:
+        # acquire/release, not "with": 40 to 70 ns less per task (CPython 3.11-3.13)
+        lock = self._lock
+        lock.acquire()
+        try:
             while True:
                 if self.state != OPEN:
                     self._raise_closed()
@@ -224,7 +228,7 @@ class Engine:
                     if task.priority:
                         self._push(task)
                     else:  # _push(), inline: the standing queue of priority 0
-                        self._queues[0].append(task)
+                        self._queue0.append(task)
                         self._size += 1
                     self.stats.submitted += task.count
                     return
@@ -236,11 +240,30 @@ class Engine:
                 finally:
                     self._put_waiters -= 1
             self.stats.submitted += task.count
+        finally:
+            lock.release()
         task.enqueued = _perf()
         if worker is not None:
             self.backend.resume(worker, task)
         else:
             self._spawn(task)
+
+    def put_next(self, task: Task) -> None:
+        """Queue *task* for the worker whose task calls this, as that task's last act:
+        no worker is woken or started for it, as the caller's worker takes it (or a
+        task queued before it) at its ``end``, one step later, with no wake-up in
+        between (Go's ``runnext``; how a group's ending task hands its slot to the
+        ``go`` waiting for one). Past the queue bound: the caller frees a worker.
+
+        Raises:
+            the pool's closed error, once intake is closed (as ``put``).
+        """
+        with self._lock:
+            if self.state != OPEN:
+                self._raise_closed()
+            task.enqueued = _perf()
+            self._push(task)
+            self.stats.submitted += task.count
 
     def _raise_closed(self) -> None:
         if self.broken is not None:
@@ -437,7 +460,9 @@ class Engine:
                 worker.deadline = None
             retry_delay = None
             grow: list[Task] | None = None
-            with self._lock:
+            lock = self._lock
+            lock.acquire()  # not "with": see put()
+            try:
                 if worker.abandoned:  # given up on: its task was settled then
                     self._stuck -= 1
                     worker.leaving = True
@@ -470,15 +495,16 @@ class Engine:
                 if worker.limited:
                     grow = self._adapt(worker, kind, value, _perf() - started)
                 if not self._size or self._alive > self.target:
-                    nxt = None
-                    self._park_or_retire(worker)
+                    nxt = self._park_or_retire(worker)
                 elif len(self._prios) == 1:  # _pop(), inline: priority 0 alone
-                    worker.next = nxt = self._queues[0].popleft()
+                    worker.next = nxt = self._queue0.popleft()
                     self._size -= 1
                     if self._put_waiters:
                         self._room()
                 else:
                     worker.next = nxt = self._pop()
+            finally:
+                lock.release()
             if kind == TASK_OK:
                 # settle(), inline (contextlib.suppress would cost a call and a context)
                 try:  # noqa: SIM105
@@ -538,17 +564,28 @@ class Engine:
                 self._park_or_retire(worker)
             return task
 
-    def _park_or_retire(self, worker: Worker) -> None:
+    def _park_or_retire(self, worker: Worker) -> Task | None:
         """Under the lock: *worker* has nothing to run (or is one too many); it leaves
         a closing pool (idle ones leave with it) or a pool above its target (resized
         down, or an adaptive limit that fell), or waits for work, which a blocked put()
-        can hand it (the only way in with ``queue_size=0``)."""
+        can hand it (the only way in with ``queue_size=0``). Returns None, or the
+        queued task it takes after all (one too many, a parked worker leaves
+        instead)."""
         if self.state != OPEN and not self._retrying:
             self._alive -= 1
             worker.leaving = True
             self._release_idle()
         elif self._alive > self.target:
             self._alive -= 1
+            if self._size and self._parked:
+                # Work is queued (put_next's, for this worker) while others are
+                # parked: one of them leaves in its place, and it takes the work.
+                other = self._parked.pop(0)
+                other.leaving = True
+                self.backend.release(other)
+                self._record()
+                worker.next = task = self._pop()
+                return task
             worker.leaving = True
             self._record()
         else:
@@ -558,6 +595,7 @@ class Engine:
                 self._arm_sweep(worker.idle_since + self.scaler.idle_timeout)
             if self._put_waiters:
                 self._room()
+        return None
 
     # -- dynamic pools: Autoscale and Adaptive -------------------------------------------
 
@@ -889,7 +927,10 @@ class Engine:
                 if len(kept) == len(queue):
                     continue
                 queued += [task for task in queue if match(task)]
-                if kept or not prio:
+                if not prio:  # the standing queue stands
+                    queue.clear()
+                    queue.extend(kept)
+                elif kept:
                     self._queues[prio] = kept
                 else:
                     del self._queues[prio]
@@ -979,7 +1020,8 @@ class Engine:
         self.stop = threading.Event()
         self._put_waiters = self._room_waiters = self._size = self._alive = 0
         self._stuck = self.waking = 0
-        self._queues = {0: deque()}
+        self._queue0 = deque()
+        self._queues = {0: self._queue0}
         self._prios = [0]
         self._parked = []
         self._workers = set()

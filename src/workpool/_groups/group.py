@@ -110,6 +110,26 @@ class _Task:
             ctx.cancel()
 
 
+class _Waiter:
+    """A ``go`` waiting for a slot, on *signal* (held until a task's end or a
+    cancellation releases it). On the own pool it carries its task: the worker whose
+    task ended admits it and runs it next, with no wake-up of another worker
+    (``admitted``; ``error``: the pool refused it)."""
+
+    __slots__ = ("admitted", "args", "error", "fn", "future", "kwargs", "signal")
+
+    def __init__(self, future: _OwnFuture | None = None, fn: Callable[..., Any] | None = None,
+                 args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
+        self.signal = threading.Lock()
+        self.signal.acquire()
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.admitted = False
+        self.error: BaseException | None = None
+
+
 def _cancelled_future() -> Future[Any]:
     future: Future[Any] = Future()
     future.cancel()
@@ -201,7 +221,7 @@ class Group(GroupBase):
         self._active = 0  # tasks admitted by go() and not ended
         # go() calls waiting for a slot, each on a lock held until a task's end (or a
         # cancellation) releases it: lighter than a Condition.
-        self._waiters: deque[threading.Lock] = deque()
+        self._waiters: deque[_Waiter] = deque()
         # Tasks not known to have started, by index: _OwnFuture (own pool) or _Task.
         self._inflight: dict[int, Any] = {}
         self._slots: list[WorkerSlot] = []  # of the own pool's workers
@@ -347,7 +367,12 @@ class Group(GroupBase):
             if self._state != OPEN:
                 self._check_state()
             if self._cancelled or (self._limit is not None and self._active >= self._limit):
-                index = self._admit(block)
+                waiter = _Waiter(future, fn, args, kwargs)
+                index = self._admit(block, waiter)
+                if waiter.admitted:  # a task's end put it on the pool
+                    if waiter.error is not None:
+                        raise waiter.error
+                    return future
                 if index < 0:
                     return _cancelled_future()
             else:
@@ -363,14 +388,17 @@ class Group(GroupBase):
             raise
         return future
 
-    def _admit(self, block: bool) -> int:
+    def _admit(self, block: bool, waiter: _Waiter | None = None) -> int:
         """Wait for a slot (unless cancelled); return the task's index, or -1 once
-        the group is cancelled. Caller holds the lock."""
+        the group is cancelled or *waiter* was admitted by a task's end (its
+        ``admitted``). Caller holds the lock."""
         limit = self._limit
         while limit is not None and self._active >= limit and not self._cancelled:
             if not block:
                 raise WouldBlock(f"the group is at its limit ({limit} tasks in flight)")
-            self._wait_turn()
+            self._wait_turn(waiter or _Waiter())
+            if waiter is not None and waiter.admitted:
+                return -1
         if self._cancelled:
             self._cancelled_tasks += 1
             return -1
@@ -378,25 +406,25 @@ class Group(GroupBase):
         self._values.append(None)
         return len(self._values) - 1
 
-    def _wait_turn(self) -> None:
-        """Wait until a task ends or the group is cancelled; the caller looks again.
+    def _wait_turn(self, waiter: _Waiter) -> None:
+        """Wait until a task ends or the group is cancelled; the caller looks again,
+        unless a task's end admitted *waiter* (``waiter.admitted``).
 
         Called and returns with the lock held.
         """
-        signal = threading.Lock()
-        signal.acquire()
-        self._waiters.append(signal)
+        signal = waiter.signal
+        self._waiters.append(waiter)
         self._lock.release()
         try:
             signal.acquire()
         except BaseException:  # Ctrl-C while waiting
             self._lock.acquire()
-            if signal in self._waiters:
-                self._waiters.remove(signal)
-            elif self._waiters:  # its turn had come: pass it on
-                self._waiters.popleft().release()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif self._waiters and not waiter.admitted:  # its turn had come: pass it on
+                self._waiters.popleft().signal.release()
             raise
-        self._lock.acquire()
+        self._lock.acquire()  # (signal is held again: ready for the caller's next wait)
 
     def _check_state(self) -> None:
         if self._state == NEW:
@@ -425,13 +453,43 @@ class Group(GroupBase):
             self._end(exc)
             raise
         self._values[index] = value
+        handoff = None
         with self._lock:
             self._active -= 1
             if self._waiters:
-                self._waiters.popleft().release()
+                waiter = self._waiters.popleft()
+                if waiter.future is not None and not self._cancelled:
+                    # The slot and this worker go to the waiting go()'s task.
+                    handoff, waiter.admitted = waiter, True
+                    self._active += 1
+                    index = len(self._values)
+                    self._values.append(None)
+                    waiter.future._index = index
+                    self._inflight[index] = waiter.future
+                else:
+                    waiter.signal.release()
             if not self._active and self._state == EXITING:
                 self._all_done.notify_all()
+        if handoff is not None:
+            self._hand_off(handoff, index)
         return value
+
+    def _hand_off(self, waiter: _Waiter, index: int) -> None:
+        """Put the task of *waiter*, admitted at *index* by the task ending on this
+        worker, on the own pool, for this worker to run next; then let its go()
+        return."""
+        assert self._own is not None
+        assert waiter.future is not None
+        try:
+            self._own._put_future(waiter.future, self._run,
+                                  (index, waiter.fn, waiter.args, waiter.kwargs),
+                                  after_me=True)
+        except BaseException as exc:  # not started after all (the pool was given up on)
+            waiter.error = exc
+            self._dropped(index, NOT_STARTED)
+        finally:
+            waiter.fn, waiter.args, waiter.kwargs = None, (), None
+            waiter.signal.release()
 
     def _dropped(self, index: int, value: Any = None) -> None:
         """The task at *index* on the own pool will never run (its future was
@@ -540,7 +598,7 @@ class Group(GroupBase):
         # Caller holds the lock: a task left the group.
         self._active -= 1
         if self._waiters:
-            self._waiters.popleft().release()
+            self._waiters.popleft().signal.release()
         if not self._active and self._state == EXITING:
             self._all_done.notify_all()
 
@@ -558,7 +616,7 @@ class Group(GroupBase):
         self._cancelled = True
         self._by_parent = by_parent
         while self._waiters:
-            self._waiters.popleft().release()
+            self._waiters.popleft().signal.release()
         return list(self._inflight.values())
 
     def _cancel_tasks(self, tasks: list[Any]) -> None:

@@ -45,7 +45,7 @@ from .._core.options import OnError
 from .._core.outcome import Error, Value
 from .._core.progress import ProgressArg, input_total
 from .._engine.async_task import ChunkEnd, Failure, Spec
-from .._engine.contract import Task
+from .._engine.contract import ChunkTask
 from .._engine.engine import OPEN, SHUTDOWN_MESSAGE
 from .progress import make_tracker
 
@@ -191,7 +191,7 @@ class MapRun:
         self.seq = 0  # chunks made
         self.want = 0  # ordered: the next chunk the consumer takes
         self.tail: Chunk | None = None
-        self.tail_task: Task | None = None  # the last chunk's task, while it may grow
+        self.tail_task: ChunkTask | None = None  # the last chunk's task, while it may grow
         self.inflight = 0  # chunks put and not yet ended
         self.ready: dict[int, tuple[Chunk, list[Any]]] = {}
         self.finished: deque[tuple[Chunk, list[Any]]] = deque()
@@ -238,9 +238,9 @@ class MapRun:
         self.tail = tail = Chunk(self, [item], self.seq)
         self.seq += 1
         self.inflight += 1
-        self.tail_task = task = Task(self.fn, (), _NO_KWARGS, tail, 0, self.spec.timeout,
-                                     self.spec.retry, payload=self.spec, items=tail.items,
-                                     star=self.star, flag=self)
+        self.tail_task = task = ChunkTask(self.fn, tail, tail.items, star=self.star,
+                                          flag=self, timeout=self.spec.timeout,
+                                          retry=self.spec.retry, payload=self.spec)
         self.engine.put(task, False, bounded=False)
 
     def fill(self) -> None:

@@ -40,7 +40,7 @@ from .._core.progress import ProgressArg, check_progress
 from .._core.ratelimit import RateLimit
 from .._core.retry import Retry
 from .._core.stats import PoolStatistics
-from .._engine.contract import Backend, Run, Task, TaskFuture, new_call
+from .._engine.contract import Backend, ChunkTask, Run, Task, TaskFuture, new_call
 from .._engine.engine import OPEN, Engine
 from .._sync.memory_budget import Budget, MemoryBudget
 from .._sync.semaphore import Semaphore
@@ -232,8 +232,8 @@ class ExecutorPool(Executor):
             if flag is not None:
                 self._runs[flag] = run
         payload = backend.prepare_chunk(fn, run.prepared, star, items)
-        task = Task(fn, (), {}, Future(), timeout=timeout, retry=retry, payload=payload,
-                    items=items, star=star, flag=flag, run=run)
+        task = ChunkTask(fn, Future(), items, star=star, flag=flag, timeout=timeout,
+                         retry=retry, payload=payload, run=run)
         if self._budget is None:
             self._engine.put(task, block=block)
         else:
@@ -540,10 +540,16 @@ class ThreadPool(ExecutorPool, ThreadPoolExecutor):
     # -- the hook of a wp.Group over its own pool --------------------------------------
 
     def _put_future(self, future: Future[Any], fn: Callable[..., Any],
-                    args: tuple[Any, ...]) -> None:
+                    args: tuple[Any, ...], *, after_me: bool = False) -> None:
         """Run ``fn(*args)`` and settle *future*, which the caller made (a ``wp.Group``
         makes its own, which tells the group when it is cancelled); the pool's
         options (timeout, retry, budget) do not apply. Blocks while the queue is full.
+        *after_me*: the caller is a task of this pool, about to end, whose worker is
+        to run this one next (``Engine.put_next``).
         """
-        self._engine.put(Task(fn, args, {}, future))
+        task = Task(fn, args, {}, future)
+        if after_me:
+            self._engine.put_next(task)
+        else:
+            self._engine.put(task)
 
