@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.thread import BrokenThreadPool
 from types import TracebackType
-from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, cast, final, overload
+from typing import Any, ClassVar, Final, Literal, ParamSpec, TypeVar, cast, final, overload
 
 from .._core.chunk import Chunk, ChunkRun
 from .._core.exceptions import Cancelled, WouldBlock
@@ -54,6 +54,7 @@ T = TypeVar("T")
 _LIVE: weakref.WeakSet[Engine] = weakref.WeakSet()
 _COUNTER = iter(range(1, 1 << 62))
 _EXIT_ERROR = (RuntimeError, "cannot schedule new futures after interpreter shutdown")
+_NO_KWARGS: Final[dict[str, Any]] = {}  # the kwargs of a call made by a group: none
 _exiting = False
 
 
@@ -547,7 +548,7 @@ class ThreadPool(ExecutorPool, ThreadPoolExecutor):
         *after_me*: the caller is a task of this pool, about to end, whose worker is
         to run this one next (``Engine.put_next``).
         """
-        task = Task(fn, args, {}, future)
+        task = new_call(fn, args, _NO_KWARGS, future, 0, None, None, None, None)
         if after_me:
             self._engine.put_next(task)
         else:
