@@ -19,7 +19,9 @@ A group runs its tasks on a pool, and schedules nothing itself::
 
 On its own pool a task costs the group a future of its own (whose ``cancel()`` tells
 the group that the task will never run), a lock round when it is admitted and one when
-it ends. The pool's workers publish, once each (the pool's initializer), their slot,
+it ends. At the limit, the task that ends hands its slot and its worker to the longest
+waiting ``go``, whose task it queued for that worker (``ThreadPool._put_future``,
+``after_me``): the waiting caller is woken only to return, and no worker parks or wakes. The pool's workers publish, once each (the pool's initializer), their slot,
 through which a cancellation reaches the running tasks' contexts, and the group, which
 a group opened in one of its tasks is cancelled with.
 """
