@@ -21,7 +21,8 @@ On its own pool a task costs the group a future of its own (whose ``cancel()`` t
 the group that the task will never run), a lock round when it is admitted and one when
 it ends. At the limit, the task that ends hands its slot and its worker to the longest
 waiting ``go``, whose task it queued for that worker (``ThreadPool._put_future``,
-``after_me``): the waiting caller is woken only to return, and no worker parks or wakes. The pool's workers publish, once each (the pool's initializer), their slot,
+``after_me``): the waiting caller is woken only to return, and no worker parks or
+wakes. The pool's workers publish, once each (the pool's initializer), their slot,
 through which a cancellation reaches the running tasks' contexts, and the group, which
 a group opened in one of its tasks is cancelled with.
 """
@@ -241,6 +242,7 @@ class Group(GroupBase):
         self._timed_out = False
         self._timer: Timer | None = None
         self._last_fn: Any = None
+        self._run_task = self._run  # bound once: each go() hands it to the pool
         register(self, metrics, self._name, group_samples)
 
     # -- life cycle ---------------------------------------------------------------------
@@ -365,7 +367,9 @@ class Group(GroupBase):
         # The hot path: admit the task, hand it to the own pool.
         future = _OwnFuture()
         future._group = self
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not "with": 50 ns less a go (CPython 3.11-3.13)
+        try:
             if self._state != OPEN:
                 self._check_state()
             if self._cancelled or (self._limit is not None and self._active >= self._limit):
@@ -383,8 +387,10 @@ class Group(GroupBase):
                 self._values.append(None)
             future._index = index
             self._inflight[index] = future
+        finally:
+            lock.release()
         try:
-            own._put_future(future, self._run, (index, fn, args, kwargs))
+            own._put_future(future, self._run_task, (index, fn, args, kwargs))
         except BaseException:  # not started after all (the pool was given up on)
             self._dropped(index, NOT_STARTED)
             raise
@@ -450,13 +456,16 @@ class Group(GroupBase):
             self._end(error)
             raise error
         try:
-            value = fn(*args, **kwargs)
+            # fn(*args): 40 ns less than fn(*args, **{}), which copies the dict
+            value = fn(*args, **kwargs) if kwargs else fn(*args)
         except BaseException as exc:
             self._end(exc)
             raise
         self._values[index] = value
         handoff = None
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not "with": see _go
+        try:
             self._active -= 1
             if self._waiters:
                 waiter = self._waiters.popleft()
@@ -472,6 +481,8 @@ class Group(GroupBase):
                     waiter.signal.release()
             if not self._active and self._state == EXITING:
                 self._all_done.notify_all()
+        finally:
+            lock.release()
         if handoff is not None:
             self._hand_off(handoff, index)
         return value
@@ -483,7 +494,7 @@ class Group(GroupBase):
         assert self._own is not None
         assert waiter.future is not None
         try:
-            self._own._put_future(waiter.future, self._run,
+            self._own._put_future(waiter.future, self._run_task,
                                   (index, waiter.fn, waiter.args, waiter.kwargs),
                                   after_me=True)
         except BaseException as exc:  # not started after all (the pool was given up on)
