@@ -15,7 +15,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.context import ForkServerProcess
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ def nap(i: int, seconds: float) -> int:
 
 
 @pytest.fixture
-def starts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The name of the thread of every forkserver process start, in order."""
     names: list[str] = []
     start = ForkServerProcess.start
@@ -68,7 +68,7 @@ def starts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         start(self)
 
     monkeypatch.setattr(ForkServerProcess, "start", counted)
-    yield names
+    return names
 
 
 def forkserver_pool(**options: Any) -> wp.ProcessPool:
@@ -121,6 +121,19 @@ def test_growth_takes_a_spare_started_in_the_background(tmp_path: Path,
         wait_until(lambda: not multiprocessing.active_children(), "every process gone")
         assert backend(pool)._spares == []
         assert starts == ["reader", "spare", "spare"]
+
+
+def test_a_burst_to_max_keeps_no_spare(tmp_path: Path) -> None:
+    go = str(tmp_path / "go")
+    with forkserver_pool(workers=wp.Autoscale(max=3, idle_timeout=5.0)) as pool:
+        futures = [pool.submit(held_id, go) for _ in range(5)]
+        wait_until(lambda: pool.statistics().running == 3, "three running")
+        # A spare started on the way up finds the pool at max: it is stopped.
+        wait_until(lambda: not backend(pool)._starting, "the starter done")
+        assert backend(pool)._spares == []
+        assert len(multiprocessing.active_children()) == 3
+        Path(go).touch()
+        assert sorted({f.result(WAIT) for f in futures}) == [0, 1, 2]
 
 
 def test_an_idle_shrink_to_min_lets_the_spare_go(tmp_path: Path, starts: list[str]) -> None:

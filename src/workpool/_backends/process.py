@@ -50,6 +50,15 @@ chunk) with the stdlib's exception type, and the pool goes on:
 Workers start at the first task, not with the pool. While this process has a single
 thread then, the first workers are forked at once (what makes the stdlib's pool start
 fast); later ones come from the pool's context (forkserver by default).
+
+A *spare* is a child started ahead of the worker that takes it: one of those forked
+at the first task that no worker took yet, or an Autoscale pool's. While such a pool is
+below its ``max`` and a worker joins it for a waiting task, one spare is started on a
+thread of its own (``_keep_spare``: neither the caller nor the reader waits for a
+process start), so that the next worker takes a ready child; the worker tells it its
+id. A spare runs no task and is no worker (``statistics().workers`` does not count
+it). A worker that leaves (an idle shrink, a resize, the close) lets the spares go,
+and one being started is stopped as it comes; ``close`` waits for it.
 """
 
 from __future__ import annotations
@@ -601,15 +610,17 @@ class ProcessBackend(Backend):
 
     def _start_spare(self, worker_id: int, generation: int) -> None:
         """The starter thread: start a spare child; keep it unless the pool shrank
-        (``_drop_spares``) or closed meanwhile. A start that fails is left to the
-        worker that would have taken it, whose own start then fails and says why."""
+        (``_drop_spares``), closed or reached its ``max`` meanwhile. A start that
+        fails is left to the worker that would have taken it, whose own start then
+        fails and says why."""
         spare = None
         try:
             spare = self._new_child(worker_id)
         except Exception:
             LOGGER.debug("A spare worker process could not be started:", exc_info=True)
         with self._lock:
-            if spare is not None and generation == self._generation and not self._closed:
+            if (spare is not None and generation == self._generation and not self._closed
+                    and self.engine.may_grow()):
                 self._spares.append(spare)
                 spare = None
         if spare is not None:
