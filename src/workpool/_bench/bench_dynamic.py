@@ -366,6 +366,11 @@ def _running(pool: wp.ProcessPool, n: int) -> bool:
     return pool.statistics().running == n
 
 
+def _spare_ready(backend: ProcessBackend) -> bool:
+    spares = backend._spares
+    return len(spares) == 1 and not backend._starting and bool(spares[0][1].poll())
+
+
 def _growth(top: int, hold: float, spare: bool, method: str | None) -> float:
     """Median seconds from submitting a task that needs a new worker (every other
     worker busy) to its start in the new process, over the growth from 1 to *top*
@@ -383,8 +388,8 @@ def _growth(top: int, hold: float, spare: bool, method: str | None) -> float:
         pool.submit(time.sleep, hold)
         for busy in range(1, top):
             _wait(partial(_running, pool, busy), "worker busy")
-            if spare:
-                _wait(lambda: len(backend._spares) == 1 and not backend._starting, "spare")
+            if spare:  # started, and said it is ready (its message waits to be read)
+                _wait(partial(_spare_ready, backend), "spare")
             else:
                 time.sleep(0.1 if method == "spawn" else 0.05)  # a spare's start, or so
             submitted = time.monotonic()
