@@ -157,6 +157,21 @@ def test_an_idle_shrink_to_min_lets_the_spare_go(tmp_path: Path, starts: list[st
     assert not multiprocessing.active_children()
 
 
+def test_a_spare_killed_while_idle_is_replaced(tmp_path: Path) -> None:
+    go = str(tmp_path / "go")
+    with forkserver_pool(workers=wp.Autoscale(max=3)) as pool:
+        first = pool.submit(held_id, go)
+        wait_until(lambda: pool.statistics().running == 1, "one running")
+        wait_until(lambda: spare_ready(pool), "a spare")
+        spare = backend(pool)._spares[0][0]
+        spare.kill()
+        wait_until(lambda: not spare.is_alive(), "the spare dead")
+        second = pool.submit(held_id, go)  # a fresh process, not the dead spare
+        Path(go).touch()
+        assert sorted([first.result(WAIT), second.result(WAIT)]) == [0, 1]
+        assert pool.statistics().crashed == 0
+
+
 def test_no_spare_survives_shutdown(tmp_path: Path) -> None:
     # The forkserver and its socket are the process's own once started: warm it up.
     with forkserver_pool(workers=1) as pool:
