@@ -57,8 +57,9 @@ below its ``max`` and a worker joins it for a waiting task, one spare is started
 thread of its own (``_keep_spare``: neither the caller nor the reader waits for a
 process start), so that the next worker takes a ready child; the worker tells it its
 id. A spare runs no task and is no worker (``statistics().workers`` does not count
-it). A worker that leaves (an idle shrink, a resize, the close) lets the spares go,
-and one being started is stopped as it comes; ``close`` waits for it.
+it). A worker that leaves an open pool (an idle shrink, a resize) lets the spares go,
+and one being started is stopped as it comes; ``close`` stops them, and waits for the
+one being started.
 """
 
 from __future__ import annotations
@@ -629,8 +630,8 @@ class ProcessBackend(Backend):
             self._starting = False
 
     def _drop_spares(self) -> None:
-        """A worker left (the pool shrank, or closes): its spares go too, and so does
-        one being started now (its generation is over)."""
+        """A worker left an open pool (it shrank): the spares go too, and so does one
+        being started now (its generation is over)."""
         with self._lock:
             self._generation += 1
             spares, self._spares = self._spares, []
@@ -710,7 +711,8 @@ class ProcessBackend(Backend):
                 worker.conn.send_bytes(_STOP)
         self._reap(worker)
         self._workers.discard(worker)
-        self._drop_spares()
+        if self.engine.state == OPEN:  # the pool shrinks (close() stops them at the end)
+            self._drop_spares()
         self.engine.left(worker)
 
     def _kill(self, worker: ProcessWorker, reason: str, task: Task) -> None:
