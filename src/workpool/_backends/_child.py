@@ -12,6 +12,7 @@ that a value that fails either way fails its task, never the conversation::
                                                                      for one call
                       (STOP,)
                       (DROP,) | (RESEND,)   the verdict on a chunk of several values
+                      (SLOT, worker_id)     a spare child taken by a worker: its id
     child -> parent   (OK, body, 1, retire)       a call returned: body = its value
                       (ERR, body, 1, retire)      a call raised: body = the exception
                       (BADARGS, body, 0, retire)  the function or arguments could not
@@ -60,6 +61,7 @@ CALL = 0
 STOP = 1
 DROP = 2
 RESEND = 3
+SLOT = 4
 OK = 0
 ERR = 1
 CHUNK = 2
@@ -281,6 +283,9 @@ def main(conn: Any, worker_id: int, initializer: bytes | None, initargs: tuple[A
             return
         if message[0] == STOP:
             return
+        if message[0] == SLOT:
+            slot.worker_id = message[1]
+            continue
         if message[0] != CALL:  # a verdict on a chunk already settled: nothing to do
             continue
         _, attempt, deadline, fn_bytes, payload = message

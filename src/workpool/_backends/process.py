@@ -50,6 +50,16 @@ chunk) with the stdlib's exception type, and the pool goes on:
 Workers start at the first task, not with the pool. While this process has a single
 thread then, the first workers are forked at once (what makes the stdlib's pool start
 fast); later ones come from the pool's context (forkserver by default).
+
+A *spare* is a child started ahead of the worker that takes it: one of those forked
+at the first task that no worker took yet, or an Autoscale pool's. While such a pool is
+below its ``max`` and a worker joins it for a waiting task, one spare is started on a
+thread of its own (``_keep_spare``: neither the caller nor the reader waits for a
+process start), so that the next worker takes a ready child; the worker tells it its
+id. A spare runs no task and is no worker (``statistics().workers`` does not count
+it). A worker that leaves an open pool (an idle shrink, a resize) lets the spares go,
+and one being started is stopped as it comes; ``close`` stops them, and waits for the
+one being started.
 """
 
 from __future__ import annotations
@@ -191,8 +201,16 @@ class ProcessBackend(Backend):
                 self.init_bytes = _child.dumps(initializer)
             except Exception as exc:
                 raise_send_error(exc, [("the initializer", initializer)], "")
+        # Children started ahead of the workers that take them: those forked with the
+        # first worker, and an Autoscale pool's spare (_keep_spare).
         self._spares: list[tuple[Any, Any]] = []
         self._unstarted = True  # no worker yet: the first one forks them (_first_spawn)
+        # The thread that starts a spare (the last one), whether one runs, and the
+        # generation a spare must be of to be kept: a shrink moves it on.
+        self._starter: threading.Thread | None = None
+        self._starting = False
+        self._generation = 0
+        self._closed = False
         # Guards the reader's start and end, the commands' wake-up, and the kill
         # decisions (against a job's end).
         self._lock = threading.Lock()
@@ -381,20 +399,20 @@ class ProcessBackend(Backend):
         return True
 
     def close(self) -> None:
-        with self._lock:  # forked workers no worker took: intake is over, let them go
+        with self._lock:  # spares no worker took: intake is over, let them go
+            self._closed = True
             spares, self._spares = self._spares, []
+            starter = self._starter
             # A reader left with no worker (an Autoscale pool at min=0) waits for
             # nothing: woken, it sees intake is over and ends.
             if self._reader is not None and not self._signalled and self._wake_fds:
                 self._signalled = True
                 with contextlib.suppress(BlockingIOError):
                     os.write(self._wake_fds[1], b"\0")
-        for process, conn in spares:
-            with contextlib.suppress(OSError):
-                conn.send_bytes(_STOP)
-            _join(process)
-            conn.close()
-            process.close()
+        if starter is not None:
+            starter.join()  # it stops the spare it started: the pool is closed
+        for spare in spares:
+            _stop(*spare)
 
     def after_fork_in_child(self) -> None:
         # The workers are the parent's: multiprocessing must not terminate them (as
@@ -408,6 +426,8 @@ class ProcessBackend(Backend):
         for process, _ in self._spares:
             children.discard(process)
         self._spares = []
+        self._starter = None
+        self._starting = False
         self._lock = threading.Lock()
         self._commands = SimpleQueue()
         self._reader = self._selector = self._wake_fds = None
@@ -476,6 +496,8 @@ class ProcessBackend(Backend):
                                             worker)
                 else:
                     self._start_child(worker)
+                if worker.pending is not None or worker.job is not None:
+                    self._keep_spare(worker)  # it joined for a waiting task: more may follow
             else:
                 leaving.append(worker)
         # Every leaving child is told to stop before any is waited for.
@@ -519,24 +541,13 @@ class ProcessBackend(Backend):
                 "the process pool is not usable anymore")
 
     def _try_start_child(self, worker: ProcessWorker) -> None:
-        with self._lock:
-            spare = self._spares.pop() if self._spares else None
-        if spare is not None:
+        spare = self._take_spare()
+        if spare is None:
+            process, parent_conn = self._new_child(worker.slot.worker_id)
+        else:  # started ahead, under some id: the worker's from now on
             process, parent_conn = spare
-        else:
-            ctx = self.mp_context
-            if ctx is None:
-                ctx = self.mp_context = default_context()
-            parent_conn, child_conn = ctx.Pipe()
-            process = ctx.Process(  # type: ignore[attr-defined]
-                target=_child.main, name=f"{self.engine.name}_{worker.slot.worker_id}",
-                daemon=False,
-                args=(child_conn, worker.slot.worker_id, self.init_bytes, self.initargs,
-                      self.max_tasks, self.max_memory))
-            try:
-                process.start()
-            finally:
-                child_conn.close()
+            with contextlib.suppress(OSError):  # a child that died shows as EOF
+                parent_conn.send_bytes(pickle.dumps((_child.SLOT, worker.slot.worker_id)))
         with self._lock:
             worker.process, worker.conn = process, parent_conn
             if worker.started_once:  # in place of a child that died, was killed or retired
@@ -546,6 +557,86 @@ class ProcessBackend(Backend):
         assert selector is not None
         selector.register(parent_conn, selectors.EVENT_READ, worker)
         selector.register(process.sentinel, selectors.EVENT_READ, worker)
+
+    def _new_child(self, worker_id: int) -> tuple[Any, Any]:
+        """Start a child from the pool's context (forkserver by default): the process
+        and the parent's end of its pipe."""
+        ctx = self.mp_context
+        if ctx is None:
+            ctx = self.mp_context = default_context()
+        parent_conn, child_conn = ctx.Pipe()
+        process = ctx.Process(  # type: ignore[attr-defined]
+            target=_child.main, name=f"{self.engine.name}_{worker_id}", daemon=False,
+            args=(child_conn, worker_id, self.init_bytes, self.initargs, self.max_tasks,
+                  self.max_memory))
+        try:
+            process.start()
+        except BaseException:
+            parent_conn.close()
+            raise
+        finally:
+            child_conn.close()
+        return process, parent_conn
+
+    def _take_spare(self) -> tuple[Any, Any] | None:
+        """A spare child for a worker to take, if one is alive (one that died idle,
+        killed from outside, is reaped)."""
+        while True:
+            with self._lock:
+                if not self._spares:
+                    return None
+                spare = self._spares.pop()
+            if spare[0].is_alive():
+                return spare
+            _stop(*spare)
+
+    # -- an Autoscale pool's spare --------------------------------------------------------
+
+    def _keep_spare(self, worker: ProcessWorker) -> None:
+        """The reader's, as a worker joins for a waiting task: while an Autoscale pool
+        may grow further, have one spare child started, on a thread of its own (no
+        caller and not the reader waits for a process start), for the next worker to
+        take at once. One spare at most: none while one is held or starting."""
+        if not self.engine.may_grow():
+            return
+        with self._lock:
+            if self._closed or self._spares or self._starting:
+                return
+            self._starting = True
+            # Its id (the worker that takes it sends its own): the next worker's.
+            self._starter = threading.Thread(
+                target=self._start_spare, args=(worker.slot.worker_id + 1, self._generation),
+                daemon=True, name=f"{self.engine.name}_spare")
+            self._starter.start()
+
+    def _start_spare(self, worker_id: int, generation: int) -> None:
+        """The starter thread: start a spare child; keep it unless the pool shrank
+        (``_drop_spares``), closed or reached its ``max`` meanwhile. A start that
+        fails is left to the worker that would have taken it, whose own start then
+        fails and says why."""
+        spare = None
+        try:
+            spare = self._new_child(worker_id)
+        except Exception:
+            LOGGER.debug("A spare worker process could not be started:", exc_info=True)
+        with self._lock:
+            if (spare is not None and generation == self._generation and not self._closed
+                    and self.engine.may_grow()):
+                self._spares.append(spare)
+                spare = None
+        if spare is not None:
+            _stop(*spare)
+        with self._lock:
+            self._starting = False
+
+    def _drop_spares(self) -> None:
+        """A worker left an open pool (it shrank): the spares go too, and so does one
+        being started now (its generation is over)."""
+        with self._lock:
+            self._generation += 1
+            spares, self._spares = self._spares, []
+        for spare in spares:
+            _stop(*spare)
 
     def _on_ready(self, worker: ProcessWorker, data: bytes) -> None:
         """The first message of a child: ready, or its initializer failed."""
@@ -620,6 +711,8 @@ class ProcessBackend(Backend):
                 worker.conn.send_bytes(_STOP)
         self._reap(worker)
         self._workers.discard(worker)
+        if self.engine.state == OPEN:  # the pool shrinks (close() stops them at the end)
+            self._drop_spares()
         self.engine.left(worker)
 
     def _kill(self, worker: ProcessWorker, reason: str, task: Task) -> None:
@@ -944,6 +1037,15 @@ def _join(process: Any, wait: float = 2.0) -> int | None:
 _DROP = pickle.dumps((_child.DROP,))
 _RESEND = pickle.dumps((_child.RESEND,))
 _STOP = pickle.dumps((_child.STOP,))
+
+
+def _stop(process: Any, conn: Any) -> None:
+    """Stop a spare child (it waits for its first task), and release it."""
+    with contextlib.suppress(OSError):
+        conn.send_bytes(_STOP)
+    _join(process)
+    conn.close()
+    process.close()
 
 
 def _hard_kill(process: Any) -> None:

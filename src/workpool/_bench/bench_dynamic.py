@@ -15,27 +15,34 @@ the best fixed count; a PNG plot of the limit and throughput over time
 Every contender is a ``wp.AsyncPool`` (``workers=wp.Adaptive(...)`` or a fixed count),
 in a closed loop through an unbuffered hand-off (``queue_size=0``): a request is sent
 as soon as the pool takes one. The burst scenario runs ``workers=wp.Autoscale(...)``
-against a fixed pool of its ``max``.
+against a fixed pool of its ``max``. The process growth scenario times a task that
+needs a new worker in an Autoscale ``ProcessPool``, with its spare process and without.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import multiprocessing
 import random
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
+from multiprocessing import forkserver
 from pathlib import Path
+from unittest import mock
 
 import workpool as wp
+from workpool._backends.process import ProcessBackend
 from workpool._core.dynamic import LimitSample
 
 from .harness import Target, compare, scenario
 
 __all__ = ["Overloaded", "ServiceModel", "SimulatedService",
-           "adaptive", "autoscale_burst"]
+           "adaptive", "autoscale_burst", "autoscale_process_growth"]
 
 BEST = 40  # C*, requests in flight before latency climbs
 BASE = 0.05  # seconds: the latency without a queue
@@ -342,4 +349,79 @@ def autoscale_burst(quick: bool) -> dict[str, float]:
         targets=[Target("wp.Autoscale", ">=", 0.95),
                  Target("wp.Autoscale", "<=", idle_timeout + 1, on="value",
                         unit="s back to min")])
+    return got
+
+
+# -- Autoscale processes: a task that needs a new worker ---------------------------------
+
+def _wait(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10.0
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} after 10 s")
+        time.sleep(0.001)
+
+
+def _running(pool: wp.ProcessPool, n: int) -> bool:
+    return pool.statistics().running == n
+
+
+def _spare_ready(backend: ProcessBackend) -> bool:
+    spares = backend._spares
+    return len(spares) == 1 and not backend._starting and bool(spares[0][1].poll())
+
+
+def _growth(top: int, hold: float, spare: bool, method: str | None) -> float:
+    """Median seconds from submitting a task that needs a new worker (every other
+    worker busy) to its start in the new process, over the growth from 1 to *top*
+    workers; *spare*: as the pool is (one spare process ready), or with its spare
+    turned off; *method*: the start method (None: the default, forkserver on Linux).
+    The tasks are builtins (``time.sleep`` holds a worker, ``time.monotonic`` returns
+    when it started: one clock for every process), so that no import is timed."""
+    latencies = []
+    context = None if method is None else multiprocessing.get_context(method)
+    pool = wp.ProcessPool(workers=wp.Autoscale(min=0, max=top, idle_timeout=30.0),
+                          mp_context=context)
+    backend = pool._engine.backend
+    assert isinstance(backend, ProcessBackend)
+    try:
+        pool.submit(time.sleep, hold)
+        for busy in range(1, top):
+            _wait(partial(_running, pool, busy), "worker busy")
+            if spare:  # started, and said it is ready (its message waits to be read)
+                _wait(partial(_spare_ready, backend), "spare")
+            else:
+                time.sleep(0.1 if method == "spawn" else 0.05)  # a spare's start, or so
+            submitted = time.monotonic()
+            started: float = pool.submit(time.monotonic).result(10.0)
+            latencies.append(started - submitted)
+            pool.submit(time.sleep, hold)  # the new worker, parked, takes it
+    finally:
+        pool.shutdown(cancel_futures=True)
+    return statistics.median(latencies)
+
+
+def _growth_without_spare(top: int, hold: float, method: str | None) -> float:
+    with mock.patch.object(ProcessBackend, "_keep_spare", return_value=None):
+        return _growth(top, hold, False, method)
+
+
+@scenario
+def autoscale_process_growth(quick: bool) -> dict[str, float]:
+    """An Autoscale ProcessPool's growth: the start of a task that needs a new worker."""
+    top, hold = 4, 0.5
+    forkserver.ensure_running()  # started once per program: not in the first sample
+    got: dict[str, float] = {}
+    for method, hold_ in ((None, hold), ("spawn", 2 * hold)):
+        name = "default context" if method is None else f"{method} context"
+        got |= compare(
+            [(f"no spare, {name}",
+              lambda m=method, h=hold_: _growth_without_spare(top, h, m)),  # type: ignore[misc]
+             (f"wp.Autoscale (spare), {name}",
+              lambda m=method, h=hold_: _growth(top, h, True, m))],  # type: ignore[misc]
+            unit="ms", scale=1000.0, baseline=f"no spare, {name}",
+            repeats=3 if quick else 7,
+            title=f"submit to start of a task that needs a new worker, 1 to {top} "
+                  f"workers; Autoscale(min=0, max={top}), {name}",
+            targets=[Target(f"wp.Autoscale (spare), {name}", ">=", 1.5)])
     return got

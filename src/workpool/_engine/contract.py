@@ -220,6 +220,9 @@ class Scheduler(Protocol):
     def eager(self) -> int:
         """How many workers may start at once with the first task."""
 
+    def may_grow(self) -> bool:
+        """Whether an Autoscale pool may start more workers now (below its max)."""
+
     def begin(self, worker: Worker, task: Task) -> tuple[int, Any] | None:
         """*task* is about to run on *worker*: None to run it, or its outcome (None
         at once for a task ``end`` began)."""

@@ -608,6 +608,12 @@ class Engine:
         scaler = self.scaler
         return self.target if scaler is None else min(self.target, scaler.min + 1)
 
+    def may_grow(self) -> bool:
+        """Whether this Autoscale pool takes work and has fewer workers than its
+        ``max`` now: a hint, read without the lock, for a backend that readies what
+        the next worker needs ahead of time (the process backend's spare process)."""
+        return self.scaler is not None and self.state == OPEN and self._alive < self.target
+
     def _record(self) -> None:
         """Under the lock: note the worker count in an Autoscale pool's history."""
         if self.scaler is not None:
