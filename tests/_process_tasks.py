@@ -7,6 +7,7 @@ import os
 import pickle
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -140,3 +141,11 @@ def say_through_state(word: str) -> bool:
 
     wp.current().state.put(word)
     return True
+
+
+def block_in_start(folder: str, blocking: int) -> None:
+    """An initializer: each child leaves a file named by its pid in *folder*; the first
+    *blocking* children then block (until the test kills them), the others go on."""
+    Path(folder, str(os.getpid())).touch()
+    if len(os.listdir(folder)) <= blocking:
+        time.sleep(60)

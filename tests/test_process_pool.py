@@ -573,6 +573,44 @@ def test_initializer_state_lives_in_the_worker() -> None:
             "state-m"] * 3
 
 
+def _kill_starting_children(folder: Path, kills: int) -> None:
+    """SIGKILL the first *kills* children as they start (each leaves a file named by
+    its pid in *folder*, then blocks in the initializer)."""
+    killed: set[str] = set()
+    deadline = time.monotonic() + WAIT
+    while len(killed) < kills:
+        assert time.monotonic() < deadline, f"only {len(killed)} children started"
+        for pid in set(os.listdir(folder)) - killed:
+            os.kill(int(pid), signal.SIGKILL)
+            killed.add(pid)
+        time.sleep(0.005)
+
+
+def test_a_first_child_killed_as_it_starts_is_replaced(tmp_path: Path) -> None:
+    with wp.ProcessPool(1, initializer=_process_tasks.block_in_start,
+                        initargs=(str(tmp_path), 3)) as pool:
+        future = pool.submit(_tasks.square, 7)
+        _kill_starting_children(tmp_path, 3)  # as many as a worker's start survives
+        assert future.result(WAIT) == 49
+        assert pool.submit(_tasks.square, 8).result(WAIT) == 64
+    assert len(os.listdir(tmp_path)) == 4  # three killed, one that runs
+
+
+def test_a_first_child_killed_four_times_as_it_starts_breaks_the_pool(
+        tmp_path: Path) -> None:
+    message = "A child process terminated abruptly, the process pool is not usable anymore"
+    pool = wp.ProcessPool(1, initializer=_process_tasks.block_in_start,
+                          initargs=(str(tmp_path), 4))
+    try:
+        future = pool.submit(_tasks.square, 7)
+        _kill_starting_children(tmp_path, 4)
+        with pytest.raises(BrokenProcessPool, match=f"^{message}$"):
+            future.result(WAIT)
+    finally:
+        pool.shutdown()
+    assert len(os.listdir(tmp_path)) == 4
+
+
 def test_initializer_failure_breaks_the_pool_as_the_stdlib() -> None:
     message = "A child process terminated abruptly, the process pool is not usable anymore"
     pool = wp.ProcessPool(1, initializer=_tasks.fail, initargs=("init",))

@@ -107,6 +107,7 @@ _ROOT = Path("/")  # where /proc and /sys/fs/cgroup are read from
 _DIED = -1  # the child died (or could not start): see _death_error
 _BADFN = -2  # the child could not unpickle a map's function: every item fails
 _NOSTART = -3  # no fresh child could be started for the rest: every item left fails
+_START_KILLS = 3  # a worker's first children killed as they start, before the pool is broken
 
 # Ready the by-value pickler (and import cloudpickle) with the backend, not inside the
 # first submit of a lambda; so is what the first fork needs (as the stdlib's pool
@@ -129,7 +130,7 @@ class ProcessWorker(Worker):
     """A worker: its child process, driven by the pool's reader thread."""
 
     __slots__ = ("conn", "job", "kill_reason", "pending", "preloaded", "process", "ready",
-                 "sending", "started_once")
+                 "sending", "start_kills", "started_once")
 
     def __init__(self, worker_id: int) -> None:
         super().__init__(worker_id)
@@ -146,6 +147,7 @@ class ProcessWorker(Worker):
         self.preloaded = False
         self.job: _Job | None = None  # the task in progress (under the backend's lock)
         self.kill_reason: str | None = None
+        self.start_kills = 0  # its first children killed by a signal before ready
 
 
 class _Job:
@@ -742,6 +744,15 @@ class ProcessBackend(Backend):
             worker.preloaded = False  # killed in its first task before it said ready
         elif not worker.started_once:  # the first child, before it was ready
             code = self._reap(worker)
+            if code is not None and code < 0 and worker.start_kills < _START_KILLS:
+                # Killed by a signal as it started (the OOM killer, a kill from
+                # outside), not failing by itself: another child starts in its place.
+                # A first task sent already (preloaded) never ran: a child reads it
+                # once ready. It goes to the new child once that one is.
+                worker.start_kills += 1
+                worker.preloaded = False
+                self._start_child(worker)
+                return
             self._start_failed(worker, WorkerCrashed(self._death_description(code)))
             return
         code = self._reap(worker)
