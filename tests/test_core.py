@@ -4,6 +4,7 @@ the timer."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import multiprocessing
 import random
 import threading
 import time
@@ -13,6 +14,7 @@ from unittest import mock
 import pytest
 
 import workpool as wp
+from tests.pool_suite import WAIT
 from workpool._core.context import TaskContext, WorkerSlot
 from workpool._core.ratelimit import TokenBucket
 from workpool._core.stats import StatsRecorder
@@ -171,3 +173,30 @@ def test_timer_runs_in_order_and_cancels() -> None:
     assert order == ["a", "b"]
     with pytest.raises(RuntimeError, match=r"^timer is closed$"):
         timer.call_later(0, lambda: None)
+
+
+# -- forking ----------------------------------------------------------------------------------
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_can_fork_safely_only_while_one_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workpool._core import forking
+    from workpool._core.forking import can_fork_safely
+
+    monkeypatch.setattr(forking, "_foreign_threads", [False])
+    if threading.active_count() != 1:
+        pytest.skip("another thread runs in this test process")
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, args=(WAIT,))
+    thread.start()
+    try:
+        assert can_fork_safely() is False
+    finally:
+        stop.set()
+        thread.join(WAIT)
+    # Right after a join, the thread may still count in the kernel: the check waits
+    # for it to end.
+    for _ in range(20):
+        ended = threading.Thread(target=int)
+        ended.start()
+        ended.join(WAIT)
+        assert can_fork_safely() is True
