@@ -1,86 +1,84 @@
-"""Running one ``workpool run`` job: spawn ``sh -c COMMAND``, wait, capture, stop.
+"""The processes of ``workpool run``: start ``sh -c COMMAND``, watch, capture, stop.
 
-``Jobs`` is the function the pool's workers call, one job per call::
+``Jobs`` runs the jobs' processes from one thread, the runner's, with no thread per
+job: ``start`` spawns a job in a free slot, ``wait`` serves every running job (their
+exits, ``--line-buffer`` pipes and timeouts) until one or more end, and hands back
+their results::
 
-    worker thread: Jobs(job) ─> take a slot ─> sh -c COMMAND (own process group)
-                                   │             stdout, stderr -> the slot's two files
-                                   │             (or pipes, streamed by --line-buffer)
-                                   └─> wait (--timeout: TERM the group, KILL after a
-                                       grace) ─> Result(exit value, signal, output)
+    start(job) ─> take a slot ─> sh -c COMMAND (own process group)
+                                   stdout, stderr -> the slot's two files
+                                   (or pipes, streamed by --line-buffer)
+    wait() ─> one select over every job's exit (a pidfd) and pipes ─> Result(s)
+              (--timeout: TERM the group, KILL after a grace)
 
 A slot (``{%}``) owns two anonymous temporary files that every job run in it reuses,
 so a job's output is captured whole without a pipe to drain: that keeps the cost per
 job near ``xargs``. Every job leads its own process group (``start_new_session``), so
 Ctrl-C in a terminal reaches only ``workpool``, and ``terminate`` stops a job with all
-its children. ``Jobs`` keeps the running groups, so that no job outlives the run.
-Imports only the standard library and ``_template``.
+its children; a job's group is killed before its leader is reaped, so that nothing it
+left behind outlives a stopped run. Where the system has no pidfd (not Linux), a small
+thread per job waits for its exit instead. Imports only the standard library and
+``_template``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import select
+import selectors
 import signal
 import subprocess
-import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from queue import SimpleQueue
 from typing import IO
 
 from ._template import Template
 
-__all__ = ["GRACE", "Job", "JobFailed", "Jobs", "Result"]
+__all__ = ["GRACE", "Job", "Jobs", "Result"]
 
 #: Seconds a job stopped with SIGTERM (timeout, Ctrl-C twice) has before SIGKILL.
 GRACE = 0.5
 
 
-@dataclass(slots=True)
 class Job:
     """One line of input: its sequence number (``{#}``), arguments and command text
-    (``None`` until a slot is known when the command uses ``{%}``)."""
+    (``None`` until a slot is known when the command uses ``{%}``); ``runs`` counts
+    its runs so far (``--retries``)."""
 
-    seq: int
-    args: Sequence[str]
-    command: str | None = None
-    runs: int = 0
-    failed: Result | None = None  # the last failed run, when retries are allowed
+    __slots__ = ("args", "command", "runs", "seq")
+
+    def __init__(self, seq: int, args: Sequence[str], command: str | None = None) -> None:
+        self.seq = seq
+        self.args = args
+        self.command = command
+        self.runs = 0
 
 
-@dataclass(slots=True)
 class Result:
-    """How one job ended: the fields of its joblog line and its captured output.
+    """How one run of a job ended: the fields of its joblog line and its captured
+    output. ``received`` is the bytes written to stdout (the joblog's Receive)."""
 
-    ``started`` is False for a job that never ran (stopped before its start)."""
+    __slots__ = ("args", "command", "err", "exitval", "out", "received", "runtime", "seq",
+                 "signal", "start")
 
-    seq: int
-    args: Sequence[str]
-    command: str
-    start: float = 0.0
-    runtime: float = 0.0
-    exitval: int = 0
-    signal: int = 0
-    out: bytes = b""
-    err: bytes = b""
-    received: int = 0  # bytes written to stdout (the joblog's Receive)
-    started: bool = True
+    def __init__(self, seq: int, args: Sequence[str], command: str) -> None:
+        self.seq = seq
+        self.args = args
+        self.command = command
+        self.start = 0.0
+        self.runtime = 0.0
+        self.exitval = 0
+        self.signal = 0
+        self.out = b""
+        self.err = b""
+        self.received = 0
 
     @property
     def failed(self) -> bool:
         """A nonzero exit value or a signal (a timeout is both)."""
         return self.exitval != 0 or self.signal != 0
-
-
-class JobFailed(Exception):
-    """Raised by a failed job when ``--retries`` allows another run."""
-
-    def __init__(self, result: Result) -> None:
-        super().__init__(result.command)
-        self.result = result
 
 
 class _Slot:
@@ -93,6 +91,8 @@ class _Slot:
 
     def files(self) -> tuple[int, int]:
         if self.out is None or self.err is None:
+            import tempfile
+
             # Kept open for the whole run, closed by close().
             self.out = tempfile.TemporaryFile()  # noqa: SIM115
             self.err = tempfile.TemporaryFile()  # noqa: SIM115
@@ -115,62 +115,89 @@ def _take(fd: int) -> bytes:
     return data
 
 
+# The stages of a running job's stop: none yet, SIGTERM sent (a timeout: SIGKILL at
+# the deadline), SIGKILL sent (the deadline: when its pipes are given up).
+_RUNNING, _TERMED, _KILLED = 0, 1, 2
+
+
+class _Run:
+    """A started job: its process, where its output goes, and what it waits for."""
+
+    __slots__ = ("deadline", "exited", "job", "pidfd", "pipes", "proc", "result", "slot",
+                 "stage", "t0")
+
+    def __init__(self, job: Job, result: Result, slot: _Slot, proc: subprocess.Popen[bytes],
+                 t0: float, pipes: _Pipes | None) -> None:
+        self.job = job
+        self.result = result
+        self.slot = slot
+        self.proc = proc
+        self.t0 = t0
+        self.pipes = pipes
+        self.pidfd: int | None = None
+        self.exited = False  # its process ended (not reaped yet)
+        self.stage = _RUNNING
+        self.deadline: float | None = None  # monotonic: the next step of its stop
+
+    @property
+    def over(self) -> bool:
+        """The process ended and its output is all in."""
+        return self.exited and (self.pipes is None or self.pipes.closed)
+
+
 class Jobs:
-    """Runs jobs for the pool's workers: ``Jobs(...)(job)`` returns a ``Result``.
+    """Runs jobs' processes for the runner, all from its thread.
 
     Args:
         template: the command template.
         slots: the job slots (``-j``).
         timeout: a function giving the seconds the next job may run (None: no limit).
-        runs: runs a job may have in all (``--retries``): a failed run before the last
-            raises ``JobFailed``, for the pool's ``wp.Retry`` to run it again.
-        ended: called in the worker with each job's final result, before the worker
-            takes another job: where ``--halt`` decides whether another may start.
-        stream: ``--line-buffer``: called in the worker with each whole line a job
-            writes, ``(result_so_far, is_stderr, line)``; the output is then not kept.
+        stream: ``--line-buffer``: called with each whole line a job writes,
+            ``(result_so_far, is_stderr, line)``; the output is then not kept.
     """
 
     def __init__(self, template: Template, slots: int, *,
-                 timeout: Callable[[], float | None], runs: int,
-                 ended: Callable[[Result], None],
+                 timeout: Callable[[], float | None],
                  stream: Callable[[Result, bool, bytes], None] | None) -> None:
         self._template = template
-        self._slots: SimpleQueue[_Slot] = SimpleQueue()
         self._all = [_Slot(n) for n in range(1, slots + 1)]
-        for slot in self._all:  # a FIFO: slot 1 is taken first
-            self._slots.put(slot)
+        self._free = deque(self._all)  # a FIFO: slot 1 is taken first
         self._timeout = timeout
-        self._runs = runs
-        self._ended = ended
         self._stream = stream
         self._stdin = os.open(os.devnull, os.O_RDONLY)
-        self._lock = threading.Lock()
-        self._live: dict[int, subprocess.Popen[bytes]] = {}
-        self.stopping = False  # no new job starts (Ctrl-C, --halt)
+        self._selector = selectors.DefaultSelector()
+        # A byte on the wake pipe ends a wait: a signal handler's, or a waiter
+        # thread's where there is no pidfd.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._live: dict[int, _Run] = {}  # pid -> its run
+        self._exited: deque[_Run] = deque()  # ended, seen by a waiter thread
         self._signal: int | None = None  # set once running jobs are being stopped
-        self._killer: threading.Timer | None = None
+        self._kill_at: float | None = None  # terminate(): SIGKILL for all then
 
-    # -- one job, in a worker thread -------------------------------------------------
+    @property
+    def free(self) -> int:
+        """Slots free for a job to start in."""
+        return len(self._free)
 
-    def __call__(self, job: Job) -> Result:
-        if self.stopping:
-            if job.failed is None:
-                return Result(job.seq, job.args, job.command or "", started=False)
-            self._ended(job.failed)  # a retry: the run reports the failure it had
-            return job.failed
-        slot = self._slots.get()
+    @property
+    def running(self) -> int:
+        """Jobs started and not yet handed back by ``wait``."""
+        return len(self._live)
+
+    # -- starting ----------------------------------------------------------------------
+
+    def start(self, job: Job) -> None:
+        """Start a run of *job* in the first free slot (there must be one)."""
+        slot = self._free.popleft()
         try:
-            result = self._run(job, slot)
-        finally:
-            self._slots.put(slot)
-        job.runs += 1
-        if result.failed and job.runs < self._runs:
-            job.failed = result
-            raise JobFailed(result)
-        self._ended(result)
-        return result
+            self._start(job, slot)
+        except BaseException:
+            self._free.appendleft(slot)
+            raise
 
-    def _run(self, job: Job, slot: _Slot) -> Result:
+    def _start(self, job: Job, slot: _Slot) -> None:
         command = job.command
         if command is None:
             command = self._template.expand(job.args, job.seq, slot.number)
@@ -189,83 +216,171 @@ class Jobs:
         finally:
             if pipes is not None:
                 pipes.close_ends()
-        with self._lock:
-            self._live[proc.pid] = proc
-            stopping = self._signal
-        if stopping is not None:  # started as the run was being stopped
-            _signal_group(proc.pid, stopping)
+        run = _Run(job, result, slot, proc, t0, pipes)
+        self._live[proc.pid] = run
+        limit = self._timeout()
+        if limit is not None:
+            run.deadline = t0 + limit
+        self._watch(run)
+        if pipes is not None:
+            for fd in pipes.open:
+                self._selector.register(fd, selectors.EVENT_READ, (run, fd))
+        if self._signal is not None:  # started as the run is being stopped
+            _signal_group(proc.pid, self._signal)
+
+    def _watch(self, run: _Run) -> None:
+        """Have ``wait`` learn when *run*'s process ends: its pidfd, else a thread."""
         try:
-            status = self._wait(proc, result, pipes)
-            if self._signal is not None:  # being stopped: what outlived the job too
-                _signal_group(proc.pid, signal.SIGKILL)
+            run.pidfd = os.pidfd_open(run.proc.pid)
+        except (AttributeError, OSError):
+            threading.Thread(target=self._waiter, args=(run,), daemon=True,
+                             name=f"workpool-run-{run.proc.pid}").start()
+            return
+        self._selector.register(run.pidfd, selectors.EVENT_READ, run)
+
+    def _waiter(self, run: _Run) -> None:
+        # Waits without reaping: the job's group is killed before its leader is reaped.
+        os.waitid(os.P_PID, run.proc.pid, os.WEXITED | os.WNOWAIT)
+        self._exited.append(run)
+        self.wake()
+
+    # -- serving the running jobs ----------------------------------------------------------
+
+    def wait(self, seconds: float | None,
+             fd: int | None = None) -> tuple[list[tuple[Job, Result]], bool]:
+        """Serve the running jobs for up to *seconds* (None: until something happens):
+        their output, exits and timeouts. Returns the jobs whose run ended, with its
+        result (their slots free again), and whether *fd* became readable."""
+        now = time.monotonic()
+        deadline = None if seconds is None else now + seconds
+        for when in (self._kill_at, *(run.deadline for run in self._live.values())):
+            if when is not None and (deadline is None or when < deadline):
+                deadline = when
+        if fd is not None:
+            try:
+                self._selector.register(fd, selectors.EVENT_READ)
+            except PermissionError:  # epoll refuses files that never block (/dev/null)
+                return [], True
+        try:
+            events = self._selector.select(None if deadline is None
+                                           else max(0.0, deadline - now))
         finally:
-            with self._lock:
-                del self._live[proc.pid]
-            if pipes is not None:
-                pipes.close()
-        result.runtime = time.monotonic() - t0
+            if fd is not None:
+                self._selector.unregister(fd)
+        ready = False
+        for key, _ in events:
+            data = key.data
+            if key.fd == fd:
+                ready = True
+            elif data is None:  # the wake pipe
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+            elif isinstance(data, _Run):
+                data.exited = True
+                self._forget_pidfd(data)
+            else:
+                run, pipe = data
+                assert run.pipes is not None
+                if not run.pipes.pump(pipe):
+                    self._selector.unregister(pipe)
+                    run.pipes.close_one(pipe)
+        while self._exited:
+            self._exited.popleft().exited = True
+        self._stop_steps(time.monotonic())
+        return [self._reap(run) for run in list(self._live.values()) if run.over], ready
+
+    def _stop_steps(self, now: float) -> None:
+        """Timeouts and ``terminate``'s SIGKILL, when their time came."""
+        if self._kill_at is not None and now >= self._kill_at:
+            self._kill_at = None
+            self._signal = signal.SIGKILL
+            for run in self._live.values():
+                _signal_group(run.proc.pid, signal.SIGKILL)
+                run.stage, run.deadline = _KILLED, now + GRACE
+        for run in self._live.values():
+            if run.deadline is None or now < run.deadline:
+                continue
+            if run.stage == _RUNNING and not run.over:  # timed out, as GNU parallel logs it
+                run.result.exitval = -1
+                _signal_group(run.proc.pid, signal.SIGTERM)
+                run.stage, run.deadline = _TERMED, now + GRACE
+            elif run.stage == _TERMED and not run.over:
+                _signal_group(run.proc.pid, signal.SIGKILL)
+                run.stage, run.deadline = _KILLED, now + GRACE
+            elif run.stage == _KILLED and run.pipes is not None:
+                # The last lines are in; a pipe some other process holds stays.
+                self._close_pipes(run)
+                run.deadline = None
+            else:
+                run.deadline = None
+
+    def _reap(self, run: _Run) -> tuple[Job, Result]:
+        proc, result = run.proc, run.result
+        if run.stage != _RUNNING or self._signal is not None:
+            # Whatever is left of the group, after a timeout or while being stopped: a
+            # child that outlived the job (the group lives while its leader is not reaped).
+            _signal_group(proc.pid, signal.SIGKILL)
+        status = proc.wait()
+        result.runtime = time.monotonic() - run.t0
+        del self._live[proc.pid]
+        self._free.append(run.slot)
         if status < 0:  # ended by a signal: GNU parallel logs exit value 0 then
             result.signal = -status
         elif result.exitval == 0:
             result.exitval = status
-        if pipes is None:
+        if run.pipes is None:
+            out, err = run.slot.files()
             result.out, result.err = _take(out), _take(err)
             result.received = len(result.out)
-        return result
+        return run.job, result
 
-    def _wait(self, proc: subprocess.Popen[bytes], result: Result,
-              pipes: _Pipes | None) -> int:
-        limit = self._timeout()
-        if pipes is not None:
-            if pipes.pump(limit) or limit is None:
-                return proc.wait()
-        elif limit is None or _ended_within(proc, limit):
-            return proc.wait()
-        result.exitval = -1  # timed out, as GNU parallel logs it
-        _signal_group(proc.pid, signal.SIGTERM)
-        if pipes is not None:
-            pipes.pump(GRACE)
-        else:
-            _ended_within(proc, GRACE)
-        # Whatever is left of the group, the job itself or a child that outlived it
-        # (the group lives while its leader is not reaped).
-        _signal_group(proc.pid, signal.SIGKILL)
-        if pipes is not None:
-            pipes.pump(GRACE)  # the last lines; a pipe some other process holds stays
-        return proc.wait()
+    def _forget_pidfd(self, run: _Run) -> None:
+        if run.pidfd is not None:
+            self._selector.unregister(run.pidfd)
+            os.close(run.pidfd)
+            run.pidfd = None
 
-    # -- stopping, from the main thread ----------------------------------------------
+    def _close_pipes(self, run: _Run) -> None:
+        assert run.pipes is not None
+        for pipe in list(run.pipes.open):
+            self._selector.unregister(pipe)
+            run.pipes.close_one(pipe)
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """End the current ``wait`` early (safe in a signal handler)."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
 
     def terminate(self) -> None:
         """Stop every running job: SIGTERM to its process group now, SIGKILL to the
-        groups still there after ``GRACE`` seconds; jobs started from now on are
-        stopped as they start. Implies ``stopping``."""
-        self.stopping = True
-        with self._lock:
-            if self._signal is not None:
-                return
-            self._signal = signal.SIGTERM
-            pids = list(self._live)
-        for pid in pids:
+        groups still there ``GRACE`` seconds later (in ``wait``); jobs started from now
+        on are stopped as they start. Safe in a signal handler."""
+        if self._signal is not None:
+            return
+        self._signal = signal.SIGTERM
+        self._kill_at = time.monotonic() + GRACE
+        for pid in list(self._live):
             _signal_group(pid, signal.SIGTERM)
-        self._killer = threading.Timer(GRACE, self._kill)
-        self._killer.start()
-
-    def _kill(self) -> None:
-        with self._lock:
-            self._signal = signal.SIGKILL
-            pids = list(self._live)
-        for pid in pids:
-            _signal_group(pid, signal.SIGKILL)
+        self.wake()
 
     def close(self) -> None:
-        """Release the slots' files; call once no job runs any more."""
-        if self._killer is not None:
-            self._killer.cancel()
-            self._killer.join()
+        """Stop and reap every job still running (their output dropped), then release
+        the slots' files and the rest."""
+        self._stream = None
+        if self._live:
+            self.terminate()
+            for run in self._live.values():
+                if run.pipes is not None:
+                    run.pipes.drop()
+            while self._live:
+                self.wait(None)
         for slot in self._all:
             slot.close()
-        os.close(self._stdin)
+        self._selector.close()
+        for fd in (self._stdin, self._wake_r, self._wake_w):
+            os.close(fd)
 
 
 class _Pipes:
@@ -274,9 +389,14 @@ class _Pipes:
 
     def __init__(self, result: Result, stream: Callable[[Result, bool, bytes], None]) -> None:
         self._result = result
-        self._stream = stream
+        self._stream: Callable[[Result, bool, bytes], None] | None = stream
         (self._out, self._out_w), (self._err, self._err_w) = os.pipe(), os.pipe()
-        self._pending = {self._out: b"", self._err: b""}  # open read ends: partial line
+        self.open = {self._out: b"", self._err: b""}  # open read ends: partial line
+
+    @property
+    def closed(self) -> bool:
+        """Both read ends are closed."""
+        return not self.open
 
     def ends(self) -> tuple[int, int]:
         """The write ends, for the job."""
@@ -287,52 +407,35 @@ class _Pipes:
         os.close(self._out_w)
         os.close(self._err_w)
 
-    def pump(self, seconds: float | None) -> bool:
-        """Stream lines until both pipes close (True) or *seconds* pass (False)."""
-        deadline = None if seconds is None else time.monotonic() + seconds
-        pending = self._pending
-        while pending:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = select.select(list(pending), [], [], wait)[0]
-            if not ready:
-                return False
-            for fd in ready:
-                data = os.read(fd, 65536)
-                if not data:
-                    if pending[fd]:
-                        self._stream(self._result, fd == self._err, pending[fd])
-                    del pending[fd]
-                    os.close(fd)
-                    continue
-                if fd == self._out:
-                    self._result.received += len(data)
-                *lines, pending[fd] = (pending[fd] + data).split(b"\n")
-                for text in lines:
-                    self._stream(self._result, fd == self._err, text + b"\n")
+    def drop(self) -> None:
+        """Drop the output from now on (the run is being torn down)."""
+        self._stream = None
+
+    def pump(self, fd: int) -> bool:
+        """Read what the pipe *fd* holds and stream its whole lines; False at its end."""
+        data = os.read(fd, 65536)
+        if not data:
+            return False
+        if fd == self._out:
+            self._result.received += len(data)
+        *lines, self.open[fd] = (self.open[fd] + data).split(b"\n")
+        if self._stream is not None:
+            for text in lines:
+                self._stream(self._result, fd == self._err, text + b"\n")
         return True
+
+    def close_one(self, fd: int) -> None:
+        """Close the read end *fd*, streaming its last partial line."""
+        rest = self.open.pop(fd)
+        os.close(fd)
+        if rest and self._stream is not None:
+            self._stream(self._result, fd == self._err, rest)
 
     def close(self) -> None:
-        """Close the read ends still open."""
-        for fd in self._pending:
+        """Close the read ends still open (the job never started)."""
+        for fd in self.open:
             os.close(fd)
-        self._pending.clear()
-
-
-def _ended_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
-    """Whether *proc* ends within *seconds* (not reaped). Waits on a pidfd where the
-    system has one: ``Popen.wait(timeout)`` polls, adding up to 50 ms to each job."""
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        try:
-            proc.wait(seconds)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-    try:
-        return bool(select.select([fd], [], [], max(0.0, seconds))[0])
-    finally:
-        os.close(fd)
+        self.open.clear()
 
 
 def _signal_group(pid: int, sig: int) -> None:
