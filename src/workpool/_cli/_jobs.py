@@ -27,19 +27,25 @@ import contextlib
 import os
 import selectors
 import signal
-import subprocess
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from ._template import Template
+
+if TYPE_CHECKING:
+    import threading
 
 __all__ = ["GRACE", "Job", "Jobs", "Result"]
 
 #: Seconds a job stopped with SIGTERM (timeout, Ctrl-C twice) has before SIGKILL.
 GRACE = 0.5
+
+_SH = "/bin/sh"
+# Python ignores these; a job gets their default action back (as from subprocess).
+_DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
+                         if hasattr(signal, name))
 
 
 class Job:
@@ -123,18 +129,19 @@ _RUNNING, _TERMED, _KILLED = 0, 1, 2
 class _Run:
     """A started job: its process, where its output goes, and what it waits for."""
 
-    __slots__ = ("deadline", "exited", "job", "pidfd", "pipes", "proc", "result", "slot",
-                 "stage", "t0")
+    __slots__ = ("deadline", "exited", "job", "pid", "pidfd", "pipes", "result", "slot",
+                 "stage", "t0", "waiter")
 
-    def __init__(self, job: Job, result: Result, slot: _Slot, proc: subprocess.Popen[bytes],
-                 t0: float, pipes: _Pipes | None) -> None:
+    def __init__(self, job: Job, result: Result, slot: _Slot, pid: int, t0: float,
+                 pipes: _Pipes | None) -> None:
         self.job = job
         self.result = result
         self.slot = slot
-        self.proc = proc
+        self.pid = pid
         self.t0 = t0
         self.pipes = pipes
         self.pidfd: int | None = None
+        self.waiter: threading.Thread | None = None  # where there is no pidfd
         self.exited = False  # its process ended (not reaped yet)
         self.stage = _RUNNING
         self.deadline: float | None = None  # monotonic: the next step of its stop
@@ -151,13 +158,14 @@ class Jobs:
     Args:
         template: the command template.
         slots: the job slots (``-j``).
-        timeout: a function giving the seconds the next job may run (None: no limit).
+        timeout: a function giving the seconds the next job may run (it or what it
+            gives None: no limit).
         stream: ``--line-buffer``: called with each whole line a job writes,
             ``(result_so_far, is_stderr, line)``; the output is then not kept.
     """
 
     def __init__(self, template: Template, slots: int, *,
-                 timeout: Callable[[], float | None],
+                 timeout: Callable[[], float | None] | None,
                  stream: Callable[[Result, bool, bytes], None] | None) -> None:
         self._template = template
         self._all = [_Slot(n) for n in range(1, slots + 1)]
@@ -165,6 +173,7 @@ class Jobs:
         self._timeout = timeout
         self._stream = stream
         self._stdin = os.open(os.devnull, os.O_RDONLY)
+        self._closes = _inherited()
         self._selector = selectors.DefaultSelector()
         # A byte on the wake pipe ends a wait: a signal handler's, or a waiter
         # thread's where there is no pidfd.
@@ -172,6 +181,7 @@ class Jobs:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._live: dict[int, _Run] = {}  # pid -> its run
+        self._timed: set[_Run] = set()  # the runs with a deadline
         self._exited: deque[_Run] = deque()  # ended, seen by a waiter thread
         self._signal: int | None = None  # set once running jobs are being stopped
         self._kill_at: float | None = None  # terminate(): SIGKILL for all then
@@ -207,8 +217,11 @@ class Jobs:
         result.start = time.time()
         t0 = time.monotonic()
         try:
-            proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=self._stdin,
-                                    stdout=out, stderr=err, start_new_session=True)
+            pid = os.posix_spawn(_SH, [_SH, "-c", command], os.environ,
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, self._stdin, 0),
+                                               (os.POSIX_SPAWN_DUP2, out, 1),
+                                               (os.POSIX_SPAWN_DUP2, err, 2), *self._closes],
+                                 setsid=True, setsigdef=_DEFAULT_SIGNALS)
         except BaseException:
             if pipes is not None:
                 pipes.close()
@@ -216,31 +229,35 @@ class Jobs:
         finally:
             if pipes is not None:
                 pipes.close_ends()
-        run = _Run(job, result, slot, proc, t0, pipes)
-        self._live[proc.pid] = run
-        limit = self._timeout()
+        run = _Run(job, result, slot, pid, t0, pipes)
+        self._live[pid] = run
+        limit = None if self._timeout is None else self._timeout()
         if limit is not None:
             run.deadline = t0 + limit
+            self._timed.add(run)
         self._watch(run)
         if pipes is not None:
             for fd in pipes.open:
                 self._selector.register(fd, selectors.EVENT_READ, (run, fd))
         if self._signal is not None:  # started as the run is being stopped
-            _signal_group(proc.pid, self._signal)
+            _signal_group(pid, self._signal)
 
     def _watch(self, run: _Run) -> None:
         """Have ``wait`` learn when *run*'s process ends: its pidfd, else a thread."""
         try:
-            run.pidfd = os.pidfd_open(run.proc.pid)
+            run.pidfd = os.pidfd_open(run.pid)
         except (AttributeError, OSError):
-            threading.Thread(target=self._waiter, args=(run,), daemon=True,
-                             name=f"workpool-run-{run.proc.pid}").start()
+            import threading
+
+            run.waiter = threading.Thread(target=self._waiter, args=(run,), daemon=True,
+                                          name=f"workpool-run-{run.pid}")
+            run.waiter.start()
             return
         self._selector.register(run.pidfd, selectors.EVENT_READ, run)
 
     def _waiter(self, run: _Run) -> None:
         # Waits without reaping: the job's group is killed before its leader is reaped.
-        os.waitid(os.P_PID, run.proc.pid, os.WEXITED | os.WNOWAIT)
+        os.waitid(os.P_PID, run.pid, os.WEXITED | os.WNOWAIT)
         self._exited.append(run)
         self.wake()
 
@@ -253,9 +270,10 @@ class Jobs:
         result (their slots free again), and whether *fd* became readable."""
         now = time.monotonic()
         deadline = None if seconds is None else now + seconds
-        for when in (self._kill_at, *(run.deadline for run in self._live.values())):
-            if when is not None and (deadline is None or when < deadline):
-                deadline = when
+        if self._timed or self._kill_at is not None:
+            for when in (self._kill_at, *(run.deadline for run in self._timed)):
+                if when is not None and (deadline is None or when < deadline):
+                    deadline = when
         if fd is not None:
             try:
                 self._selector.register(fd, selectors.EVENT_READ)
@@ -268,6 +286,7 @@ class Jobs:
             if fd is not None:
                 self._selector.unregister(fd)
         ready = False
+        changed: list[_Run] = []  # runs that may be over
         for key, _ in events:
             data = key.data
             if key.fd == fd:
@@ -278,51 +297,64 @@ class Jobs:
             elif isinstance(data, _Run):
                 data.exited = True
                 self._forget_pidfd(data)
+                changed.append(data)
             else:
                 run, pipe = data
                 assert run.pipes is not None
                 if not run.pipes.pump(pipe):
                     self._selector.unregister(pipe)
                     run.pipes.close_one(pipe)
+                    changed.append(run)
         while self._exited:
-            self._exited.popleft().exited = True
-        self._stop_steps(time.monotonic())
-        return [self._reap(run) for run in list(self._live.values()) if run.over], ready
+            run = self._exited.popleft()
+            run.exited = True
+            changed.append(run)
+        if self._timed or self._kill_at is not None:
+            changed += self._stop_steps(time.monotonic())
+        return [self._reap(run) for run in dict.fromkeys(changed) if run.over], ready
 
-    def _stop_steps(self, now: float) -> None:
-        """Timeouts and ``terminate``'s SIGKILL, when their time came."""
+    def _stop_steps(self, now: float) -> list[_Run]:
+        """Timeouts and ``terminate``'s SIGKILL, when their time came; returns the runs
+        whose pipes it closed."""
         if self._kill_at is not None and now >= self._kill_at:
             self._kill_at = None
             self._signal = signal.SIGKILL
             for run in self._live.values():
-                _signal_group(run.proc.pid, signal.SIGKILL)
+                _signal_group(run.pid, signal.SIGKILL)
                 run.stage, run.deadline = _KILLED, now + GRACE
-        for run in self._live.values():
+                self._timed.add(run)
+        closed = []
+        for run in list(self._timed):
             if run.deadline is None or now < run.deadline:
                 continue
             if run.stage == _RUNNING and not run.over:  # timed out, as GNU parallel logs it
                 run.result.exitval = -1
-                _signal_group(run.proc.pid, signal.SIGTERM)
+                _signal_group(run.pid, signal.SIGTERM)
                 run.stage, run.deadline = _TERMED, now + GRACE
             elif run.stage == _TERMED and not run.over:
-                _signal_group(run.proc.pid, signal.SIGKILL)
+                _signal_group(run.pid, signal.SIGKILL)
                 run.stage, run.deadline = _KILLED, now + GRACE
-            elif run.stage == _KILLED and run.pipes is not None:
-                # The last lines are in; a pipe some other process holds stays.
-                self._close_pipes(run)
-                run.deadline = None
             else:
+                if run.stage == _KILLED and run.pipes is not None:
+                    # The last lines are in; a pipe some other process holds stays.
+                    self._close_pipes(run)
+                    closed.append(run)
                 run.deadline = None
+                self._timed.discard(run)
+        return closed
 
     def _reap(self, run: _Run) -> tuple[Job, Result]:
-        proc, result = run.proc, run.result
+        pid, result = run.pid, run.result
         if run.stage != _RUNNING or self._signal is not None:
             # Whatever is left of the group, after a timeout or while being stopped: a
             # child that outlived the job (the group lives while its leader is not reaped).
-            _signal_group(proc.pid, signal.SIGKILL)
-        status = proc.wait()
+            _signal_group(pid, signal.SIGKILL)
+        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        if run.waiter is not None:
+            run.waiter.join()  # it ends as it saw the exit
         result.runtime = time.monotonic() - run.t0
-        del self._live[proc.pid]
+        del self._live[pid]
+        self._timed.discard(run)
         self._free.append(run.slot)
         if status < 0:  # ended by a signal: GNU parallel logs exit value 0 then
             result.signal = -status
@@ -436,6 +468,22 @@ class _Pipes:
         for fd in self.open:
             os.close(fd)
         self.open.clear()
+
+
+def _inherited() -> list[tuple[int, int]]:
+    """Spawn actions that close the descriptors above 2 that this process inherited and
+    would pass on: a job gets standard input, output and error only (as with
+    subprocess's ``close_fds``). Descriptors this process opens are not inheritable."""
+    try:
+        fds = [int(name) for name in os.listdir("/dev/fd")]
+    except OSError:
+        return []
+    closes = []
+    for fd in fds:
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
+            if fd > 2 and os.get_inheritable(fd):
+                closes.append((os.POSIX_SPAWN_CLOSE, fd))
+    return closes
 
 
 def _signal_group(pid: int, sig: int) -> None:

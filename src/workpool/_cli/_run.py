@@ -300,6 +300,10 @@ def _total(sources: Sequence[Source]) -> int | None:
 def _combinations(sources: Sequence[Source]) -> Iterator[tuple[str, ...]]:
     """Every combination of the sources' values, the first source read lazily."""
     first, rest = sources[0], [list(s) for s in sources[1:]]
+    if not rest:
+        for value in first:
+            yield (value,)
+        return
     for value in first:
         for others in itertools.product(*rest):
             yield (value, *others)

@@ -135,7 +135,8 @@ class Runner:
         self._input: Iterator[Job] | None = iter(jobs)  # None once it ended
         self._source = source
         self._median = _Median()
-        self._jobs = Jobs(o.template, o.workers, timeout=self._limit,
+        self._jobs = Jobs(o.template, o.workers,
+                          timeout=None if o.timeout is None else self._limit,
                           stream=self._stream if o.line_buffer else None)
         self._bucket = None if o.rate is None else o.rate.bucket()
         # A job taken and not started yet (a slot, its --rate time), and its failed
@@ -256,8 +257,7 @@ class Runner:
     def _limit(self) -> float | None:
         """The seconds the job starting now may run (--timeout)."""
         spec = self._o.timeout
-        if spec is None:
-            return None
+        assert spec is not None
         if spec.seconds is not None:
             return spec.seconds
         assert spec.percent is not None
