@@ -139,9 +139,9 @@ class Runner:
                           timeout=None if o.timeout is None else self._limit,
                           stream=self._stream if o.line_buffer else None)
         self._bucket = None if o.rate is None else o.rate.bucket()
-        # A job taken and not started yet (a slot, its --rate time), and its failed
-        # run when it is a retry; the reserved time of the next start (--rate).
-        self._held: tuple[Job, Result | None] | None = None
+        # Jobs taken and not started yet (waiting for a slot, their --rate time), each
+        # with its failed run when it is a retry; the reserved time of the next start.
+        self._held: collections.deque[tuple[Job, Result | None]] = collections.deque()
         self._rate_at: float | None = None
         # --retries: (when, seq, job, its failed run), soonest first.
         self._retries: list[tuple[float, int, Job, Result]] = []
@@ -209,14 +209,15 @@ class Runner:
         jobs = self._jobs
         while jobs.free and not self._stopping:
             now = time.monotonic()
-            if self._held is None:
+            if not self._held:
                 if self._retries and self._retries[0][0] <= now:
                     _, _, job, failed = heapq.heappop(self._retries)
-                    self._held = job, failed
+                    self._held.append((job, failed))
                 elif read and self._input is not None:
-                    read_job = self._next_job()  # may serve the running jobs meanwhile
+                    # Reading may serve the running jobs meanwhile, and start retries.
+                    read_job = self._next_job()
                     if read_job is not None:
-                        self._held = read_job, None
+                        self._held.append((read_job, None))
                     continue
                 else:
                     break
@@ -226,11 +227,10 @@ class Runner:
                 if self._rate_at > now:
                     break
                 self._rate_at = None
-            jobs.start(self._held[0])
-            self._held = None
+            jobs.start(self._held.popleft()[0])
         now = time.monotonic()
         times = [self._retries[0][0]] if self._retries else []
-        if self._held is not None and self._rate_at is not None:
+        if self._held and self._rate_at is not None:
             times.append(self._rate_at)
         return max(0.0, min(times) - now) if times else None
 
@@ -281,11 +281,10 @@ class Runner:
     def _drop_waiting(self) -> None:
         """The run stops: a job waiting to run again (--retries) ends with the failure
         it had; one taken from the input and not started never runs."""
-        if self._held is not None:
-            job, failed = self._held
-            self._held = None
-            if failed is not None:
-                self._ended(job, failed)
+        while self._held:
+            job, maybe_failed = self._held.popleft()
+            if maybe_failed is not None:
+                self._ended(job, maybe_failed)
         while self._retries:
             _, _, job, failed = heapq.heappop(self._retries)
             self._ended(job, failed)
