@@ -1,9 +1,9 @@
-"""``workpool run`` stays light: what it imports, and how its jobs are spawned and waited.
+"""``workpool run`` stays light: what it imports, and its job slots driven directly.
 
 The command's start-up is most of its cost for short jobs, so the modules it loads are
-pinned exactly; the job machinery (``_jobs.Jobs``) is also driven directly here, on the
-paths the CLI tests cannot choose: no pidfd (a thread per job waits), and a run torn
-down with jobs still running.
+pinned exactly; the job slots (``_jobs.Jobs``) are also driven directly here, on the
+paths the CLI tests cannot choose: no pidfd (a timeout polls), and a run torn down
+with jobs still running.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ ENV = {**os.environ, "PYTHONPATH": SRC, "WORKPOOL_PLAIN": "1"}
 #: What ``workpool run`` must never load: the pools and the rest of the library, the
 #: other subcommands, and the standard library's heavier modules they bring.
 HEAVY = {"asyncio", "concurrent.futures", "dataclasses", "inspect", "logging", "multiprocessing",
-         "pathlib", "rich", "statistics", "subprocess", "threading"}
+         "pathlib", "rich", "selectors", "statistics", "subprocess"}
 
 
 def _loaded_by(code: str) -> tuple[list[str], list[str]]:
@@ -83,69 +83,90 @@ def test_a_job_gets_only_the_standard_streams_and_default_signals(tmp_path: Path
     assert (r.returncode, r.stdout, r.stderr) == (0, "y\n", "")
 
 
-def _results(jobs: Jobs, count: int) -> dict[int, Result]:
-    """Serve *jobs* until *count* runs ended; their results by sequence number."""
-    results: dict[int, Result] = {}
+def _results(jobs: Jobs, count: int) -> dict[int, Result | None]:
+    """Wait until *count* jobs ended; their last results by sequence number."""
+    results: dict[int, Result | None] = {}
     deadline = time.monotonic() + 20
     while len(results) < count:
         assert time.monotonic() < deadline, results
-        results.update((job.seq, result) for job, result in jobs.wait(1.0)[0])
+        jobs.wait(1.0)
+        results.update((job.seq, result) for job, result, _ in jobs.done())
     return results
+
+
+def _last(job: Job, result: Result) -> bool:
+    return True
+
+
+def _slot_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("workpool-run-")]
+
+
+def test_each_slot_runs_its_jobs_in_a_thread_of_its_own() -> None:
+    jobs = Jobs(Template("echo {%}; sh -c {}"), 2, timeout=None, ended=_last, stream=None)
+    try:
+        jobs.submit(Job(1, ["echo a; exit 3"]))
+        jobs.submit(Job(2, ["echo b >&2"]))
+        jobs.submit(Job(3, ["true"]))
+        assert len(_slot_threads()) == 2  # one per slot, started as jobs came
+        results = _results(jobs, 3)
+    finally:
+        jobs.close()
+    runs = [results[seq] for seq in (1, 2, 3)]
+    assert [(r.exitval, r.signal, r.out[2:], r.err, r.received) for r in runs
+            if r is not None] == [(3, 0, b"a\n", b"", 4), (0, 0, b"", b"b\n", 2),
+                                  (0, 0, b"", b"", 2)]
+    assert {r.out[:2] for r in runs if r is not None} <= {b"1\n", b"2\n"}  # the slot
+    assert _slot_threads() == []
 
 
 def _no_pidfd(pid: int, flags: int = 0) -> int:
     raise OSError(errno.ENOSYS, "no pidfd here")
 
 
-def _waiters() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("workpool-run-")]
-
-
-def test_without_pidfds_a_thread_per_job_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "pidfd_open", _no_pidfd)
-    jobs = Jobs(Template("sh -c {}"), 2, timeout=None, stream=None)
-    try:
-        jobs.start(Job(1, ["echo a; exit 3"]))
-        jobs.start(Job(2, ["echo b >&2"]))
-        assert (jobs.free, jobs.running) == (0, 2)
-        results = _results(jobs, 2)
-    finally:
-        jobs.close()
-    assert [(r.exitval, r.signal, r.out, r.err, r.received) for r in
-            (results[1], results[2])] == [(3, 0, b"a\n", b"", 2), (0, 0, b"", b"b\n", 0)]
-    assert _waiters() == []
-
-
-def test_without_pidfds_a_timeout_stops_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("line_buffer", [False, True])
+def test_without_pidfds_a_timeout_stops_the_job(monkeypatch: pytest.MonkeyPatch,
+                                                 line_buffer: bool) -> None:
     monkeypatch.setattr(os, "pidfd_open", _no_pidfd)
     lines: list[tuple[bool, bytes]] = []
-    jobs = Jobs(Template("{}"), 1, timeout=lambda: 0.2,
-                stream=lambda result, is_err, line: lines.append((is_err, line)))
+    jobs = Jobs(Template("{}"), 1, timeout=lambda: 0.2, ended=_last,
+                stream=(lambda result, is_err, line: lines.append((is_err, line)))
+                if line_buffer else None)
     t0 = time.monotonic()
     try:
-        jobs.start(Job(1, ["x"], "echo started; exec sleep 20"))
+        jobs.submit(Job(1, ["x"], "echo started; exec sleep 20"))
         result = _results(jobs, 1)[1]
     finally:
         jobs.close()
     assert time.monotonic() - t0 < 10
+    assert result is not None
     assert (result.exitval, result.signal, result.received) == (-1, 15, 8)
-    assert lines == [(False, b"started\n")]
-    assert _waiters() == []
+    assert (lines, result.out) == (([(False, b"started\n")], b"") if line_buffer
+                                   else ([], b"started\n"))
 
 
-def test_close_stops_the_running_jobs(tmp_path: Path) -> None:
-    jobs = Jobs(Template("{}"), 2, timeout=None, stream=None)
+def test_stop_hands_back_the_jobs_not_started_and_terminate_stops_the_rest(
+        tmp_path: Path) -> None:
+    jobs = Jobs(Template("{}"), 1, timeout=None, ended=_last, stream=None)
     pidfile = tmp_path / "pid"
     try:
-        jobs.start(Job(1, ["x"], f"echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; "
-                                 "exec sleep 20"))
+        jobs.submit(Job(1, ["x"], f"echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; "
+                                  "exec sleep 20"))
+        jobs.submit(Job(2, ["y"], "touch never"))
         deadline = time.monotonic() + 20
         while not pidfile.exists():
             assert time.monotonic() < deadline, "the job never started"
             time.sleep(0.01)
-    finally:
+        jobs.stop()
+        jobs.terminate()
         t0 = time.monotonic()
+        results = _results(jobs, 2)
+        assert time.monotonic() - t0 < 5
+    finally:
         jobs.close()
-    assert time.monotonic() - t0 < 5
+    assert results[2] is None
+    assert results[1] is not None
+    assert results[1].signal == 15
+    assert not (tmp_path / "never").exists()
     with pytest.raises(ProcessLookupError):
         os.kill(int(pidfile.read_text()), 0)  # stopped and reaped

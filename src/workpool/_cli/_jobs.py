@@ -1,41 +1,46 @@
-"""The processes of ``workpool run``: start ``sh -c COMMAND``, watch, capture, stop.
+"""The job slots of ``workpool run``: one thread per slot spawns ``sh -c COMMAND``,
+waits, captures, stops.
 
-``Jobs`` runs the jobs' processes from one thread, the runner's, with no thread per
-job: ``start`` spawns a job in a free slot, ``wait`` serves every running job (their
-exits, ``--line-buffer`` pipes and timeouts) until one or more end, and hands back
-their results::
+::
 
-    start(job) ─> take a slot ─> sh -c COMMAND (own process group)
-                                   stdout, stderr -> the slot's two files
-                                   (or pipes, streamed by --line-buffer)
-    wait() ─> one select over every job's exit (a pidfd) and pipes ─> Result(s)
-              (--timeout: TERM the group, KILL after a grace)
+    main thread: submit(job) ─> ready queue ─> slot thread k (k = {%}, 1 to -j):
+                                   take the next job ─> --rate: its turn
+                                   sh -c COMMAND (posix_spawn, own process group)
+                                     stdout, stderr -> the slot's two files
+                                     (or pipes, streamed by --line-buffer)
+                                   wait (--timeout: TERM the group, KILL after a grace)
+                                   ended(job, result): counted, --halt decided
+    main thread: done() <─ (job, result) ─┘   and the slot takes the next job at once
 
-A slot (``{%}``) owns two anonymous temporary files that every job run in it reuses,
+A slot's thread goes on from one job to the next by itself, so the main thread is
+never on a job's path: it reads the input ahead, writes what ended, and handles
+signals. A slot owns two anonymous temporary files that every job run in it reuses,
 so a job's output is captured whole without a pipe to drain: that keeps the cost per
-job near ``xargs``. Every job leads its own process group (``start_new_session``), so
-Ctrl-C in a terminal reaches only ``workpool``, and ``terminate`` stops a job with all
-its children; a job's group is killed before its leader is reaped, so that nothing it
-left behind outlives a stopped run. Where the system has no pidfd (not Linux), a small
-thread per job waits for its exit instead. Imports only the standard library and
-``_template``.
+job near ``xargs``. Every job leads its own process group (``setsid``), so Ctrl-C in a
+terminal reaches only ``workpool``, and ``terminate`` stops a job with all its children;
+a job's group is killed before its leader is reaped, so that nothing it left behind
+outlives a stopped run. A job gets standard input (``/dev/null``), output and error
+only, and the default action of the signals Python ignores (as from subprocess).
+Imports only the standard library and ``_template``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import selectors
+import select
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from queue import SimpleQueue
 from typing import IO, TYPE_CHECKING
 
 from ._template import Template
 
 if TYPE_CHECKING:
-    import threading
+    from .._core.ratelimit import TokenBucket
 
 __all__ = ["GRACE", "Job", "Jobs", "Result"]
 
@@ -51,15 +56,16 @@ _DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ",
 class Job:
     """One line of input: its sequence number (``{#}``), arguments and command text
     (``None`` until a slot is known when the command uses ``{%}``); ``runs`` counts
-    its runs so far (``--retries``)."""
+    its runs so far and ``failed`` is the last failed one (``--retries``)."""
 
-    __slots__ = ("args", "command", "runs", "seq")
+    __slots__ = ("args", "command", "failed", "runs", "seq")
 
     def __init__(self, seq: int, args: Sequence[str], command: str | None = None) -> None:
         self.seq = seq
         self.args = args
         self.command = command
         self.runs = 0
+        self.failed: Result | None = None
 
 
 class Result:
@@ -121,93 +127,125 @@ def _take(fd: int) -> bytes:
     return data
 
 
-# The stages of a running job's stop: none yet, SIGTERM sent (a timeout: SIGKILL at
-# the deadline), SIGKILL sent (the deadline: when its pipes are given up).
-_RUNNING, _TERMED, _KILLED = 0, 1, 2
-
-
-class _Run:
-    """A started job: its process, where its output goes, and what it waits for."""
-
-    __slots__ = ("deadline", "exited", "job", "pid", "pidfd", "pipes", "result", "slot",
-                 "stage", "t0", "waiter")
-
-    def __init__(self, job: Job, result: Result, slot: _Slot, pid: int, t0: float,
-                 pipes: _Pipes | None) -> None:
-        self.job = job
-        self.result = result
-        self.slot = slot
-        self.pid = pid
-        self.t0 = t0
-        self.pipes = pipes
-        self.pidfd: int | None = None
-        self.waiter: threading.Thread | None = None  # where there is no pidfd
-        self.exited = False  # its process ended (not reaped yet)
-        self.stage = _RUNNING
-        self.deadline: float | None = None  # monotonic: the next step of its stop
-
-    @property
-    def over(self) -> bool:
-        """The process ended and its output is all in."""
-        return self.exited and (self.pipes is None or self.pipes.closed)
-
-
 class Jobs:
-    """Runs jobs' processes for the runner, all from its thread.
+    """Runs jobs in ``slots`` threads, one per job slot; the main thread submits jobs
+    and collects what ended.
 
     Args:
         template: the command template.
         slots: the job slots (``-j``).
         timeout: a function giving the seconds the next job may run (it or what it
             gives None: no limit).
-        stream: ``--line-buffer``: called with each whole line a job writes,
-            ``(result_so_far, is_stderr, line)``; the output is then not kept.
+        ended: called in the slot's thread with each run of a job as it ends, before
+            the slot takes another job; returns whether it is the job's last run (else
+            it is handed back for a retry). Where ``--halt`` decides whether another
+            job may start.
+        stream: ``--line-buffer``: called in the slot's thread with each whole line a
+            job writes, ``(result_so_far, is_stderr, line)``; the output is then not
+            kept.
+        rate: ``--rate``/``--delay``: a job starts once the bucket gives it its turn.
     """
 
     def __init__(self, template: Template, slots: int, *,
                  timeout: Callable[[], float | None] | None,
-                 stream: Callable[[Result, bool, bytes], None] | None) -> None:
+                 ended: Callable[[Job, Result], bool],
+                 stream: Callable[[Result, bool, bytes], None] | None,
+                 rate: TokenBucket | None = None) -> None:
         self._template = template
-        self._all = [_Slot(n) for n in range(1, slots + 1)]
-        self._free = deque(self._all)  # a FIFO: slot 1 is taken first
+        self._slots = [_Slot(n) for n in range(1, slots + 1)]
+        self._threads: list[threading.Thread] = []  # started as jobs come
+        self._ready: SimpleQueue[Job | None] = SimpleQueue()
+        self._submitted = 0
         self._timeout = timeout
+        self._ended = ended
         self._stream = stream
+        self._rate = rate
         self._stdin = os.open(os.devnull, os.O_RDONLY)
         self._closes = _inherited()
-        self._selector = selectors.DefaultSelector()
-        # A byte on the wake pipe ends a wait: a signal handler's, or a waiter
-        # thread's where there is no pidfd.
+        # What ended, for the main thread, and a byte on the wake pipe to say so.
+        self._done: deque[tuple[Job, Result | None, bool] | BaseException] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
-        self._live: dict[int, _Run] = {}  # pid -> its run
-        self._timed: set[_Run] = set()  # the runs with a deadline
-        self._exited: deque[_Run] = deque()  # ended, seen by a waiter thread
+        self._lock = threading.Lock()
+        self._live: set[int] = set()  # the running jobs' pids (process groups)
+        self._stop = threading.Event()  # set: no new job starts (Ctrl-C, --halt)
         self._signal: int | None = None  # set once running jobs are being stopped
-        self._kill_at: float | None = None  # terminate(): SIGKILL for all then
+        self._killer: threading.Timer | None = None
 
     @property
-    def free(self) -> int:
-        """Slots free for a job to start in."""
-        return len(self._free)
+    def stopping(self) -> bool:
+        """No new job starts: ``stop`` or ``terminate`` was called."""
+        return self._stop.is_set()
+
+    # -- the main thread's side --------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Queue *job* for the next free slot."""
+        if len(self._threads) < len(self._slots) and self._submitted >= len(self._threads):
+            thread = threading.Thread(target=self._work, args=(self._slots[len(self._threads)],),
+                                      name=f"workpool-run-{len(self._threads) + 1}")
+            self._threads.append(thread)
+            thread.start()
+        self._submitted += 1
+        self._ready.put(job)
+
+    def wait(self, seconds: float | None, fd: int | None = None) -> bool:
+        """Wait up to *seconds* (None: no limit) for a job to end (see ``done``), a
+        ``wake``, or *fd* to be readable; return whether *fd* is readable."""
+        fds = [self._wake_r] if fd is None else [self._wake_r, fd]
+        ready = select.select(fds, [], [], seconds)[0]
+        if self._wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 4096)
+        return fd is not None and fd in ready
+
+    def done(self) -> list[tuple[Job, Result | None, bool]]:
+        """The runs that ended since the last call, in the order they ended: ``(job,
+        result, last)``, where *last* says it is the job's last run (else it is to be
+        retried); ``result`` is None for a job that never started (the run is
+        stopping). Raises what a slot's thread raised."""
+        ended = []
+        while self._done:
+            item = self._done.popleft()
+            if isinstance(item, BaseException):
+                raise item
+            ended.append(item)
+        self._submitted -= len(ended)
+        return ended
 
     @property
-    def running(self) -> int:
-        """Jobs started and not yet handed back by ``wait``."""
-        return len(self._live)
+    def pending(self) -> int:
+        """Jobs submitted and not yet handed back by ``done``."""
+        return self._submitted
 
-    # -- starting ----------------------------------------------------------------------
+    def wake(self) -> None:
+        """End the current ``wait`` early (safe in a signal handler)."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
 
-    def start(self, job: Job) -> None:
-        """Start a run of *job* in the first free slot (there must be one)."""
-        slot = self._free.popleft()
-        try:
-            self._start(job, slot)
-        except BaseException:
-            self._free.appendleft(slot)
-            raise
+    # -- one slot, in its thread ----------------------------------------------------------
 
-    def _start(self, job: Job, slot: _Slot) -> None:
+    def _work(self, slot: _Slot) -> None:
+        while (job := self._ready.get()) is not None:
+            try:
+                item: tuple[Job, Result | None, bool] | BaseException = self._one(job, slot)
+            except BaseException as exc:  # for the main thread to raise
+                self.stop()
+                item = exc
+            self._done.append(item)
+            self.wake()
+
+    def _one(self, job: Job, slot: _Slot) -> tuple[Job, Result | None, bool]:
+        if not self.stopping and (self._rate is None or self._rate.acquire(self._stop)):
+            result = self._run(job, slot)
+            job.runs += 1
+            return job, result, self._ended(job, result)
+        if job.failed is None:
+            return job, None, True
+        # A retry that will not run: the job ends with the failure it had.
+        return job, job.failed, self._ended(job, job.failed)
+
+    def _run(self, job: Job, slot: _Slot) -> Result:
         command = job.command
         if command is None:
             command = self._template.expand(job.args, job.seq, slot.number)
@@ -229,188 +267,93 @@ class Jobs:
         finally:
             if pipes is not None:
                 pipes.close_ends()
-        run = _Run(job, result, slot, pid, t0, pipes)
-        self._live[pid] = run
-        limit = None if self._timeout is None else self._timeout()
-        if limit is not None:
-            run.deadline = t0 + limit
-            self._timed.add(run)
-        self._watch(run)
-        if pipes is not None:
-            for fd in pipes.open:
-                self._selector.register(fd, selectors.EVENT_READ, (run, fd))
-        if self._signal is not None:  # started as the run is being stopped
-            _signal_group(pid, self._signal)
-
-    def _watch(self, run: _Run) -> None:
-        """Have ``wait`` learn when *run*'s process ends: its pidfd, else a thread."""
+        with self._lock:
+            self._live.add(pid)
+            stopping = self._signal
+        if stopping is not None:  # started as the run was being stopped
+            _signal_group(pid, stopping)
         try:
-            run.pidfd = os.pidfd_open(run.pid)
-        except (AttributeError, OSError):
-            import threading
-
-            run.waiter = threading.Thread(target=self._waiter, args=(run,), daemon=True,
-                                          name=f"workpool-run-{run.pid}")
-            run.waiter.start()
-            return
-        self._selector.register(run.pidfd, selectors.EVENT_READ, run)
-
-    def _waiter(self, run: _Run) -> None:
-        # Waits without reaping: the job's group is killed before its leader is reaped.
-        os.waitid(os.P_PID, run.pid, os.WEXITED | os.WNOWAIT)
-        self._exited.append(run)
-        self.wake()
-
-    # -- serving the running jobs ----------------------------------------------------------
-
-    def wait(self, seconds: float | None,
-             fd: int | None = None) -> tuple[list[tuple[Job, Result]], bool]:
-        """Serve the running jobs for up to *seconds* (None: until something happens):
-        their output, exits and timeouts. Returns the jobs whose run ended, with its
-        result (their slots free again), and whether *fd* became readable."""
-        now = time.monotonic()
-        deadline = None if seconds is None else now + seconds
-        if self._timed or self._kill_at is not None:
-            for when in (self._kill_at, *(run.deadline for run in self._timed)):
-                if when is not None and (deadline is None or when < deadline):
-                    deadline = when
-        if fd is not None:
-            try:
-                self._selector.register(fd, selectors.EVENT_READ)
-            except PermissionError:  # epoll refuses files that never block (/dev/null)
-                return [], True
-        try:
-            events = self._selector.select(None if deadline is None
-                                           else max(0.0, deadline - now))
+            status = self._wait(pid, result, pipes)
+            if self._signal is not None:  # being stopped: what outlived the job too
+                _signal_group(pid, signal.SIGKILL)
         finally:
-            if fd is not None:
-                self._selector.unregister(fd)
-        ready = False
-        changed: list[_Run] = []  # runs that may be over
-        for key, _ in events:
-            data = key.data
-            if key.fd == fd:
-                ready = True
-            elif data is None:  # the wake pipe
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 4096)
-            elif isinstance(data, _Run):
-                data.exited = True
-                self._forget_pidfd(data)
-                changed.append(data)
-            else:
-                run, pipe = data
-                assert run.pipes is not None
-                if not run.pipes.pump(pipe):
-                    self._selector.unregister(pipe)
-                    run.pipes.close_one(pipe)
-                    changed.append(run)
-        while self._exited:
-            run = self._exited.popleft()
-            run.exited = True
-            changed.append(run)
-        if self._timed or self._kill_at is not None:
-            changed += self._stop_steps(time.monotonic())
-        return [self._reap(run) for run in dict.fromkeys(changed) if run.over], ready
-
-    def _stop_steps(self, now: float) -> list[_Run]:
-        """Timeouts and ``terminate``'s SIGKILL, when their time came; returns the runs
-        whose pipes it closed."""
-        if self._kill_at is not None and now >= self._kill_at:
-            self._kill_at = None
-            self._signal = signal.SIGKILL
-            for run in self._live.values():
-                _signal_group(run.pid, signal.SIGKILL)
-                run.stage, run.deadline = _KILLED, now + GRACE
-                self._timed.add(run)
-        closed = []
-        for run in list(self._timed):
-            if run.deadline is None or now < run.deadline:
-                continue
-            if run.stage == _RUNNING and not run.over:  # timed out, as GNU parallel logs it
-                run.result.exitval = -1
-                _signal_group(run.pid, signal.SIGTERM)
-                run.stage, run.deadline = _TERMED, now + GRACE
-            elif run.stage == _TERMED and not run.over:
-                _signal_group(run.pid, signal.SIGKILL)
-                run.stage, run.deadline = _KILLED, now + GRACE
-            else:
-                if run.stage == _KILLED and run.pipes is not None:
-                    # The last lines are in; a pipe some other process holds stays.
-                    self._close_pipes(run)
-                    closed.append(run)
-                run.deadline = None
-                self._timed.discard(run)
-        return closed
-
-    def _reap(self, run: _Run) -> tuple[Job, Result]:
-        pid, result = run.pid, run.result
-        if run.stage != _RUNNING or self._signal is not None:
-            # Whatever is left of the group, after a timeout or while being stopped: a
-            # child that outlived the job (the group lives while its leader is not reaped).
-            _signal_group(pid, signal.SIGKILL)
-        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        if run.waiter is not None:
-            run.waiter.join()  # it ends as it saw the exit
-        result.runtime = time.monotonic() - run.t0
-        del self._live[pid]
-        self._timed.discard(run)
-        self._free.append(run.slot)
+            with self._lock:
+                self._live.discard(pid)
+            if pipes is not None:
+                pipes.close()
+        result.runtime = time.monotonic() - t0
         if status < 0:  # ended by a signal: GNU parallel logs exit value 0 then
             result.signal = -status
         elif result.exitval == 0:
             result.exitval = status
-        if run.pipes is None:
-            out, err = run.slot.files()
+        if pipes is None:
             result.out, result.err = _take(out), _take(err)
             result.received = len(result.out)
-        return run.job, result
+        return result
 
-    def _forget_pidfd(self, run: _Run) -> None:
-        if run.pidfd is not None:
-            self._selector.unregister(run.pidfd)
-            os.close(run.pidfd)
-            run.pidfd = None
+    def _wait(self, pid: int, result: Result, pipes: _Pipes | None) -> int:
+        """Wait for the job *pid* to end, its timeout applied, and reap it; its exit
+        status as subprocess's ``returncode``."""
+        limit = None if self._timeout is None else self._timeout()
+        if pipes is not None:
+            if pipes.pump(limit) or limit is None:
+                return _reap(pid)
+        elif limit is None or _ended_within(pid, limit):
+            return _reap(pid)
+        result.exitval = -1  # timed out, as GNU parallel logs it
+        _signal_group(pid, signal.SIGTERM)
+        if pipes is not None:
+            pipes.pump(GRACE)
+        else:
+            _ended_within(pid, GRACE)
+        # Whatever is left of the group, the job itself or a child that outlived it
+        # (the group lives while its leader is not reaped).
+        _signal_group(pid, signal.SIGKILL)
+        if pipes is not None:
+            pipes.pump(GRACE)  # the last lines; a pipe some other process holds stays
+        return _reap(pid)
 
-    def _close_pipes(self, run: _Run) -> None:
-        assert run.pipes is not None
-        for pipe in list(run.pipes.open):
-            self._selector.unregister(pipe)
-            run.pipes.close_one(pipe)
+    # -- stopping ----------------------------------------------------------------------
 
-    # -- stopping ----------------------------------------------------------------------------
-
-    def wake(self) -> None:
-        """End the current ``wait`` early (safe in a signal handler)."""
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"\0")
+    def stop(self) -> None:
+        """Start no new job; the running ones go on (safe in a signal handler)."""
+        self._stop.set()
+        self.wake()
 
     def terminate(self) -> None:
         """Stop every running job: SIGTERM to its process group now, SIGKILL to the
-        groups still there ``GRACE`` seconds later (in ``wait``); jobs started from now
-        on are stopped as they start. Safe in a signal handler."""
-        if self._signal is not None:
-            return
-        self._signal = signal.SIGTERM
-        self._kill_at = time.monotonic() + GRACE
-        for pid in list(self._live):
+        groups still there after ``GRACE`` seconds; jobs started from now on are
+        stopped as they start. Implies ``stop``."""
+        self.stop()
+        with self._lock:
+            if self._signal is not None:
+                return
+            self._signal = signal.SIGTERM
+            pids = list(self._live)
+        for pid in pids:
             _signal_group(pid, signal.SIGTERM)
-        self.wake()
+        self._killer = threading.Timer(GRACE, self._kill)
+        self._killer.start()
+
+    def _kill(self) -> None:
+        with self._lock:
+            self._signal = signal.SIGKILL
+            pids = list(self._live)
+        for pid in pids:
+            _signal_group(pid, signal.SIGKILL)
 
     def close(self) -> None:
-        """Stop and reap every job still running (their output dropped), then release
-        the slots' files and the rest."""
-        self._stream = None
-        if self._live:
-            self.terminate()
-            for run in self._live.values():
-                if run.pipes is not None:
-                    run.pipes.drop()
-            while self._live:
-                self.wait(None)
-        for slot in self._all:
+        """End the slots' threads once the jobs queued are done (or, after ``stop``,
+        handed back unstarted), then release the slots' files and the rest."""
+        for _ in self._threads:
+            self._ready.put(None)
+        for thread in self._threads:
+            thread.join()
+        if self._killer is not None:
+            self._killer.cancel()
+            self._killer.join()
+        for slot in self._slots:
             slot.close()
-        self._selector.close()
         for fd in (self._stdin, self._wake_r, self._wake_w):
             os.close(fd)
 
@@ -421,14 +364,9 @@ class _Pipes:
 
     def __init__(self, result: Result, stream: Callable[[Result, bool, bytes], None]) -> None:
         self._result = result
-        self._stream: Callable[[Result, bool, bytes], None] | None = stream
+        self._stream = stream
         (self._out, self._out_w), (self._err, self._err_w) = os.pipe(), os.pipe()
-        self.open = {self._out: b"", self._err: b""}  # open read ends: partial line
-
-    @property
-    def closed(self) -> bool:
-        """Both read ends are closed."""
-        return not self.open
+        self._pending = {self._out: b"", self._err: b""}  # open read ends: partial line
 
     def ends(self) -> tuple[int, int]:
         """The write ends, for the job."""
@@ -439,35 +377,65 @@ class _Pipes:
         os.close(self._out_w)
         os.close(self._err_w)
 
-    def drop(self) -> None:
-        """Drop the output from now on (the run is being torn down)."""
-        self._stream = None
-
-    def pump(self, fd: int) -> bool:
-        """Read what the pipe *fd* holds and stream its whole lines; False at its end."""
-        data = os.read(fd, 65536)
-        if not data:
-            return False
-        if fd == self._out:
-            self._result.received += len(data)
-        *lines, self.open[fd] = (self.open[fd] + data).split(b"\n")
-        if self._stream is not None:
-            for text in lines:
-                self._stream(self._result, fd == self._err, text + b"\n")
+    def pump(self, seconds: float | None) -> bool:
+        """Stream lines until both pipes close (True) or *seconds* pass (False)."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        pending = self._pending
+        while pending:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = select.select(list(pending), [], [], wait)[0]
+            if not ready:
+                return False
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if not data:
+                    if pending[fd]:
+                        self._stream(self._result, fd == self._err, pending[fd])
+                    del pending[fd]
+                    os.close(fd)
+                    continue
+                if fd == self._out:
+                    self._result.received += len(data)
+                *lines, pending[fd] = (pending[fd] + data).split(b"\n")
+                for text in lines:
+                    self._stream(self._result, fd == self._err, text + b"\n")
         return True
 
-    def close_one(self, fd: int) -> None:
-        """Close the read end *fd*, streaming its last partial line."""
-        rest = self.open.pop(fd)
-        os.close(fd)
-        if rest and self._stream is not None:
-            self._stream(self._result, fd == self._err, rest)
-
     def close(self) -> None:
-        """Close the read ends still open (the job never started)."""
-        for fd in self.open:
+        """Close the read ends still open."""
+        for fd in self._pending:
             os.close(fd)
-        self.open.clear()
+        self._pending.clear()
+
+
+def _reap(pid: int) -> int:
+    """Wait for the job *pid* and reap it: its exit status, negative for a signal."""
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def _ended_within(pid: int, seconds: float) -> bool:
+    """Whether the job *pid* ends within *seconds* (not reaped). Waits on a pidfd where
+    the system has one, else polls."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return _polled(pid, seconds)
+    try:
+        return bool(select.select([fd], [], [], max(0.0, seconds))[0])
+    finally:
+        os.close(fd)
+
+
+def _polled(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    pause = 0.0005
+    while not os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.05)
+    return True
 
 
 def _inherited() -> list[tuple[int, int]]:

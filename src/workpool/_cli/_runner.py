@@ -1,17 +1,19 @@
-"""The main loop of ``workpool run``: one thread starts jobs, serves them, shows results.
+"""The main loop of ``workpool run``: jobs to the slots' threads, results in order.
 
 ::
 
-    input ─> Job ─> Jobs.start (a free slot; --rate/--delay: a token bucket)
-                    Jobs.wait ─> each ended run ─> failed, runs left? again after a
-                                 │                 growing pause (--retries)
-                                 └─> count (--halt) ─> in completion order (-k: input
-                                     order): output (grouped) ─> joblog ─> progress
+    main thread                          _jobs.Jobs (-j slot threads)
+    input ─> Job ─> submit ──────────────> each slot: the next job ─> sh -c ... ─> Result
+                                            └─> ended: counted, --halt decided,
+                                                --retries: failed, runs left? back
+    done() <───────────────────────────────────┘
+      ├─ a retry: submitted again after a growing pause (the slot is free meanwhile)
+      └─ in completion order (-k: input order): output (grouped) ─> joblog ─> progress
 
-The input is read only when a slot is free, so an endless input runs in flat memory;
-while the input has no line ready the running jobs are still served (their output,
-timeouts, results). With ``--line-buffer`` whole lines are written as jobs write them.
-Everything runs in the calling thread: no worker thread, no lock.
+The main thread reads the input a few jobs ahead of the slots, so an endless input
+runs in flat memory; while the input has no line ready it still writes what ended.
+Only the main thread writes grouped output and the joblog; with ``--line-buffer`` the
+slots' threads write whole lines under a lock as they come.
 
 Stopping: the first Ctrl-C (or ``--halt soon``) starts no new job and waits for the
 running ones; a second Ctrl-C, SIGTERM or ``--halt now`` also stops the running ones
@@ -27,6 +29,7 @@ import heapq
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
@@ -134,28 +137,27 @@ class Runner:
         self._o = o
         self._input: Iterator[Job] | None = iter(jobs)  # None once it ended
         self._source = source
+        self._ahead = 2 * o.workers  # jobs submitted and not done, at most
         self._median = _Median()
+        self._lock = threading.Lock()  # the counts below
+        self._out_lock = threading.Lock()  # --line-buffer: one line at a time
         self._jobs = Jobs(o.template, o.workers,
                           timeout=None if o.timeout is None else self._limit,
-                          stream=self._stream if o.line_buffer else None)
-        self._bucket = None if o.rate is None else o.rate.bucket()
-        # Jobs taken and not started yet (waiting for a slot, their --rate time), each
-        # with its failed run when it is a retry; the reserved time of the next start.
-        self._held: collections.deque[tuple[Job, Result | None]] = collections.deque()
-        self._rate_at: float | None = None
-        # --retries: (when, seq, job, its failed run), soonest first.
-        self._retries: list[tuple[float, int, Job, Result]] = []
+                          ended=self._ended, stream=self._stream if o.line_buffer else None,
+                          rate=None if o.rate is None else o.rate.bucket())
+        # --retries: (when, seq, job), soonest first.
+        self._retries: list[tuple[float, int, Job]] = []
         self._order: dict[int, int] = {}  # -k: id(job) -> its place in the input
         self._read = 0
-        self._waiting: dict[int, Result] = {}  # -k: results waiting for earlier ones
+        self._waiting: dict[int, Result | None] = {}  # -k: results waiting for earlier ones
         self._next = 0  # -k: the place of the next result to show
+        # Counted by the slots' threads, as each job ends (under _lock).
         self._finished = 0
         self._failed = 0
         self._succeeded = 0
-        self._shown = 0
         self._halted_by: Result | None = None
         self._halt_status: int | None = None
-        self._stopping = False  # no new job starts (Ctrl-C, --halt)
+        self._shown = 0  # jobs the main thread has written out
         self._interrupted = False
 
     def run(self) -> int:
@@ -169,6 +171,9 @@ class Runner:
         try:
             try:
                 self._loop()
+            except BaseException:
+                self._jobs.terminate()
+                raise
             finally:
                 self._jobs.close()
         except BrokenPipeError:  # the reader left (| head): stop quietly, as on SIGPIPE
@@ -193,46 +198,30 @@ class Runner:
     def _loop(self) -> None:
         jobs = self._jobs
         while True:
-            seconds = self._start(read=True)
-            if self._stopping:
-                self._drop_waiting()
-            if not (jobs.running or self._retries or self._held) and (
-                    self._stopping or self._input is None):
+            seconds = self._feed(read=True)
+            if jobs.stopping:
+                self._drop_retries()
+            if not (jobs.pending or self._retries) and (jobs.stopping or self._input is None):
                 return
-            for job, result in jobs.wait(seconds)[0]:
-                self._ran(job, result)
+            jobs.wait(seconds)
+            self._collect()
 
-    def _start(self, *, read: bool) -> float | None:
-        """Start jobs while a slot is free and one is due, reading the input when
-        *read*; return the seconds until the next start that waits for its time (None:
-        none waits)."""
+    def _feed(self, *, read: bool) -> float | None:
+        """Submit the retries due, then (when *read*) jobs from the input, up to
+        ``_ahead`` pending; return the seconds until the next retry is due."""
         jobs = self._jobs
-        while jobs.free and not self._stopping:
-            now = time.monotonic()
-            if not self._held:
-                if self._retries and self._retries[0][0] <= now:
-                    _, _, job, failed = heapq.heappop(self._retries)
-                    self._held.append((job, failed))
-                elif read and self._input is not None:
-                    # Reading may serve the running jobs meanwhile, and start retries.
-                    read_job = self._next_job()
-                    if read_job is not None:
-                        self._held.append((read_job, None))
-                    continue
-                else:
-                    break
-            if self._bucket is not None:
-                if self._rate_at is None:
-                    self._rate_at = now + self._bucket.reserve()
-                if self._rate_at > now:
-                    break
-                self._rate_at = None
-            jobs.start(self._held.popleft()[0])
-        now = time.monotonic()
-        times = [self._retries[0][0]] if self._retries else []
-        if self._held and self._rate_at is not None:
-            times.append(self._rate_at)
-        return max(0.0, min(times) - now) if times else None
+        while jobs.pending < self._ahead and not jobs.stopping:
+            if self._retries and self._retries[0][0] <= time.monotonic():
+                jobs.submit(heapq.heappop(self._retries)[2])
+            elif read and self._input is not None:
+                job = self._next_job()  # may serve the running jobs while it waits
+                if job is not None:
+                    jobs.submit(job)
+            else:
+                break
+        if not self._retries:
+            return None
+        return max(0.0, self._retries[0][0] - time.monotonic())
 
     def _next_job(self) -> Job | None:
         assert self._input is not None
@@ -245,11 +234,10 @@ class Runner:
         return job
 
     def _wait_input(self, fd: int) -> bool:
-        """Serve the running jobs until *fd* has input (True) or the run stops."""
-        while not self._stopping:
-            results, ready = self._jobs.wait(self._start(read=False), fd)
-            for job, result in results:
-                self._ran(job, result)
+        """Write what ended until *fd* has input (True) or the run stops (False)."""
+        while not self._jobs.stopping:
+            ready = self._jobs.wait(self._feed(read=False), fd)
+            self._collect()
             if ready:
                 return True
         return False
@@ -263,42 +251,52 @@ class Runner:
         assert spec.percent is not None
         return None if self._median.value is None else spec.percent / 100 * self._median.value
 
-    # -- each ended run --------------------------------------------------------------------
+    # -- what ended, in the main thread -------------------------------------------------
 
-    def _ran(self, job: Job, result: Result) -> None:
-        job.runs += 1
-        if result.failed and job.runs < self._o.retries and not self._stopping:
+    def _collect(self) -> None:
+        for job, result, last in self._jobs.done():
+            if last:
+                self._finish(job, result)
+                continue
             from .._core.retry import Retry
 
             # A growing pause before the next run, as the pool's policy has it; the
             # slot is free meanwhile.
             pause = Retry(attempts=self._o.retries, backoff=0.1, max_backoff=10.0).delay(
                 job.runs)
-            heapq.heappush(self._retries, (time.monotonic() + pause, job.seq, job, result))
-            return
-        self._ended(job, result)
+            heapq.heappush(self._retries, (time.monotonic() + pause, job.seq, job))
 
-    def _drop_waiting(self) -> None:
-        """The run stops: a job waiting to run again (--retries) ends with the failure
-        it had; one taken from the input and not started never runs."""
-        while self._held:
-            job, maybe_failed = self._held.popleft()
-            if maybe_failed is not None:
-                self._ended(job, maybe_failed)
+    def _drop_retries(self) -> None:
+        """The run stops: a job waiting to run again ends with the failure it had."""
         while self._retries:
-            _, _, job, failed = heapq.heappop(self._retries)
-            self._ended(job, failed)
+            job = heapq.heappop(self._retries)[2]
+            assert job.failed is not None
+            self._ended(job, job.failed)
+            self._finish(job, job.failed)
 
-    def _ended(self, job: Job, result: Result) -> None:
-        """A job's last run: count it (--halt), then show it (-k: in input order)."""
-        self._count(result)
+    def _finish(self, job: Job, result: Result | None) -> None:
+        """Show a job's last run (None: it never started), in input order with -k."""
         if not self._o.keep_order:
-            self._show(result)
+            if result is not None:
+                self._show(result)
             return
         self._waiting[self._order.pop(id(job))] = result
         while self._next in self._waiting:
-            self._show(self._waiting.pop(self._next))
+            shown = self._waiting.pop(self._next)
             self._next += 1
+            if shown is not None:
+                self._show(shown)
+
+    # -- each ended run, in its slot's thread, before the slot takes another job ----------
+
+    def _ended(self, job: Job, result: Result) -> bool:
+        o = self._o
+        if result.failed and job.runs < o.retries and not self._jobs.stopping:
+            job.failed = result
+            return False
+        with self._lock:
+            self._count(result)
+        return True
 
     def _count(self, result: Result) -> None:
         o = self._o
@@ -318,9 +316,10 @@ class Runner:
             return
         self._halted_by = result
         self._halt_status = max(1, result.exitval) if halt.what == "fail" else 0
-        self._stopping = True
         if halt.when == "now":
             self._jobs.terminate()
+        else:
+            self._jobs.stop()
 
     def _show(self, result: Result) -> None:
         o = self._o
@@ -360,7 +359,8 @@ class Runner:
             stream.buffer.flush()
 
     def _stream(self, result: Result, is_err: bool, text: bytes) -> None:
-        self._write(sys.stderr if is_err else sys.stdout, text, result)
+        with self._out_lock:
+            self._write(sys.stderr if is_err else sys.stdout, text, result)
 
     # -- signals -----------------------------------------------------------------------
 
@@ -370,11 +370,9 @@ class Runner:
         # os.write: print() could find sys.stderr in the middle of a write of the main
         # thread, which this handler interrupted.
         if first:
+            self._jobs.stop()
             os.write(2, b"\nworkpool run: interrupted: starting no new job, waiting for "
                         b"the running ones (Ctrl-C again stops them)\n")
-            self._stopping = True
         else:
             self._jobs.terminate()
             os.write(2, b"\nworkpool run: stopping the running jobs\n")
-            self._stopping = True
-        self._jobs.wake()
