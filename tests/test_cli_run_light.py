@@ -170,3 +170,13 @@ def test_stop_hands_back_the_jobs_not_started_and_terminate_stops_the_rest(
     assert not (tmp_path / "never").exists()
     with pytest.raises(ProcessLookupError):
         os.kill(int(pidfile.read_text()), 0)  # stopped and reaped
+
+
+def test_many_short_jobs_all_end_and_are_written(tmp_path: Path) -> None:
+    # Thousands of results handed from the slots' threads to the main thread: none may
+    # be lost on the way (the run would hang) or written twice.
+    r = subprocess.run([sys.executable, "-m", "workpool", "run", "-j", "3", "echo"],
+                       input="".join(f"{i}\n" for i in range(3000)), cwd=tmp_path, env=ENV,
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert sorted(map(int, r.stdout.split())) == list(range(3000))

@@ -162,10 +162,13 @@ class Jobs:
         self._rate = rate
         self._stdin = os.open(os.devnull, os.O_RDONLY)
         self._closes = _inherited()
-        # What ended, for the main thread, and a byte on the wake pipe to say so.
+        self._env = dict(os.environb)  # os.environ would be converted for every job
+        # What ended, for the main thread, and a byte on the wake pipe to say so (once
+        # until the main thread reads it).
         self._done: deque[tuple[Job, Result | None, bool] | BaseException] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        self._woken = False
         self._lock = threading.Lock()
         self._live: set[int] = set()  # the running jobs' pids (process groups)
         self._stop = threading.Event()  # set: no new job starts (Ctrl-C, --halt)
@@ -195,8 +198,9 @@ class Jobs:
         fds = [self._wake_r] if fd is None else [self._wake_r, fd]
         ready = select.select(fds, [], [], seconds)[0]
         if self._wake_r in ready:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_r, 4096)
+            os.read(self._wake_r, 4096)
+            self._woken = False  # after the read, before done() looks: an end after
+            # this point writes a byte of its own, which no read here swallows
         return fd is not None and fd in ready
 
     def done(self) -> list[tuple[Job, Result | None, bool]]:
@@ -220,6 +224,7 @@ class Jobs:
 
     def wake(self) -> None:
         """End the current ``wait`` early (safe in a signal handler)."""
+        self._woken = True
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"\0")
 
@@ -233,7 +238,8 @@ class Jobs:
                 self.stop()
                 item = exc
             self._done.append(item)
-            self.wake()
+            if not self._woken:
+                self.wake()
 
     def _one(self, job: Job, slot: _Slot) -> tuple[Job, Result | None, bool]:
         if not self.stopping and (self._rate is None or self._rate.acquire(self._stop)):
@@ -255,7 +261,7 @@ class Jobs:
         result.start = time.time()
         t0 = time.monotonic()
         try:
-            pid = os.posix_spawn(_SH, [_SH, "-c", command], os.environ,
+            pid = os.posix_spawn(_SH, [_SH, "-c", command], self._env,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, self._stdin, 0),
                                                (os.POSIX_SPAWN_DUP2, out, 1),
                                                (os.POSIX_SPAWN_DUP2, err, 2), *self._closes],
