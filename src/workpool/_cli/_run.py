@@ -6,8 +6,9 @@ sources, numbers the jobs and skips those a joblog has (``--resume``), and hands
 to ``_runner``. Input sources: ``::: ARGS`` (repeatable), ``:::: FILE`` and
 ``-a FILE`` (one argument per line, read lazily), else standard input (lazily too:
 an endless input runs in flat memory). Several sources combine as every combination,
-the first varying slowest, ``{1}``, ``{2}``... naming each. May import the public
-``workpool`` API and the ``_cli`` modules of ``run``.
+the first varying slowest, ``{1}``, ``{2}``... naming each. May import ``_core`` and
+the ``_cli`` modules of ``run``; what only an option needs is imported when it is given,
+so that a plain run starts fast (``tests/test_cli_run_light.py`` pins its imports).
 """
 
 from __future__ import annotations
@@ -328,16 +329,22 @@ def _jobs(sources: Sequence[Source], colsep: re.Pattern[str] | None,
 # -- option checks: each raises BadInput with the rule -------------------------------
 
 def _workers(text: str | None) -> int:
-    match = None if text is None else re.fullmatch(r"(\d+)(%?)", text.strip())
-    if text is not None and match is None:
+    if text is None:
+        return _cpus()
+    match = re.fullmatch(r"(\d+)(%?)", text.strip())
+    if match is None:
         raise BadInput(f"-j must be N (jobs at once), N% (of the CPUs) or 0 (as many as "
                        f"possible), got {text!r}")
-    if match is not None and not match[2]:
-        n = int(match[1])
-        return n if n > 0 else MAX_JOBS
-    from .._core.sizing import cpus  # only here: it takes a moment to load
+    n = int(match[1])
+    if match[2]:
+        return max(1, _cpus() * n // 100)
+    return n if n > 0 else MAX_JOBS
 
-    return cpus() if match is None else max(1, cpus() * int(match[1]) // 100)
+
+def _cpus() -> int:
+    from .._core.sizing import cpus  # loaded only when needed: it takes a moment
+
+    return cpus()
 
 
 def _number(option: str, text: str, *, zero: bool = False) -> float:

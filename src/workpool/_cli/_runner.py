@@ -98,7 +98,7 @@ class Options(NamedTuple):
 
 class Input:
     """Where input that may block (a pipe, a terminal) waits for its next data: while
-    a run goes on, the runner serves its running jobs meanwhile."""
+    a run goes on, the runner writes what ended meanwhile (and starts retries due)."""
 
     def __init__(self) -> None:
         #: Set by the running runner: waits until an fd is readable (True) or the run
