@@ -14,30 +14,29 @@ Example::
 
 import typing as _typing
 
-from ._core.context import TaskContext as TaskContext
-from ._core.context import current as current
-from ._core.exceptions import Cancelled as Cancelled
-from ._core.exceptions import ItemsFailed as ItemsFailed
-from ._core.exceptions import PoolClosed as PoolClosed
-from ._core.exceptions import QueueFull as QueueFull
-from ._core.exceptions import TaskTimeout as TaskTimeout
-from ._core.exceptions import WorkpoolError as WorkpoolError
-from ._core.exceptions import WouldBlock as WouldBlock
-from ._core.outcome import Error as Error
-from ._core.outcome import Value as Value
-from ._core.progress import ProgressCounts as ProgressCounts
-from ._core.ratelimit import RateLimit as RateLimit
-from ._core.retry import Retry as Retry
-from ._core.sizing import cpus as cpus
-from ._core.sizing import io_workers as io_workers
-from ._core.sizing import memory_limit as memory_limit
-from ._core.stats import PoolStatistics as PoolStatistics
-
 if _typing.TYPE_CHECKING:
+    from ._core.context import TaskContext as TaskContext
+    from ._core.context import current as current
     from ._core.dynamic import Adaptive as Adaptive
     from ._core.dynamic import Autoscale as Autoscale
+    from ._core.exceptions import Cancelled as Cancelled
+    from ._core.exceptions import ItemsFailed as ItemsFailed
+    from ._core.exceptions import PoolClosed as PoolClosed
+    from ._core.exceptions import QueueFull as QueueFull
+    from ._core.exceptions import TaskTimeout as TaskTimeout
+    from ._core.exceptions import WorkpoolError as WorkpoolError
+    from ._core.exceptions import WouldBlock as WouldBlock
     from ._core.failures import CollectedError as CollectedError
+    from ._core.outcome import Error as Error
+    from ._core.outcome import Value as Value
     from ._core.process_errors import WorkerCrashed as WorkerCrashed
+    from ._core.progress import ProgressCounts as ProgressCounts
+    from ._core.ratelimit import RateLimit as RateLimit
+    from ._core.retry import Retry as Retry
+    from ._core.sizing import cpus as cpus
+    from ._core.sizing import io_workers as io_workers
+    from ._core.sizing import memory_limit as memory_limit
+    from ._core.stats import PoolStatistics as PoolStatistics
     from ._engine.async_task import AsyncFuture as AsyncFuture
     from ._groups.async_group import AsyncGroup as AsyncGroup
     from ._groups.group import Group as Group
@@ -107,11 +106,21 @@ __all__ = [
 ]
 
 
-# The rest loads on first use (PEP 562), so that ``import workpool`` stays light: the
+# Every name loads on first use (PEP 562), so that ``import workpool`` stays light: the
+# ``workpool`` command (``python -m workpool run``) starts without the library, the
 # async side brings anyio and asyncio, processes bring multiprocessing (WorkerCrashed
 # too: it subclasses BrokenProcessPool), pipelines sqlite3. Names of one family load
-# together. {family: {name: module}}
+# together, and the core family with the first of any. {family: {name: module}}
 _LAZY: dict[str, dict[str, str]] = {
+    "core": {"TaskContext": "._core.context", "current": "._core.context",
+             "Cancelled": "._core.exceptions", "ItemsFailed": "._core.exceptions",
+             "PoolClosed": "._core.exceptions", "QueueFull": "._core.exceptions",
+             "TaskTimeout": "._core.exceptions", "WorkpoolError": "._core.exceptions",
+             "WouldBlock": "._core.exceptions", "Error": "._core.outcome",
+             "Value": "._core.outcome", "ProgressCounts": "._core.progress",
+             "RateLimit": "._core.ratelimit", "Retry": "._core.retry", "cpus": "._core.sizing",
+             "io_workers": "._core.sizing", "memory_limit": "._core.sizing",
+             "PoolStatistics": "._core.stats"},
     "threads": {"ThreadPool": "._pools.executor", "Group": "._groups.group",
                 "Semaphore": "._sync.semaphore", "SemaphoreStatistics": "._sync.semaphore"},
     "processes": {"ProcessPool": "._pools.process"},
@@ -139,10 +148,11 @@ if not _typing.TYPE_CHECKING:  # type checkers see the imports above, and no cat
             raise AttributeError(f"module 'workpool' has no attribute {name!r}")
         import importlib
 
-        for member, module in _LAZY[family].items():
-            obj = getattr(importlib.import_module(module, __name__), member)
-            _say_workpool(obj)
-            globals()[member] = obj
+        for loading in dict.fromkeys(("core", family)):
+            for member, module in _LAZY[loading].items():
+                obj = getattr(importlib.import_module(module, __name__), member)
+                _say_workpool(obj)
+                globals()[member] = obj
         return globals()[name]
 
     def __dir__() -> list[str]:
@@ -154,8 +164,3 @@ def _say_workpool(obj: object) -> None:
     if getattr(obj, "__module__", "").startswith("workpool."):
         obj.__module__ = "workpool"
 
-
-for _name in __all__:
-    if _name in globals():
-        _say_workpool(globals()[_name])
-del _name

@@ -8,6 +8,7 @@ One subcommand is one small module, ``_cli/_<name>.py``, with two functions::
 and a line in ``SUBCOMMANDS`` below. Parsing needs only the standard library; modules
 import what they need inside ``run``, so ``workpool --help`` stays fast and rich (the
 ``cli`` extra) is only ever needed to draw output (``_output`` falls back to plain text).
+``workpool NAME ...`` registers subcommand NAME alone: it imports no other's module.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 SUBCOMMANDS: tuple[str, ...] = ("bench", "demo", "run", "tune")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``workpool`` parser with every subcommand registered."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``workpool`` parser with every subcommand registered, or only the one named
+    *only* when it names one."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"workpool {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
+    for name in (only,) if only in SUBCOMMANDS else SUBCOMMANDS:
         module = importlib.import_module(f"{__name__}._{name}")
         module.register(commands)
     return parser
@@ -45,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``workpool`` command; return its exit status (2 for a usage error)."""
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(words[0] if words else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors end here

@@ -6,30 +6,28 @@ sources, numbers the jobs and skips those a joblog has (``--resume``), and hands
 to ``_runner``. Input sources: ``::: ARGS`` (repeatable), ``:::: FILE`` and
 ``-a FILE`` (one argument per line, read lazily), else standard input (lazily too:
 an endless input runs in flat memory). Several sources combine as every combination,
-the first varying slowest, ``{1}``, ``{2}``... naming each. May import the public
-``workpool`` API and the ``_cli`` modules of ``run``.
+the first varying slowest, ``{1}``, ``{2}``... naming each. May import ``_core`` and
+the ``_cli`` modules of ``run``; what only an option needs is imported when it is given,
+so that a plain run starts fast (``tests/test_cli_run_light.py`` pins its imports).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import os
 import re
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal, NoReturn, cast
-
-from ._output import fail
+from typing import TYPE_CHECKING, Literal, NoReturn, cast
 
 if TYPE_CHECKING:
     from . import Subcommands
     from ._joblog import Resume
     from ._jobs import Job
-    from ._runner import Halt, Options, TimeoutSpec
+    from ._runner import Halt, Input, Options, TimeoutSpec
     from ._template import Template
 
 __all__ = ["register", "run"]
@@ -114,7 +112,7 @@ def register(commands: Subcommands) -> None:
         help="never (default); now,fail=N or soon,fail=N: stop once N jobs failed (now: "
              "stop the running jobs too, soon: let them finish); success=N likewise; N may "
              "be a percentage of the finished jobs, such as fail=10%%")
-    add("--joblog", metavar="FILE", type=Path,
+    add("--joblog", metavar="FILE",
         help="log each finished job to FILE, in GNU parallel's tab-separated format")
     add("--resume", action="store_true",
         help="skip the jobs the joblog has. Unlike GNU parallel, which matches sequence "
@@ -140,11 +138,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, stack: ExitStack) -> int:
-    from ._runner import Runner
+    from ._runner import Input, Runner
 
+    source = Input()
     try:
-        options, jobs, total = _prepare(args, stack)
+        options, jobs, total = _prepare(args, stack, source)
     except BadInput as exc:
+        from ._output import fail
+
         return fail("run", str(exc), BAD_INPUT)
     if args.dry_run:
         for job in jobs:
@@ -153,54 +154,66 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     if args.bar or args.eta:
         from ._progress import Progress
 
-        options = dataclasses.replace(options, progress=Progress(total))
-    return Runner(options, jobs).run()
+        options = options._replace(progress=Progress(total))
+    return Runner(options, jobs, source).run()
 
 
-def _prepare(args: argparse.Namespace, stack: ExitStack) -> tuple[Options, Iterator[Job],
-                                                                  int | None]:
-    """The checked options, the jobs to run, and their number when known ahead."""
-    from .. import RateLimit, cpus
-    from ._joblog import Joblog, JoblogError, Resume
+def _prepare(args: argparse.Namespace, stack: ExitStack,
+             source: Input) -> tuple[Options, Iterator[Job], int | None]:
+    """The checked options, the jobs to run, and their number when known ahead; input
+    that may block waits through *source*."""
     from ._runner import Options
     from ._template import Template
 
-    words, sources = _split(args.command, args.arg_file, stack)
+    words, sources = _split(args.command, args.arg_file, stack, source)
     if not words:
         raise BadInput("a COMMAND is needed (see workpool run --help)")
     template = Template(" ".join(words))
-    workers = _workers(args.jobs, cpus())
+    workers = _workers(args.jobs)
     colsep = None
     if args.colsep is not None:
         try:
             colsep = re.compile(args.colsep)
         except re.error as exc:
             raise BadInput(f"--colsep must be a regular expression: {exc}") from None
+    log = None
+    if args.joblog is not None:
+        from pathlib import Path
+
+        log = Path(args.joblog)
     resume = None
     if args.resume or args.resume_failed:
-        if args.joblog is None:
+        if log is None:
             raise BadInput("--resume and --resume-failed need --joblog FILE")
+        from ._joblog import JoblogError, Resume
+
         try:
-            resume = Resume(args.joblog, failed_too=not args.resume_failed)
+            resume = Resume(log, failed_too=not args.resume_failed)
         except JoblogError as exc:
             raise BadInput(str(exc)) from None
     if args.line_buffer and args.keep_order:
         raise BadInput("--line-buffer prints lines as they come: it cannot keep the "
                        "order (-k)")
     rates = [r for r in (_rate(args.rate), _delay(args.delay)) if r is not None]
+    rate = None
+    if rates:
+        from .._core.ratelimit import RateLimit
+
+        rate = RateLimit(per_second=min(rates))
     options = Options(
         template=template, workers=workers, keep_order=args.keep_order,
         line_buffer=args.line_buffer, tag=args.tag, halt=_halt(args.halt),
-        timeout=_timeout(args.timeout), retries=_retries(args.retries),
-        rate=RateLimit(per_second=min(rates)) if rates else None,
+        timeout=_timeout(args.timeout), retries=_retries(args.retries), rate=rate,
     )
-    if args.joblog is not None and not args.dry_run:
+    if log is not None and not args.dry_run:
+        from ._joblog import Joblog, JoblogError
+
         try:
-            joblog = Joblog(args.joblog, append=resume is not None)
+            joblog = Joblog(log, append=resume is not None)
         except JoblogError as exc:
             raise BadInput(str(exc)) from None
         stack.callback(joblog.close)
-        options = dataclasses.replace(options, joblog=joblog)
+        options = options._replace(joblog=joblog)
     total = None if resume is not None else _total(sources)
     return options, _jobs(sources, colsep, template, resume, options.workers), total
 
@@ -209,22 +222,34 @@ def _prepare(args: argparse.Namespace, stack: ExitStack) -> tuple[Options, Itera
 
 class _Lines:
     """A file's lines, read lazily, without their newline (undecodable bytes kept as
-    surrogates, as the file system's names are)."""
+    surrogates, as the file system's names are). Input that may block (a pipe, a
+    terminal) waits for data through *source*: the running jobs are served meanwhile,
+    and the input ends when the run stops."""
 
-    def __init__(self, stream: IO[bytes], path: str | None) -> None:
-        self.stream = stream
+    def __init__(self, fd: int, path: str | None, source: Input) -> None:
+        self.fd = fd
         self.path = path  # None: standard input, whose length is not known ahead
+        self._source = source
 
     def __iter__(self) -> Iterator[str]:
-        for raw in self.stream:
-            yield os.fsdecode(raw[:-1] if raw.endswith(b"\n") else raw)
+        fd, rest = self.fd, b""
+        may_block = not stat.S_ISREG(os.fstat(fd).st_mode)
+        while not may_block or self._source.wait(fd):
+            data = os.read(fd, 65536)
+            if not data:
+                if rest:
+                    yield os.fsdecode(rest)
+                return
+            *lines, rest = (rest + data).split(b"\n")
+            for raw in lines:
+                yield os.fsdecode(raw)
 
 
 Source = list[str] | _Lines
 
 
-def _split(words: Sequence[str], arg_files: Sequence[str],
-           stack: ExitStack) -> tuple[list[str], list[Source]]:
+def _split(words: Sequence[str], arg_files: Sequence[str], stack: ExitStack,
+           source: Input) -> tuple[list[str], list[Source]]:
     """COMMAND's words, and the input sources: -a files, then ::: and :::: groups."""
     command: list[str] = []
     groups: list[tuple[str, list[str]]] = []
@@ -235,7 +260,7 @@ def _split(words: Sequence[str], arg_files: Sequence[str],
             groups[-1][1].append(word)
         else:
             command.append(word)
-    sources: list[Source] = [_open(path, stack) for path in arg_files]
+    sources: list[Source] = [_open(path, stack, source) for path in arg_files]
     for marker, values in groups:
         if not values:
             raise BadInput(f"{marker} must be followed by at least one "
@@ -243,20 +268,20 @@ def _split(words: Sequence[str], arg_files: Sequence[str],
         if marker == ":::":
             sources.append(values)
         else:
-            sources += [_open(path, stack) for path in values]
+            sources += [_open(path, stack, source) for path in values]
     if not sources:
-        sources.append(_Lines(sys.stdin.buffer, None))
+        sources.append(_Lines(sys.stdin.fileno(), None, source))
     return command, sources
 
 
-def _open(path: str, stack: ExitStack) -> _Lines:
+def _open(path: str, stack: ExitStack, source: Input) -> _Lines:
     if path == "-":
-        return _Lines(sys.stdin.buffer, None)
+        return _Lines(sys.stdin.fileno(), None, source)
     try:
         stream = stack.enter_context(open(path, "rb"))  # noqa: SIM115 (closed by the stack)
     except OSError as exc:
         raise BadInput(f"cannot open input file {path!r}: {exc.strerror}") from None
-    return _Lines(stream, path)
+    return _Lines(stream.fileno(), path, source)
 
 
 def _total(sources: Sequence[Source]) -> int | None:
@@ -276,6 +301,10 @@ def _total(sources: Sequence[Source]) -> int | None:
 def _combinations(sources: Sequence[Source]) -> Iterator[tuple[str, ...]]:
     """Every combination of the sources' values, the first source read lazily."""
     first, rest = sources[0], [list(s) for s in sources[1:]]
+    if not rest:
+        for value in first:
+            yield (value,)
+        return
     for value in first:
         for others in itertools.product(*rest):
             yield (value, *others)
@@ -299,17 +328,23 @@ def _jobs(sources: Sequence[Source], colsep: re.Pattern[str] | None,
 
 # -- option checks: each raises BadInput with the rule -------------------------------
 
-def _workers(text: str | None, cpus: int) -> int:
+def _workers(text: str | None) -> int:
     if text is None:
-        return cpus
+        return _cpus()
     match = re.fullmatch(r"(\d+)(%?)", text.strip())
     if match is None:
         raise BadInput(f"-j must be N (jobs at once), N% (of the CPUs) or 0 (as many as "
                        f"possible), got {text!r}")
     n = int(match[1])
     if match[2]:
-        return max(1, cpus * n // 100)
+        return max(1, _cpus() * n // 100)
     return n if n > 0 else MAX_JOBS
+
+
+def _cpus() -> int:
+    from .._core.sizing import cpus  # loaded only when needed: it takes a moment
+
+    return cpus()
 
 
 def _number(option: str, text: str, *, zero: bool = False) -> float:

@@ -1,43 +1,49 @@
-"""The main loop of ``workpool run``: jobs through a ``wp.ThreadPool``, results in order.
+"""The main loop of ``workpool run``: jobs to the slots' threads, results in order.
 
 ::
 
-    main thread                          wp.ThreadPool (-j workers)
-    input ─> Job ─> pool.map(Jobs, ...) ─> Jobs(job): sh -c ... ─> Result
-                        │  (--rate/--delay: wp.RateLimit; --retries: wp.Retry)
-                        └─> for each Result, in completion order (-k: input order):
-                              output (grouped) ─> joblog line ─> progress ─> --halt
+    main thread                          _jobs.Jobs (-j slot threads)
+    input ─> Job ─> submit ──────────────> each slot: the next job ─> sh -c ... ─> Result
+                                            └─> ended: counted, --halt decided,
+                                                --retries: failed, runs left? back
+    done() <───────────────────────────────────┘
+      ├─ a retry: submitted again after a growing pause (the slot is free meanwhile)
+      └─ in completion order (-k: input order): output (grouped) ─> joblog ─> progress
 
-The map reads the input lazily, a few jobs ahead of the workers, so an endless input
-runs in flat memory. Only the main thread writes grouped output and the joblog; with
-``--line-buffer`` workers write whole lines under a lock as they come.
+The main thread reads the input a few jobs ahead of the slots, so an endless input
+runs in flat memory; while the input has no line ready it still writes what ended.
+Only the main thread writes grouped output and the joblog; with ``--line-buffer`` the
+slots' threads write whole lines under a lock as they come.
 
 Stopping: the first Ctrl-C (or ``--halt soon``) starts no new job and waits for the
 running ones; a second Ctrl-C, SIGTERM or ``--halt now`` also stops the running ones
-(``Jobs.terminate``). The run ends with no job process left. May import the public
-``workpool`` API and the ``_cli`` modules of ``run``.
+(``Jobs.terminate``). The run ends with no job process left. May import ``_core`` and
+the ``_cli`` modules of ``run``.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
+import heapq
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from types import FrameType
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Literal, NamedTuple, TextIO
 
-from .. import Error, RateLimit, Retry, ThreadPool, Value
-from ._joblog import Joblog, line
-from ._jobs import Job, JobFailed, Jobs, Result
-from ._progress import Progress
-from ._template import Template
+from ._jobs import Job, Jobs, Result
 
-__all__ = ["Halt", "Options", "Runner", "TimeoutSpec"]
+if TYPE_CHECKING:
+    from .._core.ratelimit import RateLimit
+    from ._joblog import Joblog
+    from ._progress import Progress
+    from ._template import Template
+
+__all__ = ["Halt", "Input", "Options", "Runner", "TimeoutSpec"]
 
 #: The exit status of a run that Ctrl-C stopped (128 + SIGINT, as a shell reports it).
 INTERRUPTED = 130
@@ -45,15 +51,18 @@ INTERRUPTED = 130
 BROKEN_PIPE = 141
 
 
-@dataclass(frozen=True, slots=True)
 class Halt:
     """``--halt when,what=N`` or ``N%``: stop once *count* jobs (or *percent* of the
     finished ones, at least 3 finished) failed or succeeded."""
 
-    when: Literal["now", "soon"]
-    what: Literal["fail", "success"]
-    count: int | None = None
-    percent: float | None = None
+    __slots__ = ("count", "percent", "what", "when")
+
+    def __init__(self, when: Literal["now", "soon"], what: Literal["fail", "success"], *,
+                 count: int | None = None, percent: float | None = None) -> None:
+        self.when = when
+        self.what = what
+        self.count = count
+        self.percent = percent
 
     def reached(self, matching: int, finished: int) -> bool:
         """Whether *matching* jobs of *finished* reach the threshold."""
@@ -63,8 +72,7 @@ class Halt:
         return finished >= 3 and matching * 100 >= self.percent * finished
 
 
-@dataclass(frozen=True, slots=True)
-class TimeoutSpec:
+class TimeoutSpec(NamedTuple):
     """``--timeout``: *seconds*, or *percent* of the median run time of finished jobs
     (applied once 3 jobs finished)."""
 
@@ -72,8 +80,7 @@ class TimeoutSpec:
     percent: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
+class Options(NamedTuple):
     """What ``workpool run`` was asked, checked by ``_run``."""
 
     template: Template
@@ -87,6 +94,20 @@ class Options:
     retries: int = 1
     rate: RateLimit | None = None
     progress: Progress | None = None
+
+
+class Input:
+    """Where input that may block (a pipe, a terminal) waits for its next data: while
+    a run goes on, the runner writes what ended meanwhile (and starts retries due)."""
+
+    def __init__(self) -> None:
+        #: Set by the running runner: waits until an fd is readable (True) or the run
+        #: stops and the input must end (False).
+        self.serve: Callable[[int], bool] | None = None
+
+    def wait(self, fd: int) -> bool:
+        """Block until *fd* is readable (True) or the run stops (False)."""
+        return True if self.serve is None else self.serve(fd)
 
 
 class _Median:
@@ -108,55 +129,60 @@ class _Median:
 
 
 class Runner:
-    """Runs the jobs of *jobs* as *options* say; ``run()`` returns the exit status."""
+    """Runs the jobs of *jobs* as *options* say; ``run()`` returns the exit status.
+    *source* is where the jobs' input waits for data (see ``Input``)."""
 
-    def __init__(self, options: Options, jobs: Iterable[Job]) -> None:
-        self._o = options
-        self._input = jobs
+    def __init__(self, options: Options, jobs: Iterable[Job], source: Input) -> None:
+        o = options
+        self._o = o
+        self._input: Iterator[Job] | None = iter(jobs)  # None once it ended
+        self._source = source
+        self._ahead = 2 * o.workers  # jobs submitted and not done, at most
         self._median = _Median()
         self._lock = threading.Lock()  # the counts below
         self._out_lock = threading.Lock()  # --line-buffer: one line at a time
-        self._jobs = Jobs(options.template, options.workers, timeout=self._timeout_fn(),
-                          runs=options.retries, ended=self._ended,
-                          stream=self._stream if options.line_buffer else None)
-        # Counted by the workers, as each job ends (under _lock).
+        self._jobs = Jobs(o.template, o.workers,
+                          timeout=None if o.timeout is None else self._limit,
+                          ended=self._ended, stream=self._stream if o.line_buffer else None,
+                          rate=None if o.rate is None else o.rate.bucket())
+        # --retries: (when, seq, job), soonest first.
+        self._retries: list[tuple[float, int, Job]] = []
+        self._order: dict[int, int] = {}  # -k: id(job) -> its place in the input
+        self._read = 0
+        self._waiting: dict[int, Result | None] = {}  # -k: results waiting for earlier ones
+        self._next = 0  # -k: the place of the next result to show
+        # Counted by the slots' threads, as each job ends (under _lock).
         self._finished = 0
         self._failed = 0
         self._succeeded = 0
         self._halted_by: Result | None = None
         self._halt_status: int | None = None
-        self._interrupted = False
-        self._reading = False  # the main thread waits for the next input line
         self._shown = 0  # jobs the main thread has written out
+        self._interrupted = False
 
     def run(self) -> int:
         """Run every job; the exit status as GNU parallel's (see ``_run``)."""
         o = self._o
-        # Jobs raises JobFailed only for a run before the last: the pool's policy
-        # brings the pause that grows between runs.
-        retry = None if o.retries <= 1 else Retry(attempts=o.retries, backoff=0.1,
-                                                   max_backoff=10.0, on=JobFailed)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT,
                                                                     signal.SIGTERM)}
+        self._source.serve = self._wait_input
         if o.progress is not None:
             o.progress.start()
         try:
-            with ThreadPool(o.workers, rate=o.rate, retry=retry,
-                            name="workpool-run") as pool:
-                try:
-                    for outcome in pool.map(self._jobs, self._source(), chunksize=1,
-                                            ordered=o.keep_order, on_error="return"):
-                        self._done(_result(outcome))
-                except BaseException:
-                    self._jobs.terminate()
-                    raise
+            try:
+                self._loop()
+            except BaseException:
+                self._jobs.terminate()
+                raise
+            finally:
+                self._jobs.close()
         except BrokenPipeError:  # the reader left (| head): stop quietly, as on SIGPIPE
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())  # the flush at exit must not fail too
             os.close(devnull)
             return BROKEN_PIPE
         finally:
-            self._jobs.close()
+            self._source.serve = None
             if o.progress is not None:
                 o.progress.stop()
             if o.joblog is not None:
@@ -169,41 +195,140 @@ class Runner:
             return self._halt_status
         return min(self._failed, 101)
 
-    def _source(self) -> Iterator[Job]:
-        jobs = iter(self._input)
+    def _loop(self) -> None:
+        jobs = self._jobs
+        while True:
+            seconds = self._feed(read=True)
+            if jobs.stopping:
+                self._drop_retries()
+            if not (jobs.pending or self._retries) and (jobs.stopping or self._input is None):
+                return
+            jobs.wait(seconds)
+            self._collect()
+
+    def _feed(self, *, read: bool) -> float | None:
+        """Submit the retries due, then (when *read*) jobs from the input, up to
+        ``_ahead`` pending; return the seconds until the next retry is due."""
+        jobs = self._jobs
+        while jobs.pending < self._ahead and not jobs.stopping:
+            if self._retries and self._retries[0][0] <= time.monotonic():
+                jobs.submit(heapq.heappop(self._retries)[2])
+            elif read and self._input is not None:
+                job = self._next_job()  # may serve the running jobs while it waits
+                if job is not None:
+                    jobs.submit(job)
+            else:
+                break
+        if not self._retries:
+            return None
+        return max(0.0, self._retries[0][0] - time.monotonic())
+
+    def _next_job(self) -> Job | None:
+        assert self._input is not None
+        job = next(self._input, None)
+        if job is None:
+            self._input = None
+        elif self._o.keep_order:
+            self._order[id(job)] = self._read
+            self._read += 1
+        return job
+
+    def _wait_input(self, fd: int) -> bool:
+        """Write what ended until *fd* has input (True) or the run stops (False)."""
         while not self._jobs.stopping:
-            try:
-                self._reading = True
-                job = next(jobs)
-            except StopIteration:
-                return
-            except KeyboardInterrupt:  # Ctrl-C while waiting for input: the input ends
-                return
-            finally:
-                self._reading = False
-            yield job
+            ready = self._jobs.wait(self._feed(read=False), fd)
+            self._collect()
+            if ready:
+                return True
+        return False
 
-    def _timeout_fn(self) -> Callable[[], float | None]:
+    def _limit(self) -> float | None:
+        """The seconds the job starting now may run (--timeout)."""
         spec = self._o.timeout
-        if spec is None:
-            return lambda: None
+        assert spec is not None
         if spec.seconds is not None:
-            seconds = spec.seconds
-            return lambda: seconds
+            return spec.seconds
         assert spec.percent is not None
-        share, median = spec.percent / 100, self._median
-        return lambda: None if median.value is None else share * median.value
+        return None if self._median.value is None else spec.percent / 100 * self._median.value
 
-    # -- each finished job, in the main thread --------------------------------------------
+    # -- what ended, in the main thread -------------------------------------------------
 
-    def _done(self, result: Result) -> None:
-        if not result.started:
+    def _collect(self) -> None:
+        for job, result, last in self._jobs.done():
+            if last:
+                self._finish(job, result)
+                continue
+            from .._core.retry import Retry
+
+            # A growing pause before the next run, as the pool's policy has it; the
+            # slot is free meanwhile.
+            pause = Retry(attempts=self._o.retries, backoff=0.1, max_backoff=10.0).delay(
+                job.runs)
+            heapq.heappush(self._retries, (time.monotonic() + pause, job.seq, job))
+
+    def _drop_retries(self) -> None:
+        """The run stops: a job waiting to run again ends with the failure it had."""
+        while self._retries:
+            job = heapq.heappop(self._retries)[2]
+            assert job.failed is not None
+            self._ended(job, job.failed)
+            self._finish(job, job.failed)
+
+    def _finish(self, job: Job, result: Result | None) -> None:
+        """Show a job's last run (None: it never started), in input order with -k."""
+        if not self._o.keep_order:
+            if result is not None:
+                self._show(result)
             return
+        self._waiting[self._order.pop(id(job))] = result
+        while self._next in self._waiting:
+            shown = self._waiting.pop(self._next)
+            self._next += 1
+            if shown is not None:
+                self._show(shown)
+
+    # -- each ended run, in its slot's thread, before the slot takes another job ----------
+
+    def _ended(self, job: Job, result: Result) -> bool:
+        o = self._o
+        if result.failed and job.runs < o.retries and not self._jobs.stopping:
+            job.failed = result
+            return False
+        with self._lock:
+            self._count(result)
+        return True
+
+    def _count(self, result: Result) -> None:
+        o = self._o
+        self._finished += 1
+        if result.failed:
+            self._failed += 1
+        else:
+            self._succeeded += 1
+        if o.timeout is not None and o.timeout.percent is not None:
+            self._median.add(result.runtime)
+        halt = o.halt
+        if (halt is None or self._halted_by is not None
+                or result.failed != (halt.what == "fail")):
+            return
+        matching = self._failed if halt.what == "fail" else self._succeeded
+        if not halt.reached(matching, self._finished):
+            return
+        self._halted_by = result
+        self._halt_status = max(1, result.exitval) if halt.what == "fail" else 0
+        if halt.when == "now":
+            self._jobs.terminate()
+        else:
+            self._jobs.stop()
+
+    def _show(self, result: Result) -> None:
         o = self._o
         if not o.line_buffer:
             self._write(sys.stdout, result.out, result)
             self._write(sys.stderr, result.err, result)
         if o.joblog is not None:
+            from ._joblog import line
+
             o.joblog.write(line(result.seq, result.start, result.runtime, result.received,
                                 result.exitval, result.signal, result.command))
         if result is self._halted_by:
@@ -214,35 +339,7 @@ class Runner:
                      else "waiting for the running jobs"), file=sys.stderr, flush=True)
         self._shown += 1
         if o.progress is not None:
-            with self._lock:
-                failed = self._failed
-            o.progress.update(self._shown, failed)
-
-    # -- each ended job, in its worker thread, before the worker takes another ---------
-
-    def _ended(self, result: Result) -> None:
-        o = self._o
-        with self._lock:
-            self._finished += 1
-            if result.failed:
-                self._failed += 1
-            else:
-                self._succeeded += 1
-            if o.timeout is not None and o.timeout.percent is not None:
-                self._median.add(result.runtime)
-            halt = o.halt
-            if (halt is None or self._halted_by is not None
-                    or result.failed != (halt.what == "fail")):
-                return
-            matching = self._failed if halt.what == "fail" else self._succeeded
-            if not halt.reached(matching, self._finished):
-                return
-            self._halted_by = result
-            self._halt_status = max(1, result.exitval) if halt.what == "fail" else 0
-        if halt.when == "now":
-            self._jobs.terminate()
-        else:
-            self._jobs.stopping = True
+            o.progress.update(self._shown, self._failed)
 
     def _write(self, stream: TextIO, data: bytes, result: Result) -> None:
         if not data:
@@ -273,19 +370,9 @@ class Runner:
         # os.write: print() could find sys.stderr in the middle of a write of the main
         # thread, which this handler interrupted.
         if first:
-            self._jobs.stopping = True
+            self._jobs.stop()
             os.write(2, b"\nworkpool run: interrupted: starting no new job, waiting for "
                         b"the running ones (Ctrl-C again stops them)\n")
-            if self._reading:  # blocked on input (a terminal, a pipe): stop waiting
-                raise KeyboardInterrupt
         else:
             self._jobs.terminate()
             os.write(2, b"\nworkpool run: stopping the running jobs\n")
-
-
-def _result(outcome: Value[Result] | Error) -> Result:
-    if isinstance(outcome, Value):
-        return outcome.value
-    if isinstance(outcome.error, JobFailed):  # failed its last run (--retries)
-        return outcome.error.result
-    raise outcome.error

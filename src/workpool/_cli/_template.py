@@ -79,7 +79,7 @@ class Template:
 
     def expand(self, args: Sequence[str], seq: int, slot: int) -> str:
         """The shell command of the job numbered *seq* with *args*, run in *slot*."""
-        return "".join(p if isinstance(p, str) else p(args, seq, slot) for p in self._parts)
+        return "".join([p if isinstance(p, str) else p(args, seq, slot) for p in self._parts])
 
 
 def _field(match: re.Match[str]) -> Callable[[Sequence[str], int, int], str]:
