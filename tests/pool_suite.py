@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import pytest
@@ -20,6 +20,15 @@ import workpool as wp
 from tests import _tasks
 
 WAIT = 10.0  # bound on any wait in a test: a bug fails fast instead of hanging CI
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Poll *check* (bounded): a pool's state changes on its own threads."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
 
 
 class TaskInterrupt(BaseException):

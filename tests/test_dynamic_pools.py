@@ -23,17 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import workpool as wp
-
-WAIT = 10.0  # the longest any condition below may take to come true
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Poll *check* (bounded): the engine's counts change on its own threads."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+from tests.pool_suite import WAIT, wait_until
 
 
 async def await_until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:

@@ -15,7 +15,6 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
 from multiprocessing.context import ForkServerProcess
 from pathlib import Path
 from typing import Any
@@ -23,21 +22,11 @@ from typing import Any
 import pytest
 
 import workpool as wp
+from tests.pool_suite import WAIT, wait_until
 from workpool._backends.process import ProcessBackend
 
 from . import _process_tasks as _ptasks
 from . import _tasks
-
-WAIT = 10.0  # the longest any condition below may take to come true
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Poll *check* (bounded): the pool's state changes on its own threads."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def held_id(path: str) -> int:
