@@ -15,6 +15,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -312,6 +313,41 @@ def test_ctrl_c_leaves_no_scheduler_or_worker_process(tmp_path: Path) -> None:
     assert "KeyboardInterrupt" in result.err
     assert _wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
                                      != psutil.STATUS_ZOMBIE for p in pids), 30)
+
+
+@pytest.mark.timeout(90)  # the harness's bounds: 30 s to start, 30 to stop, 5 to leave
+def test_a_terminal_ctrl_c_stops_a_pool_whose_own_cluster_it_interrupted(
+        tmp_path: Path) -> None:
+    # A terminal's Ctrl-C reaches the cluster's worker processes too: the tasks they
+    # ran never end, so the pool gives them a grace, not a wait without end.
+    result = interrupt_when_ready(tmp_path, """
+        import json, time
+        import psutil
+        import workpool as wp
+
+        def slow(x):
+            time.sleep(60)
+            return x
+
+        if __name__ == "__main__":
+            with wp.DaskPool() as pool:
+                futures = [pool.submit(slow, i) for i in range(2)]
+                while pool.statistics().running < 2:
+                    time.sleep(0.01)
+                pids = [p.pid for p in psutil.Process().children(recursive=True)]
+                print(json.dumps(pids), flush=True)
+                # Short sleeps, not one long one: a SIGINT that lands while this thread
+                # waits for the GIL on its way into a sleep (CPython looked for signals
+                # just before that wait) is handled only when that sleep ends.
+                while True:
+                    time.sleep(0.05)
+    """, group=True)
+    pids = json.loads(result.ready)
+    assert pids, result.err  # the cluster's processes: the scheduler's, the workers'
+    assert result.err.splitlines()[-1] == "KeyboardInterrupt", result.err
+    assert result.returncode == -signal.SIGINT
+    assert result.seconds < 20  # grace (1 s) and Dask's own nanny timeout (4 s)
+    assert result.left == []  # nothing of the script's process group is left
 
 
 def test_a_dask_stage_in_a_mixed_pipeline_resumes(client: Client, tmp_path: Path) -> None:

@@ -77,6 +77,44 @@ def test_autoscale_threads_grow_with_the_backlog_and_leave_when_idle() -> None:
         assert max(history) == 3
 
 
+def _threads_of(name: str) -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith(f"{name}_"))
+
+
+def test_an_idle_autoscale_thread_pool_holds_no_timer_thread() -> None:
+    # Parked threads time their own idleness and leave by themselves: no timer thread
+    # sweeps them, before, during or after they shrink the pool to min.
+    release = threading.Event()
+    spec = wp.Autoscale(min=1, max=3, idle_timeout=0.05)
+    with wp.ThreadPool(workers=spec, name="idle") as pool:
+        futures = [pool.submit(hold, release, i) for i in range(3)]
+        wait_until(lambda: pool.statistics().running == 3, "three running")
+        assert len(_threads_of("idle")) == 3
+        release.set()
+        assert [f.result(WAIT) for f in futures] == [0, 1, 2]
+        wait_until(lambda: len(_threads_of("idle")) == 1, "one thread left")
+        assert pool.statistics().workers == 1
+        assert [count for _, count in pool.statistics().workers_history] == [1, 2, 3, 2, 1]
+        assert not [name for name in _threads_of("idle") if name.endswith("_timer")]
+        assert pool.submit(square, 4).result(WAIT) == 16  # the one left takes work
+    assert _threads_of("idle") == []
+
+
+def test_an_idle_thread_at_min_leaves_once_a_resize_lowers_min() -> None:
+    release = threading.Event()
+    with wp.ThreadPool(workers=wp.Autoscale(min=2, max=2, idle_timeout=0.05),
+                       name="lowered") as pool:
+        futures = [pool.submit(hold, release, i) for i in range(2)]
+        wait_until(lambda: pool.statistics().running == 2, "two running")
+        release.set()
+        assert [f.result(WAIT) for f in futures] == [0, 1]
+        time.sleep(0.1)  # idle past idle_timeout at min: both stay
+        assert pool.statistics().workers == 2
+        pool.resize(min=0, max=2)
+        wait_until(lambda: pool.statistics().workers == 0, "no worker left")
+        wait_until(lambda: _threads_of("lowered") == [], "every thread gone")
+
+
 def test_autoscale_min_zero_starts_one_for_the_first_task_and_ends_with_none() -> None:
     with wp.ThreadPool(workers=wp.Autoscale(min=0, max=4, idle_timeout=0.05)) as pool:
         assert pool.statistics().workers == 0

@@ -313,6 +313,36 @@ def test_an_endless_tree_streams_its_results(kind: str) -> None:
     assert multiprocessing.active_children() == []
 
 
+def wide(n: int) -> tuple[int, list[int]]:
+    """An endless tree: every node has seven children, none is visited twice."""
+    return n, [7 * n + i for i in range(1, 8)]
+
+
+@pytest.mark.timeout(30)
+def test_steals_keep_an_endless_walk_on_four_processes_within_max_pending() -> None:
+    # With more than two workers, steals asked of several busy workers for one idle
+    # one may all be answered: what they give waits in the parent until a worker is
+    # idle, and counts against the deque of the worker that gave it until then. No
+    # deque holds more than max_pending // workers (10 here), whatever was stolen.
+    bound = 4 * (42 // 4)
+    pending: list[int] = []
+    steals = 0
+    for _ in range(8):  # each walk starts afresh: its early steals differ
+        with wp.walk(wide, [1], kind="process", workers=4, max_pending=42) as w:
+            got = []
+            for node in itertools.islice(w, 2000):
+                got.append(node)
+                if len(got) % 50 == 0:
+                    pending.append(w.statistics().pending)
+        stats = w.statistics()
+        assert len(set(got)) == 2000
+        pending.append(stats.max_pending)
+        steals += stats.steals
+    assert steals > 0
+    assert 0 < max(pending) <= bound
+    assert multiprocessing.active_children() == []
+
+
 COMB = 20_000
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from queue import Empty, SimpleQueue
 from typing import Any
 
 from .._core.chunk import Chunk, run_chunk
 from .._core.context import install_slot
 from .._core.exceptions import Cancelled
-from .._engine.contract import TASK_FAILED, TASK_OK, Task, Worker
+from .._engine.contract import TASK_FAILED, TASK_OK, Scheduler, Task, Worker
 from .._engine.engine import LOGGER
-from .._engine.threaded import ThreadedBackend
+from .._engine.threaded import ThreadedBackend, ThreadWorker
 
 __all__ = ["ThreadBackend"]
 
@@ -26,14 +27,27 @@ class ThreadBackend(ThreadedBackend):
     A task past its deadline cannot be stopped from outside: its context is
     cancelled, its future fails with ``TaskTimeout``, and the thread is abandoned
     (counted as stuck until the call returns) while a new one takes its place.
+
+    In an Autoscale pool a parked thread waits for work at most ``idle_timeout`` at a
+    time, then asks the engine whether it may leave (``_IdleInbox``): idle threads
+    retire themselves, as Go's and the stdlib's pools do, and no timer thread runs
+    for it.
     """
 
     broken_message = "A thread initializer failed, the thread pool is not usable anymore"
+    times_idle = True
 
     def __init__(self, initializer: Callable[..., Any] | None,
                  initargs: tuple[Any, ...]) -> None:
         self.initializer = initializer
         self.initargs = initargs
+
+    def new_worker(self, worker_id: int) -> Worker:
+        worker = ThreadWorker(worker_id)
+        scaler = self.engine.scaler
+        if scaler is not None:
+            worker.inbox = _IdleInbox(self.engine, worker, scaler.idle_timeout)
+        return worker
 
     def initialize(self, worker: Worker) -> bool:
         install_slot(worker.slot)
@@ -73,3 +87,27 @@ class ThreadBackend(ThreadedBackend):
         except BaseException as exc:
             return TASK_FAILED, exc
         return TASK_OK, Chunk([value], None, time.perf_counter() - started)
+
+
+class _IdleInbox(SimpleQueue["Task | None"]):
+    """The inbox of a thread of an Autoscale pool: parked, it waits for work at most
+    *timeout* seconds at a time, then asks the engine whether it may leave
+    (``Engine.idle_timed_out``, which releases it: None comes next)."""
+
+    __slots__ = ("_engine", "_timeout", "_worker")
+
+    def __init__(self, engine: Scheduler, worker: Worker, timeout: float) -> None:
+        self._engine = engine
+        self._worker = worker
+        self._timeout = timeout
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Task | None:
+        if not block or timeout is not None:
+            return super().get(block, timeout)
+        wait: float | None = self._timeout
+        while wait is not None:
+            try:
+                return super().get(timeout=wait)
+            except Empty:
+                wait = self._engine.idle_timed_out(self._worker)
+        return super().get()

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from .._core.context import TaskContext, WorkerSlot
+from .._core.dynamic import Scaler
 from .._core.exceptions import TaskTimeout
 from .._core.ratelimit import TokenBucket
 from .._core.retry import Retry
@@ -215,6 +216,7 @@ class Scheduler(Protocol):
     halted: bool  # set by the hard stop: nothing more may start
     state: int  # OPEN, or CLOSING once intake is over
     waking: int  # 1 while a worker woken by resume must call woke() (lazy_wake)
+    scaler: Scaler | None  # an Autoscale pool's bounds and idle_timeout
 
     @property
     def eager(self) -> int:
@@ -240,6 +242,12 @@ class Scheduler(Protocol):
 
     def left(self, worker: Worker) -> None:
         """*worker* left, its resources released."""
+
+    def idle_timed_out(self, worker: Worker) -> float | None:
+        """Parked *worker* of an Autoscale pool waited ``idle_timeout`` for work
+        (``Backend.times_idle``): it is released if it may leave. Returns the seconds
+        to wait before asking again, or None once something was handed to it (a task,
+        or its release)."""
 
     def failed_to_start(self, worker: Worker, first: Task | None,
                         reason: str | None = None) -> None:
@@ -283,6 +291,11 @@ class Backend(ABC):
     #: the context's deadline but arms no timer call, and the backend ends a task past
     #: it with ``Scheduler.timed_out``'s error.
     own_deadlines: ClassVar[bool] = False
+    #: Whether a parked worker of an Autoscale pool times its idleness itself (a
+    #: thread waits for work with a timeout and then calls
+    #: ``Scheduler.idle_timed_out``): the engine then arms no idle sweep, and an idle
+    #: pool holds no timer thread.
+    times_idle: ClassVar[bool] = False
     engine: Scheduler
 
     def attach(self, engine: Scheduler) -> None:

@@ -622,8 +622,9 @@ class Engine:
     def _arm_sweep(self, when: float) -> None:
         """Under the lock: make sure the idle sweep runs by *when*, where the backend
         keeps time (the timer thread, or an event loop's task: the sweep then runs on
-        the loop, where its workers may be released)."""
-        if self._sweep_at is not None and self._sweep_at <= when:
+        the loop, where its workers may be released); unless parked workers time their
+        idleness themselves (``Backend.times_idle``: ``idle_timed_out``)."""
+        if (self._sweep_at is not None and self._sweep_at <= when) or self.backend.times_idle:
             return
         self._sweep_at = when
         self._sweep = self.backend.call_later(max(0.0, when - time.monotonic()),
@@ -651,6 +652,29 @@ class Engine:
                 self._record()
             if parked and self._alive > scaler.min and self.state == OPEN:
                 self._arm_sweep(scaler.retire_at(parked[0].idle_since))
+
+    def idle_timed_out(self, worker: Worker) -> float | None:
+        """Parked *worker* of an Autoscale pool waited ``idle_timeout`` for work
+        (``Backend.times_idle``, instead of the sweep): it leaves, released as the
+        sweep releases one, if it is still parked, idle that long, and the pool stays
+        at ``min`` or above without it. Returns the seconds to wait before asking
+        again (``idle_timeout`` at ``min``: a resize may lower it), or None once
+        something was handed to it (a task, or its release), which it then waits for."""
+        scaler = self.scaler
+        assert scaler is not None
+        with self._lock:
+            if worker not in self._parked:
+                return None
+            now = time.monotonic()
+            if scaler.may_retire(workers=self._alive, idle_since=worker.idle_since, now=now):
+                self._parked.remove(worker)
+                self._alive -= 1
+                worker.leaving = True
+                self.backend.release(worker)
+                self._record()
+                return None
+            wait = scaler.retire_at(worker.idle_since) - now
+            return wait if wait > 0 else scaler.idle_timeout
 
     def _adapt(self, worker: Worker, kind: int, value: Any, latency: float) -> list[Task]:
         """Under the lock: *worker*'s task, counted against the adaptive limit, ended

@@ -18,6 +18,12 @@ worker reports a node's visit and its children in the same message, so the count
 exactly when no node runs or waits anywhere (a child a worker holds inline was counted
 with its parent: a BATCH from the middle of a subtree keeps the count above 0).
 
+Bounded: a worker's deque holds at most ``cap`` (``max_pending // workers``) nodes,
+counting those it gave (``lent``) until they reach another deque: the parent sends the
+giver ``PLACED`` as it hands them on, and hands an idle worker others' nodes only while
+its own deque has room for them. So the walk never holds more than ``workers x cap``
+nodes waiting, even while what several steals gave waits here for an idle worker.
+
 Backpressure: the consumer's thread acknowledges a worker's batches as it takes them
 (``ACK``, a quarter of ``_worker.WINDOW`` at a time), and a worker with ``WINDOW``
 batches not acknowledged waits, so what a slow consumer has not taken is bounded.
@@ -59,7 +65,7 @@ _KILL_GRACE = 1.0  # seconds a stopped worker gets before it is killed
 
 
 class _Worker:
-    __slots__ = ("conn", "idle", "local", "process", "sent", "stealing", "taken")
+    __slots__ = ("conn", "idle", "lent", "local", "process", "sent", "stealing", "taken")
 
     def __init__(self, process: Any, conn: Any) -> None:
         self.process = process
@@ -69,6 +75,7 @@ class _Worker:
         self.local = 0  # its deque, as last reported
         self.stealing = False  # a STEAL is on its way to it
         self.taken = 0  # its batches the consumer took, not acknowledged yet
+        self.lent = 0  # children it gave that wait in the frontier (its deque counts them)
 
 
 class ProcessRun:
@@ -88,7 +95,8 @@ class ProcessRun:
         self._steal = steal
         self._on_error = on_error
         self._workers: list[_Worker] = []
-        self._frontier: deque[tuple[Any, int]] = deque()  # stolen, or up (no stealing)
+        # (node, depth, the worker that gave it): stolen, or up (no stealing: None).
+        self._frontier: deque[tuple[Any, int, _Worker | None]] = deque()
         self._lock = threading.Lock()
         self._has_output = threading.Condition(self._lock)
         self._has_room = threading.Condition(self._lock)
@@ -242,7 +250,7 @@ class ProcessRun:
                 raise unpicklable("results", exc) from exc
             visited, failed, created, deepest, local = counts
             self._outstanding += created - visited
-            self._frontier.extend(up)
+            self._frontier.extend((item, depth, None) for item, depth in up)
             worker.local = local
             worker.idle = idle == worker.sent
             if worker.idle:
@@ -261,7 +269,8 @@ class ProcessRun:
             given = pickle.loads(message[1])
             worker.local = max(0, worker.local - len(given))
             self._stats["steals"] += 1
-            self._frontier.extend(given)
+            self._frontier.extend((item, depth, worker) for item, depth in given)
+            worker.lent += len(given)
         elif op == _worker.FATAL:
             raise WorkerCrashed("a walk's worker process could not unpickle the function "
                                 f"or key: {type(message[1]).__name__}: {message[1]}"
@@ -287,8 +296,8 @@ class ProcessRun:
         for n, worker in enumerate(idle):
             left = len(idle) - n
             if self._frontier:
-                share = 1 if not self._steal else -(-len(self._frontier) // left)
-                items = [self._frontier.popleft() for _ in range(share)]
+                items = self._share(worker, 1 if not self._steal else
+                                    -(-len(self._frontier) // left))
             else:
                 items = self._take_roots()
             if items:
@@ -305,6 +314,38 @@ class ProcessRun:
         for victim in victims[:hungry]:
             victim.stealing = True
             self._send(victim, (_worker.STEAL,))
+
+    def _share(self, worker: _Worker, share: int) -> list[tuple[Any, int]]:
+        """Up to *share* nodes of the frontier, oldest first, for the idle *worker*.
+
+        A worker's deque counts the children it gave until they reach another deque
+        (its ``lent``, which the ``PLACED`` sent here releases): *worker* takes its own
+        back, and others' only while its deque, its own lent included, has room. So no
+        deque ever holds more than ``cap`` nodes, and the walk no more than ``workers x
+        cap`` (max_pending), steals included."""
+        frontier = self._frontier
+        room, own = self._cap - worker.lent, worker.lent
+        items: list[tuple[Any, int]] = []
+        skipped: list[tuple[Any, int, _Worker | None]] = []
+        placed: dict[_Worker, int] = {}
+        while frontier and len(items) < share and (room > 0 or own > 0):
+            entry = frontier.popleft()
+            item, depth, giver = entry
+            if giver is worker:
+                own -= 1
+            elif room > 0:
+                room -= 1
+            else:  # no room for others' children: look for its own further on
+                skipped.append(entry)
+                continue
+            if giver is not None:
+                placed[giver] = placed.get(giver, 0) + 1
+            items.append((item, depth))
+        frontier.extendleft(reversed(skipped))
+        for giver, n in placed.items():  # before the WORK: the giver may be *worker*
+            giver.lent -= n
+            self._send(giver, (_worker.PLACED, n))
+        return items
 
     def _take_roots(self) -> list[tuple[Any, int]]:
         items: list[tuple[Any, int]] = []

@@ -16,6 +16,8 @@ while a long node runs (a steal never waits for the victim's current node)::
                       claim                   middle of an inline subtree; with
       ACK(n)       -> n more BATCH messages   WINDOW of them not acknowledged, wait
                       may go                  (the consumer is behind)
+      PLACED(n)    -> n children given reached another deque: until then they count
+                      against this deque's cap (the walk's total stays within max_pending)
       STOP / EOF   -> stop
 
 Messages are pickled tuples; user objects inside travel as bytes pickled by
@@ -46,6 +48,7 @@ STEAL: Final = 1  # (STEAL,)
 CLAIMED: Final = 2  # (CLAIMED, [bool per key asked])
 STOP: Final = 3  # (STOP,)
 ACK: Final = 4  # (ACK, how many BATCH messages with results the consumer took)
+PLACED: Final = 5  # (PLACED, n): n children this worker gave reached another deque
 # worker -> parent
 BATCH_MSG: Final = 10  # (BATCH_MSG, bytes of (entries, items up), counts, idle)
 GIVE: Final = 11  # (GIVE, bytes of [(item, depth), ...], children made, not counted)
@@ -110,6 +113,10 @@ class _Loop:
         self.wake = threading.Condition(self.lock)
         self.send_lock = threading.Lock()
         self.local: deque[tuple[Any, int]] = deque()
+        # Children given (GIVE) that wait in the parent: they count against the deque's
+        # cap until they reach another deque (PLACED), so the walk's total stays within
+        # max_pending while the deque refills.
+        self.lent = 0
         self.received = 0  # WORK messages taken into the deque
         self.wanted = False  # a steal waits for the deque to hold something
         self.stopped = False
@@ -152,6 +159,9 @@ class _Loop:
                         self.wanted = True
             elif op == CLAIMED:
                 self.claims.put(message[1])
+            elif op == PLACED:
+                with self.lock:
+                    self.lent -= message[1]
             elif op == ACK:
                 with self.wake:
                     self.unacked -= message[1]
@@ -172,7 +182,9 @@ class _Loop:
             body = _child.dumps_reply(given)
         except Exception:  # a child that cannot travel runs here, where it was made
             local.extendleft(reversed(given))
-            body = _child.dumps_reply([])
+            given = []
+            body = _child.dumps_reply(given)
+        self.lent += len(given)
         # The children made so far go with them: a stolen child must never be
         # reported visited before its parent's children are counted.
         created, self.created = self.created, 0
@@ -254,7 +266,7 @@ class _Loop:
             if not self.steal:
                 self.up.extend((child, d) for child in children)
                 return _NONE
-            room = self.cap - len(self.local)
+            room = self.cap - len(self.local) - self.lent
             if room > 0:
                 self.local.extend((child, d) for child in children[:room])
                 if self.wanted:
