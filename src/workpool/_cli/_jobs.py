@@ -222,6 +222,13 @@ class Jobs:
         """Jobs submitted and not yet handed back by ``done``."""
         return self._submitted
 
+    @property
+    def wake_fd(self) -> int:
+        """The write end of the pipe ``wait`` watches, non-blocking: what
+        ``signal.set_wakeup_fd`` takes, so that a signal ends a ``wait`` even when it
+        lands just before the wait begins (its handler runs once the wait ends)."""
+        return self._wake_w
+
     def wake(self) -> None:
         """End the current ``wait`` early (safe in a signal handler)."""
         self._woken = True

@@ -165,6 +165,10 @@ class Runner:
         o = self._o
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT,
                                                                     signal.SIGTERM)}
+        # A signal that lands as the main thread is about to wait would run its
+        # handler only once the wait ends (a job's end: maybe never): it writes a byte
+        # that ends the wait at once.
+        previous_fd = signal.set_wakeup_fd(self._jobs.wake_fd, warn_on_full_buffer=False)
         self._source.serve = self._wait_input
         if o.progress is not None:
             o.progress.start()
@@ -175,6 +179,7 @@ class Runner:
                 self._jobs.terminate()
                 raise
             finally:
+                signal.set_wakeup_fd(previous_fd)  # before the pipe closes
                 self._jobs.close()
         except BrokenPipeError:  # the reader left (| head): stop quietly, as on SIGPIPE
             devnull = os.open(os.devnull, os.O_WRONLY)
