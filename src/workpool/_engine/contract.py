@@ -144,7 +144,21 @@ class ChunkTask(Task):
                  star: bool, flag: ChunkRun | None, timeout: float | None = None,
                  retry: Retry | None = None, payload: Any = None,
                  run: Run | None = None) -> None:
-        super().__init__(fn, (), {}, future, 0, timeout, retry, payload=payload)
+        # Task's fields, stored here: a call of its __init__ with keywords would cost
+        # as much again (a map makes a chunk task per chunk).
+        self.fn = fn
+        self.args = ()
+        self.kwargs = _NO_KWARGS
+        self.future = future
+        self.priority = 0
+        self.timeout = timeout
+        self.retry = retry
+        self.key = None
+        self.payload = payload
+        self.attempt = 1
+        self.crashes = 0
+        self.quarantined = False
+        self.enqueued = 0.0
         self.items = items
         self.star = star
         self.flag = flag
@@ -153,6 +167,7 @@ class ChunkTask(Task):
 
 
 _new = object.__new__
+_NO_KWARGS: Final[dict[str, Any]] = {}  # a chunk's kwargs: its items are its arguments
 
 
 def new_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
