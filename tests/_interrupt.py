@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import psutil
 
+_DEFAULT_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
 
 class Interrupted(NamedTuple):
     ready: str  # the first line the script printed
@@ -37,7 +39,10 @@ def interrupt_when_ready(tmp_path: Path, source: str, *, group: bool = False,
     the whole group: a child left behind would hold the pipes open) and the pipes are
     closed, so a script that does not stop fails its test instead of hanging it."""
     script = tmp_path / "ctrl_c.py"
-    script.write_text(textwrap.dedent(source))
+    # Ctrl-C as from a terminal, whatever the test runner ignores: a runner started in
+    # the background of a non-interactive shell ignores SIGINT, and so, inherited,
+    # would the script.
+    script.write_text(_DEFAULT_SIGINT + textwrap.dedent(source))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=group)
     left: list[int] = []
