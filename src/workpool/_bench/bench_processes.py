@@ -39,6 +39,7 @@ from typing import Any
 
 import workpool as wp
 
+from .._core.forking import kernel_threads
 from .harness import Contender, Target, compare, isolated, peer, scenario
 
 __all__ = ["burn", "cpu_efficiency", "first_result", "first_result_child", "square",
@@ -116,14 +117,8 @@ def _settle() -> None:
 
 def _threads() -> int:
     """This process's threads, as the kernel counts them (C threads included)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return threading.active_count()
+    threads = kernel_threads()
+    return threading.active_count() if threads is None else threads
 
 
 def _stop_tqdm_monitor() -> None:

@@ -10,7 +10,7 @@ import multiprocessing
 import threading
 import time
 
-__all__ = ["can_fork_safely"]
+__all__ = ["can_fork_safely", "kernel_threads"]
 
 # How long a thread Python has joined may still count in the kernel (it ends
 # microseconds after its join returns): a pool started right after another shut down
@@ -21,7 +21,9 @@ _SETTLE = 0.05
 _foreign_threads: list[bool] = [False]
 
 
-def _kernel_threads() -> int | None:
+def kernel_threads() -> int | None:
+    """This process's threads as the kernel counts them (C libraries' too); None
+    where /proc does not tell."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -41,7 +43,7 @@ def can_fork_safely() -> bool:
         return False
     deadline = time.monotonic() + _SETTLE
     while True:
-        threads = _kernel_threads()
+        threads = kernel_threads()
         if threads is None:
             return False
         if threads == 1:

@@ -144,21 +144,8 @@ class ChunkTask(Task):
                  star: bool, flag: ChunkRun | None, timeout: float | None = None,
                  retry: Retry | None = None, payload: Any = None,
                  run: Run | None = None) -> None:
-        # Task's fields, stored here: a call of its __init__ with keywords would cost
-        # as much again (a map makes a chunk task per chunk).
-        self.fn = fn
-        self.args = ()
-        self.kwargs = _NO_KWARGS
-        self.future = future
-        self.priority = 0
-        self.timeout = timeout
-        self.retry = retry
-        self.key = None
-        self.payload = payload
-        self.attempt = 1
-        self.crashes = 0
-        self.quarantined = False
-        self.enqueued = 0.0
+        super().__init__(fn, (), _NO_KWARGS, future, 0, timeout, retry, None,
+                         payload=payload)
         self.items = items
         self.star = star
         self.flag = flag
