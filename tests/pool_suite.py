@@ -409,6 +409,13 @@ class ExecutorPoolBehaviour(PoolBehaviour):
     """What the executor pools (``ThreadPool``, ``ProcessPool``) add: the private
     stop-everything a cancelled pipeline stage uses (``_cancel_all``)."""
 
+    def test_schedule_keeps_its_key_on_the_future(self) -> None:
+        with self.make_pool(workers=1) as pool:
+            keyed = pool.schedule(_tasks.square, (4,), key=("job", 7))
+            plain = pool.schedule(_tasks.square, (5,))
+            assert (keyed.result(WAIT), keyed.key) == (16, ("job", 7))
+            assert (plain.result(WAIT), plain.key) == (25, None)
+
     def test_cancel_all_stops_running_and_queued_tasks(self) -> None:
         # Unlike shutdown(cancel_futures=True), the running task is stopped too:
         # threads through their context, processes by a kill.
@@ -433,7 +440,7 @@ class ExecutorPoolBehaviour(PoolBehaviour):
         assert pool.submit(pow, 2, 2).result(WAIT) == 4  # its worker is idle now
         engine = pool._engine
         future: cf.Future[Any] = cf.Future()
-        task = pool._task(pow, (2, 3), {}, future, 0, None, None, None)
+        task = pool._task(pow, (2, 3), {}, future, 0, None, None)
         with engine._lock:  # put(), up to the hand-off
             worker = engine._parked.pop()
         pool._cancel_all()
@@ -448,7 +455,7 @@ class ExecutorPoolBehaviour(PoolBehaviour):
         pool = self.make_pool(workers=1)
         assert pool.submit(pow, 2, 2).result(WAIT) == 4
         future = _CancelAsItStarts(pool)
-        task = pool._task(pow, (2, 3), {}, future, 0, None, None, None)
+        task = pool._task(pow, (2, 3), {}, future, 0, None, None)
         pool._engine.put(task)
         pool.shutdown()
         assert isinstance(future.exception(WAIT), wp.Cancelled)

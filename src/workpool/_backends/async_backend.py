@@ -124,6 +124,7 @@ class AsyncBackend(Backend):
     lazy_spawn = True
     own_deadlines = True
     reuse_context = True
+    one_thread = True  # the loop's (see the module docstring)
 
     def __init__(self, initializer: Callable[..., Any] | None,
                  initargs: tuple[Any, ...]) -> None:

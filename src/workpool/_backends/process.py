@@ -684,7 +684,7 @@ class ProcessBackend(Backend):
             return
         job = worker.job
         if job is not None:
-            job.task.crashes += 1
+            job.task.crashes = getattr(job.task, "crashes", 0) + 1
             self._failed(worker, job, _NOSTART, self._crashed(job.task, str(error)))
 
     def _reap(self, worker: ProcessWorker, kill: bool = False) -> int | None:
@@ -774,7 +774,7 @@ class ProcessBackend(Backend):
             return self.engine.timed_out(task)
         if reason == "cancel":
             return Cancelled("cancelled by shutdown: its worker process was killed")
-        task.crashes += 1
+        task.crashes = getattr(task, "crashes", 0) + 1
         return self._crashed(task, self._death_description(code))
 
     def _death_description(self, code: int | None) -> str:
@@ -794,7 +794,7 @@ class ProcessBackend(Backend):
 
     def _crashed(self, task: Task, description: str) -> WorkerCrashed:
         if task.crashes >= self.max_crashes:
-            task.quarantined = True  # a poison pill never loops forever
+            task.retry = None  # quarantined: a poison pill never loops forever
             return WorkerCrashed(f"{description}; the task crashed {task.crashes} workers "
                                  f"and is quarantined (max_crashes={self.max_crashes})")
         return WorkerCrashed(description)

@@ -102,10 +102,14 @@ class Task:
     ``items`` (None for a call) and ``count`` (its items: 1 for a call), read for
     every task, are stored; a call reads the chunk's other fields from the class, which
     saves a submit three stores (a class attribute costs 8 ns more to read than a
-    slot, CPython 3.11: none is read on a call's way)."""
+    slot, CPython 3.11: none is read on a call's way). ``crashes`` (the worker
+    processes it killed) is set only once one died: read it with
+    ``getattr(task, "crashes", 0)``. ``enqueued`` is when it was queued, stamped on
+    the tasks whose latency the engine samples alone (0.0 on the others), with the
+    ``weight`` of the sample: how many tasks it stands for."""
 
     __slots__ = ("args", "attempt", "count", "crashes", "enqueued", "fn", "future", "items",
-                 "key", "kwargs", "payload", "priority", "quarantined", "retry", "timeout")
+                 "kwargs", "payload", "priority", "retry", "timeout", "weight")
 
     # A call's chunk fields (see ChunkTask).
     star: bool = False
@@ -114,23 +118,21 @@ class Task:
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                  future: TaskFuture, priority: int = 0, timeout: float | None = None,
-                 retry: Retry | None = None, key: Any = None, *,
-                 payload: Any = None) -> None:
+                 retry: Retry | None = None, *, payload: Any = None) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
         self.future = future
         self.priority = priority
         self.timeout = timeout
-        self.retry = retry
-        self.key = key
+        self.retry = retry  # None once quarantined (it crashed max_crashes workers)
         self.payload = payload
         self.items: list[Any] | None = None
         self.count = 1
         self.attempt = 1
-        self.crashes = 0  # workers it killed (processes)
-        self.quarantined = False  # never retried again (it crashed max_crashes workers)
         self.enqueued = 0.0
+        self.crashes: int  # set once a worker process died running it
+        self.weight: int  # set on a sampled task
 
 
 class ChunkTask(Task):
@@ -144,8 +146,7 @@ class ChunkTask(Task):
                  star: bool, flag: ChunkRun | None, timeout: float | None = None,
                  retry: Retry | None = None, payload: Any = None,
                  run: Run | None = None) -> None:
-        super().__init__(fn, (), _NO_KWARGS, future, 0, timeout, retry, None,
-                         payload=payload)
+        super().__init__(fn, (), _NO_KWARGS, future, 0, timeout, retry, payload=payload)
         self.items = items
         self.star = star
         self.flag = flag
@@ -159,9 +160,9 @@ _NO_KWARGS: Final[dict[str, Any]] = {}  # a chunk's kwargs: its items are its ar
 
 def new_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              future: TaskFuture, priority: int, timeout: float | None, retry: Retry | None,
-             key: Any, payload: Any) -> Task:
-    """``Task(fn, args, kwargs, future, priority, timeout, retry, key,
-    payload=payload)``, made faster: a call is what every ``submit`` makes, and a
+             payload: Any) -> Task:
+    """``Task(fn, args, kwargs, future, priority, timeout, retry, payload=payload)``,
+    made faster: a call is what every ``submit`` makes, and a
     class's ``__init__`` with keywords costs twice these plain stores."""
     task: Task = _new(Task)
     task.fn = fn
@@ -171,13 +172,10 @@ def new_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, An
     task.priority = priority
     task.timeout = timeout
     task.retry = retry
-    task.key = key
     task.payload = payload
     task.items = None
     task.count = 1
     task.attempt = 1
-    task.crashes = 0
-    task.quarantined = False
     task.enqueued = 0.0
     return task
 
@@ -298,6 +296,10 @@ class Backend(ABC):
     #: ``Scheduler.idle_timed_out``): the engine then arms no idle sweep, and an idle
     #: pool holds no timer thread.
     times_idle: ClassVar[bool] = False
+    #: Whether one thread alone calls into the engine (an event loop's): the engine
+    #: then takes no lock, which saves two lock rounds a task. ``statistics()`` may
+    #: still be read from any thread (a snapshot then may lag by a task).
+    one_thread: ClassVar[bool] = False
     engine: Scheduler
 
     def attach(self, engine: Scheduler) -> None:

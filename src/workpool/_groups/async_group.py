@@ -307,8 +307,8 @@ class AsyncGroup(GroupBase):
         job._index = len(values)
         values.append(None)
         self._active += 1
-        self._engine.put(new_call(fn, args, kwargs, job, 0, spec.timeout, spec.retry, None,
-                                  spec), False)
+        self._engine.put(new_call(fn, args, kwargs, job, 0, spec.timeout, spec.retry, spec),
+                         False)
         return job
 
     def go_nowait(self, fn: Callable[P, Awaitable[T]], /, *args: P.args,

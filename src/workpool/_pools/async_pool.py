@@ -338,7 +338,7 @@ class AsyncPool:
         future._state = QUEUED
         future._notify = None
         task = new_call(fn, args, kwargs, future, spec.priority, spec.timeout, spec.retry,
-                        spec.key, spec)
+                        spec)
         if self._budget is not None:
             return await self._put_with_budget(task, 1)
         try:
@@ -369,7 +369,7 @@ class AsyncPool:
               spec: Spec) -> Task:
         """A task of *fn* with *spec*'s options, and its future (``task.future``)."""
         return new_call(fn, args, kwargs, new_future(fn, spec), spec.priority,
-                        spec.timeout, spec.retry, spec.key, spec)
+                        spec.timeout, spec.retry, spec)
 
     async def _wait_room(self, task: Task) -> None:
         """Queue *task* once the queue has room, waiting in the event loop (a thread

@@ -178,7 +178,7 @@ class ExecutorPool(Executor):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         future: Future[T] = Future()
-        task = self._task(fn, args, kwargs, future, 0, self._timeout, self._retry, None)
+        task = self._task(fn, args, kwargs, future, 0, self._timeout, self._retry)
         if task is None:  # failed already (arguments a process cannot be sent)
             return future
         if self._budget is None:
@@ -242,11 +242,11 @@ class ExecutorPool(Executor):
         return _future(task)
 
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-              future: Future[Any], priority: int, timeout: float | None, retry: Retry | None,
-              key: Any) -> Task | None:
+              future: Future[Any], priority: int, timeout: float | None,
+              retry: Retry | None) -> Task | None:
         """The task for a call; None if *future* failed already (then the call is
         counted as submitted and failed)."""
-        return new_call(fn, args, kwargs, future, priority, timeout, retry, key, None)
+        return new_call(fn, args, kwargs, future, priority, timeout, retry, None)
 
     def submit_nowait(self, fn: Callable[P, T], /, *args: P.args,
                       **kwargs: P.kwargs) -> Future[T]:
@@ -254,7 +254,7 @@ class ExecutorPool(Executor):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         future: Future[T] = Future()
-        task = self._task(fn, args, kwargs, future, 0, self._timeout, self._retry, None)
+        task = self._task(fn, args, kwargs, future, 0, self._timeout, self._retry)
         if task is None:
             return future
         if self._budget is None:
@@ -274,7 +274,7 @@ class ExecutorPool(Executor):
             priority: higher runs first; FIFO within a priority.
             timeout: seconds this task may run (overrides the pool's).
             retry: this task's retry policy (overrides the pool's).
-            key: a caller's identifier for the task, kept with it.
+            key: a caller's identifier for the task, kept as ``future.key``.
             block: False raises ``wp.QueueFull`` instead of waiting for room (or
                 ``wp.WouldBlock`` when the budget lacks the tokens).
             cost: tokens of the pool's ``budget`` the task holds from admission to its
@@ -289,8 +289,9 @@ class ExecutorPool(Executor):
         check_schedule_args(priority, retry, kwargs, cost)
         task_timeout = self._timeout if timeout is None else check_timeout(timeout)
         future: Future[T] = Future()
+        future.key = key  # type: ignore[attr-defined]  # as AsyncFuture.key
         task = self._task(fn, tuple(args), kwargs or {}, future, priority, task_timeout,
-                          self._retry if retry is None else retry, key)
+                          self._retry if retry is None else retry)
         if task is None:
             return future
         if self._budget is None:
@@ -548,7 +549,7 @@ class ThreadPool(ExecutorPool, ThreadPoolExecutor):
         *after_me*: the caller is a task of this pool, about to end, whose worker is
         to run this one next (``Engine.put_next``).
         """
-        task = new_call(fn, args, _NO_KWARGS, future, 0, None, None, None, None)
+        task = new_call(fn, args, _NO_KWARGS, future, 0, None, None, None)
         if after_me:
             self._engine.put_next(task)
         else:

@@ -175,8 +175,8 @@ class ProcessPool(ExecutorPool):
         return ProcessBackend(initializer=initializer, initargs=initargs, **self._options)
 
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-              future: Future[Any], priority: int, timeout: float | None, retry: Retry | None,
-              key: Any) -> Task | None:
+              future: Future[Any], priority: int, timeout: float | None,
+              retry: Retry | None) -> Task | None:
         try:
             payload = self._backend.prepare_call(fn, args, kwargs)
         except Exception as exc:
@@ -186,7 +186,7 @@ class ProcessPool(ExecutorPool):
             future.set_exception(exc)
             self._engine.count_failed_at_intake()
             return None
-        return new_call(fn, (), {}, future, priority, timeout, retry, key, payload)
+        return new_call(fn, (), {}, future, priority, timeout, retry, payload)
 
     def statistics(self) -> PoolStatistics:
         """A frozen snapshot of the pool's counters and latencies, with ``crashed``
