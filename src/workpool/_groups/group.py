@@ -41,6 +41,7 @@ from typing import Any, Final, ParamSpec, TypeVar, final
 from .._core.context import TaskContext, WorkerSlot, current, current_slot, install_slot
 from .._core.dynamic import Adaptive, Autoscale
 from .._core.exceptions import Cancelled, WouldBlock
+from .._core.future import LeanFuture
 from .._core.metrics import register
 from .._core.options import check_timeout
 from .._core.timer import Timer
@@ -74,7 +75,7 @@ _CANCELLED_ERROR: Final = CancelledError()  # stands for "the future was cancell
 _LOCAL = threading.local()
 
 
-class _OwnFuture(Future[Any]):
+class _OwnFuture(LeanFuture[Any]):
     """The future of a task on the group's own pool: cancelling it before it runs
     tells the group that the task left."""
 

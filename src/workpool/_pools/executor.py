@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Final, Literal, ParamSpec, TypeVar, cast, fina
 
 from .._core.chunk import Chunk, ChunkRun
 from .._core.exceptions import Cancelled, WouldBlock
+from .._core.future import LeanFuture
 from .._core.metrics import check_metrics, register
 from .._core.options import (
     Cost,
@@ -177,7 +178,7 @@ class ExecutorPool(Executor):
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
-        future: Future[T] = Future()
+        future: Future[T] = LeanFuture()
         task = self._task(fn, args, kwargs, future, 0, self._timeout, self._retry)
         if task is None:  # failed already (arguments a process cannot be sent)
             return future
@@ -233,7 +234,7 @@ class ExecutorPool(Executor):
             if flag is not None:
                 self._runs[flag] = run
         payload = backend.prepare_chunk(fn, run.prepared, star, items)
-        task = ChunkTask(fn, Future(), items, star=star, flag=flag, timeout=timeout,
+        task = ChunkTask(fn, LeanFuture(), items, star=star, flag=flag, timeout=timeout,
                          retry=retry, payload=payload, run=run)
         if self._budget is None:
             self._engine.put(task, block=block)
@@ -253,7 +254,7 @@ class ExecutorPool(Executor):
         """Like ``submit``, but raise ``wp.QueueFull`` instead of waiting."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
-        future: Future[T] = Future()
+        future: Future[T] = LeanFuture()
         task = self._task(fn, args, kwargs, future, 0, self._timeout, self._retry)
         if task is None:
             return future
@@ -288,7 +289,7 @@ class ExecutorPool(Executor):
             raise TypeError(f"fn must be callable, got {fn!r}")
         check_schedule_args(priority, retry, kwargs, cost)
         task_timeout = self._timeout if timeout is None else check_timeout(timeout)
-        future: Future[T] = Future()
+        future: Future[T] = LeanFuture()
         future.key = key  # type: ignore[attr-defined]  # as AsyncFuture.key
         task = self._task(fn, tuple(args), kwargs or {}, future, priority, task_timeout,
                           self._retry if retry is None else retry)
