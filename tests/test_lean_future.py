@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -70,17 +70,15 @@ def test_every_sequence_of_calls_answers_as_the_stdlib_future(steps: list[str]) 
         assert lean._state == stdlib._state
 
 
-def test_the_condition_is_made_only_when_something_waits() -> None:
+def test_its_condition_is_its_lock_and_a_waiting_thread_sleeps_on_a_lock_of_its_own() -> None:
     future: LeanFuture[int] = LeanFuture()
+    assert cast(object, future._condition) is future._lock
+    with pytest.raises(TimeoutError):
+        future.result(timeout=0.01)
+    assert future._sleepers == []  # the timed-out wait took its lock back out
     assert future.set_running_or_notify_cancel()
     future.set_result(3)
     assert (future.done(), future.result(), future.exception()) == (True, 3, None)
-    assert "_condition" not in vars(future)
-    waited: LeanFuture[int] = LeanFuture()
-    assert isinstance(waited._condition, threading.Condition)
-    assert waited._condition is waited._condition
-    with pytest.raises(AttributeError, match=r"has no attribute 'other'"):
-        waited.other  # noqa: B018
 
 
 def test_a_thread_waiting_for_the_result_is_woken() -> None:
@@ -88,10 +86,8 @@ def test_a_thread_waiting_for_the_result_is_woken() -> None:
     got: list[Any] = []
     thread = threading.Thread(target=lambda: got.append(future.result(WAIT)))
     thread.start()
-    # made by result(), and waited on: the set_result below must wake it
-    wait_until(lambda: bool(vars(future).get("_condition")
-                            and future._condition._waiters),  # type: ignore[attr-defined]
-               "the thread to wait on the future")
+    # waiting in result(): the set_result below must wake it
+    wait_until(lambda: bool(future._sleepers), "the thread to wait on the future")
     future.set_running_or_notify_cancel()
     future.set_result(42)
     thread.join(WAIT)
