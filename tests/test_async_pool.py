@@ -1616,3 +1616,36 @@ def test_a_sync_call_given_up_on_does_not_hold_the_interpreter(backend: str) -> 
     out = subprocess.run([sys.executable, "-c", ASYNC_STUCK_EXIT, backend],
                          capture_output=True, text=True, timeout=30)
     assert (out.stdout, out.stderr, out.returncode) == ("TaskTimeout\n", "", 0)
+
+
+async def test_statistics_read_from_another_thread_while_the_loop_runs_tasks() -> None:
+    # The engine of an AsyncPool takes no lock (one thread, the loop's, drives it):
+    # a snapshot taken from another thread meanwhile is still whole.
+    stop = threading.Event()
+    snapshots: list[wp.PoolStatistics] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                snapshots.append(pool.statistics())
+            except BaseException as exc:  # the verdict of the test
+                errors.append(exc)
+                return
+
+    async with wp.AsyncPool(8) as pool:
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            for _ in range(40):
+                futures = [await pool.submit(echo, i) for i in range(500)]
+                assert [await f for f in futures] == list(range(500))
+                await anyio.sleep(0)
+        finally:
+            stop.set()
+            reader.join(WAIT)
+    assert errors == []
+    assert snapshots
+    assert all(0 <= s.running <= 8 and s.completed <= 20_000 for s in snapshots)
+    final = pool.statistics()
+    assert (final.submitted, final.completed, final.running) == (20_000, 20_000, 0)

@@ -391,9 +391,11 @@ class AsyncBackend(Backend):
                 worker.inbox = None
                 if engine.waking:  # woken while others are parked
                     woke()
-            started = perf()
             # A task end() handed back begun is run as is.
             outcome = None if worker.task is task else begin(worker, task)
+            # When it started: read for a sampled task alone, or one under an
+            # adaptive limit (as the thread backend)
+            started = perf() if task.enqueued or worker.limited else 0.0
             if outcome is None:
                 try:
                     if task.payload.fast and task.items is None:

@@ -495,7 +495,9 @@ class Engine:
             started: float) -> Task | None:
         """*task* ended on *worker* with (*kind*, *value*) (``TASK_OK`` and the value
         or ``Chunk``, ``TASK_FAILED`` and the error, ``TASK_CANCELLED``), after
-        starting at *started* (``perf_counter``): count it, settle or retry it, and
+        starting at *started* (``perf_counter``; read only for a task whose latency
+        is sampled, ``task.enqueued``, or under an adaptive limit, ``worker.limited``:
+        a driver may pass 0.0 for others): count it, settle or retry it, and
         return the worker's next task; None when the worker is parked now
         (``Backend.resume`` wakes it) or leaving (``worker.leaving``).
 
