@@ -115,6 +115,36 @@ def test_an_idle_thread_at_min_leaves_once_a_resize_lowers_min() -> None:
         wait_until(lambda: _threads_of("lowered") == [], "every thread gone")
 
 
+def test_an_idle_process_at_min_leaves_once_a_resize_lowers_min(tmp_path: Path) -> None:
+    go = str(tmp_path / "go")
+    with wp.ProcessPool(workers=wp.Autoscale(min=2, max=2, idle_timeout=0.05)) as pool:
+        futures = [pool.submit(wait_for_file, go, i) for i in range(2)]
+        wait_until(lambda: pool.statistics().running == 2, "two running")
+        Path(go).touch()
+        assert [f.result(WAIT) for f in futures] == [0, 1]
+        time.sleep(0.15)  # idle past idle_timeout at min: both stay
+        assert pool.statistics().workers == 2
+        pool.resize(min=0, max=2)
+        wait_until(lambda: pool.statistics().workers == 0, "no worker left")
+        wait_until(lambda: not pool._engine.live_workers(), "every process reaped")
+
+
+@pytest.mark.anyio
+async def test_an_idle_async_worker_at_min_leaves_once_a_resize_lowers_min() -> None:
+    async def echo(x: int) -> int:
+        await anyio.sleep(0)
+        return x
+
+    async with wp.AsyncPool(workers=wp.Autoscale(min=2, max=2, idle_timeout=0.05)) as pool:
+        futures = [await pool.submit(echo, i) for i in range(4)]
+        assert [await f for f in futures] == [0, 1, 2, 3]
+        await anyio.sleep(0.15)  # idle past idle_timeout at min: both stay
+        assert pool.statistics().workers == 2
+        pool.resize(min=0, max=2)
+        await await_until(lambda: pool.statistics().workers == 0, "no worker left")
+        assert await (await pool.submit(echo, 9)) == 9  # one starts again
+
+
 def test_autoscale_min_zero_starts_one_for_the_first_task_and_ends_with_none() -> None:
     with wp.ThreadPool(workers=wp.Autoscale(min=0, max=4, idle_timeout=0.05)) as pool:
         assert pool.statistics().workers == 0

@@ -624,16 +624,14 @@ class Engine:
             worker.leaving = True
             self._release_idle()
         elif self._alive > self.target:
-            self._alive -= 1
             if self._size and self._parked:
                 # Work is queued (put_next's, for this worker) while others are
                 # parked: one of them leaves in its place, and it takes the work.
-                other = self._parked.pop(0)
-                other.leaving = True
-                self.backend.release(other)
+                self._retire(self._parked.pop(0))
                 self._record()
                 worker.next = task = self._pop()
                 return task
+            self._alive -= 1
             worker.leaving = True
             self._record()
         else:
@@ -691,10 +689,7 @@ class Engine:
             while (parked and self._alive > scaler.min
                    and scaler.may_retire(workers=self._alive,
                                          idle_since=parked[0].idle_since, now=now)):
-                worker = parked.pop(0)  # parked in order: the first waited longest
-                self._alive -= 1
-                worker.leaving = True
-                self.backend.release(worker)
+                self._retire(parked.pop(0))  # parked in order: the first waited longest
                 retired = True
             if retired:
                 self._record()
@@ -716,9 +711,7 @@ class Engine:
             now = time.monotonic()
             if scaler.may_retire(workers=self._alive, idle_since=worker.idle_since, now=now):
                 self._parked.remove(worker)
-                self._alive -= 1
-                worker.leaving = True
-                self.backend.release(worker)
+                self._retire(worker)
                 self._record()
                 return None
             wait = scaler.retire_at(worker.idle_since) - now
@@ -775,22 +768,27 @@ class Engine:
                 self.target = workers
             parked = self._parked
             while self._alive > self.target and parked:
-                worker = parked.pop(0)
-                self._alive -= 1
-                worker.leaving = True
-                self.backend.release(worker)
+                self._retire(parked.pop(0))
+            if self.scaler is not None and parked and self._alive > self.scaler.min:
+                # A lower min: workers idle at the old one are due to leave too (the
+                # sweep's; threads time their idleness themselves).
+                self._arm_sweep(self.scaler.retire_at(parked[0].idle_since))
             grow = self._grow()
             self._record()
         for first in grow:
             self._spawn(first)
 
+    def _retire(self, worker: Worker) -> None:
+        """Under the lock: parked *worker*, out of ``_parked`` already, leaves."""
+        self._alive -= 1
+        worker.leaving = True
+        self.backend.release(worker)
+
     def _release_idle(self) -> None:
         """Under the lock: every parked worker leaves."""
         parked, self._parked = self._parked, []
         for worker in parked:
-            self._alive -= 1
-            worker.leaving = True
-            self.backend.release(worker)
+            self._retire(worker)
         if parked:
             self._record()
 
