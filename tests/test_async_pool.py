@@ -1580,9 +1580,8 @@ async def test_budget_tokens_return_when_a_map_stops_early() -> None:
 
 
 async def test_budget_and_cost_are_checked() -> None:
-    with pytest.raises(TypeError, match=r"budget must be a wp\.AsyncSemaphore or None"):
-        wp.AsyncPool(budget=wp.Semaphore(2))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"budget must be a wp\.AsyncSemaphore or None"):
+    with pytest.raises(TypeError, match=r"^budget must be a wp\.AsyncSemaphore, a "
+                                        r"wp\.Semaphore, a wp\.MemoryBudget or None, got 3$"):
         wp.AsyncPool(budget=3)  # type: ignore[arg-type]
     async with wp.AsyncPool(2, budget=wp.AsyncSemaphore(2)) as pool:
         for cost in (0, -1, True, 1.5, "2"):
@@ -1649,3 +1648,70 @@ async def test_statistics_read_from_another_thread_while_the_loop_runs_tasks() -
     assert all(0 <= s.running <= 8 and s.completed <= 20_000 for s in snapshots)
     final = pool.statistics()
     assert (final.submitted, final.completed, final.running) == (20_000, 20_000, 0)
+
+
+@pytest.mark.parametrize("kind", ["semaphore", "memory"])
+async def test_a_budget_shared_with_threads_bounds_what_is_in_flight(kind: str) -> None:
+    # A wp.Semaphore or wp.MemoryBudget: its waits run in a worker thread, and the
+    # loop goes on meanwhile (the held tasks below finish only through it).
+    budget: wp.Semaphore | wp.MemoryBudget = (
+        wp.Semaphore(3) if kind == "semaphore" else wp.MemoryBudget(3, usage=None))
+    release = anyio.Event()
+    running = 0
+    most = 0
+
+    async def held(i: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+        return i
+
+    async with wp.AsyncPool(10, budget=budget) as pool:
+        futures = [await pool.submit(held, i) for i in range(3)]
+        assert budget.statistics().held == 3
+        async with anyio.create_task_group() as tg:
+            later: list[wp.AsyncFuture[int]] = []
+
+            async def submit_more() -> None:
+                for i in range(3, 6):
+                    later.append(await pool.submit(held, i))
+
+            tg.start_soon(submit_more)
+            with anyio.fail_after(WAIT):
+                while budget.statistics().waiters < 1:  # waiting in a thread
+                    await anyio.sleep(0.005)
+            assert (running, later) == (3, [])  # the loop runs on meanwhile
+            release.set()
+        assert [await f for f in futures + later] == list(range(6))
+    assert most == 3
+    assert budget.statistics().held == 0
+
+
+async def test_a_cancelled_wait_for_a_shared_budget_leaves_no_token_taken() -> None:
+    budget = wp.Semaphore(2)
+    assert budget.try_acquire(2)  # held elsewhere
+    async with wp.AsyncPool(4, budget=budget) as pool:
+        with anyio.move_on_after(0.05) as scope:
+            await pool.submit(echo, 1)
+        assert scope.cancelled_caught
+        assert pool.statistics().submitted == 0
+        budget.release(2)
+        # The abandoned wait's thread takes the tokens or gives up within a step;
+        # either way they end up free.
+        with anyio.fail_after(WAIT):
+            while budget.statistics().waiters or budget.statistics().held:
+                await anyio.sleep(0.01)
+        assert await (await pool.submit(echo, 3)) == 3
+    assert budget.statistics().held == 0
+
+
+async def test_a_map_over_a_memory_budget_larger_than_it_runs_each_alone() -> None:
+    budget = wp.MemoryBudget(4, usage=None)
+    async with wp.AsyncPool(4, budget=budget) as pool:
+        assert [x async for x in pool.map(echo, range(20))] == list(range(20))
+        big = await pool.schedule(echo, ("big",), cost=10)  # more than all of it
+        assert await big == "big"
+    stats = budget.statistics()
+    assert (stats.held, stats.oversized) == (0, 1)

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from .._backends.async_backend import AsyncBackend
     from .._engine.engine import Engine
     from .._sync.async_semaphore import AsyncSemaphore
+    from .._sync.loop_budget import LoopBudget
 
 __all__ = ["Chunk", "MapResults", "MapRun"]
 
@@ -147,7 +148,7 @@ class MapRun:
     def __init__(self, engine: Engine, backend: AsyncBackend, fn: Callable[..., Any],
                  spec: Spec, iterables: tuple[Any, ...], *, ordered: bool,
                  window: int | None, chunksize: int | str, on_error: OnError,
-                 timeout: float | None, budget: AsyncSemaphore | None = None,
+                 timeout: float | None, budget: AsyncSemaphore | LoopBudget | None = None,
                  progress: ProgressArg = False) -> None:
         self.engine = engine
         self.backend = backend
@@ -294,7 +295,7 @@ class MapRun:
                 task.count += joined
                 self.engine.count_submitted(joined)
 
-    def _take_token(self, budget: AsyncSemaphore) -> bool:
+    def _take_token(self, budget: AsyncSemaphore | LoopBudget) -> bool:
         """Take a token for the next item without waiting (the spare one first)."""
         if self.spare:
             self.spare -= 1

@@ -47,6 +47,9 @@ from .._engine.async_task import ASYNC, QUEUED, SYNC, AsyncFuture, Spec, kind_of
 from .._engine.contract import Task, new_call
 from .._engine.engine import SHUTDOWN_MESSAGE, Engine
 from .._sync.async_semaphore import AsyncSemaphore
+from .._sync.loop_budget import LoopBudget
+from .._sync.memory_budget import MemoryBudget
+from .._sync.semaphore import Semaphore
 from .async_map import MapResults, MapRun
 
 __all__ = ["AsyncPool"]
@@ -99,8 +102,10 @@ class AsyncPool:
             timeout): with costs in bytes, the pool bounds the bytes in flight, not
             only the tasks. ``submit`` waits for the tokens; ``submit_nowait`` and
             ``schedule(block=False)`` raise ``wp.WouldBlock`` without them. A
-            ``wp.Semaphore`` is refused: its ``acquire`` blocks the thread, which here
-            is the event loop's.
+            ``wp.Semaphore`` or a ``wp.MemoryBudget``, which threads and other pools
+            may share, works too: free tokens are taken in the loop, and a wait for
+            tokens runs in a worker thread, so that the loop goes on (a
+            ``MemoryBudget`` lets a cost larger than its capacity through, alone).
         metrics: True (under the pool's name) or a name: show the pool's statistics
             to ``workpool.exporters.prometheus`` while it lives.
 
@@ -111,7 +116,8 @@ class AsyncPool:
 
     Raises:
         ValueError: ``workers < 1``, ``queue_size < 0``, or *timeout* not > 0 (nan).
-        TypeError: *budget* is not a ``wp.AsyncSemaphore``.
+        TypeError: *budget* is not a ``wp.AsyncSemaphore``, ``wp.Semaphore`` or
+            ``wp.MemoryBudget``.
 
     Example::
 
@@ -125,14 +131,18 @@ class AsyncPool:
                  retry: Retry | None = None, rate: RateLimit | None = None,
                  initializer: Callable[..., Any] | None = None,
                  initargs: Iterable[Any] = (), name: str | None = None,
-                 budget: AsyncSemaphore | None = None, metrics: bool | str = False) -> None:
+                 budget: AsyncSemaphore | Semaphore | MemoryBudget | None = None,
+                 metrics: bool | str = False) -> None:
         count, dynamic = pool_workers(workers, max_workers, 100)
         check_pool_options(queue_size, retry, rate, initializer)
         check_metrics(metrics)
-        if budget is not None and not isinstance(budget, AsyncSemaphore):
-            raise TypeError("budget must be a wp.AsyncSemaphore or None (an AsyncPool "
-                            f"waits for its tokens in the event loop), got {budget!r}")
-        self._budget = budget
+        if budget is not None and not isinstance(budget, AsyncSemaphore | Semaphore
+                                                     | MemoryBudget):
+            raise TypeError("budget must be a wp.AsyncSemaphore, a wp.Semaphore, a "
+                            f"wp.MemoryBudget or None, got {budget!r}")
+        # A budget that threads share is waited for in a worker thread (LoopBudget).
+        self._budget: AsyncSemaphore | LoopBudget | None = (
+            LoopBudget(budget) if isinstance(budget, Semaphore | MemoryBudget) else budget)
         self._name = name or f"AsyncPool-{next(_COUNTER)}"
         self._backend = backend = AsyncBackend(initializer, tuple(initargs))
         self._engine = engine = Engine(
