@@ -1715,3 +1715,22 @@ async def test_a_map_over_a_memory_budget_larger_than_it_runs_each_alone() -> No
         assert await big == "big"
     stats = budget.statistics()
     assert (stats.held, stats.oversized) == (0, 1)
+
+
+def test_a_wait_given_up_on_gives_back_what_its_thread_takes() -> None:
+    from workpool._sync.loop_budget import _Claim
+
+    budget = wp.Semaphore(2)
+    taken = _Claim()
+    assert taken.wait(budget, 1, None)  # the thread took a token for the loop...
+    taken.give_up(budget, 1)  # ...which gave up meanwhile: the token goes back
+    assert budget.statistics().held == 0
+    late = _Claim()
+    late.give_up(budget, 1)  # given up on before its thread took anything
+    assert not late.wait(budget, 1, None)  # takes it, sees that, gives it back
+    assert budget.statistics().held == 0
+    assert budget.try_acquire(2)
+    out_of_time = _Claim()
+    assert not out_of_time.wait(budget, 1, time.monotonic() + 0.01)
+    budget.release(2)
+    assert budget.statistics().held == 0
