@@ -1679,8 +1679,8 @@ async def test_a_budget_shared_with_threads_bounds_what_is_in_flight(kind: str) 
                     later.append(await pool.submit(held, i))
 
             tg.start_soon(submit_more)
-            with anyio.fail_after(WAIT):
-                while budget.statistics().waiters < 1:  # waiting in a thread
+            with anyio.fail_after(WAIT):  # a submit waits in a thread, the tasks run
+                while budget.statistics().waiters < 1 or running < 3:
                     await anyio.sleep(0.005)
             assert (running, later) == (3, [])  # the loop runs on meanwhile
             release.set()
