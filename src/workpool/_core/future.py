@@ -176,30 +176,30 @@ class LeanFuture(Future[T]):
         except Exception:
             LOGGER.exception("exception calling callback for %r", self)
 
-    def result(self, timeout: float | None = None) -> T:
+    def _wait(self, timeout: float | None) -> None:
+        """What ``result()`` and ``exception()`` wait for: return once the future
+        finished; raise ``CancelledError`` if it was cancelled, ``TimeoutError`` if it
+        is still not done after *timeout* seconds (the stdlib's rules). A finished
+        future never changes again: its fields are read without the lock after."""
         if self._state != FINISHED:
             self._sleep(timeout)
         with self._lock:
             state = self._state
-            if state in _CANCELLED:
-                raise CancelledError()
-            if state != FINISHED:
-                raise TimeoutError()
-            error = self._exception
-            if not error:  # (the stdlib's test: set_exception(None) returns the result)
-                return cast(T, self._result)
+        if state in _CANCELLED:
+            raise CancelledError()
+        if state != FINISHED:
+            raise TimeoutError()
+
+    def result(self, timeout: float | None = None) -> T:
+        self._wait(timeout)
+        error = self._exception
+        if not error:  # (the stdlib's test: set_exception(None) returns the result)
+            return cast(T, self._result)
         try:
             raise error
         finally:
             del error, self  # no reference cycle through the traceback (as the stdlib)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if self._state != FINISHED:
-            self._sleep(timeout)
-        with self._lock:
-            state = self._state
-            if state in _CANCELLED:
-                raise CancelledError()
-            if state != FINISHED:
-                raise TimeoutError()
-            return self._exception
+        self._wait(timeout)
+        return self._exception

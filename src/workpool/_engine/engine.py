@@ -279,12 +279,7 @@ class Engine:
                 finally:
                     self._put_waiters -= 1
             self.stats.submitted += task.count
-            tick = self._tick = self._tick + 1
-            sampled = not tick & self._sample_mask
-            if sampled:
-                task.weight = self._sample_mask + 1
-        if sampled:  # _stamp(), the clock read out of the lock
-            task.enqueued = _perf()
+            self._stamp(task)
         if worker is not None:
             self.backend.resume(worker, task)
         else:

@@ -31,6 +31,7 @@ from .._core.metrics import check_metrics, register
 from .._core.options import (
     OnError,
     Workers,
+    check_budget,
     check_map_args,
     check_pool_options,
     check_resize,
@@ -136,10 +137,7 @@ class AsyncPool:
         count, dynamic = pool_workers(workers, max_workers, 100)
         check_pool_options(queue_size, retry, rate, initializer)
         check_metrics(metrics)
-        if budget is not None and not isinstance(budget, AsyncSemaphore | Semaphore
-                                                     | MemoryBudget):
-            raise TypeError("budget must be a wp.AsyncSemaphore, a wp.Semaphore, a "
-                            f"wp.MemoryBudget or None, got {budget!r}")
+        check_budget(budget, (AsyncSemaphore, Semaphore, MemoryBudget))
         # A budget that threads share is waited for in a worker thread (LoopBudget).
         self._budget: AsyncSemaphore | LoopBudget | None = (
             LoopBudget(budget) if isinstance(budget, Semaphore | MemoryBudget) else budget)
