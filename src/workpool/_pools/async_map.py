@@ -233,8 +233,8 @@ class MapRun:
             return
         self._put_new(item)
 
-    def _put_new(self, item: Any) -> None:
-        """Put *item* in a chunk of its own, the new tail."""
+    def _put_new(self, item: Any) -> Chunk:
+        """Put *item* in a chunk of its own, the new tail (returned)."""
         self._sync_tail()
         self.tail = tail = Chunk(self, [item], self.seq)
         self.seq += 1
@@ -243,6 +243,7 @@ class MapRun:
                                           flag=self, timeout=self.spec.timeout,
                                           retry=self.spec.retry, payload=self.spec)
         self.engine.put(task, False, bounded=False)
+        return tail
 
     def fill(self) -> None:
         """Read the sync input up to the window (the consumer's own task)."""
@@ -255,6 +256,8 @@ class MapRun:
         room = self.window - self.outstanding
         budget = self.budget
         size = self.chunk
+        # The tail, as a local: nothing else runs while this reads (no await).
+        tail = self.tail
         try:
             while read < room:
                 if budget is not None and not self._take_token(budget):
@@ -272,15 +275,13 @@ class MapRun:
                     self.exhausted = True
                     break
                 read += 1
-                # _put(), inline for the common case: the item joins the tail.
                 # _put(), inline for the common case: the item joins the tail (its
                 # task's count follows in _sync_tail: no worker runs meanwhile).
-                tail = self.tail
                 if tail is not None and not tail.started and tail.count < size:
                     tail.items.append(item)
                     tail.count += 1
                 else:
-                    self._put_new(item)
+                    tail = self._put_new(item)
         finally:
             self.outstanding += read
             self._sync_tail()
