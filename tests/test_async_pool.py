@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import inspect
+import re
 import subprocess
 import sys
 import threading
@@ -1196,7 +1197,7 @@ def test_every_task_ends_exactly_once(plan: list[tuple[str, int, int | None]], w
 
 
 async def _run_map_plan(failures: set[int], stop_at: int | None, ordered: bool,
-                        mode: str) -> None:
+                        mode: str, cost: int | str | None = None) -> None:
     async def task(i: int) -> int:
         for _ in range(i % 3):
             await anyio.sleep(0)
@@ -1205,12 +1206,16 @@ async def _run_map_plan(failures: set[int], stop_at: int | None, ordered: bool,
         return i
 
     got: list[Any] = []
+    # With a budget of 5, each item holds an int cost, or 1 to 4 tokens by its value.
+    budget = None if cost is None else wp.AsyncSemaphore(5)
+    item_cost: Any = (1 if cost is None else cost if isinstance(cost, int)
+                      else lambda i: 1 + i % 4)
     with anyio.fail_after(WAIT):
-        async with wp.AsyncPool(3) as pool:
+        async with wp.AsyncPool(3, budget=budget) as pool:
             try:
                 async with pool.map(task, range(40), ordered=ordered, window=8,
-                                    on_error="return" if mode == "return" else "raise"
-                                    ) as results:
+                                    on_error="return" if mode == "return" else "raise",
+                                    cost=item_cost) as results:
                     async for r in results:
                         got.append(r)
                         if stop_at is not None and len(got) > stop_at:
@@ -1221,6 +1226,8 @@ async def _run_map_plan(failures: set[int], stop_at: int | None, ordered: bool,
     stats = pool.statistics()
     assert stats.submitted == stats.completed + stats.failed + stats.cancelled
     assert (stats.running, stats.queued) == (0, 0)
+    if budget is not None:
+        assert budget.statistics().held == 0  # every item gave its tokens back
     if mode == "return" and stop_at is None:
         assert len(got) == 40
         assert {i for i, o in enumerate(sorted(got, key=_index)) if isinstance(o, wp.Error)
@@ -1234,10 +1241,12 @@ def _index(outcome: Any) -> int:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(failures=st.sets(st.integers(0, 39), max_size=4),
        stop_at=st.one_of(st.none(), st.integers(0, 39)), ordered=st.booleans(),
-       mode=st.sampled_from(["raise", "return"]), backend=st.sampled_from(["asyncio", "trio"]))
+       mode=st.sampled_from(["raise", "return"]), backend=st.sampled_from(["asyncio", "trio"]),
+       cost=st.sampled_from([None, 1, 2, "function"]))
 def test_every_map_item_ends_exactly_once(failures: set[int], stop_at: int | None,
-                                          ordered: bool, mode: str, backend: str) -> None:
-    anyio.run(_run_map_plan, failures, stop_at, ordered, mode, backend=backend)
+                                          ordered: bool, mode: str, backend: str,
+                                          cost: int | str | None) -> None:
+    anyio.run(_run_map_plan, failures, stop_at, ordered, mode, cost, backend=backend)
 
 
 # -- the shared pool behaviour suite, through a sync facade ---------------------------------
@@ -1577,6 +1586,164 @@ async def test_budget_tokens_return_when_a_map_stops_early() -> None:
             got = [o async for o in pool.map(fail, ["a", "b"], on_error="return")]
             assert [type(o) for o in got] == [wp.Error, wp.Error]
             assert budget.statistics().held == 0
+
+
+@pytest.mark.parametrize("source", ["sync", "async"])
+async def test_map_items_hold_an_int_cost(source: str) -> None:
+    budget = wp.AsyncSemaphore(9)
+    full = anyio.Event()
+    running = peak = 0
+
+    async def item(x: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 3:
+            full.set()
+        await full.wait()
+        await anyio.sleep(0)
+        running -= 1
+        return x + 1
+
+    async def agen() -> AsyncIterator[int]:
+        for x in range(20):
+            yield x
+
+    inputs: Any = range(20) if source == "sync" else agen()
+    async with wp.AsyncPool(10, budget=budget) as pool:
+        with anyio.fail_after(WAIT):
+            got = [x async for x in pool.map(item, inputs, chunksize=1, cost=3)]
+    assert got == [x + 1 for x in range(20)]
+    assert peak == 3  # 9 tokens, 3 per item
+    assert budget.statistics().held == 0
+
+
+SIZES = [3, 5, 2, 7, 1, 4, 6, 1] * 3
+
+
+@pytest.mark.parametrize("source", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["async", "semaphore", "memory"])
+async def test_map_items_hold_what_their_cost_function_says(source: str, kind: str) -> None:
+    budget: wp.AsyncSemaphore | wp.Semaphore | wp.MemoryBudget = (
+        wp.AsyncSemaphore(10) if kind == "async" else wp.Semaphore(10) if kind == "semaphore"
+        else wp.MemoryBudget(10, usage=None))
+    now = most = 0
+
+    async def sized(size: int) -> int:
+        nonlocal now, most
+        now += size
+        most = max(most, now)
+        for _ in range(3):
+            await anyio.sleep(0)
+        now -= size
+        return size
+
+    async def agen() -> AsyncIterator[int]:
+        for x in SIZES:
+            yield x
+
+    inputs: Any = SIZES if source == "sync" else agen()
+    async with wp.AsyncPool(8, budget=budget) as pool:
+        with anyio.fail_after(WAIT):
+            got = [x async for x in pool.map(sized, inputs, chunksize=1, cost=lambda x: x)]
+    assert got == SIZES
+    assert 0 < most <= 10
+    assert budget.statistics().held == 0
+
+
+async def test_a_map_item_costlier_than_a_memory_budget_runs_alone() -> None:
+    budget = wp.MemoryBudget(10, usage=None)
+    now = most = 0
+
+    async def sized(size: int) -> int:
+        nonlocal now, most
+        now += size
+        most = max(most, now)
+        for _ in range(3):
+            await anyio.sleep(0)
+        now -= size
+        return size
+
+    async with wp.AsyncPool(4, budget=budget) as pool:
+        with anyio.fail_after(WAIT):
+            got = [x async for x in pool.map(sized, [2, 3, 40, 4], cost=lambda x: x)]
+    assert got == [2, 3, 40, 4]
+    assert most == 40  # alone
+    assert budget.statistics().oversized == 1
+    assert budget.statistics().held == 0
+
+
+async def test_a_map_item_waits_for_its_cost_held_elsewhere() -> None:
+    budget = wp.AsyncSemaphore(5)
+    gate = anyio.Event()
+    async with wp.AsyncPool(4, budget=budget) as pool:
+        with anyio.fail_after(WAIT):
+            other = await pool.schedule(wait_for, (gate,), cost=3)
+            results = pool.map(echo, [3, 1], cost=lambda x: x, timeout=0.05)
+            with pytest.raises(TimeoutError):  # 2 free: the first item needs 3
+                await results.__anext__()
+            await results.aclose()
+            assert budget.statistics().held == 3
+            results = pool.map(echo, [3, 1], cost=lambda x: x)
+            waiting = anyio.Event()
+            got: list[int] = []
+
+            async def consume() -> None:
+                waiting.set()
+                got.extend([x async for x in results])
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consume)
+                await waiting.wait()
+                await anyio.sleep(0.01)
+                assert got == []
+                gate.set()
+            assert got == [3, 1]
+            assert await other is True
+    assert budget.statistics().held == 0
+
+
+@pytest.mark.parametrize(("cost", "error", "message"), [
+    (lambda x: 0, ValueError, "cost(item) must return an int >= 1, got 0"),
+    (lambda x: 11, ValueError, "cost(item) must be <= the budget's capacity (10), got 11"),
+    (lambda x: [1, 1][x], IndexError, "list index out of range"),
+])
+async def test_a_bad_cost_of_a_map_item_ends_the_input_there(
+        cost: Callable[[int], int], error: type[Exception], message: str) -> None:
+    budget = wp.AsyncSemaphore(10)
+    good = 2 if error is IndexError else 0
+    async with wp.AsyncPool(2, budget=budget) as pool:
+        got: list[int] = []
+        results = pool.map(echo, range(5), cost=cost)
+        with anyio.fail_after(WAIT):
+            for _ in range(good):
+                got.append(await results.__anext__())
+            with pytest.raises(error, match=f"^{re.escape(message)}$"):
+                await results.__anext__()
+        assert got == list(range(good))  # the items before it came out
+    assert budget.statistics().held == 0
+
+
+@pytest.mark.parametrize(("budget", "cost", "message"), [
+    (None, 2, "cost is tokens of a budget: pass budget= too (cost=2)"),
+    (wp.Semaphore(4), 5, "cost must be <= the budget's capacity (4), got 5"),
+    (wp.AsyncSemaphore(4), 5, "cost must be <= the budget's capacity (4), got 5"),
+    (wp.Semaphore(4), "big", "cost must be an int >= 1 or a function of the item, got 'big'"),
+])
+async def test_map_cost_rules(budget: Any, cost: Any, message: str) -> None:
+    async with wp.AsyncPool(2, budget=budget) as pool:
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            pool.map(echo, range(3), cost=cost)
+
+
+async def test_an_int_map_cost_above_a_memory_budget_runs_each_item_alone() -> None:
+    budget = wp.MemoryBudget(4, usage=None)
+    async with wp.AsyncPool(2, budget=budget) as pool:
+        assert [x async for x in pool.map(echo, range(3), cost=5)] == [0, 1, 2]
+    # An int cost is taken before the item is read (reading may be what costs), so the
+    # end of the input, too, is found holding it: 3 items and the end.
+    assert budget.statistics().oversized == 4
+    assert budget.statistics().held == 0
 
 
 async def test_budget_and_cost_are_checked() -> None:

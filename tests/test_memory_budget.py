@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import workpool as wp
@@ -410,12 +411,49 @@ def test_a_stage_whose_cost_function_fails_stops_the_pipeline() -> None:
     assert budget.statistics().held == 0
 
 
-def test_an_async_stage_refuses_a_memory_budget() -> None:
-    message = ("budget= is a wp.MemoryBudget, which would block an async stage's event "
-               "loop: kind must be 'thread', 'process' or 'dask' with a budget")
-    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-        wp.Pipeline(range(3)).map(t.asquare, kind="async",
-                                  budget=wp.MemoryBudget(10, usage=None))
+class AsyncBytesGauge:
+    """The most bytes (its item) in flight at once in an async stage."""
+
+    def __init__(self) -> None:
+        self.now = self.most = 0
+
+    async def __call__(self, size: int) -> int:
+        self.now += size
+        self.most = max(self.most, self.now)
+        await anyio.sleep(0.002)
+        self.now -= size
+        return size
+
+
+@pytest.mark.parametrize("kind", ["semaphore", "memory"])
+def test_an_async_stage_holds_the_cost_of_each_item(kind: str) -> None:
+    budget: wp.Semaphore | wp.MemoryBudget = (
+        wp.Semaphore(100) if kind == "semaphore" else wp.MemoryBudget(100, usage=None))
+    gauge = AsyncBytesGauge()
+    out = list(wp.Pipeline(SIZES).map(gauge, kind="async", workers=8, budget=budget,
+                                      cost=_identity))
+    assert out == SIZES
+    assert 0 < gauge.most <= 100
+    assert budget.statistics().held == 0
+
+
+def test_an_async_stage_runs_an_oversized_item_alone() -> None:
+    budget = wp.MemoryBudget(100, usage=None)
+    gauge = AsyncBytesGauge()
+    out = list(wp.Pipeline([10, 20, 400, 30]).map(gauge, kind="async", workers=4,
+                                                   budget=budget, cost=_identity))
+    assert out == [10, 20, 400, 30]
+    assert gauge.most == 400
+    assert budget.statistics().oversized == 1
+    assert budget.statistics().held == 0
+
+
+def test_an_async_stage_whose_cost_function_fails_stops_the_pipeline() -> None:
+    budget = wp.Semaphore(10)
+    with pytest.raises(ValueError, match=r"^cost\(item\) must return an int >= 1, got 0$"):
+        list(wp.Pipeline(range(5)).map(t.asquare, kind="async", budget=budget,
+                                       cost=lambda x: x))
+    assert budget.statistics().held == 0
 
 
 # -- a real run ---------------------------------------------------------------------------------

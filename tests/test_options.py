@@ -291,13 +291,17 @@ def test_a_stage_holds_cost_tokens_of_its_budget_per_item(capacity: int, cost: i
     assert budget.statistics().held == 0
 
 
-def test_a_stage_waits_for_a_budget_held_elsewhere_and_stops_when_cancelled() -> None:
+@pytest.mark.parametrize("kind", ["thread", "async"])
+def test_a_stage_waits_for_a_budget_held_elsewhere_and_stops_when_cancelled(
+        kind: str) -> None:
+    fn: Any = t.asquare if kind == "async" else t.square
+    how: Any = kind
     budget = wp.Semaphore(2)
     assert budget.acquire(2)
-    items = iter(wp.Pipeline(range(5)).map(t.square, budget=budget))
+    items = iter(wp.Pipeline(range(5)).map(fn, kind=how, budget=budget))
     items.close()  # returns although the stage never got a token
     budget.release(2)
-    assert list(wp.Pipeline(range(5)).map(t.square, budget=budget)) == [0, 1, 4, 9, 16]
+    assert list(wp.Pipeline(range(5)).map(fn, kind=how, budget=budget)) == [0, 1, 4, 9, 16]
     assert budget.statistics().held == 0
 
 
@@ -308,9 +312,8 @@ def test_a_stage_waits_for_a_budget_held_elsewhere_and_stops_when_cancelled() ->
      "cost is tokens of a budget: pass budget= too (cost=2)"),
     (lambda p: p.map(t.square, budget=2), TypeError,
      "budget must be a wp.Semaphore, a wp.MemoryBudget or None, got 2"),
-    (lambda p: p.map(t.asquare, kind="async", budget=wp.Semaphore(2)), ValueError,
-     "budget= is a wp.Semaphore, which would block an async stage's event loop: kind "
-     "must be 'thread', 'process' or 'dask' with a budget"),
+    (lambda p: p.map(t.asquare, kind="async", budget=wp.Semaphore(2), cost=3), ValueError,
+     "cost must be <= the budget's capacity (2), got 3"),
 ])
 def test_stage_budget_rules(call: Callable[[wp.Pipeline[int]], object],
                             error: type[Exception], message: str) -> None:

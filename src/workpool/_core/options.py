@@ -41,9 +41,9 @@ nothing to order them against. (7) ``cost=`` tokens per item (1 unless said), an
 or a function of the item (then each item is a chunk of its own). (8) ``budget=`` a
 ``wp.Semaphore`` or a ``wp.MemoryBudget`` (shared with anything else), ``cost=`` tokens
 per item, an int or a function of the item, held while it is handed to the workers and
-until it ends; thread and process stages take it, async stages not yet. An
-``AsyncPool`` takes a ``wp.AsyncSemaphore`` as well, and waits for a shared budget's
-tokens in a worker thread. A ``wp.MemoryBudget`` lets a cost larger
+until it ends, on every kind of stage. An ``AsyncPool`` (and so an async stage) takes a
+``wp.AsyncSemaphore`` as well, and waits for a shared budget's tokens in a worker
+thread. A ``wp.MemoryBudget`` lets a cost larger
 than its capacity through, alone; a ``wp.Semaphore`` refuses it. (9) a
 group's tasks hold the budget of the pool it runs on (``pool=``), if any; the group
 itself takes none. (10) ``map(progress=True)`` draws a live bar, ``progress=callable``

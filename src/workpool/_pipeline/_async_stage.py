@@ -26,7 +26,9 @@ import anyio
 
 from .._backends.aio import NO_LOT, Lot, new_lot
 from .._core.metrics import read_statistics
+from .._core.options import item_cost
 from .._core.stats import PoolStatistics
+from .._sync.memory_budget import MemoryBudget
 from ._channel import Aborted, Channel, LoopScope, Slots, aget_many, aput_many
 from ._spec import StageSpec, worker_function
 from ._stages import RunContext, StageRuntime
@@ -119,8 +121,11 @@ class AsyncStage(StageRuntime):
         spec = self.spec
         limit = Slots(2 * spec.workers)
         self._ready = new_lot()
+        # A budget shared with threads: its tokens are waited for in a worker thread,
+        # so that the loop goes on (the pool's LoopBudget).
         pool = self._pool = AsyncPool(spec.pool_workers, timeout=spec.timeout, retry=spec.retry,
-                                      rate=spec.rate, name=f"pipeline-{spec.name}")
+                                      rate=spec.rate, name=f"pipeline-{spec.name}",
+                                      budget=spec.budget)
         async with pool, anyio.create_task_group() as tg:
             tg.start_soon(self._dispatch, pool, limit)
             await self._emit(limit)
@@ -147,6 +152,10 @@ class AsyncStage(StageRuntime):
         fn = self._timed()
         tagged = self.book is not None
         counters = self.counters
+        budget, cost = self.spec.budget, self.spec.cost
+        # What cost(item) may not exceed: a bounded budget's capacity.
+        bound = None if budget is None or isinstance(budget, MemoryBudget) else (
+            budget.capacity)
         seq = 0
         try:
             while True:
@@ -156,7 +165,12 @@ class AsyncStage(StageRuntime):
                 counters.items_in += len(envs)
                 for env in envs:
                     await limit.aacquire()
-                    future = await pool.submit(fn, env[0] if tagged else env)
+                    item = env[0] if tagged else env
+                    if budget is None:
+                        future = await pool.submit(fn, item)
+                    else:  # the item holds its cost from now until it ends
+                        future = await pool.schedule(fn, (item,),
+                                                     cost=item_cost(cost, item, bound))
                     pending = _Pending(seq, env, future)
                     seq += 1
                     future.add_done_callback(lambda _, p=pending: self._finished(p))

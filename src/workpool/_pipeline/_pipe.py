@@ -227,9 +227,9 @@ class Pipeline(Generic[T_co]):
         as ``wp.ItemsFailed`` once everything else came out ("collect"). With
         ``budget`` (a ``wp.Semaphore`` or a ``wp.MemoryBudget``, shared with
         anything), each item holds ``cost`` tokens of it from its hand-off to the
-        workers to its end (thread and process stages): an int, or a function of the
-        item called in this process (``cost=len`` for bytes; each item then goes to
-        the workers on its own).
+        workers to its end: an int, or a function of the item called in this process
+        (``cost=len`` for bytes; each item then goes to the workers on its own). An
+        async stage waits for tokens in a worker thread, so its event loop goes on.
 
         Costs a few microseconds per item on threads; items are handed to the
         workers in chunks while they are quick.

@@ -112,10 +112,6 @@ def check_stage(op: str, fn: Any, kind: str, on_error: str, retry: Any, rate: An
     check_rate(rate)
     check_budget(budget, (Semaphore, MemoryBudget), cost,
                  bounded=not isinstance(budget, MemoryBudget))
-    if budget is not None and kind == "async":
-        raise ValueError(f"budget= is a wp.{type(budget).__name__}, which would block an "
-                         "async stage's event loop: kind must be 'thread', 'process' or "
-                         "'dask' with a budget")
 
 
 def stage_name(op: str, fn: Any) -> str:

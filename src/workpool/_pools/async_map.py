@@ -41,7 +41,7 @@ import anyio
 
 from .._core.exceptions import Cancelled, ItemsFailed, PoolClosed
 from .._core.failures import CollectedError, CollectedErrors, collected
-from .._core.options import OnError
+from .._core.options import Cost, OnError, item_cost
 from .._core.outcome import Error, Value
 from .._core.progress import ProgressArg, input_total
 from .._engine.async_task import ChunkEnd, Failure, Spec
@@ -90,13 +90,14 @@ class Chunk:
     statistics sample for the lot; the ``TaskFuture`` of that task, through which the
     engine hands its end to the run. Items are argument tuples when ``run.star``."""
 
-    __slots__ = ("count", "ended", "failed", "items", "run", "seq", "started")
+    __slots__ = ("count", "ended", "failed", "items", "run", "seq", "started", "tokens")
 
-    def __init__(self, run: MapRun, items: list[Any], seq: int) -> None:
+    def __init__(self, run: MapRun, items: list[Any], seq: int, tokens: int = 0) -> None:
         self.run = run
         self.items = items
         self.seq = seq
         self.count = len(items)
+        self.tokens = tokens  # of the budget, held by its items (a run with a budget)
         self.failed = 0  # of the items that ran (progress= counts them)
         self.started = self.ended = False
 
@@ -149,15 +150,21 @@ class MapRun:
                  spec: Spec, iterables: tuple[Any, ...], *, ordered: bool,
                  window: int | None, chunksize: int | str, on_error: OnError,
                  timeout: float | None, budget: AsyncSemaphore | LoopBudget | None = None,
+                 cost: Cost = 1, bound: int | None = None,
                  progress: ProgressArg = False) -> None:
         self.engine = engine
         self.backend = backend
-        # Each item holds one token of the pool's budget from before it is read until
-        # its chunk ends (deliver, or removed from the queue by close).
+        # Each item holds `cost` tokens of the pool's budget (an int: taken before the
+        # item is read; a function of the item: once it is read) until its chunk ends
+        # (deliver, or removed from the queue by close).
         self.budget = budget
+        self.cost = cost
+        self.per_item = cost if isinstance(cost, int) else None
+        self.bound = bound  # what cost(item) may not exceed (None: a MemoryBudget)
         self.held = 0  # tokens held by items read and not yet ended
-        self.spare = 0  # a token the consumer waited for, for the next item read
-        self.starved = False  # the last fill stopped for want of a token
+        self.spare = 0  # tokens the consumer waited for, for the next item read
+        self.pending: tuple[Any, int] | None = None  # read, its tokens not yet taken
+        self.starved = False  # the last fill stopped for want of tokens
         self.fn = fn
         self.where = f"map({getattr(fn, '__name__', type(fn).__name__)})"  # "collect"
         # Advanced once per chunk the consumer takes (None: no progress=), stopped at
@@ -219,24 +226,26 @@ class MapRun:
         if self.engine.state != OPEN:
             raise PoolClosed(SHUTDOWN_MESSAGE)
 
-    def _put(self, item: Any) -> None:
-        """Join *item* to the last chunk while no worker took it and it is smaller than
-        the chunk size (batching costs no latency then), else put a new chunk. A
-        chunk waits in the engine's queue past its bound: the window bounds a run."""
+    def _put(self, item: Any, tokens: int = 0) -> None:
+        """Join *item* (holding *tokens* of the budget) to the last chunk while no
+        worker took it and it is smaller than the chunk size (batching costs no
+        latency then), else put a new chunk. A chunk waits in the engine's queue past
+        its bound: the window bounds a run."""
         tail = self.tail
         task = self.tail_task
         if (task is not None and tail is not None and not tail.started
                 and tail.count < self.chunk):
             tail.items.append(item)
             tail.count += 1
+            tail.tokens += tokens
             self._sync_tail()
             return
-        self._put_new(item)
+        self._put_new(item, tokens)
 
-    def _put_new(self, item: Any) -> Chunk:
+    def _put_new(self, item: Any, tokens: int = 0) -> Chunk:
         """Put *item* in a chunk of its own, the new tail (returned)."""
         self._sync_tail()
-        self.tail = tail = Chunk(self, [item], self.seq)
+        self.tail = tail = Chunk(self, [item], self.seq, tokens)
         self.seq += 1
         self.inflight += 1
         self.tail_task = task = ChunkTask(self.fn, tail, tail.items, star=self.star,
@@ -251,26 +260,23 @@ class MapRun:
         if self.exhausted or self.failed_seen or self.closed:
             return
         self.check_open()
+        if self.budget is not None:
+            self._fill_budgeted(self.budget)
+            return
         source = self.source
         read = 0
         room = self.window - self.outstanding
-        budget = self.budget
         size = self.chunk
         # The tail, as a local: nothing else runs while this reads (no await).
         tail = self.tail
         try:
             while read < room:
-                if budget is not None and not self._take_token(budget):
-                    self.starved = True
-                    break
                 try:
                     item = next(source)
                 except StopIteration:
-                    self._return_tokens(1)
                     self.exhausted = True
                     break
                 except Exception as exc:  # raised after the items read before it
-                    self._return_tokens(1)
                     self.input_error = exc
                     self.exhausted = True
                     break
@@ -296,41 +302,93 @@ class MapRun:
                 task.count += joined
                 self.engine.count_submitted(joined)
 
-    def _take_token(self, budget: AsyncSemaphore | LoopBudget) -> bool:
-        """Take a token for the next item without waiting (the spare one first)."""
-        if self.spare:
-            self.spare -= 1
-        elif not budget.try_acquire(1):
-            return False
-        self.held += 1
+    def _fill_budgeted(self, budget: AsyncSemaphore | LoopBudget) -> None:
+        """``fill`` with a budget: each item is read (or queued, once read) only
+        with its tokens taken, without waiting. An item whose cost function says
+        more than is free waits as ``pending``; an error of the cost function ends
+        the input, as an error reading it does."""
+        source = self.source
+        per_item = self.per_item
+        read = 0
+        room = self.window - self.outstanding
+        try:
+            while read < room:
+                if self.pending is not None:
+                    item, tokens = self.pending
+                    if not self._take_tokens(budget, tokens):
+                        self.starved = True
+                        break
+                    self.pending = None
+                else:
+                    if per_item is not None and not self._take_tokens(budget, per_item):
+                        self.starved = True
+                        break
+                    try:
+                        item = next(source)
+                        tokens = (per_item if per_item is not None
+                                  else item_cost(self.cost, item, self.bound))
+                    except StopIteration:
+                        self._return_tokens(per_item or 0)
+                        self.exhausted = True
+                        break
+                    except Exception as exc:  # raised after the items read before it
+                        self._return_tokens(per_item or 0)
+                        self.input_error = exc
+                        self.exhausted = True
+                        break
+                    if per_item is None and not self._take_tokens(budget, tokens):
+                        self.pending = (item, tokens)
+                        self.starved = True
+                        break
+                read += 1
+                self._put(item, tokens)
+        finally:
+            self.outstanding += read
+            self._sync_tail()
+
+    def _take_tokens(self, budget: AsyncSemaphore | LoopBudget, n: int) -> bool:
+        """Take *n* tokens for the next item without waiting (those the consumer
+        waited for first)."""
+        spare = self.spare
+        if spare == n:
+            self.spare = 0
+        else:
+            if spare:  # waited for another item's cost (the run was closed meanwhile)
+                self.spare = 0
+                budget.release(spare)
+            if not budget.try_acquire(n):
+                return False
+        self.held += n
         return True
 
     def _return_tokens(self, n: int) -> None:
-        """*n* items holding a token ended (or were never read)."""
+        """Items holding *n* tokens ended (or were never read)."""
         budget = self.budget
         if budget is not None and n:
             self.held -= n
             budget.release(n)
 
     async def wait_token(self) -> None:
-        """Wait for a token when none of this map's items is out to return one (the
-        budget is held by other tasks); keep it for the next item read."""
+        """Wait for the next item's tokens when none of this map's items is out to
+        return any (the budget is held by other tasks); keep them for that item."""
         assert self.budget is not None
+        n = self.pending[1] if self.pending is not None else self.per_item
+        assert n is not None  # a cost function's item is read before its wait
         remaining = None if self.end_time is None else self.end_time - time.monotonic()
-        if not await self.budget.acquire(1, remaining):
+        if not await self.budget.acquire(n, remaining):
             raise TimeoutError()
         if self.closed:
-            self.budget.release(1)
+            self.budget.release(n)
         else:
-            self.spare += 1
+            self.spare = n
 
-    def feed(self, item: Any) -> None:
-        """Queue one item read by the feeder (holding a token if there is a budget)."""
+    def feed(self, item: Any, tokens: int = 0) -> None:
+        """Queue one item read by the feeder (holding *tokens* of the budget)."""
         if self.closed:
-            self._return_tokens(1)
+            self._return_tokens(tokens)
             return
         self.check_open()
-        self._put(item)
+        self._put(item, tokens)
         self.outstanding += 1
 
     async def _feed(self) -> None:
@@ -343,18 +401,26 @@ class MapRun:
                     if self.outstanding >= self.window:
                         await self.room.park()
                         continue
-                    if self.budget is not None:
-                        await self.budget.acquire(1)
-                        self.held += 1
+                    budget = self.budget
+                    tokens = 0 if budget is None else self.per_item
+                    if tokens:
+                        assert budget is not None
+                        await budget.acquire(tokens)
+                        self.held += tokens
                     try:
                         item = await anext(source)
                     except BaseException as exc:
-                        self._return_tokens(1)
+                        self._return_tokens(tokens or 0)
                         if not isinstance(exc, StopAsyncIteration):
                             raise
                         self.exhausted = True
                         break
-                    self.feed(item)
+                    if tokens is None:  # a cost function: the item says
+                        assert budget is not None
+                        tokens = item_cost(self.cost, item, self.bound)
+                        await budget.acquire(tokens)
+                        self.held += tokens
+                    self.feed(item, tokens)
         except Exception as exc:  # raised after the items read before it
             if not self.closed:
                 self.input_error = exc
@@ -376,7 +442,7 @@ class MapRun:
         if chunk is self.tail:
             self.tail = self.tail_task = None
         if self.budget is not None:
-            self._return_tokens(chunk.count)
+            self._return_tokens(chunk.tokens)
         if self.closed:
             self.lot.unpark()  # aclose() may wait for the chunks it interrupted
             return

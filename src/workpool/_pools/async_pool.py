@@ -29,6 +29,7 @@ from .._backends.async_backend import AsyncBackend
 from .._core.exceptions import PoolClosed, QueueFull, WouldBlock
 from .._core.metrics import check_metrics, register
 from .._core.options import (
+    Cost,
     OnError,
     Workers,
     check_budget,
@@ -511,28 +512,28 @@ class AsyncPool:
             window: int | None = None, chunksize: int | str = "auto",
             timeout: float | None = None,
             on_error: Literal["raise", "collect", "skip"] = "raise",
-            progress: ProgressArg = False) -> MapResults[T]: ...
+            cost: Cost = 1, progress: ProgressArg = False) -> MapResults[T]: ...
     @overload
     def map(self, fn: Callable[..., T], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
             timeout: float | None = None,
             on_error: Literal["raise", "collect", "skip"] = "raise",
-            progress: ProgressArg = False) -> MapResults[T]: ...
+            cost: Cost = 1, progress: ProgressArg = False) -> MapResults[T]: ...
     @overload
     def map(self, fn: Callable[..., Awaitable[T]], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
             timeout: float | None = None, on_error: Literal["return"],
-            progress: ProgressArg = False) -> MapResults[Outcome[T]]: ...
+            cost: Cost = 1, progress: ProgressArg = False) -> MapResults[Outcome[T]]: ...
     @overload
     def map(self, fn: Callable[..., T], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
             timeout: float | None = None, on_error: Literal["return"],
-            progress: ProgressArg = False) -> MapResults[Outcome[T]]: ...
+            cost: Cost = 1, progress: ProgressArg = False) -> MapResults[Outcome[T]]: ...
 
     def map(self, fn: Callable[..., Any], *iterables: Any, ordered: bool = True,
             window: int | None = None, chunksize: int | str = "auto",
             timeout: float | None = None, on_error: OnError = "raise",
-            progress: ProgressArg = False) -> MapResults[Any]:
+            cost: Cost = 1, progress: ProgressArg = False) -> MapResults[Any]:
         """Lazily apply *fn* to the items of *iterables* (zipped, as ``map``); iterate
         the result with ``async for``.
 
@@ -548,16 +549,19 @@ class AsyncPool:
         it while items are quick (1 with a timeout, retry or rate limit, or a sync
         function), and items batch up only while workers are behind. ``timeout`` is
         the stdlib's: ``TimeoutError`` if a result is not ready that many seconds
-        after the call. With a ``budget``, each item holds one token from before it is
-        read until it ends. Leaving the loop early (``aclose()``, ``async with``, or
-        ``break`` and dropping the iterator) cancels what is queued and running;
-        an async generator input is closed. ``progress=`` shows a live bar or calls
+        after the call. With a ``budget``, each item holds ``cost`` tokens (an int, or
+        a function of the item: bytes, say) from before it is queued until it ends;
+        an error of the cost function ends the input, as an error reading it does.
+        Leaving the loop early (``aclose()``, ``async with``, or ``break`` and
+        dropping the iterator) cancels what is queued and running; an async
+        generator input is closed. ``progress=`` shows a live bar or calls
         a callable with ``wp.ProgressCounts``, as ``wp.ThreadPool.map``'s.
 
         Raises:
             PoolClosed: the pool was closed (RuntimeError before it was entered).
             TypeError: *fn* is not callable, or no iterable was given.
-            ValueError: a bad ``window``, ``chunksize``, ``timeout`` or ``on_error``.
+            ValueError: a bad ``window``, ``chunksize``, ``timeout`` or ``on_error``;
+                a ``cost`` but no ``budget``, or more than a bounded budget's capacity.
 
         Example::
 
@@ -568,13 +572,20 @@ class AsyncPool:
         """
         check_map_args(chunksize, window, on_error, timeout)
         check_progress(progress)
+        budget = self._budget
+        shared = budget.budget if isinstance(budget, LoopBudget) else budget
+        unbounded = isinstance(shared, MemoryBudget)
+        check_budget(shared, (AsyncSemaphore, Semaphore, MemoryBudget), cost,
+                     bounded=not unbounded)
         if not iterables:
             raise TypeError("map() must have at least one iterable")
         self._check_open()
         run = MapRun(self._engine, self._backend, fn, self._spec_for(fn), iterables,
                      ordered=ordered,
                      window=window, chunksize=chunksize, on_error=on_error, timeout=timeout,
-                     budget=self._budget, progress=progress)
+                     budget=budget, cost=cost,
+                     bound=None if shared is None or unbounded else shared.capacity,
+                     progress=progress)
         return MapResults(run, on_error)
 
     def resize(self, workers: int | None = None, *, min: int | None = None,
