@@ -1520,9 +1520,10 @@ async def test_budget_tokens_return_however_a_task_ends(ending: str) -> None:
             assert budget.statistics().held == 0
 
 
+@pytest.mark.parametrize("cost", [1, 3])
 @pytest.mark.parametrize("source", ["sync", "async"])
-async def test_budget_bounds_map_items(source: str) -> None:
-    budget = wp.AsyncSemaphore(3)
+async def test_budget_bounds_map_items(source: str, cost: int) -> None:
+    budget = wp.AsyncSemaphore(3 * cost)  # 3 items at once
     full = anyio.Event()
     running = peak = 0
 
@@ -1544,7 +1545,7 @@ async def test_budget_bounds_map_items(source: str) -> None:
     inputs: Any = range(30) if source == "sync" else agen()
     async with wp.AsyncPool(10, budget=budget) as pool:
         with anyio.fail_after(WAIT):
-            got = [x async for x in pool.map(item, inputs, chunksize=1)]
+            got = [x async for x in pool.map(item, inputs, chunksize=1, cost=cost)]
     assert got == [x * 2 for x in range(30)]
     assert peak == 3
     assert budget.statistics().held == 0
@@ -1588,37 +1589,22 @@ async def test_budget_tokens_return_when_a_map_stops_early() -> None:
             assert budget.statistics().held == 0
 
 
-@pytest.mark.parametrize("source", ["sync", "async"])
-async def test_map_items_hold_an_int_cost(source: str) -> None:
-    budget = wp.AsyncSemaphore(9)
-    full = anyio.Event()
-    running = peak = 0
-
-    async def item(x: int) -> int:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        if running == 3:
-            full.set()
-        await full.wait()
-        await anyio.sleep(0)
-        running -= 1
-        return x + 1
-
-    async def agen() -> AsyncIterator[int]:
-        for x in range(20):
-            yield x
-
-    inputs: Any = range(20) if source == "sync" else agen()
-    async with wp.AsyncPool(10, budget=budget) as pool:
-        with anyio.fail_after(WAIT):
-            got = [x async for x in pool.map(item, inputs, chunksize=1, cost=3)]
-    assert got == [x + 1 for x in range(20)]
-    assert peak == 3  # 9 tokens, 3 per item
-    assert budget.statistics().held == 0
-
-
 SIZES = [3, 5, 2, 7, 1, 4, 6, 1] * 3
+
+
+class _Sized:
+    """An async task of *size* tokens: the most tokens in flight at once (``most``)."""
+
+    def __init__(self) -> None:
+        self.now = self.most = 0
+
+    async def __call__(self, size: int) -> int:
+        self.now += size
+        self.most = max(self.most, self.now)
+        for _ in range(3):
+            await anyio.sleep(0)
+        self.now -= size
+        return size
 
 
 @pytest.mark.parametrize("source", ["sync", "async"])
@@ -1627,16 +1613,7 @@ async def test_map_items_hold_what_their_cost_function_says(source: str, kind: s
     budget: wp.AsyncSemaphore | wp.Semaphore | wp.MemoryBudget = (
         wp.AsyncSemaphore(10) if kind == "async" else wp.Semaphore(10) if kind == "semaphore"
         else wp.MemoryBudget(10, usage=None))
-    now = most = 0
-
-    async def sized(size: int) -> int:
-        nonlocal now, most
-        now += size
-        most = max(most, now)
-        for _ in range(3):
-            await anyio.sleep(0)
-        now -= size
-        return size
+    sized = _Sized()
 
     async def agen() -> AsyncIterator[int]:
         for x in SIZES:
@@ -1647,28 +1624,19 @@ async def test_map_items_hold_what_their_cost_function_says(source: str, kind: s
         with anyio.fail_after(WAIT):
             got = [x async for x in pool.map(sized, inputs, chunksize=1, cost=lambda x: x)]
     assert got == SIZES
-    assert 0 < most <= 10
+    assert 0 < sized.most <= 10
     assert budget.statistics().held == 0
 
 
 async def test_a_map_item_costlier_than_a_memory_budget_runs_alone() -> None:
     budget = wp.MemoryBudget(10, usage=None)
-    now = most = 0
-
-    async def sized(size: int) -> int:
-        nonlocal now, most
-        now += size
-        most = max(most, now)
-        for _ in range(3):
-            await anyio.sleep(0)
-        now -= size
-        return size
+    sized = _Sized()
 
     async with wp.AsyncPool(4, budget=budget) as pool:
         with anyio.fail_after(WAIT):
             got = [x async for x in pool.map(sized, [2, 3, 40, 4], cost=lambda x: x)]
     assert got == [2, 3, 40, 4]
-    assert most == 40  # alone
+    assert sized.most == 40  # alone
     assert budget.statistics().oversized == 1
     assert budget.statistics().held == 0
 
