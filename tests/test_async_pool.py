@@ -926,6 +926,25 @@ async def test_aclose_cancel_cancels_queued_and_running() -> None:
     assert (stats.cancelled, stats.completed, stats.workers) == (7, 0, 0)
 
 
+async def test_a_task_handed_to_a_parked_worker_ends_when_a_cancellation_ends_the_pool(
+        ) -> None:
+    # The worker is parked when the block is cancelled; before it sees that, submit
+    # (which does not wait) hands it a task: the task ends cancelled, not lost.
+    with anyio.CancelScope() as scope:
+        async with wp.AsyncPool(1) as pool:
+            with anyio.fail_after(WAIT):
+                while pool.statistics().idle != 1:
+                    await anyio.sleep(0.001)
+            scope.cancel()
+            fut = await pool.submit(echo, 1)
+    assert fut.cancelled()
+    with pytest.raises(wp.Cancelled, match=r"^cancelled by shutdown before it started$"):
+        fut.result()
+    assert pool.unfinished == (fut,)
+    stats = pool.statistics()
+    assert (stats.submitted, stats.cancelled, stats.completed, stats.workers) == (1, 1, 0, 0)
+
+
 async def test_aclose_timeout_drains_then_cancels() -> None:
     gate = anyio.Event()
     async with wp.AsyncPool(2) as pool:

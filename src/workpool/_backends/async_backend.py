@@ -321,10 +321,14 @@ class AsyncBackend(Backend):
         slot = worker.slot
         install_slot(slot)
         try:
-            task, worker.first = worker.first, None
+            # worker.first stays set until the loop takes it: a cancellation around
+            # the pool during the initializer finds it there (_cancel_handed).
+            task = worker.first
             if self.initializer is not None and not await self._initialize(worker):
+                worker.first = None
                 engine.failed_to_start(worker, task)
                 return
+            worker.first = None
             if task is None:
                 task = engine.next_task(worker)
             elif engine.waking:  # started for this task: pass on what came meanwhile
@@ -343,11 +347,26 @@ class AsyncBackend(Backend):
                 worker.reason = None
         finally:
             worker.scope = None
+            self._cancel_handed(worker)
             self.workers.remove(worker)
             self.alive -= 1
             engine.left(worker)
             if self.exit_lot is not None and (not self.alive or self.initializing):
                 self.exit_lot.unpark_all()
+
+    def _cancel_handed(self, worker: AsyncWorker) -> None:
+        """*worker* ends (a cancellation around the pool, while it waited) with a task
+        handed to it and not begun (its first, or one put in its inbox while it was
+        parked): that task, and what ``end`` hands on, end cancelled, listed among
+        the pool's unfinished, as every task a shutdown stops before it started."""
+        for handed in (worker.first, worker.inbox):
+            task = handed
+            while task is not None:
+                self.stopped[task.future] = None
+                task = self.engine.end(worker, task, TASK_STOPPED,
+                                       Cancelled("cancelled by shutdown before it started"),
+                                       0.0)
+        worker.first = worker.inbox = None
 
     async def _initialize(self, worker: AsyncWorker) -> bool:
         """Run the initializer in *worker* (``wp.current()`` works in it): False if it
