@@ -195,16 +195,22 @@ class AsyncStage(StageRuntime):
                 continue
             pending = done.popleft()
             if not ordered:
-                await self._handle(pending, limit)
+                if not await self._handle(pending, limit):
+                    return
                 handled += 1
                 continue
             held[pending.seq] = pending
             while handled in held:
-                await self._handle(held.pop(handled), limit)
+                if not await self._handle(held.pop(handled), limit):
+                    return
                 handled += 1
         self.output.close()
 
-    async def _handle(self, pending: _Pending, limit: Slots) -> None:
+    async def _handle(self, pending: _Pending, limit: Slots) -> bool:
+        """Pass on the output of an item that ended; False once the stage stopped at
+        an item that failed under ``on_error="raise"``."""
+        if self.halted:
+            return False
         future, env = pending.future, pending.env
         pending.future = pending.env = None  # no cycle through the future's callback
         try:
@@ -215,7 +221,11 @@ class AsyncStage(StageRuntime):
         if out:
             self.counters.items_out += len(out)
             await aput_many(self.output, out)
+        if self.raising is not None:
+            self.stop_at_failure()
+            return False
         limit.release()
+        return True
 
     def cancel(self) -> None:
         self._scope.cancel()

@@ -61,14 +61,19 @@ class Source:
     def _main(self) -> None:
         try:
             self._feed()
-            self.output.close()
         except Aborted:
-            pass
-        except BaseException as exc:
-            self.run.fail(exc)
+            return
+        except BaseException as exc:  # raised after the items read before it
+            self.run.fail_after(None, exc)
+        self.output.close()
 
     async def _amain(self) -> None:
-        await self._afeed()
+        try:
+            await self._afeed()
+        except Aborted:
+            raise
+        except Exception as exc:  # raised after the items read before it
+            self.run.fail_after(None, exc)
         self.output.close()
 
     def _admit(self, finished: Callable[[Any], bool] | None, item: Any) -> Any:
@@ -148,6 +153,9 @@ class Run:
                  key: Callable[[Any], Any] | None) -> None:
         self.stopping = False
         self.error: BaseException | None = None
+        # The furthest stage that failed under on_error="raise" (-1: the source, -2:
+        # none): fail_after stops everything up to it.
+        self._failed_at = -2
         self.status = "running"
         self.delivered = 0
         self.collected: list[CollectedError] = []
@@ -195,9 +203,31 @@ class Run:
         with self._lock:
             if self.stopping:
                 return
-            self.error = error
+            if self.error is None:  # else an item's, raised in order (fail_after)
+                self.error = error
             self.status = "failed"
         self.stop()
+
+    def fail_after(self, stage: StageRuntime | None, error: BaseException) -> None:
+        """An item of *stage* failed under ``on_error="raise"`` (or reading the source
+        raised, *stage* None), and what came before it was passed on: stop the source
+        and the stages up to *stage* (their channels aborted, their work cancelled),
+        while the stages after it go on with what they were given; the consumer gets
+        *error* once it took that. A failure further down the line comes earlier in
+        the output, so its error is the one raised."""
+        index = -1 if stage is None else self.stages.index(stage)
+        with self._lock:
+            if self.stopping or index <= self._failed_at:
+                return  # stopped already, by this failure or a later one
+            self.error = error
+            self._failed_at = index
+            self.status = "failed"
+        self.source.cancel()
+        for channel in self.channels[:index + 1]:
+            channel.abort()
+        for upstream in self.stages[:index + 1]:
+            upstream.halted = True
+            upstream.cancel()
 
     def stop(self) -> None:
         """Abort every channel and cancel every stage; never blocks."""

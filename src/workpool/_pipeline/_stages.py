@@ -24,6 +24,11 @@ allows, items with a cost function go one per chunk, and a cancelled stage stops
 for tokens within 50 ms). The emitter frees a slot only
 once the output channel took the chunk's results, so a slow stage downstream holds
 everything upstream within its buffers.
+
+An item that fails under ``on_error="raise"`` fails the run in output order: the
+emitter passes on what came before it, closes the stage's output and stops the stage
+and what feeds it (``RunContext.fail_after``); the stages after it go on with what they
+were given, and the consumer gets the error once it took those items.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class RunContext(Protocol):
 
     def fail(self, error: BaseException) -> None: ...
 
+    def fail_after(self, stage: StageRuntime | None, error: BaseException) -> None: ...
+
     def collect(self, failure: CollectedError) -> None: ...
 
     def dask_client(self) -> Any: ...
@@ -87,6 +94,10 @@ class StageRuntime:
         self.outcomes = spec.on_error == "return"
         self.counters = Counters()
         self.threads: list[threading.Thread] = []
+        # Stopped by the run as the stage that failed under on_error="raise", or one
+        # before it (fail_after): what it still has to pass on is dropped.
+        self.halted = False
+        self.raising: BaseException | None = None  # the item error settle() stopped at
 
     @property
     def workers(self) -> int:
@@ -128,7 +139,8 @@ class StageRuntime:
             except Aborted:
                 pass
             except BaseException as exc:
-                self.run.fail(exc)
+                if not self.halted:  # a stopped stage's pool refuses work: expected
+                    self.run.fail(exc)
 
         self.threads.append(threading.Thread(target=main, name=f"{self.spec.name}-{role}"))
 
@@ -137,9 +149,10 @@ class StageRuntime:
     def settle(self, envs: list[Any], values: list[Any],
                errors: dict[int, BaseException] | None) -> list[Any]:
         """The outputs of *envs* given their *values* and *errors*; applies the error
-        policy (``raise`` raises the item's exception; ``return`` makes every output
-        a ``wp.Value`` and puts a ``wp.Error`` in a failed item's place) and releases
-        journal tags."""
+        policy (``raise``: the outputs before the failed item, which is left in
+        ``raising`` for the caller to stop at, once it passed them on; ``return`` makes
+        every output a ``wp.Value`` and puts a ``wp.Error`` in a failed item's place)
+        and releases journal tags."""
         op = self.spec.op
         book = self.book
         wrap = self.outcomes
@@ -150,6 +163,10 @@ class StageRuntime:
         for index, env in enumerate(envs):
             error = errors.get(index) if errors else None
             if error is not None:
+                if self.spec.on_error == "raise" and not (self.run.stopping or self.halted):
+                    self.counters.failed += 1
+                    self.raising = error
+                    break
                 if self.failed(env, error):
                     out.append(Error(error) if book is None else (Error(error), env[1]))
                 continue
@@ -181,16 +198,14 @@ class StageRuntime:
         return out
 
     def failed(self, env: Any, error: BaseException) -> bool:
-        """Apply the stage's ``on_error`` to an item that raised *error*: raise it,
-        return True to pass a ``wp.Error`` on in its place, or drop it (False)."""
-        if self.run.stopping:
-            return False
+        """Apply the stage's ``on_error`` (but "raise", which ``settle`` applies) to an
+        item that raised *error*: return True to pass a ``wp.Error`` on in its place,
+        or drop it (False), as every item of a stopped stage."""
         policy = self.spec.on_error
+        if self.run.stopping or self.halted or policy == "raise":
+            return False
         book = self.book
         counters = self.counters
-        if policy == "raise":
-            counters.failed += 1
-            raise error
         if policy == "return":
             counters.returned += 1
             return True
@@ -203,6 +218,16 @@ class StageRuntime:
         if book is not None:
             book.release([env[1]], failed=True)
         return False
+
+    def stop_at_failure(self) -> None:
+        """``settle`` stopped at an item that failed under ``on_error="raise"``, and
+        what came before it was passed on: end the stage's output there, and stop
+        this stage and what feeds it; the run raises the error once the consumer
+        took the rest (``RunContext.fail_after``)."""
+        error, self.raising = self.raising, None
+        assert error is not None
+        self.run.fail_after(self, error)
+        self.output.close()
 
 
 class _Pending:
@@ -334,7 +359,7 @@ class PoolStage(StageRuntime):
                 seq += 1
                 pending.future.add_done_callback(partial(_finished, done, pending))
         except Exception:
-            if self.run.stopping:
+            if self.run.stopping or self.halted:
                 return  # the pool was shut down under us: we are stopping anyway
             raise
         finally:
@@ -353,19 +378,23 @@ class PoolStage(StageRuntime):
                 expected = msg.count
                 continue
             if not ordered:
-                self._handle(msg)
+                if not self._handle(msg):
+                    return
                 handled += 1
                 continue
             held[msg.seq] = msg
             while handled in held:
-                self._handle(held.pop(handled))
+                if not self._handle(held.pop(handled)):
+                    return
                 handled += 1
         self.output.close()
 
-    def _handle(self, pending: _Pending) -> None:
-        if self.run.stopping:
+    def _handle(self, pending: _Pending) -> bool:
+        """Pass on the outputs of a chunk that ended; False once the stage stopped
+        (at an item that failed under ``on_error="raise"``, or stopped by the run)."""
+        if self.run.stopping or self.halted:
             pending.envs = pending.future = None  # type: ignore[assignment]
-            return
+            return not self.halted
         envs, future = pending.envs, pending.future
         # The future's callback holds `pending`, which holds the future: break the
         # cycle, so that the items go as soon as they are passed on, not at the next
@@ -390,8 +419,12 @@ class PoolStage(StageRuntime):
         if out:
             counters.items_out += len(out)
             self.output.put_many(out)
+        if self.raising is not None:
+            self.stop_at_failure()
+            return False
         self.inflight -= 1
         self.slots.release()
+        return True
 
     def cancel(self) -> None:
         self.closed = True
@@ -405,7 +438,7 @@ class PoolStage(StageRuntime):
         if self.pool is not None:
             # Waits for every worker, child processes stopped (a thread abandoned by a
             # timeout is stuck in its task: not waited for).
-            self.pool.shutdown(wait=True, cancel_futures=self.run.stopping)
+            self.pool.shutdown(wait=True, cancel_futures=self.run.stopping or self.halted)
 
     def abandon(self) -> None:
         """Give up on running tasks (a second Ctrl-C): kill processes, leave threads."""
