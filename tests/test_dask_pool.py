@@ -121,7 +121,9 @@ def wait_cancelled(marker: str) -> None:
     deadline = time.monotonic() + WAIT
     while not ctx.cancelled and time.monotonic() < deadline:
         time.sleep(0.005)
-    Path(marker).write_text(str(ctx.cancelled))
+    # Written aside, then renamed: the marker appears with its text, never empty.
+    Path(marker + ".tmp").write_text(str(ctx.cancelled))
+    os.replace(marker + ".tmp", marker)
 
 
 # -- beyond the shared behaviour --------------------------------------------------------------
