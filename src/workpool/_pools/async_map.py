@@ -22,6 +22,10 @@ and one wake-up per batch. The chunk size grows (at most doubling per chunk) whi
 measured items are quick, and is 1 for tasks with a timeout, retry, rate limit or a sync
 function, whose policies apply per item.
 
+With the pool's budget, an item holds its ``cost`` from before it is read (an int:
+reading may be what costs) or from once it is read (a function of the item: an item
+the free tokens do not cover waits, read, as ``pending``) until its chunk ends.
+
 ``progress=`` is advanced once per chunk the consumer takes (its items that ran, and
 those of them that failed), as the sync ``map`` does per chunk it hands out: its cost
 is per chunk, not per item.

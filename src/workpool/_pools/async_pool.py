@@ -99,8 +99,8 @@ class AsyncPool:
         initargs: the initializer's arguments.
         name: names the worker tasks (``name_0``, ``name_1``, ...).
         budget: a ``wp.AsyncSemaphore`` every task takes ``cost`` tokens of (1 unless
-            ``schedule(..., cost=n)`` says otherwise; one per ``map`` item) from before
-            it is queued until it ends, however it ends (value, error, cancel,
+            ``schedule(..., cost=n)`` says otherwise; ``map(..., cost=)`` per item)
+            from before it is queued until it ends, however it ends (value, error, cancel,
             timeout): with costs in bytes, the pool bounds the bytes in flight, not
             only the tasks. ``submit`` waits for the tokens; ``submit_nowait`` and
             ``schedule(block=False)`` raise ``wp.WouldBlock`` without them. A
