@@ -28,7 +28,7 @@ from .._backends.aio import NO_LOT, Lot, new_lot
 from .._core.metrics import read_statistics
 from .._core.options import item_cost
 from .._core.stats import PoolStatistics
-from .._sync.memory_budget import MemoryBudget
+from .._sync.memory_budget import cost_bound
 from ._channel import Aborted, Channel, LoopScope, Slots, aget_many, aput_many
 from ._spec import StageSpec, worker_function
 from ._stages import RunContext, StageRuntime
@@ -153,9 +153,7 @@ class AsyncStage(StageRuntime):
         tagged = self.book is not None
         counters = self.counters
         budget, cost = self.spec.budget, self.spec.cost
-        # What cost(item) may not exceed: a bounded budget's capacity.
-        bound = None if budget is None or isinstance(budget, MemoryBudget) else (
-            budget.capacity)
+        bound = cost_bound(budget)  # what cost(item) may not exceed
         seq = 0
         try:
             while True:

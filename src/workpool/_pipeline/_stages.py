@@ -46,7 +46,7 @@ from .._core.failures import CollectedError, collected
 from .._core.options import item_cost
 from .._core.outcome import Error, Value
 from .._core.stats import PoolStatistics
-from .._sync.memory_budget import MemoryBudget
+from .._sync.memory_budget import cost_bound
 from ._channel import Aborted, Channel, Slots
 from ._journal import Book, Journal, Tag
 from ._report import Counters
@@ -271,13 +271,11 @@ class PoolStage(StageRuntime):
         # has (but for one item larger than a MemoryBudget, which runs it alone). With a
         # cost function, one item per chunk: each holds its own cost.
         self.max_chunk = MAX_CHUNK
-        self.bound: int | None = None  # what cost(item) may not exceed
+        self.bound = cost_bound(spec.budget)  # what cost(item) may not exceed
         if spec.budget is not None:
             capacity = spec.budget.capacity
             per_item = spec.cost if isinstance(spec.cost, int) else capacity
             self.max_chunk = max(1, min(MAX_CHUNK, capacity // per_item))
-            if not isinstance(spec.budget, MemoryBudget):
-                self.bound = capacity
         self.inflight = 0  # chunks handed to the pool and not yet passed on
         self.fixed = spec.policies or spec.transactional
         # Seconds a chunk should take: longer where a chunk's round trip costs more.

@@ -50,7 +50,7 @@ from .._engine.contract import Task, new_call
 from .._engine.engine import SHUTDOWN_MESSAGE, Engine
 from .._sync.async_semaphore import AsyncSemaphore
 from .._sync.loop_budget import LoopBudget
-from .._sync.memory_budget import MemoryBudget
+from .._sync.memory_budget import MemoryBudget, cost_bound
 from .._sync.semaphore import Semaphore
 from .async_map import MapResults, MapRun
 
@@ -574,9 +574,9 @@ class AsyncPool:
         check_progress(progress)
         budget = self._budget
         shared = budget.budget if isinstance(budget, LoopBudget) else budget
-        unbounded = isinstance(shared, MemoryBudget)
+        bound = cost_bound(shared)
         check_budget(shared, (AsyncSemaphore, Semaphore, MemoryBudget), cost,
-                     bounded=not unbounded)
+                     bounded=not isinstance(shared, MemoryBudget))
         if not iterables:
             raise TypeError("map() must have at least one iterable")
         self._check_open()
@@ -584,7 +584,7 @@ class AsyncPool:
                      ordered=ordered,
                      window=window, chunksize=chunksize, on_error=on_error, timeout=timeout,
                      budget=budget, cost=cost,
-                     bound=None if shared is None or unbounded else shared.capacity,
+                     bound=bound,
                      progress=progress)
         return MapResults(run, on_error)
 

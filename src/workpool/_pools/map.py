@@ -36,7 +36,7 @@ from .._core.outcome import Error, Value
 from .._core.progress import ProgressArg, input_total
 from .._core.retry import Retry
 from .._engine.engine import Engine
-from .._sync.memory_budget import Budget, MemoryBudget
+from .._sync.memory_budget import Budget, cost_bound
 from .progress import make_tracker
 
 __all__ = ["MapIterator", "MapRun", "results"]
@@ -71,8 +71,7 @@ class MapRun:
         # costlier than a MemoryBudget (which runs it alone). A cost function: one item
         # per chunk, each holding its own cost.
         self.cost = cost
-        self.bound = None if budget is None or isinstance(budget, MemoryBudget) else (
-            budget.capacity)  # what cost(item) may not exceed
+        self.bound = cost_bound(budget)  # what cost(item) may not exceed
         if budget is not None:
             per_item = cost if isinstance(cost, int) else budget.capacity
             self.max_chunk = max(1, min(self.max_chunk, budget.capacity // per_item))

@@ -32,13 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Literal, TypeAlias, final
+from typing import Any, Final, Literal, TypeAlias, final
 
 from .._core.memory import cgroup_usage, rss_tree
 from .._core.sizing import CgroupDir, memory_limit_from, physical_memory
 from .semaphore import Semaphore, check_count
 
-__all__ = ["Budget", "MemoryBudget", "MemoryBudgetStatistics"]
+__all__ = ["Budget", "MemoryBudget", "MemoryBudgetStatistics", "cost_bound"]
 
 _PERCENT: Final = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*")
 # A size with a unit: "300MB", "1.5 GiB", "512k", "100B" (decimal units, binary with
@@ -303,6 +303,16 @@ class MemoryBudget:
 
 
 Budget: TypeAlias = Semaphore | MemoryBudget  # what budget= takes on a pool or a stage
+
+
+def cost_bound(budget: Any) -> int | None:
+    """What one item's cost may not exceed under *budget* (a semaphore or a
+    ``MemoryBudget``, or None): a semaphore's capacity (more would wait for ever), or
+    None: no budget, or a ``MemoryBudget``, which runs a larger item alone."""
+    if budget is None or isinstance(budget, MemoryBudget):
+        return None
+    capacity: int = budget.capacity
+    return capacity
 
 
 @final
