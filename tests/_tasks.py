@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+import anyio
+
 import workpool as wp
 
 
@@ -118,3 +120,18 @@ def crash_on(x: int, bad: int) -> int:
 def spin_square(x: int) -> int:
     spin(0.0005)
     return x * x
+
+
+class AsyncGauge:
+    """An async task that stands for *size* bytes (or tokens) while it runs: the most
+    in flight at once is ``most``."""
+
+    def __init__(self) -> None:
+        self.now = self.most = 0
+
+    async def __call__(self, size: int) -> int:
+        self.now += size
+        self.most = max(self.most, self.now)
+        await anyio.sleep(0.001)
+        self.now -= size
+        return size

@@ -1611,20 +1611,6 @@ async def test_budget_tokens_return_when_a_map_stops_early() -> None:
 SIZES = [3, 5, 2, 7, 1, 4, 6, 1] * 3
 
 
-class _Sized:
-    """An async task of *size* tokens: the most tokens in flight at once (``most``)."""
-
-    def __init__(self) -> None:
-        self.now = self.most = 0
-
-    async def __call__(self, size: int) -> int:
-        self.now += size
-        self.most = max(self.most, self.now)
-        for _ in range(3):
-            await anyio.sleep(0)
-        self.now -= size
-        return size
-
 
 @pytest.mark.parametrize("source", ["sync", "async"])
 @pytest.mark.parametrize("kind", ["async", "semaphore", "memory"])
@@ -1632,7 +1618,7 @@ async def test_map_items_hold_what_their_cost_function_says(source: str, kind: s
     budget: wp.AsyncSemaphore | wp.Semaphore | wp.MemoryBudget = (
         wp.AsyncSemaphore(10) if kind == "async" else wp.Semaphore(10) if kind == "semaphore"
         else wp.MemoryBudget(10, usage=None))
-    sized = _Sized()
+    sized = _tasks.AsyncGauge()
 
     async def agen() -> AsyncIterator[int]:
         for x in SIZES:
@@ -1649,7 +1635,7 @@ async def test_map_items_hold_what_their_cost_function_says(source: str, kind: s
 
 async def test_a_map_item_costlier_than_a_memory_budget_runs_alone() -> None:
     budget = wp.MemoryBudget(10, usage=None)
-    sized = _Sized()
+    sized = _tasks.AsyncGauge()
 
     async with wp.AsyncPool(4, budget=budget) as pool:
         with anyio.fail_after(WAIT):

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 import workpool as wp
@@ -19,6 +18,7 @@ from workpool._bench import bench_memory
 from workpool._core.sizing import memory_limit_from, physical_memory
 
 from . import _pipeline_tasks as t
+from . import _tasks
 
 WAIT = 10.0  # seconds: the bound of every wait
 
@@ -378,23 +378,34 @@ def test_a_group_on_a_pool_with_a_memory_budget() -> None:
 
 # -- on pipeline stages -----------------------------------------------------------------------
 
-def test_a_stage_holds_the_cost_of_each_item() -> None:
-    budget = wp.MemoryBudget(100, usage=None)
-    gauge = BytesGauge()
-    out = list(wp.Pipeline(SIZES).map(gauge, workers=8, budget=budget, cost=_identity))
+def _gauge(kind: str) -> Any:
+    """A task that records the most bytes in flight: a thread's or a coroutine."""
+    return _tasks.AsyncGauge() if kind == "async" else BytesGauge()
+
+
+@pytest.mark.parametrize("budget_kind", ["semaphore", "memory"])
+@pytest.mark.parametrize("kind", ["thread", "async"])
+def test_a_stage_holds_the_cost_of_each_item(kind: Any, budget_kind: str) -> None:
+    budget: wp.Semaphore | wp.MemoryBudget = (
+        wp.Semaphore(100) if budget_kind == "semaphore" else wp.MemoryBudget(100, usage=None))
+    gauge = _gauge(kind)
+    out = list(wp.Pipeline(SIZES).map(gauge, kind=kind, workers=8, budget=budget,
+                                      cost=_identity))
     assert out == SIZES
     assert 0 < gauge.most <= 100
     assert budget.statistics().held == 0
 
 
-def test_a_stage_runs_an_oversized_item_alone() -> None:
+@pytest.mark.parametrize("kind", ["thread", "async"])
+def test_a_stage_runs_an_oversized_item_alone(kind: Any) -> None:
     budget = wp.MemoryBudget(100, usage=None)
-    gauge = BytesGauge()
-    out = list(wp.Pipeline([10, 20, 400, 30]).map(gauge, workers=4, budget=budget,
-                                                   cost=_identity))
+    gauge = _gauge(kind)
+    out = list(wp.Pipeline([10, 20, 400, 30]).map(gauge, kind=kind, workers=4,
+                                                   budget=budget, cost=_identity))
     assert out == [10, 20, 400, 30]
-    assert gauge.most <= 400
+    assert gauge.most == 400  # alone
     assert budget.statistics().oversized == 1
+    assert budget.statistics().held == 0
 
 
 def test_a_stage_int_cost_larger_than_a_memory_budget_runs_alone() -> None:
@@ -404,55 +415,12 @@ def test_a_stage_int_cost_larger_than_a_memory_budget_runs_alone() -> None:
     assert budget.statistics().oversized == 5
 
 
-def test_a_stage_whose_cost_function_fails_stops_the_pipeline() -> None:
+@pytest.mark.parametrize("kind", ["thread", "async"])
+def test_a_stage_whose_cost_function_fails_stops_the_pipeline(kind: Any) -> None:
     budget = wp.MemoryBudget(100, usage=None)
+    fn: Any = t.asquare if kind == "async" else t.square
     with pytest.raises(ValueError, match=r"^cost\(item\) must return an int >= 1, got 0$"):
-        list(wp.Pipeline(range(5)).map(t.square, budget=budget, cost=lambda x: x))
-    assert budget.statistics().held == 0
-
-
-class AsyncBytesGauge:
-    """The most bytes (its item) in flight at once in an async stage."""
-
-    def __init__(self) -> None:
-        self.now = self.most = 0
-
-    async def __call__(self, size: int) -> int:
-        self.now += size
-        self.most = max(self.most, self.now)
-        await anyio.sleep(0.002)
-        self.now -= size
-        return size
-
-
-@pytest.mark.parametrize("kind", ["semaphore", "memory"])
-def test_an_async_stage_holds_the_cost_of_each_item(kind: str) -> None:
-    budget: wp.Semaphore | wp.MemoryBudget = (
-        wp.Semaphore(100) if kind == "semaphore" else wp.MemoryBudget(100, usage=None))
-    gauge = AsyncBytesGauge()
-    out = list(wp.Pipeline(SIZES).map(gauge, kind="async", workers=8, budget=budget,
-                                      cost=_identity))
-    assert out == SIZES
-    assert 0 < gauge.most <= 100
-    assert budget.statistics().held == 0
-
-
-def test_an_async_stage_runs_an_oversized_item_alone() -> None:
-    budget = wp.MemoryBudget(100, usage=None)
-    gauge = AsyncBytesGauge()
-    out = list(wp.Pipeline([10, 20, 400, 30]).map(gauge, kind="async", workers=4,
-                                                   budget=budget, cost=_identity))
-    assert out == [10, 20, 400, 30]
-    assert gauge.most == 400
-    assert budget.statistics().oversized == 1
-    assert budget.statistics().held == 0
-
-
-def test_an_async_stage_whose_cost_function_fails_stops_the_pipeline() -> None:
-    budget = wp.Semaphore(10)
-    with pytest.raises(ValueError, match=r"^cost\(item\) must return an int >= 1, got 0$"):
-        list(wp.Pipeline(range(5)).map(t.asquare, kind="async", budget=budget,
-                                       cost=lambda x: x))
+        list(wp.Pipeline(range(5)).map(fn, kind=kind, budget=budget, cost=lambda x: x))
     assert budget.statistics().held == 0
 
 
