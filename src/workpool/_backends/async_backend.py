@@ -82,6 +82,7 @@ __all__ = ["DAEMON_THREADS", "AsyncBackend", "AsyncWorker", "DaemonThreads", "Th
 
 _NO_KWARGS: Final[dict[str, Any]] = {}
 _LEAVE: Final[Any] = object()  # what a worker's loop returns when the worker leaves
+_NOT_STARTED: Final = "cancelled by shutdown before it started"
 
 
 def is_cancellation(exc: BaseException) -> bool:
@@ -360,13 +361,20 @@ class AsyncBackend(Backend):
         parked): that task, and what ``end`` hands on, end cancelled, listed among
         the pool's unfinished, as every task a shutdown stops before it started."""
         for handed in (worker.first, worker.inbox):
-            task = handed
-            while task is not None:
-                self.stopped[task.future] = None
-                task = self.engine.end(worker, task, TASK_STOPPED,
-                                       Cancelled("cancelled by shutdown before it started"),
-                                       0.0)
+            if handed is not None:
+                self._end_stopped(worker, handed, _NOT_STARTED, 0.0)
         worker.first = worker.inbox = None
+
+    def _end_stopped(self, worker: AsyncWorker, task: Task, message: str,
+                     started: float) -> None:
+        """End *task* on *worker*, stopped by a cancellation around the pool (the pool
+        lists its future as unfinished), then each task ``end`` hands on, as never
+        started."""
+        nxt: Task | None = task
+        while nxt is not None:
+            self.stopped[nxt.future] = None
+            nxt = self.engine.end(worker, nxt, TASK_STOPPED, Cancelled(message), started)
+            message = _NOT_STARTED
 
     async def _initialize(self, worker: AsyncWorker) -> bool:
         """Run the initializer in *worker* (``wp.current()`` works in it): False if it
@@ -450,13 +458,7 @@ class AsyncBackend(Backend):
             reason = ("cancelled by shutdown while running" if by_shutdown and
                       worker.reason is None else worker.reason or "cancelled while running")
             return engine.end(worker, task, TASK_STOPPED, Cancelled(reason), started)
-        self.stopped[task.future] = None
-        nxt = engine.end(worker, task, TASK_STOPPED,
-                         Cancelled("cancelled by shutdown while running"), started)
-        while nxt is not None:
-            self.stopped[nxt.future] = None
-            nxt = engine.end(worker, nxt, TASK_STOPPED,
-                             Cancelled("cancelled by shutdown before it started"), started)
+        self._end_stopped(worker, task, "cancelled by shutdown while running", started)
         raise exc
 
     async def _run(self, worker: AsyncWorker, task: Task) -> tuple[int, Any]:
