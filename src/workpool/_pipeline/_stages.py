@@ -100,6 +100,12 @@ class StageRuntime:
         self.raising: BaseException | None = None  # the item error settle() stopped at
 
     @property
+    def stopped(self) -> bool:
+        """Whether the run stopped, or stopped this stage (``halted``): what it still
+        has to pass on is dropped."""
+        return self.run.stopping or self.halted
+
+    @property
     def workers(self) -> int:
         """Workers the stage runs its function on now: a dynamic stage's current
         workers (``wp.Autoscale``) or limit (``wp.Adaptive``), as the live view shows."""
@@ -163,7 +169,7 @@ class StageRuntime:
         for index, env in enumerate(envs):
             error = errors.get(index) if errors else None
             if error is not None:
-                if self.spec.on_error == "raise" and not (self.run.stopping or self.halted):
+                if self.spec.on_error == "raise" and not self.stopped:
                     self.counters.failed += 1
                     self.raising = error
                     break
@@ -202,7 +208,7 @@ class StageRuntime:
         item that raised *error*: return True to pass a ``wp.Error`` on in its place,
         or drop it (False), as every item of a stopped stage."""
         policy = self.spec.on_error
-        if self.run.stopping or self.halted or policy == "raise":
+        if self.stopped or policy == "raise":
             return False
         book = self.book
         counters = self.counters
@@ -357,7 +363,7 @@ class PoolStage(StageRuntime):
                 seq += 1
                 pending.future.add_done_callback(partial(_finished, done, pending))
         except Exception:
-            if self.run.stopping or self.halted:
+            if self.stopped:
                 return  # the pool was shut down under us: we are stopping anyway
             raise
         finally:
@@ -390,7 +396,7 @@ class PoolStage(StageRuntime):
     def _handle(self, pending: _Pending) -> bool:
         """Pass on the outputs of a chunk that ended; False once the stage stopped
         (at an item that failed under ``on_error="raise"``, or stopped by the run)."""
-        if self.run.stopping or self.halted:
+        if self.stopped:
             pending.envs = pending.future = None  # type: ignore[assignment]
             return not self.halted
         envs, future = pending.envs, pending.future
@@ -436,7 +442,7 @@ class PoolStage(StageRuntime):
         if self.pool is not None:
             # Waits for every worker, child processes stopped (a thread abandoned by a
             # timeout is stuck in its task: not waited for).
-            self.pool.shutdown(wait=True, cancel_futures=self.run.stopping or self.halted)
+            self.pool.shutdown(wait=True, cancel_futures=self.stopped)
 
     def abandon(self) -> None:
         """Give up on running tasks (a second Ctrl-C): kill processes, leave threads."""
