@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -403,6 +404,68 @@ def test_isolated_runs_in_a_fresh_interpreter(suite: Path) -> None:
     assert out["items"] == 7.0
     assert out["seconds"] >= 0.0
     assert out["rss_growth_mb"] >= 0.0
+
+
+APART = '''
+import os
+import threading
+
+from workpool._bench.harness import Target, compare, scenario
+
+PARENT = []  # the parent appends to it: a scenario in a fresh interpreter sees it empty
+
+
+@scenario(own_process=True)
+def apart(quick):
+    """Runs in an interpreter of its own."""
+    threading.Thread(target=threading.Event().wait, daemon=True).start()  # left behind
+    rounds = iter([3.0, 1.0, 2.0])
+    return compare(
+        [("base", lambda: 2.0), ("ours", lambda: next(rounds)),
+         ("where", lambda: {"pid": float(os.getpid()), "marks": float(len(PARENT))})],
+        unit="s", baseline="base", title="apart" if quick else "apart, full",
+        targets=[Target("ours", ">=", 1.0)],
+    )
+
+
+@scenario(own_process=True)
+def apart_crashes(quick):
+    os._exit(3)
+
+
+@scenario
+def here(quick):
+    """In the bench's own process."""
+    return compare([("threads", lambda: float(threading.active_count()))], unit="n")
+'''
+
+
+def test_an_own_process_scenario_runs_in_a_fresh_interpreter(tmp_path: Path) -> None:
+    (tmp_path / "bench_apart.py").write_text(textwrap.dedent(APART))
+    try:
+        scenarios = harness.discover(tmp_path)
+        sys.modules["bench_apart"].PARENT.append("parent")
+        results = [harness.run_scenario(sc, quick=True, repeats=3) for sc in scenarios]
+    finally:
+        sys.modules.pop("bench_apart", None)
+    apart, crashes, here = results
+    assert (apart.name, apart.title, apart.error) == ("apart.apart",
+                                                       "Runs in an interpreter of its own",
+                                                       None)
+    [group] = apart.groups
+    assert (group.title, group.unit, group.baseline, group.repeats) == ("apart", "s", "base", 3)
+    rows = {(row.contender, row.unit): row for row in group.rows}
+    assert rows["ours", "s"].samples == [3.0, 1.0, 2.0]
+    assert (rows["ours", "s"].median, rows["ours", "s"].ratio) == (2.0, 1.0)
+    assert (rows["ours", "s"].target, rows["ours", "s"].passed) == (">= 1x base", True)
+    assert rows["where", "pid"].median != os.getpid()
+    assert rows["where", "marks"].median == 0.0  # not the parent's module
+    assert apart.passed is True
+    assert crashes.groups == []
+    assert crashes.error == "isolated apart_crashes failed: exit status 3"
+    # The thread the fresh interpreter left went with it.
+    [row] = here.groups[0].rows
+    assert row.median == threading.active_count()
 
 
 # -- pieces -----------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def _rate(run: Callable[[int], int], n: int) -> dict[str, float]:
     return {"tasks/s": n / elapsed}
 
 
-@scenario
+@scenario(own_process=True)
 def tiny_tasks(quick: bool) -> dict[str, float]:
     """100k tiny tasks on a 2-worker LocalCluster: DaskPool.map against Dask's own maps"""
     n = 20_000 if quick else 100_000
@@ -118,7 +118,7 @@ def _efficiency(run: Callable[[int], Any], n: int) -> dict[str, float]:
     return {"of ideal": n * _NAP / _WORKERS / elapsed}
 
 
-@scenario
+@scenario(own_process=True)
 def throughput(quick: bool) -> dict[str, float]:
     """1,000 tasks of 50 ms on 2 workers: the fraction of the ideal throughput"""
     n = 200 if quick else 1_000

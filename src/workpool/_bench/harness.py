@@ -39,15 +39,16 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal, overload
 
-from .isolation import isolated
+from .isolation import in_child, isolated, resolve
 
 __all__ = [
     "Contender", "Group", "Report", "Row", "Scenario", "ScenarioResult", "Target",
@@ -356,10 +357,26 @@ def _key(row: Row, unit: str) -> str:
 ScenarioFn = Callable[[bool], Mapping[str, float]]
 
 
-def scenario(fn: ScenarioFn) -> ScenarioFn:
-    """Mark *fn* (``def name(quick: bool) -> dict[str, float]``) as a scenario."""
-    fn.__bench_scenario__ = True  # type: ignore[attr-defined]
-    return fn
+@overload
+def scenario(fn: ScenarioFn, /) -> ScenarioFn: ...
+@overload
+def scenario(*, own_process: bool = False) -> Callable[[ScenarioFn], ScenarioFn]: ...
+
+
+def scenario(fn: ScenarioFn | None = None, /, *, own_process: bool = False
+             ) -> ScenarioFn | Callable[[ScenarioFn], ScenarioFn]:
+    """Mark *fn* (``def name(quick: bool) -> dict[str, float]``) as a scenario.
+
+    ``@scenario(own_process=True)``: the scenario runs in a fresh interpreter, for one
+    that leaves the process changed for those after it (a library's threads that live
+    as long as the process: with a thread more, a ``ProcessPool`` no longer forks).
+    """
+    def mark(f: ScenarioFn) -> ScenarioFn:
+        f.__bench_scenario__ = True  # type: ignore[attr-defined]
+        f.__bench_own_process__ = own_process  # type: ignore[attr-defined]
+        return f
+
+    return mark if fn is None else mark(fn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +463,14 @@ def run_scenario(sc: Scenario, *, quick: bool, repeats: int) -> ScenarioResult:
     result = ScenarioResult(sc.name, sc.title, error=sc.error)
     if sc.fn is None:
         return result
+    if getattr(sc.fn, "__bench_own_process__", False) and not _in_own_process:
+        try:
+            data = in_child(_scenario_child, sc.fn, [sc.name, sc.title, quick, repeats],
+                            timeout=_OWN_PROCESS_TIMEOUT)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            result.error = str(exc)
+            return result
+        return _result_from(data)
     rec = _Recording(repeats)
     token = _recording.set(rec)
     t0 = time.perf_counter()
@@ -463,6 +488,26 @@ def run_scenario(sc: Scenario, *, quick: bool, repeats: int) -> ScenarioResult:
         rows = [Row(k, "", samples=[float(v)], median=float(v)) for k, v in returned.items()]
         result.groups = [Group("as reported by the scenario", "", None, 1, rows)]
     return result
+
+
+_in_own_process = False  # set in the child that runs an own_process scenario
+_OWN_PROCESS_TIMEOUT: Final = 1800.0
+
+
+def _scenario_child(payload: list[Any]) -> None:
+    """In a fresh interpreter: run the scenario *payload* names, print its result."""
+    global _in_own_process
+    _in_own_process = True
+    fn, (name, title, quick, repeats) = resolve(payload)
+    result = run_scenario(Scenario(name, title, fn), quick=quick, repeats=repeats)
+    print(json.dumps(asdict(result)))
+
+
+def _result_from(data: dict[str, Any]) -> ScenarioResult:
+    groups = [Group(g["title"], g["unit"], g["baseline"], g["repeats"],
+                    [Row(**row) for row in g["rows"]]) for g in data["groups"]]
+    return ScenarioResult(data["name"], data["title"], groups, data["seconds"],
+                          data["error"])
 
 
 def run_suite(

@@ -1,9 +1,11 @@
-"""Measure a function in a fresh interpreter, so its memory is its own.
+"""Run a function in a fresh interpreter, so its memory and threads are its own.
 
 ``isolated(fn, *args)`` runs ``python -c`` (this interpreter) with the folder that holds
 the workpool package first on ``sys.path`` (``src/`` of a checkout, or site-packages);
 the child imports *fn* by module and name, resets its peak-RSS count, calls it, and
 prints one JSON line back: seconds, peak RSS growth and whatever *fn* returned.
+``in_child`` is the same trip for any entry point of the bench that prints its answer
+as a JSON line (the harness runs a whole scenario so: ``scenario(own_process=True)``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["isolated"]
+__all__ = ["in_child", "isolated", "resolve"]
 
 _ROOT = Path(__file__).resolve().parents[2]  # what holds workpool: src/, or site-packages
 
@@ -31,12 +33,26 @@ def isolated(fn: Callable[..., object], *args: object, timeout: float = 600) -> 
     returned a mapping of numbers, those too. *fn* must be a module-level function of an
     importable module, *args* JSON values. One scenario's garbage never reaches another.
     """
+    out: dict[str, float] = in_child(_child, fn, list(args), timeout=timeout)
+    return out
+
+
+def in_child(entry: Callable[[list[Any]], None], fn: Callable[..., object], args: Any,
+             timeout: float = 600) -> Any:
+    """Call ``entry([paths, module, qualname, args])`` in a fresh interpreter, where
+    ``resolve`` finds *fn* again by its module and name; return the JSON value of the
+    last line *entry* printed.
+
+    Raises:
+        RuntimeError: the child failed (its last line of stderr says how).
+    """
     module = sys.modules[fn.__module__]
     paths = [str(_ROOT)]
     if "." not in fn.__module__ and getattr(module, "__file__", None):
         paths.append(str(Path(str(module.__file__)).parent))
-    payload = json.dumps([paths, fn.__module__, fn.__qualname__, list(args)])
-    code = "import sys; from workpool._bench.isolation import _child; _child(sys.argv[1])"
+    payload = json.dumps([paths, fn.__module__, fn.__qualname__, args])
+    code = (f"import sys, json; from {entry.__module__} import {entry.__name__} as entry; "
+            "entry(json.loads(sys.argv[1]))")
     proc = subprocess.run(
         [sys.executable, "-c", code, payload], capture_output=True, text=True,
         timeout=timeout, cwd=str(_ROOT),  # python -c puts the cwd first on sys.path
@@ -44,16 +60,21 @@ def isolated(fn: Callable[..., object], *args: object, timeout: float = 600) -> 
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
         raise RuntimeError(f"isolated {fn.__qualname__} failed: {tail[0]}")
-    out: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return out
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _child(payload: str) -> None:
-    paths, module_name, qualname, args = json.loads(payload)
+def resolve(payload: list[Any]) -> tuple[Any, Any]:
+    """In the child: the function *payload* names (``in_child``), and its args."""
+    paths, module_name, qualname, args = payload
     sys.path[:0] = paths
     fn: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
         fn = getattr(fn, part)
+    return fn, args
+
+
+def _child(payload: list[Any]) -> None:
+    fn, args = resolve(payload)
     gc.collect()
     before = _rss_mb()
     peak = _reset_peak()
