@@ -233,3 +233,41 @@ def test_semaphore_tokens_of_a_waiter_cancelled_once_served_go_to_the_next() -> 
         assert (sem.statistics().held, sem.statistics().waiters) == (3, 0)
 
     asyncio.run(main())
+
+
+def test_semaphore_a_waiter_joining_a_line_leaves_it_cleanly_when_cancelled() -> None:
+    """On asyncio a waiter that joins a line others stand in waits on the lot's future
+    in its own frame (``join``/``quit``): cancelled while parked it leaves the line;
+    cancelled once served, its token comes back."""
+    import asyncio
+
+    import workpool as wp
+
+    async def main() -> None:
+        sem = wp.AsyncSemaphore(2)
+        await sem.acquire(2)
+        served: list[str] = []
+
+        async def take(name: str) -> None:
+            await sem.acquire()
+            served.append(name)
+
+        a = asyncio.ensure_future(take("a"))  # the head: its line is new
+        await _until(lambda: sem.statistics().waiters == 1)
+        b, c = asyncio.ensure_future(take("b")), asyncio.ensure_future(take("c"))
+        await _until(lambda: sem.statistics().waiters == 3)
+        c.cancel()  # parked: it leaves the line
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(c, BOUND)
+        assert (sem.statistics().held, sem.statistics().waiters) == (2, 2)
+        sem.release()
+        await asyncio.wait_for(a, BOUND)
+        sem.release()  # b is served; cancelled before it runs, it gives its token back
+        assert (sem.statistics().held, sem.statistics().waiters) == (2, 0)
+        b.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(b, BOUND)
+        assert served == ["a"]
+        assert (sem.statistics().held, sem.statistics().waiters) == (1, 0)
+
+    asyncio.run(main())
