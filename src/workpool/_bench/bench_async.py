@@ -292,8 +292,13 @@ def sleep_io(quick: bool) -> dict[str, float]:
     if uv is not None:
         contenders += [(floor + " [uvloop]", lambda: uv(_sleep_floor, n)),
                        ("AsyncPool.map [uvloop]", lambda: uv(_sleep_pool, n))]
+    # Two targets: 0.95 of N/L, as for threads, and the hand-written pool's own
+    # throughput. On asyncio a wave of 100 sleeps takes 10 ms, rounded up to the next
+    # millisecond by epoll, after the loop's busy time for the wave: every microsecond
+    # a task costs the loop shows here.
     return compare(contenders, unit="of N/L", higher_is_better={"of N/L", "tasks/s"},
-                   baseline=floor, targets=[Target("AsyncPool.map", ">=", 0.95, on="value")],
+                   baseline=floor, targets=[Target("AsyncPool.map", ">=", 0.95, on="value"),
+                                            Target("AsyncPool.map", ">=", 1.0, unit="tasks/s")],
                    title=f"{n:,} tasks, N/L = {CONCURRENCY / 0.01:,.0f} tasks/s")
 
 
