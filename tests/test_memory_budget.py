@@ -438,3 +438,39 @@ def test_50_mb_items_on_8_workers_stay_under_a_300_mb_budget() -> None:
     assert peak < limit + item
     assert peak >= item  # what is measured is real: at least one item was resident
     assert budget.statistics().held == 0
+
+
+def _called_off(budget: wp.MemoryBudget, n: int) -> tuple[threading.Thread, list[bool]]:
+    """A thread waiting for *n* bytes in a wait that ``budget._withdraw`` calls off."""
+    from workpool._sync.semaphore import WaitTicket
+
+    ticket, result = WaitTicket(), []
+    thread = threading.Thread(
+        target=lambda: result.append(budget._acquire_withdrawable(n, None, ticket)),
+        daemon=True)
+    thread.start()
+    wait_until(lambda: budget.statistics().waiters == 1)
+    budget._withdraw(ticket)
+    thread.join(WAIT)
+    assert not thread.is_alive(), "the wait was not called off"
+    return thread, result
+
+
+@pytest.mark.parametrize("where", ["in line for bytes", "at the usage gate"])
+def test_a_wait_called_off_holds_nothing(where: str) -> None:
+    usage = FakeUsage(0)
+    budget = watched(usage)
+    if where == "in line for bytes":
+        assert budget.acquire(1000)
+    else:
+        assert budget.acquire(100)
+        usage.value = 950  # paused, with 100 bytes in flight: the next waits
+    held = budget.statistics().held
+    _, result = _called_off(budget, 100)
+    assert result == [False]
+    s = budget.statistics()
+    assert (s.held, s.waiters) == (held, 0)
+    usage.value = 0
+    budget.release(held)
+    assert budget.try_acquire(1000)  # every byte is back
+

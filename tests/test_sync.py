@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import random
 import re
 import signal
@@ -462,6 +463,107 @@ def test_threads_never_exceed_capacity_nor_deadlock(capacity: int, seed: int,
         assert not t.is_alive(), "deadlock"
     assert errors == []
     assert sem.statistics() == stats(capacity, 0, 0)
+    assert sem.acquire(capacity, timeout=0)
+
+
+# -- a wait another thread calls off (how an event loop waits for a shared budget) --------
+
+class Withdrawable:
+    """A thread in ``budget._acquire_withdrawable(n, timeout, ticket)``."""
+
+    def __init__(self, budget: wp.Semaphore | wp.MemoryBudget, n: int,
+                 timeout: float | None = None) -> None:
+        from workpool._sync.semaphore import WaitTicket
+
+        self.ticket = WaitTicket()
+        self.n = n
+        self.result: bool | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(budget, n, timeout), daemon=True)
+
+    def _run(self, budget: wp.Semaphore | wp.MemoryBudget, n: int,
+             timeout: float | None) -> None:
+        self.result = budget._acquire_withdrawable(n, timeout, self.ticket)
+
+    def start(self) -> Withdrawable:
+        self.thread.start()
+        return self
+
+    def join(self) -> bool | None:
+        self.thread.join(BOUND)
+        assert not self.thread.is_alive(), "the wait was not called off"
+        return self.result
+
+
+def test_a_waiter_called_off_leaves_the_line_at_once_and_lets_those_behind_through(
+) -> None:
+    sem = wp.Semaphore(4)
+    sem.acquire(3)
+    head = Withdrawable(sem, 4).start()
+    wait_until(lambda: sem.statistics().waiters == 1)
+    behind = Waiter(sem, 1).start(queued=2)  # fits the free token, but queued behind
+    sem._withdraw(head.ticket)
+    assert head.join() is False
+    with waiters(sem, behind):
+        assert behind.served()  # the head left: the one behind it fits
+    assert sem.statistics() == stats(4, 4, 0)
+    sem.release(4)
+
+
+def test_a_wait_called_off_before_it_joins_the_line_never_does() -> None:
+    from workpool._sync.semaphore import WaitTicket
+
+    sem = wp.Semaphore(1)
+    ticket = WaitTicket()
+    sem._withdraw(ticket)
+    assert sem._acquire_withdrawable(1, None, ticket) is False  # even with a free token
+    assert sem.statistics() == stats(1, 0, 0)
+
+
+def test_a_wait_served_before_it_is_called_off_keeps_its_tokens() -> None:
+    sem = wp.Semaphore(2)
+    sem.acquire(2)
+    wait = Withdrawable(sem, 2).start()
+    wait_until(lambda: sem.statistics().waiters == 1)
+    sem.release(2)
+    assert wait.join() is True
+    sem._withdraw(wait.ticket)  # too late: its owner gives the tokens back
+    assert sem.statistics() == stats(2, 2, 0)
+    sem.release(2)
+
+
+def test_a_wait_that_times_out_returns_false_and_leaves_the_line() -> None:
+    sem = wp.Semaphore(1)
+    sem.acquire(1)
+    assert Withdrawable(sem, 1, timeout=0.01).start().join() is False
+    assert sem.statistics() == stats(1, 1, 0)
+    sem.release(1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_waits_called_off_at_any_moment_lose_and_leak_no_token(seed: int) -> None:
+    """Waits called off while queued, as they are served, after, or before they
+    start, racing a release and time-outs: each ends once, holding its tokens or none,
+    and the tokens held at the end are exactly those of the waits that say so."""
+    rng = random.Random(seed)
+    capacity = rng.randint(1, 3)
+    sem = wp.Semaphore(capacity)
+    sem.acquire(capacity)
+    waits = [Withdrawable(sem, rng.randint(1, capacity), rng.choice([None, None, 0.001]))
+             for _ in range(rng.randint(1, 5))]
+    actions: list[Callable[[], object]] = [w.start for w in waits]
+    actions += [functools.partial(sem._withdraw, w.ticket) for w in waits]
+    actions.append(functools.partial(sem.release, capacity))
+    rng.shuffle(actions)
+    for act in actions:
+        act()
+        if rng.random() < 0.3:
+            time.sleep(0)
+    got = [w.n for w in waits if w.join()]
+    assert sem.statistics() == stats(capacity, sum(got), 0)
+    if got:
+        sem.release(sum(got))
     assert sem.acquire(capacity, timeout=0)
 
 

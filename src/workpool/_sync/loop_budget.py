@@ -7,29 +7,24 @@ a wait runs in a worker thread, so that the loop goes on. Imports the budgets an
 anyio.
 
 A wait the loop gives up on (cancelled, or out of time) must not leave tokens taken
-by the thread a moment later: the thread and the loop settle it through a ``_Claim``,
-whichever comes second giving the tokens back. The thread waits in steps of
-``_STEP`` seconds, so that a wait given up on ends within one step (it keeps its
-place in the budget's line meanwhile, and loses it at each step: a waiter of the
-budget that came later may pass it then).
+by the thread a moment later, nor a waiter in the budget's line: the loop calls the
+thread's wait off (the budget takes it out of its line, and the thread returns), and
+the two settle through a ``_Claim`` whichever comes second giving back tokens taken.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Final, final
+from typing import final
 
 import anyio
 import anyio.to_thread
 
 from .memory_budget import MemoryBudget, MemoryBudgetStatistics
-from .semaphore import Semaphore, SemaphoreStatistics
+from .semaphore import Semaphore, SemaphoreStatistics, WaitTicket
 
 __all__ = ["LoopBudget"]
-
-_STEP: Final = 0.25  # seconds a waiting thread waits before it looks whether to go on
-
 
 @final
 class LoopBudget:
@@ -74,37 +69,34 @@ class LoopBudget:
 class _Claim:
     """A wait for tokens in a worker thread that the loop may give up on."""
 
-    __slots__ = ("gave_up", "got", "lock")
+    __slots__ = ("gave_up", "got", "lock", "ticket")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.gave_up = False
         self.got = False
+        self.ticket = WaitTicket()
 
     def wait(self, budget: Semaphore | MemoryBudget, n: int,
              deadline: float | None) -> bool:
         """The thread's side: take *n* tokens by *deadline*, unless given up on."""
-        while True:
-            step = _STEP
-            if deadline is not None:
-                step = min(step, deadline - time.monotonic())
-                if step <= 0:
-                    return False
-            if budget.acquire(n, step):
-                with self.lock:
-                    if not self.gave_up:
-                        self.got = True
-                        return True
-                budget.release(n)  # given up on meanwhile: the tokens go back
-                return False
-            with self.lock:
-                if self.gave_up:
-                    return False
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not budget._acquire_withdrawable(n, timeout, self.ticket):
+            return False
+        with self.lock:
+            if not self.gave_up:
+                self.got = True
+                return True
+        budget.release(n)  # given up on meanwhile: the tokens go back
+        return False
 
     def give_up(self, budget: Semaphore | MemoryBudget, n: int) -> None:
-        """The loop's side: it no longer waits; tokens the thread took go back."""
+        """The loop's side: it no longer waits; the thread's wait is called off, and
+        tokens it took go back."""
         with self.lock:
             self.gave_up = True
             got = self.got
         if got:
             budget.release(n)
+        else:
+            budget._withdraw(self.ticket)

@@ -36,7 +36,7 @@ from typing import Any, Final, Literal, TypeAlias, final
 
 from .._core.memory import cgroup_usage, rss_tree
 from .._core.sizing import CgroupDir, memory_limit_from, physical_memory
-from .semaphore import Semaphore, check_count
+from .semaphore import Semaphore, WaitTicket, check_count
 
 __all__ = ["Budget", "MemoryBudget", "MemoryBudgetStatistics", "cost_bound"]
 
@@ -203,6 +203,31 @@ class MemoryBudget:
             self._tokens.release(tokens)
         return admitted
 
+    def _acquire_withdrawable(self, n: int, timeout: float | None,
+                              ticket: WaitTicket) -> bool:
+        """``acquire(n, timeout)`` for a waiter that another thread may call off
+        (``_withdraw(ticket)``): it then returns False soon, holding nothing."""
+        tokens = min(check_count(n), self.capacity)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._tokens._acquire_withdrawable(tokens, timeout, ticket):
+            return False
+        try:
+            admitted = self._pass_gate(n, tokens, deadline, True, ticket)
+        except BaseException:
+            self._tokens.release(tokens)
+            raise
+        if not admitted:
+            self._tokens.release(tokens)
+        return admitted
+
+    def _withdraw(self, ticket: WaitTicket) -> None:
+        """Call off *ticket*'s wait: out of the line for bytes, or out of the wait at
+        the usage gate (which then gives its bytes back)."""
+        self._tokens._withdraw(ticket)
+        with self._cond:
+            if self._gate_waiters:
+                self._cond.notify_all()
+
     def try_acquire(self, n: int = 1) -> bool:
         """Hold *n* bytes if that needs no wait; never wait. Returns whether it did."""
         return self.acquire(n, blocking=False)
@@ -253,11 +278,14 @@ class MemoryBudget:
                 f"paused={s.paused}>")
 
     def _pass_gate(self, n: int, tokens: int, deadline: float | None,
-                   blocking: bool) -> bool:
-        """The usage gate, for a caller holding *tokens*: True once let through."""
+                   blocking: bool, ticket: WaitTicket | None = None) -> bool:
+        """The usage gate, for a caller holding *tokens*: True once let through (False
+        once *ticket*, if any, is called off)."""
         while True:
             self._look()
             with self._cond:
+                if ticket is not None and ticket.cancelled:
+                    return False
                 if not self._paused or self._admitted == 0:
                     self._admitted += tokens
                     if n > tokens:

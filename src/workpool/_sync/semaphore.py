@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, final
 
-__all__ = ["Semaphore", "SemaphoreStatistics", "check_capacity", "check_count",
-           "check_weight"]
+__all__ = ["Semaphore", "SemaphoreStatistics", "WaitTicket", "check_capacity",
+           "check_count", "check_weight"]
 
 _TIMEOUT_MAX: Final = threading.TIMEOUT_MAX
 
@@ -212,6 +212,58 @@ class Semaphore:
             self._wake()
         return False
 
+    def _acquire_withdrawable(self, n: int, timeout: float | None,
+                              ticket: WaitTicket) -> bool:
+        """``acquire(n, timeout)`` for a waiter that another thread may take out of the
+        line (``_withdraw(ticket)``): it then returns False at once, holding nothing.
+        How a budget is waited for on behalf of an event loop (``LoopBudget``)."""
+        n = check_weight(n, self._capacity)
+        with self._lock:
+            if ticket.cancelled:
+                return False
+            if n <= self._free and not self._waiters:
+                self._free -= n
+                return True
+            if timeout is not None and timeout <= 0:
+                return False
+            signal = threading.Lock()
+            signal.acquire()
+            entry = ticket.entry = (n, signal)
+            self._waiters.append(entry)
+        try:
+            if timeout is None:
+                granted = signal.acquire()
+            else:
+                granted = signal.acquire(True, min(timeout, _TIMEOUT_MAX))
+        except BaseException:
+            self._leave(entry, give_back=True)
+            raise
+        if granted:  # served, or woken by _withdraw (which set withdrawn first)
+            return not ticket.withdrawn
+        with self._lock:  # timed out, unless served or withdrawn meanwhile
+            if ticket.withdrawn:
+                return False
+            try:
+                self._waiters.remove(entry)
+            except ValueError:  # served as it timed out: it keeps the tokens
+                return True
+            self._wake()
+        return False
+
+    def _withdraw(self, ticket: WaitTicket) -> None:
+        """Take *ticket*'s waiter out of the line, if it stands in it: its thread
+        returns False. One not yet in line never joins it; one served keeps its
+        tokens (its owner gives them back)."""
+        with self._lock:
+            ticket.cancelled = True
+            entry = ticket.entry
+            if entry is None or entry not in self._waiters:
+                return
+            self._waiters.remove(entry)
+            ticket.withdrawn = True
+            self._wake()  # the waiters behind it may fit now
+        entry[1].release()
+
     def try_acquire(self, n: int = 1) -> bool:
         """Take *n* tokens if they are free and nobody is waiting; never wait.
 
@@ -298,6 +350,20 @@ class Semaphore:
     def __repr__(self) -> str:
         s = self.statistics()
         return f"<Semaphore capacity={s.capacity} held={s.held} waiters={s.waiters}>"
+
+
+@final
+class WaitTicket:
+    """A wait that another thread may call off (``Semaphore._withdraw``): ``cancelled``
+    once it is; ``withdrawn`` if that took it out of the line; ``entry`` its place in
+    line. Written under the semaphore's lock."""
+
+    __slots__ = ("cancelled", "entry", "withdrawn")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.withdrawn = False
+        self.entry: tuple[int, threading.Lock] | None = None
 
 
 @final
