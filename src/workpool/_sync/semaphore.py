@@ -173,9 +173,12 @@ class Semaphore:
                 return True
         return self._acquire_slow(n, timeout, blocking)
 
-    def _acquire_slow(self, n: int, timeout: float | None, blocking: bool) -> bool:
+    def _acquire_slow(self, n: int, timeout: float | None, blocking: bool,
+                      ticket: WaitTicket | None = None) -> bool:
         n = check_weight(n, self._capacity)
         with self._lock:
+            if ticket is not None and ticket.cancelled:
+                return False
             if n <= self._free and not self._waiters:
                 self._free -= n
                 return True
@@ -184,6 +187,8 @@ class Semaphore:
             signal = threading.Lock()
             signal.acquire()
             entry = (n, signal)
+            if ticket is not None:
+                ticket.entry = entry
             self._waiters.append(entry)
         try:
             if timeout is None:
@@ -191,18 +196,24 @@ class Semaphore:
             else:
                 granted = signal.acquire(True, min(timeout, _TIMEOUT_MAX))
         except BaseException:  # Ctrl-C while waiting: leave no trace
-            self._leave(entry, give_back=True)
+            self._leave(entry, ticket, give_back=True)
             raise
-        return granted or self._leave(entry, give_back=False)
+        if granted:  # served, or woken by _withdraw (which set withdrawn first)
+            return ticket is None or not ticket.withdrawn
+        return self._leave(entry, ticket, give_back=False)
 
-    def _leave(self, entry: tuple[int, threading.Lock], *, give_back: bool) -> bool:
+    def _leave(self, entry: tuple[int, threading.Lock], ticket: WaitTicket | None, *,
+               give_back: bool) -> bool:
         """Take a waiter that gave up out of the line; return True if it holds tokens.
 
         A waker may have served it between its giving up and this lock: then it keeps
         them (a timeout that lost the race still acquired) or, when *give_back*, puts
-        them back.
+        them back. One withdrawn meanwhile (``_withdraw``) is out of the line already
+        and holds nothing.
         """
         with self._lock:
+            if ticket is not None and ticket.withdrawn:
+                return False
             try:
                 self._waiters.remove(entry)
             except ValueError:  # already served
@@ -217,38 +228,7 @@ class Semaphore:
         """``acquire(n, timeout)`` for a waiter that another thread may take out of the
         line (``_withdraw(ticket)``): it then returns False at once, holding nothing.
         How a budget is waited for on behalf of an event loop (``LoopBudget``)."""
-        n = check_weight(n, self._capacity)
-        with self._lock:
-            if ticket.cancelled:
-                return False
-            if n <= self._free and not self._waiters:
-                self._free -= n
-                return True
-            if timeout is not None and timeout <= 0:
-                return False
-            signal = threading.Lock()
-            signal.acquire()
-            entry = ticket.entry = (n, signal)
-            self._waiters.append(entry)
-        try:
-            if timeout is None:
-                granted = signal.acquire()
-            else:
-                granted = signal.acquire(True, min(timeout, _TIMEOUT_MAX))
-        except BaseException:
-            self._leave(entry, give_back=True)
-            raise
-        if granted:  # served, or woken by _withdraw (which set withdrawn first)
-            return not ticket.withdrawn
-        with self._lock:  # timed out, unless served or withdrawn meanwhile
-            if ticket.withdrawn:
-                return False
-            try:
-                self._waiters.remove(entry)
-            except ValueError:  # served as it timed out: it keeps the tokens
-                return True
-            self._wake()
-        return False
+        return self._acquire_slow(n, timeout, True, ticket)
 
     def _withdraw(self, ticket: WaitTicket) -> None:
         """Take *ticket*'s waiter out of the line, if it stands in it: its thread
