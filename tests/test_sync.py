@@ -540,6 +540,26 @@ def test_a_wait_that_times_out_returns_false_and_leaves_the_line() -> None:
     sem.release(1)
 
 
+def test_a_wait_withdrawn_as_it_times_out_or_is_interrupted_holds_nothing() -> None:
+    """The race, set up by hand: the thread's wait ended (timed out, or a Ctrl-C) and
+    ``_withdraw`` took its entry out of the line before the thread could: leaving, it
+    neither claims tokens nor puts back any it never had."""
+    from workpool._sync.semaphore import WaitTicket
+
+    sem = wp.Semaphore(1)
+    sem.acquire(1)
+    for give_back in (False, True):
+        ticket = WaitTicket()
+        signal = threading.Lock()
+        signal.acquire()
+        entry = ticket.entry = (1, signal)
+        sem._waiters.append(entry)
+        sem._withdraw(ticket)
+        assert sem._leave(entry, ticket, give_back=give_back) is False
+        assert sem.statistics() == stats(1, 1, 0)
+    sem.release(1)
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_waits_called_off_at_any_moment_lose_and_leak_no_token(seed: int) -> None:
