@@ -190,30 +190,27 @@ class MemoryBudget:
             ValueError: *n* < 1, or a *timeout* with ``blocking=False``.
             TypeError: *n* is not an int.
         """
-        tokens = min(check_count(n), self.capacity)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._tokens.acquire(tokens, timeout, blocking=blocking):
-            return False
-        try:
-            admitted = self._pass_gate(n, tokens, deadline, blocking)
-        except BaseException:  # Ctrl-C while paused, or the usage function raised
-            self._tokens.release(tokens)
-            raise
-        if not admitted:
-            self._tokens.release(tokens)
-        return admitted
+        return self._acquire(n, timeout, blocking, None)
 
     def _acquire_withdrawable(self, n: int, timeout: float | None,
                               ticket: WaitTicket) -> bool:
         """``acquire(n, timeout)`` for a waiter that another thread may call off
         (``_withdraw(ticket)``): it then returns False soon, holding nothing."""
+        return self._acquire(n, timeout, True, ticket)
+
+    def _acquire(self, n: int, timeout: float | None, blocking: bool,
+                 ticket: WaitTicket | None) -> bool:
         tokens = min(check_count(n), self.capacity)
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._tokens._acquire_withdrawable(tokens, timeout, ticket):
+        if ticket is None:
+            took = self._tokens.acquire(tokens, timeout, blocking=blocking)
+        else:
+            took = self._tokens._acquire_withdrawable(tokens, timeout, ticket)
+        if not took:
             return False
         try:
-            admitted = self._pass_gate(n, tokens, deadline, True, ticket)
-        except BaseException:
+            admitted = self._pass_gate(n, tokens, deadline, blocking, ticket)
+        except BaseException:  # Ctrl-C while paused, or the usage function raised
             self._tokens.release(tokens)
             raise
         if not admitted:
