@@ -1570,23 +1570,6 @@ async def test_budget_bounds_map_items(source: str, cost: int) -> None:
     assert budget.statistics().held == 0
 
 
-async def test_budget_map_waits_for_tokens_held_elsewhere() -> None:
-    budget = wp.AsyncSemaphore(2)
-    gate = anyio.Event()
-    async with wp.AsyncPool(4, budget=budget) as pool:
-        with anyio.fail_after(WAIT):
-            other = await pool.schedule(wait_for, (gate,), cost=2)
-            results = pool.map(echo, range(5), timeout=0.05)
-            with pytest.raises(TimeoutError):  # no token within the map's timeout
-                await results.__anext__()
-            await results.aclose()
-            assert budget.statistics().held == 2
-            gate.set()
-            assert await other is True
-            assert [x async for x in pool.map(echo, range(5))] == list(range(5))
-    assert budget.statistics().held == 0
-
-
 async def test_budget_tokens_return_when_a_map_stops_early() -> None:
     budget = wp.AsyncSemaphore(4)
     gate = anyio.Event()
@@ -1646,18 +1629,23 @@ async def test_a_map_item_costlier_than_a_memory_budget_runs_alone() -> None:
     assert budget.statistics().held == 0
 
 
-async def test_a_map_item_waits_for_its_cost_held_elsewhere() -> None:
-    budget = wp.AsyncSemaphore(5)
+@pytest.mark.parametrize(("capacity", "held", "items", "cost"), [
+    (2, 2, [0, 1, 2, 3, 4], 1),  # an int cost: taken before an item is read
+    (5, 3, [3, 1], lambda x: x),  # a function of the item: 2 free, the first needs 3
+], ids=["int cost", "cost function"])
+async def test_a_map_waits_for_tokens_held_elsewhere(
+        capacity: int, held: int, items: list[int], cost: Any) -> None:
+    budget = wp.AsyncSemaphore(capacity)
     gate = anyio.Event()
     async with wp.AsyncPool(4, budget=budget) as pool:
         with anyio.fail_after(WAIT):
-            other = await pool.schedule(wait_for, (gate,), cost=3)
-            results = pool.map(echo, [3, 1], cost=lambda x: x, timeout=0.05)
-            with pytest.raises(TimeoutError):  # 2 free: the first item needs 3
+            other = await pool.schedule(wait_for, (gate,), cost=held)
+            results = pool.map(echo, items, cost=cost, timeout=0.05)
+            with pytest.raises(TimeoutError):  # no tokens within the map's timeout
                 await results.__anext__()
             await results.aclose()
-            assert budget.statistics().held == 3
-            results = pool.map(echo, [3, 1], cost=lambda x: x)
+            assert budget.statistics().held == held
+            results = pool.map(echo, items, cost=cost)
             waiting = anyio.Event()
             got: list[int] = []
 
@@ -1671,7 +1659,7 @@ async def test_a_map_item_waits_for_its_cost_held_elsewhere() -> None:
                 await anyio.sleep(0.01)
                 assert got == []
                 gate.set()
-            assert got == [3, 1]
+            assert got == items
             assert await other is True
     assert budget.statistics().held == 0
 
