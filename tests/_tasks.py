@@ -1,9 +1,11 @@
-"""Module-level task functions, so that process pools can pickle them too."""
+"""Module-level task functions, so that process pools can pickle them too; and what
+the invariant tests share to consume a run."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
@@ -135,3 +137,21 @@ class AsyncGauge:
         await anyio.sleep(0.001)
         self.now -= size
         return size
+
+
+T = TypeVar("T")
+
+
+def consume(items: Iterable[T], stop_after: int | None,
+            errors: tuple[type[BaseException], ...]) -> tuple[list[T], BaseException | None]:
+    """Take what *items* yields, leaving once more than *stop_after* came (None: to the
+    end); an error of *errors* ends it too. Returns what came, and that error."""
+    got: list[T] = []
+    try:
+        for out in items:
+            got.append(out)
+            if stop_after is not None and len(got) > stop_after:
+                break
+    except errors as exc:
+        return got, exc
+    return got, None

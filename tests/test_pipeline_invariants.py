@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 
 import workpool as wp
 
+from ._tasks import consume
+
 WAIT = 10.0  # bound on any wait: a bug fails fast instead of hanging
 BEHAVIOURS = ["ok", "fail", "slow"]
 plans = st.lists(st.sampled_from(BEHAVIOURS), max_size=40)
@@ -89,16 +91,9 @@ def test_every_item_ends_exactly_once(behaviours: list[str], kind: str, ordered:
     pipe = _stage(wp.Pipeline(range(n)), plan, kind, **options)
     if second:  # a plain second stage: what came out of the first flows on once
         pipe = pipe.map(_identity, ordered=ordered)
-    got: list[Any] = []
-    raised: BaseException | None = None
     items = iter(pipe)
     try:
-        for out in items:
-            got.append(out)
-            if stop_after is not None and len(got) > stop_after:
-                break
-    except (Boom, wp.ItemsFailed) as exc:
-        raised = exc
+        got, raised = consume(items, stop_after, (Boom, wp.ItemsFailed))
     finally:
         items.close()
     failing = plan.failing()

@@ -30,6 +30,7 @@ from workpool._walk._slices import SLICE_RESULTS
 
 from . import _walk_tasks as tasks
 from ._interrupt import interrupt_when_ready
+from ._tasks import consume
 
 BIG = Tree(5, 19)  # 1,046,580 nodes, depth 19 at most
 KINDS = ["thread", "process", "ProcessPool"]  # ProcessPool: a pool of yours, passed in
@@ -466,16 +467,8 @@ def test_every_node_ends_exactly_once(tree: dict[int, list[int]], data: st.DataO
         return n, tree[n]
 
     below_failed = _below(tree, failing)
-    out: list[Any] = []
-    error: BaseException | None = None
     with wp.walk(fn, [0], workers=3, max_pending=max_pending, on_error=on_error) as w:
-        try:
-            for x in w:
-                out.append(x)
-                if stop_after is not None and len(out) > stop_after:
-                    break
-        except (KeyError, wp.ItemsFailed) as exc:
-            error = exc
+        out, error = consume(w, stop_after, (KeyError, wp.ItemsFailed))
     after_close = dict(calls)
     assert max(calls.values()) == 1  # never twice
     assert not set(calls) & below_failed  # below a failed node, nothing runs
