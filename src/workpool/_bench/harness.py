@@ -459,18 +459,23 @@ def select(scenarios: Sequence[Scenario], only: Sequence[str]) -> list[Scenario]
 # -- running --------------------------------------------------------------------------------
 
 def run_scenario(sc: Scenario, *, quick: bool, repeats: int) -> ScenarioResult:
-    """Run one scenario, recording what it compares; an error is reported, not raised."""
-    result = ScenarioResult(sc.name, sc.title, error=sc.error)
-    if sc.fn is None:
-        return result
-    if getattr(sc.fn, "__bench_own_process__", False) and not _in_own_process:
+    """Run one scenario, recording what it compares (in a fresh interpreter if it was
+    marked ``own_process``); an error is reported, not raised."""
+    if sc.fn is not None and getattr(sc.fn, "__bench_own_process__", False):
         try:
             data = in_child(_scenario_child, sc.fn, [sc.name, sc.title, quick, repeats],
                             timeout=_OWN_PROCESS_TIMEOUT)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            result.error = str(exc)
-            return result
+            return ScenarioResult(sc.name, sc.title, error=str(exc))
         return _result_from(data)
+    return _run_here(sc, quick=quick, repeats=repeats)
+
+
+def _run_here(sc: Scenario, *, quick: bool, repeats: int) -> ScenarioResult:
+    """``run_scenario`` in this process."""
+    result = ScenarioResult(sc.name, sc.title, error=sc.error)
+    if sc.fn is None:
+        return result
     rec = _Recording(repeats)
     token = _recording.set(rec)
     t0 = time.perf_counter()
@@ -490,24 +495,21 @@ def run_scenario(sc: Scenario, *, quick: bool, repeats: int) -> ScenarioResult:
     return result
 
 
-_in_own_process = False  # set in the child that runs an own_process scenario
 _OWN_PROCESS_TIMEOUT: Final = 1800.0
 
 
 def _scenario_child(payload: list[Any]) -> None:
     """In a fresh interpreter: run the scenario *payload* names, print its result."""
-    global _in_own_process
-    _in_own_process = True
     fn, (name, title, quick, repeats) = resolve(payload)
-    result = run_scenario(Scenario(name, title, fn), quick=quick, repeats=repeats)
+    result = _run_here(Scenario(name, title, fn), quick=quick, repeats=repeats)
     print(json.dumps(asdict(result)))
 
 
 def _result_from(data: dict[str, Any]) -> ScenarioResult:
-    groups = [Group(g["title"], g["unit"], g["baseline"], g["repeats"],
-                    [Row(**row) for row in g["rows"]]) for g in data["groups"]]
-    return ScenarioResult(data["name"], data["title"], groups, data["seconds"],
-                          data["error"])
+    """A ``ScenarioResult`` again, from its ``asdict`` in JSON."""
+    groups = [Group(**{**g, "rows": [Row(**row) for row in g["rows"]]})
+              for g in data["groups"]]
+    return ScenarioResult(**{**data, "groups": groups})
 
 
 def run_suite(
