@@ -244,6 +244,30 @@ def test_cancel_futures_cancels_waiting_retries() -> None:
     assert pool.statistics().cancelled == 1
 
 
+def test_a_retry_withdrawn_before_it_is_scheduled_schedules_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the invariant test found: a task failed and is to be retried, and a
+    shutdown withdraws it (then the last worker closes the timer) before its worker
+    schedules the retry. The worker schedules nothing, and raises nothing."""
+    retry = wp.Retry(attempts=3, backoff=30)
+    pool = wp.ThreadPool(1)
+    engine = pool._engine
+    schedule = engine._schedule_retry
+
+    def withdrawn_first(task: Any, delay: float) -> None:
+        pool.shutdown(wait=False, cancel_futures=True)  # from the worker, in between
+        schedule(task, delay)
+
+    monkeypatch.setattr(engine, "_schedule_retry", withdrawn_first)
+    future = pool.schedule(_tasks.fail, ("x",), retry=retry)
+    with pytest.raises(wp.Cancelled, match="waiting to retry"):
+        future.result(WAIT)
+    pool.shutdown(wait=True)
+    assert engine._timer is None  # no timer was started for it
+    s = pool.statistics()
+    assert (s.retried, s.cancelled, s.failed) == (1, 1, 0)
+
+
 def test_cancel_futures_lets_running_tasks_finish() -> None:
     # As the stdlib: queued tasks are cancelled, running ones finish.
     started, release = threading.Event(), threading.Event()

@@ -869,10 +869,15 @@ class Engine:
         return policy.delay_for(error, task.attempt - 1)
 
     def _schedule_retry(self, task: Task, delay: float) -> None:
-        handle = self.backend.call_later(delay, partial(self._requeue, task))
+        """Re-queue *task*, registered in ``_retrying`` under the lock a moment ago,
+        after *delay*; unless a shutdown withdrew it meanwhile. Under the lock (the
+        timer's lock is taken after the engine's, never before): a shutdown that
+        withdraws it, and a last worker's ``left`` that closes the timer then, come
+        either before (nothing is scheduled) or after (the handle is cancelled)."""
         with self._lock:
             if task in self._retrying:
-                self._retrying[task] = handle
+                self._retrying[task] = self.backend.call_later(
+                    delay, partial(self._requeue, task))
 
     def timer(self) -> Timer:
         """The pool's timer thread (started on first use)."""
